@@ -1,0 +1,164 @@
+"""Gradient updates per second of our SAC learner vs stable-baselines3 SAC, same sizes, same run, same threads.
+
+Setting (like the pick-cube twin): state obs 28 floats, action dim 4, batch 256, 2 critics 256x256, actor
+256x256, one critic + actor + temperature update per step for both. Both sample their batch from a replay
+buffer pre-filled with random data inside the timed loop (SB3: ``model.train(gradient_steps=K)`` on its own
+buffer; ours: uniform indices into numpy arrays -> torch batch -> ``algo.update``). Repeats are interleaved
+so machine noise hits both alike; medians are reported. Also: pixel updates/s (2 cameras 64 px + state).
+
+    python benchmarks/learner_speed.py [--repeats 5] [--steps 300] [--threads 2]
+
+Ends with one JSON line: ours_updates_per_s, sb3_updates_per_s, ratio_vs_sb3, pixel_updates_per_s, device
+(plus ours_bf16_updates_per_s: the opt-in ``algo.bf16_matmuls`` mode, which is not the headline figure).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from robot_rl.config import load_config
+from robot_rl.registry import ALGORITHMS, POLICIES
+from robot_rl.specs import ActionSpec, ArraySpec, ObsSpec
+from robot_rl.types import Batch
+
+STATE_DIM, ACTION_DIM, BATCH, HIDDEN, BUFFER = 28, 4, 256, 256, 10_000
+
+
+def random_buffer(obs_spec: ObsSpec, size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Flat replay arrays (``obs/<k>``, ``next_obs/<k>``, per-step fields) filled with random data."""
+    arrays: dict[str, np.ndarray] = {}
+    for key, spec in obs_spec.fields.items():
+        for prefix in ("obs/", "next_obs/"):
+            if spec.dtype == "uint8":
+                arrays[prefix + key] = rng.integers(0, 256, (size, *spec.shape), dtype=np.uint8)
+            else:
+                arrays[prefix + key] = rng.standard_normal((size, *spec.shape), dtype=np.float32)
+    arrays["action"] = rng.uniform(-1, 1, (size, ACTION_DIM)).astype(np.float32)
+    arrays["policy_action"] = arrays["action"]
+    arrays["reward"] = rng.standard_normal(size, dtype=np.float32)
+    arrays["terminated"] = rng.random(size) < 0.02
+    arrays["truncated"] = np.zeros(size, bool)
+    arrays["intervened"] = np.zeros(size, bool)
+    arrays["episode_id"] = np.zeros(size, np.int64)
+    arrays["step"] = np.zeros(size, np.int64)
+    return arrays
+
+
+def build_ours(obs_spec: ObsSpec, action_spec: ActionSpec, bf16: bool = False):
+    cfg = load_config(["algo=sac", f"algo.batch_size={BATCH}", f"algo.critic_hidden_dims=[{HIDDEN},{HIDDEN}]",
+                       "algo.num_critics=2", f"policy.hidden_dims=[{HIDDEN},{HIDDEN}]",
+                       f"algo.bf16_matmuls={str(bf16).lower()}"])
+    policy = POLICIES.make("gaussian", cfg.policy, obs_spec, action_spec)
+    return ALGORITHMS.make("sac", cfg.algo, policy, obs_spec, action_spec, "cpu")
+
+
+def time_ours(algo, arrays: dict[str, np.ndarray], steps: int, rng: np.random.Generator) -> float:
+    size = len(arrays["reward"])
+    start = time.perf_counter()
+    for _ in range(steps):
+        index = rng.integers(0, size, BATCH)
+        batch = Batch.from_arrays({k: v[index] for k, v in arrays.items()}).to_torch("cpu")
+        algo.update(batch)
+    return steps / (time.perf_counter() - start)
+
+
+def build_sb3():
+    import gymnasium as gym
+    from stable_baselines3 import SAC as SB3SAC
+    from stable_baselines3.common.utils import configure_logger
+
+    class RandomEnv(gym.Env):
+        observation_space = gym.spaces.Box(-np.inf, np.inf, (STATE_DIM,), np.float32)
+        action_space = gym.spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
+
+        def reset(self, *, seed=None, options=None):
+            return np.zeros(STATE_DIM, np.float32), {}
+
+        def step(self, action):
+            return np.zeros(STATE_DIM, np.float32), 0.0, False, False, {}
+
+    model = SB3SAC("MlpPolicy", RandomEnv(), batch_size=BATCH, buffer_size=BUFFER, learning_starts=0,
+                   policy_kwargs=dict(net_arch=[HIDDEN, HIDDEN], n_critics=2), device="cpu", seed=0)
+    model._logger = configure_logger(0, None, "", False)  # what learn() would set up; no output
+    rng = np.random.default_rng(0)
+    buf = model.replay_buffer
+    buf.observations[:] = rng.standard_normal(buf.observations.shape, dtype=np.float32)
+    buf.next_observations[:] = rng.standard_normal(buf.next_observations.shape, dtype=np.float32)
+    buf.actions[:] = rng.uniform(-1, 1, buf.actions.shape).astype(np.float32)
+    buf.rewards[:] = rng.standard_normal(buf.rewards.shape, dtype=np.float32)
+    buf.dones[:] = (rng.random(buf.dones.shape) < 0.02).astype(np.float32)
+    buf.full = True
+    return model
+
+
+def time_sb3(model, steps: int) -> float:
+    start = time.perf_counter()
+    model.train(gradient_steps=steps, batch_size=BATCH)
+    return steps / (time.perf_counter() - start)
+
+
+def time_pixels(updates: int) -> float:
+    obs_spec = ObsSpec({"state": ArraySpec((STATE_DIM,), "float32"),
+                        "images/front": ArraySpec((64, 64, 3), "uint8"),
+                        "images/wrist": ArraySpec((64, 64, 3), "uint8")})
+    action_spec = ActionSpec((ACTION_DIM,), -1.0, 1.0)
+    algo = build_ours(obs_spec, action_spec)
+    rng = np.random.default_rng(1)
+    arrays = random_buffer(obs_spec, 1024, rng)
+    time_ours(algo, arrays, 1, rng)  # warm-up (first-call allocations, oneDNN primitive creation)
+    return time_ours(algo, arrays, updates, rng)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=300, help="updates per timed repeat")
+    parser.add_argument("--pixel-updates", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="torch intra-op threads, the same for both learners")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    obs_spec = ObsSpec({"state": ArraySpec((STATE_DIM,), "float32")})
+    action_spec = ActionSpec((ACTION_DIM,), -1.0, 1.0)
+    ours = build_ours(obs_spec, action_spec)
+    ours_bf16 = build_ours(obs_spec, action_spec, bf16=True)  # opt-in reduced precision, reported apart
+    rng = np.random.default_rng(0)
+    arrays = random_buffer(obs_spec, BUFFER, rng)
+    sb3 = build_sb3()
+    time_ours(ours, arrays, 50, rng)  # warm-up all
+    time_ours(ours_bf16, arrays, 50, rng)
+    time_sb3(sb3, 50)
+    ours_runs, bf16_runs, sb3_runs = [], [], []
+    for _ in range(args.repeats):  # interleaved, so slow phases of a shared machine hit all alike
+        ours_runs.append(time_ours(ours, arrays, args.steps, rng))
+        sb3_runs.append(time_sb3(sb3, args.steps))
+        bf16_runs.append(time_ours(ours_bf16, arrays, args.steps, rng))
+    pixel = time_pixels(args.pixel_updates)
+
+    ours_median, sb3_median = statistics.median(ours_runs), statistics.median(sb3_runs)
+    bf16_median = statistics.median(bf16_runs)
+    print(f"threads={torch.get_num_threads()} batch={BATCH} obs={STATE_DIM} act={ACTION_DIM} "
+          f"critics=2x{HIDDEN}x{HIDDEN} actor={HIDDEN}x{HIDDEN}")
+    print(f"{'learner':<28}{'median upd/s':>14}   runs")
+    print(f"{'robot_rl SAC (state)':<28}{ours_median:>14.1f}   {', '.join(f'{r:.0f}' for r in ours_runs)}")
+    print(f"{'stable-baselines3 SAC':<28}{sb3_median:>14.1f}   {', '.join(f'{r:.0f}' for r in sb3_runs)}")
+    print(f"{'robot_rl SAC bf16 matmuls':<28}{bf16_median:>14.1f}   {', '.join(f'{r:.0f}' for r in bf16_runs)}"
+          f"   (opt-in algo.bf16_matmuls=true, not the headline)")
+    print(f"{'robot_rl SAC (2x64px+state)':<28}{pixel:>14.2f}   ({args.pixel_updates} updates)")
+    print(f"ratio ours/sb3: {ours_median / sb3_median:.2f}x")
+    print(json.dumps({"ours_updates_per_s": round(ours_median, 1), "sb3_updates_per_s": round(sb3_median, 1),
+                      "ratio_vs_sb3": round(ours_median / sb3_median, 2), "pixel_updates_per_s": round(pixel, 3),
+                      "ours_bf16_updates_per_s": round(bf16_median, 1),
+                      "device": f"cpu ({torch.get_num_threads()} threads)"}))
+
+
+if __name__ == "__main__":
+    main()

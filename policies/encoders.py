@@ -1,0 +1,107 @@
+"""Observation encoders: a flat observation dict -> one feature vector per sample.
+
+``state`` (float32 ``(N, S)``) passes through unchanged (the policy/critic MLPs take it as input). Every
+``images/<cam>`` key (uint8 ``(N, H, W, 3)``) gets its own small conv encoder in the DrQ/RLPD/SERL style:
+4 conv layers (3x3, 32 channels, first one stride 2), a linear bottleneck, LayerNorm and tanh. Images stay
+uint8 until they are on the device, where they are normalised to [-0.5, 0.5]. Random-shift augmentation
+(pad 4 with edge replication, then a random crop back to HxW) is applied only when asked (training).
+Features are fused by concatenation: ``[state, cam_0 features, cam_1 features, ...]``.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from robot_rl.specs import IMAGE_PREFIX, ObsSpec
+
+
+def random_shift(images: torch.Tensor, pad: int) -> torch.Tensor:
+    """DrQ random shift on uint8 ``(N, H, W, C)`` images, one integer shift per sample in ``[-pad, pad]``.
+
+    Clamping the shifted pixel indices to the image is exactly "replicate-pad by ``pad`` then crop HxW at a
+    random offset", without materialising the padded copy, and it works on uint8 (no float copy first).
+    """
+    n, height, width, _ = images.shape
+    device = images.device
+    shift = torch.randint(-pad, pad + 1, (n, 2), device=device)  # (N, 2): row and column offsets
+    rows = (torch.arange(height, device=device)[None, :] + shift[:, :1]).clamp_(0, height - 1)  # (N, H)
+    cols = (torch.arange(width, device=device)[None, :] + shift[:, 1:]).clamp_(0, width - 1)  # (N, W)
+    batch_index = torch.arange(n, device=device)[:, None, None]  # (N, 1, 1)
+    return images[batch_index, rows[:, :, None], cols[:, None, :]]  # (N, H, W, C)
+
+
+class CameraEncoder(nn.Module):
+    """One camera: uint8 ``(N, H, W, 3)`` -> float ``(N, feature_dim)`` in [-1, 1]."""
+
+    def __init__(self, image_shape: tuple[int, int, int], channels: int = 32, num_layers: int = 4,
+                 feature_dim: int = 50) -> None:
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError(f"a camera encoder needs at least one conv layer, got {num_layers}")
+        height, width, in_channels = image_shape
+        layers: list[nn.Module] = []
+        for i in range(num_layers):
+            # The first conv halves the resolution (cheap on CPU), the rest keep stride 1 as in DrQ.
+            layers += [nn.Conv2d(in_channels if i == 0 else channels, channels, 3, stride=2 if i == 0 else 1),
+                       nn.ReLU()]
+        self.convs = nn.Sequential(*layers)
+        with torch.no_grad():
+            conv_out = self.convs(torch.zeros(1, in_channels, height, width)).numel()
+        # Bottleneck as in DrQ/SAC-AE: LayerNorm + tanh keeps the critic's input well scaled.
+        self.projection = nn.Sequential(nn.Linear(conv_out, feature_dim), nn.LayerNorm(feature_dim), nn.Tanh())
+        self.output_dim = feature_dim
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        # (N, H, W, 3) uint8 -> (N, 3, H, W) float in [-0.5, 0.5]; the permute yields channels-last strides,
+        # which oneDNN/cuDNN convolutions consume without a copy.
+        x = images.permute(0, 3, 1, 2).float().div_(255.0).sub_(0.5)
+        return self.projection(self.convs(x).flatten(1))  # (N, feature_dim)
+
+
+class ObservationEncoder(nn.Module):
+    """Obs dict -> ``(N, output_dim)`` features. Has no parameters for state-only observations."""
+
+    def __init__(self, obs_spec: ObsSpec, conv_channels: int = 32, conv_layers: int = 4,
+                 image_feature_dim: int = 50, augment_pad: int = 4) -> None:
+        super().__init__()
+        state = obs_spec.fields.get("state")
+        if state is not None and len(state.shape) != 1:
+            raise ValueError(f"obs['state'] must be a vector, got shape {state.shape}")
+        self.state_dim = state.shape[0] if state is not None else 0
+        self.image_keys = obs_spec.image_keys
+        self.augment_pad = augment_pad
+        # ModuleDict names may not contain '.', camera names might: keep an explicit key -> module-name map.
+        self._module_names = {key: key[len(IMAGE_PREFIX):].replace(".", "_") for key in self.image_keys}
+        self.cameras = nn.ModuleDict({
+            self._module_names[key]: CameraEncoder(obs_spec.fields[key].shape, conv_channels, conv_layers,
+                                                   image_feature_dim)
+            for key in self.image_keys
+        })
+        self.output_dim = self.state_dim + image_feature_dim * len(self.image_keys)
+        if self.output_dim == 0:
+            raise ValueError(f"observation spec {obs_spec.keys()} has neither 'state' nor images")
+
+    @property
+    def has_images(self) -> bool:
+        return bool(self.image_keys)
+
+    def augment(self, obs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Randomly shifted copies of the images (independently per sample and camera); state untouched.
+
+        Separate from :meth:`forward` so that SAC can feed one augmented ``next_obs`` to both the online and
+        the target encoder.
+        """
+        if not self.image_keys or self.augment_pad <= 0:
+            return obs
+        return {k: random_shift(v, self.augment_pad) if k in self._module_names else v for k, v in obs.items()}
+
+    def forward(self, obs: dict[str, torch.Tensor], augment: bool = False) -> torch.Tensor:
+        if augment:
+            obs = self.augment(obs)
+        parts: list[torch.Tensor] = []
+        if self.state_dim:
+            parts.append(obs["state"].float())  # (N, S)
+        for key in self.image_keys:
+            # (N, H, W, 3) uint8 -> (N, image_feature_dim)
+            parts.append(self.cameras[self._module_names[key]](obs[key]))
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)  # (N, output_dim)

@@ -1,0 +1,1 @@
+"""robot_rl.reward_models (see DESIGN.md)."""

@@ -1,0 +1,209 @@
+"""The actor loop: step env(s) at a fixed control rate, act with the latest policy copy, stream transitions.
+
+Read top to bottom: build envs + policy + transport + episode store; then per step: maybe swap weights (only
+between steps/episodes, never inside an action chunk), act (batched over envs), step each env, hand each
+transition to the transport (returns immediately), and at episode end write the episode to the local store
+(the actor never loses data, whatever the network does) and flush the partial chunk.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from robot_rl.env import RobotEnv
+from robot_rl.episode_store import EpisodeStore
+from robot_rl.registry import ENVS, POLICIES
+from robot_rl.specs import spec_hash
+from robot_rl.transport.base import ActorTransport
+from robot_rl.types import Episode, Transition
+
+log = logging.getLogger("robot_rl.actor")
+
+
+class FixedRate:
+    """Sleep until the next tick of a fixed-rate clock; counts overruns instead of drifting."""
+
+    def __init__(self, hz: float) -> None:
+        self.period = 1.0 / hz
+        self.next_tick = time.perf_counter() + self.period
+        self.overruns = 0
+
+    def sleep(self) -> None:
+        now = time.perf_counter()
+        if now < self.next_tick:
+            time.sleep(self.next_tick - now)
+            self.next_tick += self.period
+        else:
+            self.overruns += 1
+            self.next_tick = now + self.period  # late: restart the clock rather than burst to catch up
+
+
+@dataclass
+class ActorStats:
+    steps: int = 0
+    episodes: int = 0
+    successes: int = 0
+    weights_version: int = -1
+    loop_ms: list[float] = field(default_factory=list)
+    recent_returns: list[float] = field(default_factory=list)
+    recent_success: list[bool] = field(default_factory=list)
+
+    def summary(self, transport: ActorTransport, elapsed_s: float) -> dict[str, float]:
+        loop = np.asarray(self.loop_ms[-2000:] or [0.0])
+        return {"steps": float(self.steps), "episodes": float(self.episodes),
+                "steps_per_s": self.steps / max(elapsed_s, 1e-9),
+                "loop_ms_p50": float(np.percentile(loop, 50)), "loop_ms_p99": float(np.percentile(loop, 99)),
+                "success_rate_recent": float(np.mean(self.recent_success[-20:])) if self.recent_success else 0.0,
+                "return_recent": float(np.mean(self.recent_returns[-20:])) if self.recent_returns else 0.0,
+                "weights_version": float(self.weights_version),
+                **{f"transport/{k}": v for k, v in transport.stats().items()}}
+
+
+def env_seed(base: int, actor_id: str, index: int) -> int:
+    """Distinct, reproducible seeds per (actor, env) without a global actor numbering."""
+    return (base + 1000 * index + zlib.crc32(actor_id.encode()) % 1_000_000) % 2**31
+
+
+def make_envs(cfg: Any, actor_id: str) -> list[RobotEnv]:
+    return [ENVS.make(cfg.env.name, cfg.env, seed=env_seed(cfg.env.seed, actor_id, j))
+            for j in range(cfg.actor.num_envs)]
+
+
+def load_weights(policy: torch.nn.Module, arrays: dict[str, np.ndarray]) -> None:
+    """Copy published weights into the actor's policy (strict: a missing or extra name is an error)."""
+    state = {k: torch.from_numpy(np.array(v, copy=True)) for k, v in arrays.items()}
+    policy.load_state_dict(state, strict=True)
+
+
+class Actor:
+    def __init__(self, cfg: Any, transport: ActorTransport, envs: Sequence[RobotEnv] | None = None,
+                 policy: Any = None, store_dir: str | Path | None = None) -> None:
+        self.cfg = cfg
+        self.actor_id = cfg.actor.actor_id
+        self.envs = list(envs) if envs is not None else make_envs(cfg, self.actor_id)
+        self.obs_spec, self.action_spec = self.envs[0].obs_spec, self.envs[0].action_spec
+        self.spec_hash = spec_hash(self.obs_spec, self.action_spec)
+        self.policy = policy if policy is not None else POLICIES.make(cfg.policy.name, cfg.policy, self.obs_spec,
+                                                                      self.action_spec)
+        self.policy.eval()
+        self.transport = transport
+        directory = store_dir or cfg.actor.store_dir or Path(cfg.run_dir) / "episodes" / self.actor_id
+        self.store = EpisodeStore(directory)
+        self.rng = np.random.default_rng(env_seed(cfg.env.seed, self.actor_id, 999))
+        self.stats = ActorStats()
+        self._progress_key: tuple[int, int] | None = None
+        self._steps_since_progress = 0
+
+    def _maybe_swap_weights(self) -> None:
+        weights = self.transport.poll_weights()
+        if weights is not None:
+            load_weights(self.policy, weights.arrays)
+            self.stats.weights_version = weights.version
+
+    def _wait_for_budget(self, stop: Any) -> None:
+        """Sim pacing: hold while the learner's update-to-data budget is used up (see learner.progress)."""
+        while True:
+            progress = self.transport.learner_progress()
+            if progress is None:  # no budget known yet: wait for the learner's first weights message
+                if stop is not None and stop.is_set():
+                    return
+                time.sleep(0.01)
+                continue
+            key = (progress.get("env_steps", 0), progress.get("allowed_env_steps", 0))
+            if key != self._progress_key:
+                self._progress_key, self._steps_since_progress = key, 0
+            if key[0] + self._steps_since_progress < key[1] or (stop is not None and stop.is_set()):
+                self._steps_since_progress += len(self.envs)
+                return
+            time.sleep(0.002)
+
+    def _actions(self, obs: list[dict[str, np.ndarray]]) -> np.ndarray:
+        """(N, A) float32 actions within bounds; uniform random during the initial exploration phase."""
+        n = len(obs)
+        if self.stats.steps < self.cfg.actor.random_steps:
+            low, high = self.action_spec.low_array(), self.action_spec.high_array()
+            return self.rng.uniform(low, high, (n, *low.shape)).astype(np.float32)
+        batched = {k: np.stack([o[k] for o in obs]) for k in obs[0]}
+        actions = self.policy.act(batched, deterministic=False)
+        if not np.isfinite(actions).all():
+            raise FloatingPointError(f"policy produced non-finite actions {actions}; refusing to send them")
+        return self.action_spec.clip(actions)
+
+    def run(self, max_steps: int | None = None, stop: Any = None) -> dict[str, float]:
+        """Run until ``max_steps`` env steps (summed over envs), ``stop.is_set()``, or forever."""
+        max_steps = max_steps if max_steps is not None else self.cfg.actor.max_env_steps
+        if self.cfg.actor.wait_for_weights:
+            while self.transport.poll_weights() is None and not (stop is not None and stop.is_set()):
+                time.sleep(0.05)
+        next_episode = self.store.next_episode_id(self.actor_id)
+        obs = [env.reset(seed=env_seed(self.cfg.env.seed, self.actor_id, j) + next_episode)
+               for j, env in enumerate(self.envs)]
+        episode_ids = [next_episode + j for j in range(len(self.envs))]
+        next_episode += len(self.envs)
+        buffers: list[list[Transition]] = [[] for _ in self.envs]
+        rate = FixedRate(self.envs[0].control_hz) if self.cfg.actor.realtime else None
+        start = last_log = time.perf_counter()
+        self.policy.reset()
+        while not max_steps or self.stats.steps < max_steps:
+            if stop is not None and stop.is_set():
+                break
+            if rate is None and self.cfg.actor.pace:
+                self._wait_for_budget(stop)
+            t0 = time.perf_counter()
+            self._maybe_swap_weights()
+            actions = self._actions(obs)
+            for j, env in enumerate(self.envs):
+                result = env.step(actions[j])
+                tr = Transition(obs=obs[j], action=actions[j], reward=result.reward, next_obs=result.obs,
+                                terminated=result.terminated, truncated=result.truncated, actor_id=self.actor_id,
+                                episode_id=episode_ids[j], step=len(buffers[j]))
+                self.transport.send(tr)
+                buffers[j].append(tr)
+                obs[j] = result.obs
+                self.stats.steps += 1
+                if result.terminated or result.truncated:
+                    self._finish_episode(buffers[j], result.success, env)
+                    buffers[j] = []
+                    episode_ids[j] = next_episode
+                    obs[j] = env.reset(seed=env_seed(self.cfg.env.seed, self.actor_id, j) + next_episode)
+                    next_episode += 1
+                    self.policy.reset()
+            self.stats.loop_ms.append((time.perf_counter() - t0) * 1e3)
+            if len(self.stats.loop_ms) > 10_000:
+                del self.stats.loop_ms[:5_000]
+            now = time.perf_counter()
+            if now - last_log > 10.0:
+                last_log = now
+                s = self.stats.summary(self.transport, now - start)
+                log.info("actor %s: %d steps (%.0f/s), %d episodes, success(20)=%.2f, loop p99 %.1f ms, "
+                         "weights v%d, pending %d", self.actor_id, s["steps"], s["steps_per_s"], s["episodes"],
+                         s["success_rate_recent"], s["loop_ms_p99"], s["weights_version"],
+                         s["transport/pending_chunks"] if "transport/pending_chunks" in s else 0)
+            if rate is not None:
+                rate.sleep()
+        # Episodes cut short by the stop are still real experience: store them, marked truncated-by-stop.
+        for j, buf in enumerate(buffers):
+            if buf:
+                self._finish_episode(buf, False, self.envs[j], interrupted=True)
+        self.transport.flush()
+        return self.stats.summary(self.transport, time.perf_counter() - start)
+
+    def _finish_episode(self, transitions: list[Transition], success: bool, env: RobotEnv,
+                        interrupted: bool = False) -> None:
+        episode = Episode.from_transitions(transitions, self.spec_hash, success=success,
+                                           task=getattr(env, "task", ""),
+                                           meta={"interrupted": interrupted, "weights_version":
+                                                 self.stats.weights_version})
+        self.store.write(episode)
+        self.transport.flush()
+        self.stats.episodes += 1
+        self.stats.successes += int(success)
+        self.stats.recent_success.append(success)
+        self.stats.recent_returns.append(float(episode.reward.sum()))

@@ -1,0 +1,5 @@
+"""Learning algorithms, one per file. Importing this package registers the built-in ones."""
+from robot_rl.algorithms import sac  # noqa: F401  (registers sac and rlpd)
+from robot_rl.algorithms.base import Algorithm
+
+__all__ = ["Algorithm"]

@@ -1,0 +1,33 @@
+"""The algorithm interface the learner loop drives.
+
+An algorithm owns its critics and optimizers; the policy is a separate module (``robot_rl.policies``) whose
+``state_dict`` is what actors receive. The learner calls ``update`` with a torch :class:`Batch` already on
+``self.device`` and never looks inside.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import torch
+
+from robot_rl.types import Batch
+
+
+class Algorithm(ABC):
+    device: torch.device
+
+    @abstractmethod
+    def update(self, batch: Batch) -> dict[str, float]:
+        """One gradient update (possibly several critic steps, see the algorithm's UTD); returns metrics."""
+
+    @abstractmethod
+    def policy_weights(self) -> dict[str, torch.Tensor]:
+        """The actor-side policy's ``state_dict`` (CPU tensors), published to actors."""
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume: networks, target networks, optimizers, temperature, counters."""
+
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...

@@ -1,0 +1,191 @@
+"""``robot-rl``: one command, subcommands, hydra overrides.
+
+    robot-rl train   [overrides]            learner + actor processes over ZeroMQ on this machine
+    robot-rl learner [overrides]            the learner half (GPU box)
+    robot-rl actor   [overrides]            the actor half (robot PC / sim host)
+    robot-rl keys DIR [--actors A B ...]    CurveZMQ keys for actor<->learner links across machines
+    robot-rl demos   [overrides] n=20 out=DIR      scripted-expert demonstrations into an episode store
+    robot-rl eval    [overrides] checkpoint=PATH episodes=20 video=PATH
+    robot-rl config  [overrides]            print the resolved config
+
+Overrides use hydra syntax (``algo.utd=4 env=panda_pick_cube transport.host=10.0.0.5``); ``--config FILE``
+starts from a resolved config file written by an earlier run (``run_dir/config.yaml``).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Sequence
+
+log = logging.getLogger("robot_rl.cli")
+
+_EXTRA_KEYS = {"demos": ("n", "out"), "eval": ("checkpoint", "episodes", "video")}
+
+
+def _split_extra(command: str, overrides: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """Pull subcommand-specific ``key=value`` arguments (e.g. ``n=20``) out of the hydra overrides."""
+    keys = _EXTRA_KEYS.get(command, ())
+    extra, rest = {}, []
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if sep and key in keys:
+            extra[key] = value
+        else:
+            rest.append(item)
+    return rest, extra
+
+
+def _config(args: argparse.Namespace, overrides: Sequence[str]):
+    from robot_rl.config import load_config, load_resolved
+
+    if args.config:
+        return load_resolved(args.config, overrides)
+    return load_config(overrides)
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(signum, frame):  # noqa: ARG001
+        log.info("signal %d: stopping cleanly", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+def cmd_learner(args: argparse.Namespace, overrides: Sequence[str]) -> int:
+    from robot_rl.learner import Learner
+
+    cfg = _config(args, overrides)
+    learner = Learner(cfg)
+    stop = _stop_on_signals()
+    threading.Thread(target=lambda: (stop.wait(), learner.stop()), daemon=True).start()
+    try:
+        result = learner.run()
+    finally:
+        learner.close()
+    log.info("learner finished: %s", result)
+    return 0
+
+
+def cmd_actor(args: argparse.Namespace, overrides: Sequence[str]) -> int:
+    from robot_rl.actor import Actor, make_envs
+    from robot_rl.config import config_hash, save_resolved
+    from robot_rl.specs import spec_hash
+    from robot_rl.transport.zmq_actor import ZmqActorClient
+
+    import torch
+
+    torch.set_num_threads(1)  # small batched inference; leave the cores to the sim and the learner
+    cfg = _config(args, overrides)
+    envs = make_envs(cfg, cfg.actor.actor_id)
+    obs_spec, action_spec = envs[0].obs_spec, envs[0].action_spec
+    run_dir = Path(cfg.run_dir)
+    save_resolved(cfg, run_dir / f"config_{cfg.actor.actor_id}.yaml")
+    spill = run_dir / "spill" / cfg.actor.actor_id
+    transport = ZmqActorClient(cfg.transport, cfg.actor.actor_id, obs_spec, action_spec,
+                               spec_hash(obs_spec, action_spec), config_hash(cfg), spill_dir=spill,
+                               actor_key_name=args.key_name)
+    stop = _stop_on_signals()
+    actor = Actor(cfg, transport, envs=envs)
+    try:
+        result = actor.run(stop=stop)
+    finally:
+        transport.close(drain_s=5.0)
+        for env in envs:
+            env.close()
+    log.info("actor %s finished: %s", cfg.actor.actor_id, {k: round(v, 3) for k, v in result.items()})
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace, overrides: Sequence[str]) -> int:
+    from robot_rl.transport.keys import make_keys
+
+    root = make_keys(args.directory, tuple(args.actors))
+    print(f"CurveZMQ keys in {root}:\n"
+          f"  learner machine: {root}/learner.key_secret + {root}/authorized/  (transport.keys_dir={root})\n"
+          f"  each robot PC:   {root}/learner.key + {root}/actors/<name>.key_secret "
+          f"(robot-rl actor transport.keys_dir=DIR --key-name <name>)")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace, overrides: Sequence[str]) -> int:
+    from omegaconf import OmegaConf
+
+    from robot_rl.config import to_dict
+
+    print(OmegaConf.to_yaml(OmegaConf.create(to_dict(_config(args, overrides)))))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace, overrides: Sequence[str]) -> int:
+    from robot_rl.train import train
+
+    return train(_config(args, overrides), list(overrides))
+
+
+def cmd_demos(args: argparse.Namespace, overrides: Sequence[str]) -> int:
+    from robot_rl.demos import generate_demos
+
+    overrides, extra = _split_extra("demos", overrides)
+    cfg = _config(args, overrides)
+    out = extra.get("out") or str(Path(cfg.run_dir) / "demos")
+    stats = generate_demos(cfg, int(extra.get("n", 20)), out)
+    print(f"wrote {stats['episodes']} episodes ({stats['successes']} successful) to {out}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace, overrides: Sequence[str]) -> int:
+    from robot_rl.evaluate import evaluate_checkpoint
+
+    overrides, extra = _split_extra("eval", overrides)
+    if "checkpoint" not in extra:
+        raise SystemExit("robot-rl eval needs checkpoint=PATH (a run_dir or a checkpoints/ckpt-* directory)")
+    result = evaluate_checkpoint(extra["checkpoint"], int(extra.get("episodes", 20)), extra.get("video"),
+                                 list(overrides))
+    print(f"success rate {result['success_rate']:.3f} over {result['episodes']} episodes "
+          f"(mean return {result['mean_return']:.3f})" + (f"; video {result['video']}" if result.get("video")
+                                                           else ""))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="robot-rl", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    helps = {"train": "whole loop on this machine: learner + actor processes over ZeroMQ",
+             "learner": "run the learner (binds transport.bind:transport.transitions_port)",
+             "actor": "run one actor (connects to transport.host)",
+             "demos": "record scripted-expert demonstrations: n=20 out=DIR",
+             "eval": "evaluate a checkpoint: checkpoint=PATH episodes=20 video=out.mp4",
+             "config": "print the resolved config"}
+    for name, help_text in helps.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("overrides", nargs="*", help="hydra overrides, e.g. algo.utd=4 env=panda_pick_cube")
+        p.add_argument("--config", help="start from a resolved config file (run_dir/config.yaml)")
+        if name == "actor":
+            p.add_argument("--key-name", default="actor", help="which actors/<name>.key_secret to use")
+    keys = sub.add_parser("keys", help="make CurveZMQ keys", description=cmd_keys.__doc__)
+    keys.add_argument("directory")
+    keys.add_argument("--actors", nargs="+", default=["actor"], help="one keypair per actor machine")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from robot_rl.run_log import setup_logging
+
+    setup_logging()
+    args = build_parser().parse_args(argv)
+    handlers = {"train": cmd_train, "learner": cmd_learner, "actor": cmd_actor, "keys": cmd_keys,
+                "demos": cmd_demos, "eval": cmd_eval, "config": cmd_config}
+    return handlers[args.command](args, getattr(args, "overrides", []))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,275 @@
+"""Typed configuration: hydra structured configs are the schema, every field documented, never mutated.
+
+Groups (``robot_rl/conf/<group>/<name>.yaml`` or a dataclass stored under that group): ``env``, ``policy``,
+``algo``, ``reward``, ``transport``, ``logger``. A component defines its own config dataclass (subclassing
+:class:`EnvConfig`, :class:`PolicyConfig` or :class:`AlgoConfig`) and stores it with :func:`store`.
+:func:`load_config` composes the defaults with command-line overrides (``algo.utd=4``) and returns a frozen
+dataclass tree; an unknown key or a wrong type is an error, not a silent default.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from omegaconf import MISSING, OmegaConf
+
+from robot_rl.specs import stable_hash
+
+CONF_DIR = Path(__file__).parent / "conf"
+
+
+class ConfigNode:
+    """Base of every config dataclass: sealed after loading, so a run can never mutate its config."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if getattr(self, "_sealed", False):
+            raise dataclasses.FrozenInstanceError(f"config is read-only: cannot set {type(self).__name__}.{name}")
+        object.__setattr__(self, name, value)
+
+
+@dataclass
+class EnvConfig(ConfigNode):
+    """Base of every env config. Subclasses add task-specific fields."""
+
+    name: str = MISSING
+    """Registered env name (``robot_rl.registry.ENVS``)."""
+    seed: int = 0
+    """Base seed; actor ``i`` env ``j`` uses ``seed + 1000 * i + j``."""
+    obs: str = "state"
+    """Observation mode: ``state`` (proprio + object state) or ``pixels`` (cameras + proprio)."""
+    image_size: int = 64
+    """Square camera resolution in pixels when ``obs=pixels``."""
+    max_episode_steps: int = 100
+    """Time limit; reaching it truncates the episode."""
+
+
+@dataclass
+class PolicyConfig(ConfigNode):
+    """Base of every policy config."""
+
+    name: str = MISSING
+    """Registered policy name (``robot_rl.registry.POLICIES``)."""
+
+
+@dataclass
+class AlgoConfig(ConfigNode):
+    """Base of every algorithm config."""
+
+    name: str = MISSING
+    """Registered algorithm name (``robot_rl.registry.ALGORITHMS``)."""
+    batch_size: int = 256
+    """Transitions per gradient update."""
+    gamma: float = 0.99
+    """Discount factor (also used by potential-based reward shaping)."""
+
+
+@dataclass
+class ReplayConfig(ConfigNode):
+    capacity: int = 200_000
+    """Online buffer size in transitions (memory is preallocated lazily, images stay uint8)."""
+    demo_capacity: int = 50_000
+    """Demo/intervention buffer size in transitions."""
+    demo_ratio: float = 0.5
+    """Fraction of every batch drawn from the demo buffer while it holds data (RLPD: 0.5)."""
+    interventions_to_demo: bool = True
+    """Also copy human-intervened transitions into the demo buffer."""
+    prefetch: int = 2
+    """Batches sampled ahead of time by a background thread (0 samples inline)."""
+
+
+@dataclass
+class TransportConfig(ConfigNode):
+    kind: str = "zmq"
+    """``zmq`` (processes, possibly on different machines) or ``inproc`` (one process, same interface)."""
+    host: str = "127.0.0.1"
+    """Learner address the actors connect to."""
+    bind: str = "127.0.0.1"
+    """Interface the learner binds to: loopback unless the user opts in (``0.0.0.0`` for all)."""
+    transitions_port: int = 5555
+    """ROUTER port for hello/heartbeat/transition chunks/acks."""
+    weights_port: int = 5556
+    """PUB port for policy weights."""
+    chunk_size: int = 32
+    """Transitions per chunk; a partial chunk is flushed at episode end or after ``flush_interval_s``."""
+    flush_interval_s: float = 0.2
+    """Longest a transition waits on the actor before its (partial) chunk is sent."""
+    heartbeat_interval_s: float = 0.5
+    """How often each side says it is alive."""
+    peer_timeout_s: float = 5.0
+    """A peer silent for this long is reported as lost (actors keep stepping and buffering)."""
+    resend_after_s: float = 5.0
+    """Unacked chunks are resent after this long (and immediately after a reconnect)."""
+    max_message_bytes: int = 256 * 2**20
+    """Size cap for one incoming message; larger frames are rejected by ZeroMQ and by the validator."""
+    max_pending_bytes: int = 512 * 2**20
+    """Memory bound for chunks the actor holds until the learner commits them; older ones spill to disk."""
+    keys_dir: str = ""
+    """Directory made by ``robot-rl keys``: enables CurveZMQ authentication + encryption when set."""
+
+
+@dataclass
+class LoggerConfig(ConfigNode):
+    wandb: str = "offline"
+    """wandb mode: ``offline`` (default, sync later with ``wandb sync``), ``online`` or ``disabled``."""
+    project: str = "robot_rl"
+    """wandb project name."""
+    progress: bool = True
+    """Show a rich progress display on the learner."""
+    log_every_s: float = 5.0
+    """Seconds between metric log lines."""
+
+
+@dataclass
+class LearnerConfig(ConfigNode):
+    utd: float = 1.0
+    """Update-to-data ratio: gradient updates per ingested online transition."""
+    warmup_transitions: int = 500
+    """Transitions (online + demo) required before the first update."""
+    max_updates: int = 0
+    """Stop after this many updates (0 = run until the actors finish or Ctrl-C)."""
+    max_env_steps: int = 0
+    """Stop when this many online transitions were ingested (0 = no limit)."""
+    publish_every: int = 50
+    """Publish policy weights every N updates."""
+    pace_slack_steps: int = 0
+    """Env steps sim actors may run ahead of ``updates / utd`` (0 = auto: 2 publish periods + 2 chunks)."""
+    checkpoint_every_s: float = 60.0
+    """Seconds between atomic checkpoints (policy, optimizers, algorithm, RNG, counters, replay)."""
+    resume: bool = True
+    """Resume from ``run_dir/checkpoint`` when it exists."""
+    device: str = "auto"
+    """torch device: ``auto`` picks CUDA when present."""
+    idle_exit_s: float = 0.0
+    """Exit when no actor has been connected for this long after data arrived (0 = never)."""
+    demos: str = ""
+    """Episode-store directory whose episodes fill the demo buffer on a fresh start (``robot-rl demos``)."""
+
+
+@dataclass
+class ActorConfig(ConfigNode):
+    actor_id: str = "actor-0"
+    """Unique name of this actor (one per robot or sim process)."""
+    num_envs: int = 1
+    """Environments stepped by this actor process (sim only; batched policy inference)."""
+    max_env_steps: int = 0
+    """Stop after this many steps summed over envs (0 = forever)."""
+    realtime: bool = False
+    """Hold the env's control rate with a fixed-rate loop (always on for real robots)."""
+    random_steps: int = 0
+    """Uniformly random actions for this many initial steps (exploration before the first weights)."""
+    store_dir: str = ""
+    """Local episode store; default ``<run_dir>/episodes/<actor_id>``. Every episode is written here."""
+    pace: bool = True
+    """Sim only: wait while the learner is behind its update-to-data budget, so the UTD ratio holds however
+    fast the twin steps. Ignored with ``realtime=true`` (a real robot never waits for the learner)."""
+    wait_for_weights: bool = False
+    """Block until the first weights arrive before stepping (otherwise act with the initial policy)."""
+
+
+@dataclass
+class TrainConfig(ConfigNode):
+    """Root config of ``robot-rl train | learner | actor``."""
+
+    env: EnvConfig = MISSING
+    """Task and its twin/robot."""
+    policy: PolicyConfig = MISSING
+    """The policy actors run and the learner trains."""
+    algo: AlgoConfig = MISSING
+    """Learning algorithm (owns the critics)."""
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
+    transport: TransportConfig = field(default_factory=TransportConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    actor: ActorConfig = field(default_factory=ActorConfig)
+    run_dir: str = "runs/default"
+    """Where the resolved config, checkpoints, logs, plots and episodes go."""
+    seed: int = 0
+    """Global seed for torch/numpy on the learner."""
+    num_actors: int = 1
+    """``robot-rl train``: actor processes to start."""
+    num_demos: int = 20
+    """``robot-rl train``: scripted-expert demo episodes recorded before training (cached in run_dir/demos)
+    when ``learner.demos`` is unset and the env has an expert; 0 = train without demos."""
+    eval_episodes: int = 10
+    """``robot-rl train``: deterministic evaluation episodes at the end (success rate, video)."""
+
+
+def store(group: str, name: str, node: type) -> None:
+    """Register a structured config under ``group/name`` (call at import of the component's module)."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(group=group, name=name, node=node)
+
+
+def _register_components() -> None:
+    """Import the modules whose config dataclasses and factories register themselves."""
+    import importlib
+
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+    for module in ("robot_rl.sim", "robot_rl.policies", "robot_rl.algorithms"):
+        importlib.import_module(module)
+
+
+def load_config(overrides: Sequence[str] = (), config_name: str = "train") -> "TrainConfig":
+    """Compose ``conf/<config_name>.yaml`` + overrides into a frozen, validated :class:`TrainConfig`."""
+    from hydra import compose, initialize_config_dir
+
+    _register_components()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        cfg = compose(config_name=config_name, overrides=list(overrides))
+    return _freeze(OmegaConf.to_object(cfg))
+
+
+def _freeze(obj: Any) -> Any:
+    """Seal every config node (recursively) and turn lists into tuples: configs are never mutated."""
+    if isinstance(obj, ConfigNode):
+        for f in dataclasses.fields(obj):
+            object.__setattr__(obj, f.name, _freeze(getattr(obj, f.name)))
+        object.__setattr__(obj, "_sealed", True)
+    elif isinstance(obj, list):
+        return tuple(_freeze(v) for v in obj)
+    elif isinstance(obj, dict):
+        return {k: _freeze(v) for k, v in obj.items()}
+    return obj
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain dict of a config, e.g. for wandb or the resolved-config file."""
+    def plain(v: Any) -> Any:
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+    return plain(dataclasses.asdict(cfg))
+
+
+def save_resolved(cfg: Any, path: str | os.PathLike) -> None:
+    """Write the resolved config as yaml atomically (every run saves what it actually ran with)."""
+    from robot_rl.storage import atomic_write_bytes
+
+    atomic_write_bytes(Path(path), OmegaConf.to_yaml(OmegaConf.create(to_dict(cfg))).encode())
+
+
+def load_resolved(path: str | os.PathLike, overrides: Sequence[str] = ()) -> "TrainConfig":
+    """Load a resolved config file (from :func:`save_resolved`) plus overrides, re-validated by the schema."""
+    raw = OmegaConf.load(path)
+    groups = [f"env={raw.env.name}", f"policy={raw.policy.name}", f"algo={raw.algo.name}"]
+    _register_components()
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        schema = compose(config_name="train", overrides=groups)
+    merged = OmegaConf.merge(schema, raw, OmegaConf.from_dotlist(list(overrides)))
+    return _freeze(OmegaConf.to_object(merged))
+
+
+def config_hash(cfg: TrainConfig) -> str:
+    """Hash of what actor and learner must agree on (env without its seed, and the policy)."""
+    env = {k: v for k, v in dataclasses.asdict(cfg.env).items() if k != "seed"}
+    return stable_hash({"env": env, "policy": dataclasses.asdict(cfg.policy)})

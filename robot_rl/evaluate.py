@@ -1,0 +1,74 @@
+"""Evaluate a policy: deterministic episodes on the task's env, success rate, optional mp4 video."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from robot_rl.checkpoint import Checkpointer
+from robot_rl.config import load_resolved
+from robot_rl.registry import ENVS, POLICIES
+
+log = logging.getLogger("robot_rl.eval")
+
+
+def run_episodes(env: Any, policy: Any, episodes: int, seed: int, video_path: str | Path | None = None,
+                 video_episodes: int = 3, camera: str = "front") -> dict[str, Any]:
+    """Deterministic rollouts; records the first ``video_episodes`` through ``env.render`` when asked."""
+    frames: list[np.ndarray] = []
+    successes, returns = [], []
+    can_render = video_path is not None and hasattr(env, "render")
+    for ep in range(episodes):
+        obs = env.reset(seed=seed + ep)
+        policy.reset()
+        total, success = 0.0, False
+        while True:
+            if can_render and ep < video_episodes:
+                frames.append(env.render(camera=camera))
+            action = policy.act(obs, deterministic=True)
+            result = env.step(action)
+            total += result.reward
+            obs = result.obs
+            if result.terminated or result.truncated:
+                success = result.success
+                break
+        successes.append(success)
+        returns.append(total)
+    out: dict[str, Any] = {"episodes": episodes, "success_rate": float(np.mean(successes)),
+                           "mean_return": float(np.mean(returns))}
+    if can_render and frames:
+        import imageio.v2 as imageio
+
+        Path(video_path).parent.mkdir(parents=True, exist_ok=True)
+        imageio.mimwrite(str(video_path), frames, fps=int(getattr(env, "control_hz", 10)), macro_block_size=1)
+        out["video"] = str(video_path)
+    return out
+
+
+def find_checkpoint(path: str | Path) -> tuple[Path, Path]:
+    """(checkpoint dir, run dir) for a run directory or a checkpoints/ckpt-* directory."""
+    path = Path(path)
+    if (path / "state.pt").exists():
+        return path, path.parent.parent
+    latest = Checkpointer(path).latest()
+    if latest is None:
+        raise FileNotFoundError(f"no checkpoint under {path}")
+    return latest, path
+
+
+def evaluate_checkpoint(checkpoint: str | Path, episodes: int, video: str | None,
+                        overrides: Sequence[str] = ()) -> dict[str, Any]:
+    ckpt, run_dir = find_checkpoint(checkpoint)
+    cfg = load_resolved(run_dir / "config_learner.yaml", overrides)
+    env = ENVS.make(cfg.env.name, cfg.env, seed=cfg.env.seed + 12345)
+    policy = POLICIES.make(cfg.policy.name, cfg.policy, env.obs_spec, env.action_spec)
+    state = Checkpointer.load_state(ckpt)
+    policy.load_state_dict({k: torch.as_tensor(v) for k, v in state["policy"].items()})
+    policy.eval()
+    try:
+        return run_episodes(env, policy, episodes, seed=10_000, video_path=video)
+    finally:
+        env.close()

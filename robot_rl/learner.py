@@ -1,0 +1,227 @@
+"""The learner loop: ingest -> replay, update at a fixed update-to-data ratio, publish weights, checkpoint.
+
+Read top to bottom: :meth:`Learner.__init__` builds specs, policy, algorithm, replay (online + demo), the
+transport (whose IO thread calls :meth:`_ingest` for every new validated chunk) and resumes from the latest
+checkpoint; :meth:`run` loops: while ``updates < utd * online transitions`` sample a mixed batch and update,
+publish weights every ``publish_every`` updates, checkpoint every ``checkpoint_every_s`` seconds and then
+tell actors which chunks are durable (they drop them only then).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from robot_rl.checkpoint import Checkpointer, restore_rng, rng_state
+from robot_rl.config import config_hash, save_resolved, to_dict
+from robot_rl.episode_store import EpisodeStore
+from robot_rl.registry import ALGORITHMS, ENVS, POLICIES
+from robot_rl.replay import MixedSampler, ReplayBuffer
+from robot_rl.run_log import RunLogger
+from robot_rl.specs import ActionSpec, ObsSpec, spec_hash
+from robot_rl.transport.base import DedupLedger, LearnerTransport
+from robot_rl.transport.wire import Chunk
+
+log = logging.getLogger("robot_rl.learner")
+
+
+def env_specs(cfg: Any) -> tuple[ObsSpec, ActionSpec]:
+    """The task's specs without keeping an env around (real robots provide a spec-only factory)."""
+    factory = ENVS.get(cfg.env.name)
+    specs_fn = getattr(factory, "specs", None)
+    if specs_fn is not None:
+        return specs_fn(cfg.env)
+    env = factory(cfg.env, seed=0)
+    try:
+        return env.obs_spec, env.action_spec
+    finally:
+        env.close()
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class Learner:
+    def __init__(self, cfg: Any, transport: LearnerTransport | None = None) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(cfg.run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        save_resolved(cfg, self.run_dir / "config_learner.yaml")
+        torch.manual_seed(cfg.seed)
+        self.np_rng = np.random.default_rng(cfg.seed)
+        self.device = resolve_device(cfg.learner.device)
+        self.obs_spec, self.action_spec = env_specs(cfg)
+        self.spec_hash = spec_hash(self.obs_spec, self.action_spec)
+        self.config_hash = config_hash(cfg)
+
+        self.policy = POLICIES.make(cfg.policy.name, cfg.policy, self.obs_spec, self.action_spec).to(self.device)
+        self.algo = ALGORITHMS.make(cfg.algo.name, cfg.algo, self.policy, self.obs_spec, self.action_spec,
+                                    self.device)
+        self.online = ReplayBuffer(self.obs_spec, self.action_spec, cfg.replay.capacity)
+        self.demo = ReplayBuffer(self.obs_spec, self.action_spec, cfg.replay.demo_capacity)
+        self.sampler = MixedSampler(self.online, self.demo, cfg.algo.batch_size, cfg.replay.demo_ratio,
+                                    self.device, cfg.replay.prefetch, seed=cfg.seed)
+        self.ledger = DedupLedger()
+        self.updates = 0
+        self.online_transitions = 0
+        self.weights_version = 0
+        self.checkpointer = Checkpointer(self.run_dir)
+        self._stop = threading.Event()
+        self._last_data_time: float | None = None
+        self._resume_or_load_demos()
+        self.transport = transport or self._make_transport()
+
+    # ------------------------------------------------------------------------------------------ setup
+    def _make_transport(self) -> LearnerTransport:
+        if self.cfg.transport.kind != "zmq":
+            raise ValueError("an in-process learner transport is passed in by the caller (see robot_rl.train)")
+        from robot_rl.transport.zmq_learner import ZmqLearnerServer
+
+        return ZmqLearnerServer(self.cfg.transport, self.obs_spec, self.action_spec, self.spec_hash,
+                                self.config_hash, self._ingest, self.ledger)
+
+    def _resume_or_load_demos(self) -> None:
+        latest = self.checkpointer.latest() if self.cfg.learner.resume else None
+        if latest is not None:
+            self.load_checkpoint(latest)
+            return
+        if self.cfg.learner.demos:
+            store = EpisodeStore(self.cfg.learner.demos)
+            n = 0
+            for episode in store.episodes(spec_hash=self.spec_hash):
+                self.demo.add_episode(episode)
+                n += 1
+            log.info("loaded %d demo episodes (%d transitions) from %s", n, len(self.demo), store.directory)
+
+    # ------------------------------------------------------------------------------- ingest (IO thread)
+    def _ingest(self, chunk: Chunk) -> None:
+        """Called by the transport thread for each new, validated chunk, under the ledger lock."""
+        batch = chunk.batch
+        self.online.add_batch(batch)
+        if self.cfg.replay.interventions_to_demo and batch.intervened.any():
+            from robot_rl.types import Batch
+
+            mask = batch.intervened
+            self.demo.add_batch(Batch(
+                obs={k: v[mask] for k, v in batch.obs.items()},
+                next_obs={k: v[mask] for k, v in batch.next_obs.items()},
+                **{name: getattr(batch, name)[mask] for name in
+                   ("action", "policy_action", "reward", "terminated", "truncated", "intervened",
+                    "episode_id", "step")},
+                actor_id=tuple(a for a, m in zip(batch.actor_id, mask) if m)))
+        self.online_transitions += len(batch)
+        self._last_data_time = time.monotonic()
+
+    # ---------------------------------------------------------------------------------- checkpoints
+    def save_checkpoint(self) -> Path:
+        with self.ledger.lock:  # replay and ledger must describe the same set of chunks
+            state = {"algo": self.algo.state_dict(), "policy": self.algo.policy_weights(), "updates": self.updates,
+                     "online_transitions": self.online_transitions, "weights_version": self.weights_version,
+                     "ledger": self.ledger.state_dict(), "rng": rng_state(self.np_rng),
+                     "spec_hash": self.spec_hash, "config_hash": self.config_hash}
+            path = self.checkpointer.save(f"ckpt-{self.updates:010d}", state, {
+                "replay_online": self.online.save, "replay_demo": self.demo.save})
+        self.transport.commit()
+        return path
+
+    def load_checkpoint(self, path: Path) -> None:
+        state = Checkpointer.load_state(path)
+        if state["spec_hash"] != self.spec_hash:
+            raise ValueError(f"checkpoint {path} is for spec {state['spec_hash']}, this run has {self.spec_hash}")
+        self.algo.load_state_dict(state["algo"])
+        self.updates = int(state["updates"])
+        self.online_transitions = int(state["online_transitions"])
+        self.weights_version = int(state["weights_version"])
+        self.ledger.load_state_dict(state["ledger"])
+        restore_rng(state["rng"], self.np_rng)
+        self.online.load(path / "replay_online")
+        self.demo.load(path / "replay_demo")
+        log.info("resumed from %s: %d updates, %d online transitions", path, self.updates, self.online_transitions)
+
+    # ------------------------------------------------------------------------------------------ loop
+    def progress(self) -> dict[str, int]:
+        """Counters sent with the weights; ``allowed_env_steps`` is the UTD budget sim actors pace to."""
+        lc = self.cfg.learner
+        slack = lc.pace_slack_steps or int(2 * lc.publish_every / max(lc.utd, 1e-6)) + \
+            2 * self.cfg.transport.chunk_size
+        budget = max(lc.warmup_transitions - len(self.demo), int(self.updates / max(lc.utd, 1e-6)))
+        return {"updates": self.updates, "env_steps": self.online_transitions,
+                "allowed_env_steps": budget + slack}
+
+    def publish(self) -> None:
+        self.weights_version += 1
+        weights = {k: v.detach().cpu().numpy() for k, v in self.algo.policy_weights().items()}
+        self.transport.publish_weights(weights, self.weights_version, self.progress())
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _done(self) -> bool:
+        lc = self.cfg.learner
+        if self._stop.is_set():
+            return True
+        if lc.max_updates and self.updates >= lc.max_updates:
+            return True
+        if lc.max_env_steps and self.online_transitions >= lc.max_env_steps \
+                and self.updates >= int(lc.utd * lc.max_env_steps):
+            return True
+        if lc.idle_exit_s and self._last_data_time is not None and not self.transport.connected_actors() \
+                and time.monotonic() - self._last_data_time > lc.idle_exit_s:
+            log.info("no actor connected for %.0fs: exiting", lc.idle_exit_s)
+            return True
+        return False
+
+    def _target_updates(self) -> int:
+        if len(self.online) + len(self.demo) < self.cfg.learner.warmup_transitions or len(self.online) == 0:
+            return self.updates
+        return int(self.cfg.learner.utd * self.online_transitions)
+
+    def run(self) -> dict[str, float]:
+        cfg = self.cfg
+        logger = RunLogger(self.run_dir, cfg.logger, "learner", to_dict(cfg))
+        self.transport.start()
+        self.publish()  # actors start from the learner's initial (or resumed) policy
+        last_ckpt = last_log = last_publish = t_start = time.monotonic()
+        metrics: dict[str, float] = {}
+        try:
+            while not self._done():
+                if self.updates >= self._target_updates():
+                    time.sleep(0.002)
+                else:
+                    batch = self.sampler.next()
+                    metrics = self.algo.update(batch)
+                    self.updates += 1
+                    if self.updates % cfg.learner.publish_every == 0:
+                        self.publish()
+                        last_publish = time.monotonic()
+                if time.monotonic() - last_publish >= 1.0:  # late joiners + a fresh pacing budget
+                    self.publish()
+                    last_publish = time.monotonic()
+                if time.monotonic() - last_ckpt >= cfg.learner.checkpoint_every_s:
+                    self.save_checkpoint()
+                    last_ckpt = time.monotonic()
+                if time.monotonic() - last_log >= 1.0:
+                    last_log = time.monotonic()
+                    elapsed = last_log - t_start
+                    logger.log({**metrics, "updates": self.updates, "env_steps": self.online_transitions,
+                                "updates_per_s": self.updates / max(elapsed, 1e-9),
+                                "replay_online": len(self.online), "replay_demo": len(self.demo),
+                                **{f"transport/{k}": v for k, v in self.transport.stats().items()}},
+                               step=self.online_transitions)
+            self.publish()
+            self.save_checkpoint()
+        finally:
+            self.sampler.close()
+            logger.close()
+        return {"updates": float(self.updates), "env_steps": float(self.online_transitions)}
+
+    def close(self) -> None:
+        self.transport.close()

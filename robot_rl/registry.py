@@ -1,0 +1,61 @@
+"""One registry mechanism for policies, algorithms, reward models, envs and robots.
+
+Components register a factory under a name; configs refer to them by that name (``env.name=panda_pick_cube``).
+Feature packages register themselves on import; :func:`load_builtin` imports them lazily so that
+``import robot_rl`` stays light (no mujoco, rclpy or device libraries at import time).
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Callable, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Name -> factory. Registering the same name twice is an error (it usually means two plugins collide)."""
+
+    def __init__(self, kind: str, builtin_modules: tuple[str, ...] = ()) -> None:
+        self.kind = kind
+        self._factories: dict[str, Callable[..., T]] = {}
+        self._builtin_modules = builtin_modules
+        self._loaded = False
+
+    def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+        def deco(factory: Callable[..., T]) -> Callable[..., T]:
+            existing = self._factories.get(name)
+            if existing is not None and existing is not factory:
+                raise KeyError(f"{self.kind} {name!r} is already registered by {existing!r}")
+            self._factories[name] = factory
+            return factory
+        return deco
+
+    def _load_builtin(self) -> None:
+        if not self._loaded:
+            self._loaded = True
+            for module in self._builtin_modules:
+                importlib.import_module(module)
+
+    def get(self, name: str) -> Callable[..., T]:
+        self._load_builtin()
+        if name not in self._factories:
+            raise KeyError(f"unknown {self.kind} {name!r}; registered: {sorted(self._factories)}")
+        return self._factories[name]
+
+    def make(self, name: str, *args, **kwargs) -> T:
+        return self.get(name)(*args, **kwargs)
+
+    def names(self) -> list[str]:
+        self._load_builtin()
+        return sorted(self._factories)
+
+    def __contains__(self, name: str) -> bool:
+        self._load_builtin()
+        return name in self._factories
+
+
+ENVS: Registry = Registry("env", ("robot_rl.sim",))
+POLICIES: Registry = Registry("policy", ("robot_rl.policies",))
+ALGORITHMS: Registry = Registry("algorithm", ("robot_rl.algorithms",))
+REWARD_MODELS: Registry = Registry("reward model", ("robot_rl.reward_models",))
+ROBOTS: Registry = Registry("robot", ("robot_rl.hardware",))

@@ -1,0 +1,140 @@
+"""``robot-rl train``: the whole loop on one machine, through the real transport and real processes.
+
+1. resolve and save the config (``run_dir/config.yaml``); every child process starts from that file;
+2. record scripted-expert demos once (cached in ``run_dir/demos``) when the env has an expert;
+3. start the learner process, then ``num_actors`` actor processes (ZeroMQ on loopback);
+4. wait for the learner to reach its budget, stop the actors (SIGTERM: they store their partial episodes);
+5. evaluate the final policy deterministically, write ``eval.mp4`` and ``learning_curve.png``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from robot_rl.config import save_resolved
+
+log = logging.getLogger("robot_rl.train")
+
+
+def _spawn(args: list[str], log_path: Path) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    log_file = open(log_path, "ab")
+    return subprocess.Popen([sys.executable, "-m", "robot_rl.cli", *args], stdout=log_file,
+                            stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def _stop(proc: subprocess.Popen, timeout: float = 15.0) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("pid %d did not stop in %.0fs: killing", proc.pid, timeout)
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def plot_learning_curve(run_dir: Path) -> Path | None:
+    """success rate (actors' recent episodes, from their episode stores) vs env steps -> PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from robot_rl.episode_store import EpisodeStore
+
+    episodes = []
+    for store_dir in sorted((run_dir / "episodes").glob("*")):
+        for path in EpisodeStore(store_dir).paths():
+            with np.load(path) as data:
+                meta = json.loads(bytes(data["meta"]).decode())
+            episodes.append((meta["written_at"], meta["length"], meta["success"]))
+    if not episodes:
+        return None
+    episodes.sort()
+    steps = np.cumsum([e[1] for e in episodes])
+    success = np.asarray([e[2] for e in episodes], float)
+    window = max(1, min(20, len(success) // 5))
+    smooth = np.convolve(success, np.ones(window) / window, mode="valid")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(steps[window - 1:], smooth, label=f"training episodes (moving mean of {window})")
+    evals = run_dir / "eval.json"
+    if evals.exists():
+        e = json.loads(evals.read_text())
+        ax.scatter([steps[-1]], [e["success_rate"]], color="red", zorder=3, label="final deterministic eval")
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("success rate")
+    ax.set_ylim(-0.05, 1.05)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    out = run_dir / "learning_curve.png"
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def train(cfg: Any, overrides: Sequence[str]) -> int:
+    from robot_rl.demos import generate_demos
+    from robot_rl.evaluate import evaluate_checkpoint
+    from robot_rl.registry import ENVS
+
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_path = run_dir / "config.yaml"
+    save_resolved(cfg, config_path)
+    extra: list[str] = []
+    if not cfg.learner.demos and cfg.num_demos > 0:
+        probe = ENVS.make(cfg.env.name, cfg.env, seed=cfg.env.seed)
+        has_expert = hasattr(probe, "expert")
+        probe.close()
+        if has_expert:
+            demo_dir = run_dir / "demos"
+            from robot_rl.episode_store import EpisodeStore
+
+            have = len(EpisodeStore(demo_dir))
+            if have < cfg.num_demos:
+                log.info("recording %d scripted-expert demos into %s", cfg.num_demos - have, demo_dir)
+                generate_demos(cfg, cfg.num_demos - have, demo_dir)
+            extra.append(f"learner.demos={demo_dir}")
+    logs = run_dir / "logs"
+    logs.mkdir(exist_ok=True)
+    learner = _spawn(["learner", "--config", str(config_path), *extra], logs / "learner.log")
+    actors = [_spawn(["actor", "--config", str(config_path), f"actor.actor_id=actor-{i}"],
+                     logs / f"actor-{i}.log") for i in range(cfg.num_actors)]
+    log.info("learner pid %d, actor pids %s; logs in %s", learner.pid, [a.pid for a in actors], logs)
+    t0 = time.monotonic()
+    try:
+        while learner.poll() is None:
+            time.sleep(0.5)
+            for i, actor in enumerate(actors):
+                if actor.poll() is not None and actor.returncode != 0:
+                    log.warning("actor-%d exited with %d; restarting it (see %s)", i, actor.returncode,
+                                logs / f"actor-{i}.log")
+                    actors[i] = _spawn(["actor", "--config", str(config_path), f"actor.actor_id=actor-{i}"],
+                                       logs / f"actor-{i}.log")
+    except KeyboardInterrupt:
+        log.info("interrupted: stopping learner (it checkpoints) and actors")
+    finally:
+        _stop(learner, timeout=60)
+        for actor in actors:
+            _stop(actor)
+    if learner.returncode != 0:
+        log.error("learner failed with exit code %s; see %s", learner.returncode, logs / "learner.log")
+        return 1
+    log.info("training took %.0fs; evaluating", time.monotonic() - t0)
+    result = evaluate_checkpoint(run_dir, cfg.eval_episodes, str(run_dir / "eval.mp4"))
+    (run_dir / "eval.json").write_text(json.dumps(result))
+    plot = plot_learning_curve(run_dir)
+    log.info("final success rate %.2f over %d episodes; plot %s; video %s", result["success_rate"],
+             result["episodes"], plot, result.get("video"))
+    return 0

@@ -1,0 +1,120 @@
+"""Transport interfaces shared by the ZeroMQ and the in-process implementations, and the dedup ledger.
+
+Delivery contract (what replay sees is exactly-once):
+- the actor numbers chunks ``seq = 0, 1, ...`` per *incarnation* (one actor process run);
+- the learner acks each chunk after handing it to the sink; duplicates are acked but not re-ingested;
+- after a durable checkpoint the learner *commits* the contiguous prefix of seqs it holds; only then does the
+  actor forget those chunks. If the learner dies, it restores the ledger from its checkpoint and the actor
+  resends everything not committed, so nothing is lost and nothing is ingested twice.
+"""
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from robot_rl.types import Transition
+from robot_rl.transport.wire import Chunk, Weights
+
+ChunkSink = Callable[[Chunk], None]
+"""Called by the learner transport for every new, validated chunk (under the ledger lock)."""
+
+
+class DedupLedger:
+    """Which ``(actor_id, incarnation, seq)`` the learner holds; contiguous prefix + the few seqs above it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        """Held while a chunk is ingested and while a checkpoint snapshots replay + ledger together."""
+        self._prefix: dict[tuple[str, str], int] = {}   # highest seq s with 0..s all held; -1 if none
+        self._above: dict[tuple[str, str], set[int]] = {}
+
+    def seen(self, actor_id: str, incarnation: str, seq: int) -> bool:
+        key = (actor_id, incarnation)
+        return seq <= self._prefix.get(key, -1) or seq in self._above.get(key, ())
+
+    def mark(self, actor_id: str, incarnation: str, seq: int) -> None:
+        key = (actor_id, incarnation)
+        prefix = self._prefix.get(key, -1)
+        above = self._above.setdefault(key, set())
+        above.add(seq)
+        while prefix + 1 in above:
+            prefix += 1
+            above.discard(prefix)
+        self._prefix[key] = prefix
+
+    def committed_for(self, actor_id: str) -> dict[str, int]:
+        """incarnation -> highest contiguous seq held, for one actor (what a COMMIT/WELCOME tells it)."""
+        return {inc: s for (aid, inc), s in self._prefix.items() if aid == actor_id and s >= 0}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"prefix": [[a, i, s] for (a, i), s in self._prefix.items()],
+                "above": [[a, i, sorted(v)] for (a, i), v in self._above.items() if v]}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self._prefix = {(a, i): int(s) for a, i, s in state["prefix"]}
+        self._above = {(a, i): set(int(x) for x in v) for a, i, v in state["above"]}
+
+
+class ActorTransport(ABC):
+    """Actor side. Every method returns immediately: the control loop never waits on the network."""
+
+    @abstractmethod
+    def send(self, transition: Transition) -> None:
+        """Queue one transition; it is chunked, sent, acked and kept until the learner commits it."""
+
+    @abstractmethod
+    def flush(self) -> None:
+        """Send the partial chunk now (call at episode end)."""
+
+    @abstractmethod
+    def poll_weights(self) -> Weights | None:
+        """Newest weights not yet returned, or None. Swap them in only between chunks/episodes."""
+
+    def learner_progress(self) -> dict[str, int] | None:
+        """Progress counters of the newest weights message seen (None before the first)."""
+        return None
+
+    @abstractmethod
+    def stats(self) -> dict[str, float]:
+        """queue depth, pending/spilled chunks, acked/committed counts, connection state, weights version."""
+
+    @property
+    @abstractmethod
+    def connected(self) -> bool: ...
+
+    @abstractmethod
+    def close(self, drain_s: float = 0.0) -> None:
+        """Stop; optionally wait up to ``drain_s`` for pending chunks to be acked first."""
+
+
+class LearnerTransport(ABC):
+    """Learner side: ingests chunks into ``sink``, publishes weights, tells actors what is committed."""
+
+    ledger: DedupLedger
+
+    @abstractmethod
+    def start(self) -> None: ...
+
+    @abstractmethod
+    def publish_weights(self, weights: Mapping[str, np.ndarray], version: int,
+                        progress: Mapping[str, int] | None = None) -> None:
+        """Publish a new policy version (latest only) with the learner's progress counters."""
+
+    def republish(self) -> None:
+        """Send the last weights again (late-joining actors missed them: PUB/SUB keeps no history)."""
+
+    @abstractmethod
+    def commit(self) -> None:
+        """Tell every actor which of its chunks are now durable (call right after a checkpoint)."""
+
+    @abstractmethod
+    def stats(self) -> dict[str, float]: ...
+
+    @abstractmethod
+    def connected_actors(self) -> list[str]: ...
+
+    @abstractmethod
+    def close(self) -> None: ...

@@ -1,0 +1,179 @@
+"""The actor's store of chunks the learner has not committed yet: bounded in memory, spilling to disk.
+
+Each chunk is kept as its encoded wire frames. Past ``max_bytes`` in memory the oldest chunks are written to
+``spill_dir`` (one atomically written file per chunk) and their memory is released. Spilled chunks survive an
+actor restart: a new actor process with the same spill directory picks them up and resends them under their
+original incarnation and seq, which the learner's ledger deduplicates.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import struct
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from robot_rl.storage import atomic_write_with, remove_stale_temporaries
+
+log = logging.getLogger("robot_rl.actor.transport")
+Key = tuple[str, int]  # (incarnation, seq)
+
+
+@dataclass
+class PendingChunk:
+    frames: list[Any] | None
+    """Encoded wire frames, or None while spilled."""
+    nbytes: int
+    n_transitions: int
+    sent_at: float | None = None
+    """monotonic time of the last send; None = must be (re)sent."""
+    acked: bool = False
+    spill_path: Path | None = None
+
+
+def _frame_bytes(frame: Any) -> memoryview:
+    return memoryview(frame).cast("B")
+
+
+def write_frames(path: Path, frames: list[Any]) -> None:
+    views = [_frame_bytes(f) for f in frames]
+
+    def writer(f: Any) -> None:
+        f.write(struct.pack("<I", len(views)))
+        f.write(struct.pack(f"<{len(views)}Q", *(v.nbytes for v in views)))
+        for v in views:
+            f.write(v)
+
+    atomic_write_with(path, writer, fsync=False)  # spill is a cache of what the episode store holds
+
+
+def read_frames(path: Path) -> list[bytes]:
+    data = path.read_bytes()
+    (count,) = struct.unpack_from("<I", data, 0)
+    lengths = struct.unpack_from(f"<{count}Q", data, 4)
+    frames, offset = [], 4 + 8 * count
+    for length in lengths:
+        frames.append(data[offset:offset + length])
+        offset += length
+    if offset != len(data):
+        raise ValueError(f"{path}: {len(data) - offset} trailing bytes")
+    return frames
+
+
+class PendingChunks:
+    def __init__(self, max_bytes: int, spill_dir: Path | None) -> None:
+        self.max_bytes = int(max_bytes)
+        self.spill_dir = spill_dir
+        self._chunks: "OrderedDict[Key, PendingChunk]" = OrderedDict()
+        self.mem_bytes = 0
+        self.spilled_total = 0
+        self.unacked = 0
+        """Chunks not yet acked (maintained incrementally: other threads may read it without a lock)."""
+        if spill_dir is not None:
+            spill_dir.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(spill_dir)
+
+    def __len__(self) -> int:
+        return len(self._chunks)
+
+    @property
+    def n_spilled(self) -> int:
+        return sum(1 for c in self._chunks.values() if c.frames is None)
+
+    def recover_spilled(self) -> int:
+        """Load spilled chunks left by an earlier run of this actor; they will be resent."""
+        if self.spill_dir is None:
+            return 0
+        found = 0
+        for path in sorted(self.spill_dir.glob("*.chunk")):
+            incarnation, _, seq = path.stem.rpartition("-")
+            try:
+                size = path.stat().st_size
+                key = (incarnation, int(seq))
+            except (ValueError, OSError):
+                log.warning("ignoring unreadable spill file %s", path)
+                continue
+            if key not in self._chunks:
+                self._chunks[key] = PendingChunk(None, size, 0, spill_path=path)
+                self.unacked += 1
+                found += 1
+        return found
+
+    def add(self, key: Key, frames: list[Any], n_transitions: int) -> None:
+        nbytes = sum(_frame_bytes(f).nbytes for f in frames)
+        self._chunks[key] = PendingChunk(frames, nbytes, n_transitions)
+        self.mem_bytes += nbytes
+        self.unacked += 1
+        self._spill_if_needed()
+
+    def _spill_if_needed(self) -> None:
+        if 0 <= self.max_bytes and self.mem_bytes <= self.max_bytes:
+            return
+        if self.spill_dir is None:
+            raise MemoryError(f"{self.mem_bytes} bytes of uncommitted chunks exceed the bound and no spill "
+                              "directory is configured")
+        # Oldest first: they are the ones the learner has had longest to commit.
+        for key, chunk in self._chunks.items():
+            if self.max_bytes >= 0 and self.mem_bytes <= self.max_bytes * 0.75:
+                break
+            if chunk.frames is None:
+                continue
+            path = self.spill_dir / f"{key[0]}-{key[1]:012d}.chunk"
+            write_frames(path, chunk.frames)
+            chunk.frames, chunk.spill_path = None, path
+            self.mem_bytes -= chunk.nbytes
+            self.spilled_total += 1
+
+    def spill_all(self) -> int:
+        """Write every in-memory chunk to disk (actor shutdown: a later run resends what is uncommitted)."""
+        if self.spill_dir is None:
+            return 0
+        saved_bound, self.max_bytes = self.max_bytes, -1
+        try:
+            before = self.spilled_total
+            self._spill_if_needed()
+            return self.spilled_total - before
+        finally:
+            self.max_bytes = saved_bound
+
+        chunk = self._chunks[key]
+        if chunk.frames is not None:
+            return chunk.frames
+        assert chunk.spill_path is not None
+        return read_frames(chunk.spill_path)
+
+    def get(self, key: Key) -> PendingChunk | None:
+        return self._chunks.get(key)
+
+    def keys_to_send(self, now: float, resend_after_s: float) -> Iterator[Key]:
+        for key, chunk in self._chunks.items():
+            if chunk.sent_at is None or (not chunk.acked and now - chunk.sent_at > resend_after_s):
+                yield key
+
+    def mark_all_unsent(self) -> None:
+        """After a learner restart everything not committed must go again, acked or not."""
+        for chunk in self._chunks.values():
+            chunk.sent_at, chunk.acked = None, False
+        self.unacked = len(self._chunks)
+
+    def ack(self, key: Key) -> None:
+        chunk = self._chunks.get(key)
+        if chunk is not None and not chunk.acked:
+            chunk.acked = True
+            self.unacked -= 1
+
+    def commit(self, incarnation: str, through_seq: int) -> int:
+        """Forget chunks ``(incarnation, seq <= through_seq)``; returns how many were dropped."""
+        drop = [k for k in self._chunks if k[0] == incarnation and k[1] <= through_seq]
+        for key in drop:
+            chunk = self._chunks.pop(key)
+            if not chunk.acked:
+                self.unacked -= 1
+            if chunk.frames is not None:
+                self.mem_bytes -= chunk.nbytes
+            if chunk.spill_path is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    chunk.spill_path.unlink()
+        return len(drop)

@@ -1,0 +1,255 @@
+"""Every message on the actor <-> learner wire, defined once, versioned, validated. No pickle anywhere.
+
+A message is multipart: frame 0 is a small msgpack header ``{"t": type, "v": PROTOCOL_VERSION, ...}``, the
+following frames are raw array buffers (C-contiguous, native little-endian) described by the header and
+sent/received zero-copy. Weights are the exception: SUB sockets with ZMQ_CONFLATE only keep single-frame
+messages, so a weights message is one frame ``[u32 header length][msgpack header][pad][tensor bytes]``.
+
+Decoders never trust the peer: unknown type, wrong version or spec hash, a header that is not a msgpack map,
+array descriptions that disagree with the handshake spec, buffers of the wrong length, oversized messages
+and NaN/inf all raise :class:`WireError` with a reason the receiver logs before carrying on.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Mapping, Sequence
+
+import msgpack
+import numpy as np
+
+from robot_rl.specs import ActionSpec, ObsSpec, SpecError
+from robot_rl.types import SCALAR_FIELDS, VECTOR_FIELDS, Batch
+
+PROTOCOL_VERSION = 1
+MAX_HEADER_BYTES = 64 * 1024
+MAX_CHUNK_TRANSITIONS = 4096
+_ALIGN = 64  # tensor payloads start on a 64-byte boundary inside a weights frame
+_WEIGHT_DTYPES = ("float32", "float16", "bfloat16", "float64", "int64", "int32", "uint8", "bool")
+
+
+class WireError(ValueError):
+    """A message that must be rejected; ``str(err)`` is the reason to log."""
+
+
+class Msg(str, Enum):
+    HELLO = "hello"          # actor -> learner: identity, protocol version, spec hash, config hash
+    WELCOME = "welcome"      # learner -> actor: accepted; learner incarnation, committed seqs, weights version
+    REJECT = "reject"        # learner -> actor: handshake refused (reason), the actor must not send data
+    HEARTBEAT = "heartbeat"  # both ways: liveness; the learner's carries its incarnation
+    CHUNK = "chunk"          # actor -> learner: N transitions + seq
+    ACK = "ack"              # learner -> actor: chunk seq received (status ok/duplicate/rejected)
+    COMMIT = "commit"        # learner -> actor: chunks up to seq are in a durable checkpoint; drop them
+    UNKNOWN_PEER = "unknown_peer"  # learner -> actor: data before hello (e.g. learner restarted): say hello
+    WEIGHTS = "weights"      # learner -> actors (PUB): versioned policy state_dict
+
+
+# ----------------------------------------------------------------------------------------------- headers
+def pack_header(kind: Msg, **fields: Any) -> bytes:
+    return msgpack.packb({"t": kind.value, "v": PROTOCOL_VERSION, **fields}, use_bin_type=True)
+
+
+def unpack_header(frame: bytes | memoryview) -> tuple[Msg, dict[str, Any]]:
+    """Decode and sanity-check a header frame. Raises :class:`WireError` on anything unexpected."""
+    if len(frame) > MAX_HEADER_BYTES:
+        raise WireError(f"header of {len(frame)} bytes exceeds {MAX_HEADER_BYTES}")
+    try:
+        header = msgpack.unpackb(frame, raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several types for garbage
+        raise WireError(f"header is not valid msgpack ({type(exc).__name__})") from None
+    if not isinstance(header, dict):
+        raise WireError(f"header is a {type(header).__name__}, not a map")
+    version = header.get("v")
+    if version != PROTOCOL_VERSION:
+        raise WireError(f"protocol version {version!r} != {PROTOCOL_VERSION}")
+    try:
+        kind = Msg(header.get("t"))
+    except ValueError:
+        raise WireError(f"unknown message type {header.get('t')!r}") from None
+    return kind, header
+
+
+def require(header: Mapping[str, Any], key: str, typ: type | tuple[type, ...]) -> Any:
+    if key not in header:
+        raise WireError(f"{header.get('t')}: missing field {key!r}")
+    value = header[key]
+    if not isinstance(value, typ) or isinstance(value, bool) and typ is int:
+        raise WireError(f"{header.get('t')}: field {key!r} has type {type(value).__name__}")
+    return value
+
+
+# ------------------------------------------------------------------------------------------------ hello
+@dataclass(frozen=True)
+class Hello:
+    actor_id: str
+    incarnation: str
+    """Random id of this actor process run; sequence numbers restart at 0 for each incarnation."""
+    spec_hash: str
+    config_hash: str
+    obs_spec: dict
+    action_spec: dict
+
+    def encode(self) -> list[bytes]:
+        return [pack_header(Msg.HELLO, actor_id=self.actor_id, incarnation=self.incarnation,
+                            spec_hash=self.spec_hash, config_hash=self.config_hash,
+                            obs_spec=self.obs_spec, action_spec=self.action_spec)]
+
+    @staticmethod
+    def decode(header: Mapping[str, Any]) -> "Hello":
+        return Hello(require(header, "actor_id", str), require(header, "incarnation", str),
+                     require(header, "spec_hash", str), require(header, "config_hash", str),
+                     require(header, "obs_spec", dict), require(header, "action_spec", dict))
+
+
+def handshake_mismatch(hello: Hello, spec_hash: str, config_hash: str) -> str | None:
+    """Reason to refuse an actor, or None. The message names both hashes so either side can be fixed."""
+    if hello.spec_hash != spec_hash:
+        return (f"spec hash mismatch: actor {hello.actor_id} has {hello.spec_hash}, learner has {spec_hash} "
+                f"(actor obs={hello.obs_spec} action={hello.action_spec})")
+    if hello.config_hash != config_hash:
+        return (f"config hash mismatch: actor {hello.actor_id} has {hello.config_hash}, learner has "
+                f"{config_hash} (env/policy configs differ; compare the resolved config files)")
+    return None
+
+
+# ------------------------------------------------------------------------------------------------ chunks
+def chunk_layout(obs_spec: ObsSpec, action_spec: ActionSpec) -> list[tuple[str, tuple[int, ...], str]]:
+    """Expected ``(name, per-row shape, dtype)`` of every buffer in a chunk, in wire order."""
+    layout = [(f"obs/{k}", s.shape, s.dtype) for k, s in obs_spec.fields.items()]
+    layout += [(f"next_obs/{k}", s.shape, s.dtype) for k, s in obs_spec.fields.items()]
+    layout += [(name, action_spec.shape, "float32") for name in VECTOR_FIELDS]
+    layout += [(name, (), dtype) for name, dtype in SCALAR_FIELDS.items()]
+    return layout
+
+
+def encode_chunk(batch: Batch, actor_id: str, incarnation: str, seq: int, spec_hash: str) -> list[Any]:
+    """Header + one buffer per field. Buffers are the arrays themselves (zero-copy when contiguous)."""
+    arrays = batch.arrays()
+    names = list(arrays)
+    buffers = [np.ascontiguousarray(arrays[n]) for n in names]
+    header = pack_header(Msg.CHUNK, actor_id=actor_id, incarnation=incarnation, seq=int(seq), n=len(batch),
+                         spec_hash=spec_hash,
+                         fields=[[n, list(b.shape), b.dtype.name] for n, b in zip(names, buffers)])
+    return [header, *buffers]
+
+
+@dataclass
+class Chunk:
+    actor_id: str
+    incarnation: str
+    seq: int
+    batch: Batch
+
+
+def decode_chunk(header: Mapping[str, Any], buffers: Sequence[Any], obs_spec: ObsSpec,
+                 action_spec: ActionSpec, spec_hash: str) -> Chunk:
+    """Validate a chunk against the handshake spec and return it with zero-copy array views."""
+    actor_id = require(header, "actor_id", str)
+    incarnation = require(header, "incarnation", str)
+    seq = require(header, "seq", int)
+    n = require(header, "n", int)
+    if header.get("spec_hash") != spec_hash:
+        raise WireError(f"chunk spec hash {header.get('spec_hash')!r} != {spec_hash}")
+    if not 0 < n <= MAX_CHUNK_TRANSITIONS:
+        raise WireError(f"chunk of {n} transitions outside 1..{MAX_CHUNK_TRANSITIONS}")
+    fields = require(header, "fields", list)
+    expected = chunk_layout(obs_spec, action_spec)
+    if len(fields) != len(expected) or len(buffers) != len(expected):
+        raise WireError(f"chunk has {len(fields)} field descriptions and {len(buffers)} buffers, "
+                        f"spec expects {len(expected)}")
+    described = {}
+    for desc in fields:
+        if not (isinstance(desc, list) and len(desc) == 3 and isinstance(desc[0], str)):
+            raise WireError(f"malformed field description {desc!r}")
+        described[desc[0]] = desc
+    arrays: dict[str, np.ndarray] = {}
+    for (name, shape, dtype), desc, buf in zip(expected, fields, buffers):
+        if desc[0] != name:
+            raise WireError(f"field order: got {desc[0]!r}, expected {name!r}")
+        want_shape = [n, *shape]
+        if list(desc[1]) != want_shape or desc[2] != dtype:
+            raise WireError(f"{name}: described as {desc[2]} {desc[1]}, spec says {dtype} {want_shape}")
+        view = memoryview(buf)
+        nbytes = int(np.prod(want_shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        if view.nbytes != nbytes:
+            raise WireError(f"{name}: buffer has {view.nbytes} bytes, expected {nbytes}")
+        arrays[name] = np.frombuffer(view, dtype=dtype).reshape(want_shape)
+    batch = Batch.from_arrays(arrays, actor_id=(actor_id,) * n)
+    try:
+        batch.check(obs_spec, action_spec)
+    except SpecError as exc:
+        raise WireError(f"chunk content: {exc}") from None
+    return Chunk(actor_id, incarnation, seq, batch)
+
+
+# ----------------------------------------------------------------------------------------------- weights
+def encode_weights(weights: Mapping[str, np.ndarray], version: int, spec_hash: str, config_hash: str,
+                   progress: Mapping[str, int] | None = None) -> bytearray:
+    """One contiguous frame: ``[u32 len][msgpack header][pad to 64][tensor 0][pad]...``."""
+    entries, offset = [], 0
+    arrays = []
+    for name, arr in weights.items():
+        arr = np.ascontiguousarray(arr)
+        entries.append([name, arr.dtype.name, list(arr.shape), offset, arr.nbytes])
+        arrays.append(arr)
+        offset += -(-arr.nbytes // _ALIGN) * _ALIGN
+    header = pack_header(Msg.WEIGHTS, version=int(version), spec_hash=spec_hash, config_hash=config_hash,
+                         tensors=entries, payload=offset,
+                         progress={k: int(v) for k, v in (progress or {}).items()})
+    start = -(-(4 + len(header)) // _ALIGN) * _ALIGN
+    frame = bytearray(start + offset)
+    struct.pack_into("<I", frame, 0, len(header))
+    frame[4:4 + len(header)] = header
+    for (_, _, _, off, nbytes), arr in zip(entries, arrays):
+        frame[start + off:start + off + nbytes] = arr.reshape(-1).view(np.uint8).data
+    return frame
+
+
+@dataclass
+class Weights:
+    version: int
+    arrays: dict[str, np.ndarray]
+    """name -> read-only view into the received frame (copy before the frame is released if kept)."""
+    progress: dict[str, int]
+    """Learner progress when published: ``updates``, ``env_steps`` ingested, ``allowed_env_steps`` (the
+    update-to-data budget sim actors pace themselves by)."""
+
+
+def decode_weights(frame: Any, spec_hash: str, config_hash: str, max_bytes: int) -> Weights:
+    view = memoryview(frame)
+    if view.nbytes > max_bytes:
+        raise WireError(f"weights message of {view.nbytes} bytes exceeds cap {max_bytes}")
+    if view.nbytes < 4:
+        raise WireError("weights message truncated")
+    (hlen,) = struct.unpack_from("<I", view, 0)
+    if 4 + hlen > view.nbytes:
+        raise WireError("weights header truncated")
+    kind, header = unpack_header(view[4:4 + hlen])
+    if kind is not Msg.WEIGHTS:
+        raise WireError(f"expected weights, got {kind.value}")
+    if header.get("spec_hash") != spec_hash or header.get("config_hash") != config_hash:
+        raise WireError(f"weights for spec {header.get('spec_hash')}/config {header.get('config_hash')}, "
+                        f"this actor runs {spec_hash}/{config_hash}")
+    version = require(header, "version", int)
+    start = -(-(4 + hlen) // _ALIGN) * _ALIGN
+    payload = view[start:]
+    if payload.nbytes != require(header, "payload", int):
+        raise WireError(f"weights payload has {payload.nbytes} bytes, header says {header.get('payload')}")
+    arrays = {}
+    for entry in require(header, "tensors", list):
+        if not (isinstance(entry, list) and len(entry) == 5):
+            raise WireError(f"malformed tensor entry {entry!r}")
+        name, dtype, shape, off, nbytes = entry
+        if dtype not in _WEIGHT_DTYPES:
+            raise WireError(f"{name}: dtype {dtype!r} not allowed")
+        np_dtype = np.dtype("uint16") if dtype == "bfloat16" else np.dtype(dtype)
+        if (not isinstance(off, int) or not isinstance(nbytes, int) or off < 0
+                or off + nbytes > payload.nbytes
+                or int(np.prod(shape, dtype=np.int64)) * np_dtype.itemsize != nbytes):
+            raise WireError(f"{name}: inconsistent offset/size/shape")
+        arrays[name] = np.frombuffer(payload[off:off + nbytes], dtype=np_dtype).reshape(shape)
+    progress = header.get("progress", {})
+    if not isinstance(progress, dict) or not all(isinstance(v, int) for v in progress.values()):
+        raise WireError("weights progress must be a map of integers")
+    return Weights(version, arrays, progress)

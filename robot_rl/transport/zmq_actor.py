@@ -1,0 +1,306 @@
+"""ZeroMQ actor side: DEALER to the learner's ROUTER, SUB (conflated) for weights, all on one IO thread.
+
+The control loop only touches thread-safe hand-offs (a deque of transitions, a flag, the latest weights), so
+a dead network or a restarting learner never delays an action. The IO thread chunks transitions, sends them,
+keeps every chunk until the learner commits it (:class:`PendingChunks`, spilling to disk past a memory
+bound), resends unacked chunks after a timeout and everything uncommitted after a learner restart.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from robot_rl.specs import ActionSpec, ObsSpec
+from robot_rl.transport.base import ActorTransport
+from robot_rl.transport.keys import actor_keys, make_client_socket_secure
+from robot_rl.transport.pending import PendingChunks
+from robot_rl.transport.wire import (Hello, Msg, Weights, WireError, decode_weights, encode_chunk, pack_header,
+                                     unpack_header)
+from robot_rl.types import Batch, Transition
+
+log = logging.getLogger("robot_rl.actor.transport")
+
+
+class ZmqActorClient(ActorTransport):
+    def __init__(self, cfg: Any, actor_id: str, obs_spec: ObsSpec, action_spec: ActionSpec, spec_hash: str,
+                 config_hash: str, spill_dir: str | Path | None = None, actor_key_name: str = "actor") -> None:
+        self.cfg = cfg
+        self.actor_id = actor_id
+        self.incarnation = uuid.uuid4().hex[:12]
+        self.spec_hash, self.config_hash = spec_hash, config_hash
+        self._hello = Hello(actor_id, self.incarnation, spec_hash, config_hash, obs_spec.to_dict(),
+                            action_spec.to_dict()).encode()
+        self._incoming: collections.deque[Transition] = collections.deque()  # control loop -> IO thread
+        self._flush = threading.Event()
+        self._stop = threading.Event()
+        self._latest_weights: Weights | None = None
+        self._weights_lock = threading.Lock()
+        self._taken_version = -1
+        self._progress: dict[str, int] | None = None
+        self.pending = PendingChunks(cfg.max_pending_bytes, Path(spill_dir) if spill_dir else None)
+        recovered = self.pending.recover_spilled()
+        if recovered:
+            log.info("actor %s: %d uncommitted chunks from an earlier run will be resent", actor_id, recovered)
+        self._seq = 0
+        self._unsent: collections.deque[tuple[str, int]] = collections.deque()  # keys to send, in order
+        self.learner_incarnation: str | None = None
+        self.rejected_reason: str | None = None
+        self._welcomed = False
+        self._last_heard = 0.0
+        self._lost_reported = False
+        self.counters = {"sent": 0, "acked": 0, "duplicates": 0, "rejected": 0, "committed": 0,
+                         "resent": 0, "weights": 0, "bad_weights": 0, "reconnects": 0}
+
+        self.ctx = zmq.Context()
+        self.dealer = self.ctx.socket(zmq.DEALER)
+        self.sub = self.ctx.socket(zmq.SUB)
+        self.dealer.routing_id = f"{actor_id}:{self.incarnation}".encode()
+        self.dealer.linger = 0
+        self.dealer.setsockopt(zmq.IMMEDIATE, 1)  # queue nothing for a peer that is not connected
+        self.dealer.sndhwm = 64                   # bounded socket queue; the rest waits in PendingChunks
+        self.dealer.setsockopt(zmq.MAXMSGSIZE, 64 * 2**20)
+        self.sub.linger = 0
+        self.sub.setsockopt(zmq.CONFLATE, 1)       # latest weights only (single-frame messages)
+        self.sub.setsockopt(zmq.MAXMSGSIZE, int(cfg.max_message_bytes))
+        self.sub.setsockopt(zmq.SUBSCRIBE, b"")
+        for sock in (self.dealer, self.sub):
+            sock.setsockopt(zmq.RECONNECT_IVL, 100)
+            sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        if cfg.keys_dir:
+            keys, learner_public = actor_keys(cfg.keys_dir, actor_key_name)
+            for sock in (self.dealer, self.sub):
+                make_client_socket_secure(sock, keys, learner_public)
+        self.dealer.connect(f"tcp://{cfg.host}:{cfg.transitions_port}")
+        self.sub.connect(f"tcp://{cfg.host}:{cfg.weights_port}")
+        self._thread = threading.Thread(target=self._run, name=f"actor-transport-{actor_id}", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------------- control-loop API
+    def send(self, transition: Transition) -> None:
+        self._incoming.append(transition)
+
+    def flush(self) -> None:
+        self._flush.set()
+
+    def poll_weights(self) -> Weights | None:
+        with self._weights_lock:
+            w = self._latest_weights
+        if w is None or w.version <= self._taken_version:
+            return None
+        self._taken_version = w.version
+        return w
+
+    def learner_progress(self) -> dict[str, int] | None:
+        return self._progress
+
+    @property
+    def connected(self) -> bool:
+        return self._welcomed and not self._lost_reported
+
+    def stats(self) -> dict[str, float]:
+        return {**{k: float(v) for k, v in self.counters.items()},
+                "queue_depth": float(len(self._incoming)), "pending_chunks": float(len(self.pending)),
+                "pending_bytes": float(self.pending.mem_bytes), "spilled": float(self.pending.spilled_total),
+                "connected": float(self.connected), "weights_version": float(self._taken_version)}
+
+    def close(self, drain_s: float = 0.0) -> None:
+        """Stop the IO thread. With ``drain_s`` > 0, first wait until everything queued is acked."""
+        self._flush.set()
+        deadline = time.monotonic() + drain_s
+        while drain_s > 0 and time.monotonic() < deadline:
+            if not self._incoming and self.pending.unacked == 0:
+                break
+            self._flush.set()
+            time.sleep(0.01)
+        self._stop.set()
+        self._thread.join(timeout=5)
+        spilled = self.pending.spill_all()
+        if spilled:
+            log.info("actor %s: %d uncommitted chunks kept in %s for the next run", self.actor_id, spilled,
+                     self.pending.spill_dir)
+        self.dealer.close(0)
+        self.sub.close(0)
+        self.ctx.term()
+
+    def wait_acked(self, timeout_s: float) -> bool:
+        """Block (tests, shutdown) until every queued transition is acked; True on success."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not self._incoming and self.pending.unacked == 0:
+                return True
+            self._flush.set()
+            time.sleep(0.01)
+        return False
+
+    # ---------------------------------------------------------------------------------- IO thread
+    def _run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.dealer, zmq.POLLIN)
+        poller.register(self.sub, zmq.POLLIN)
+        next_hb = 0.0
+        next_resend_scan = 0.0
+        oldest_wait = None
+        while not self._stop.is_set():
+            try:
+                events = dict(poller.poll(2))
+                if self.dealer in events:
+                    self._drain_dealer()
+                if self.sub in events:
+                    self._drain_sub()
+                now = time.monotonic()
+                # Chunking: full chunks at once; a partial one on flush or after flush_interval_s.
+                if self._incoming and oldest_wait is None:
+                    oldest_wait = now
+                if self._incoming and (len(self._incoming) >= self.cfg.chunk_size or self._flush.is_set()
+                                       or now - oldest_wait >= self.cfg.flush_interval_s):
+                    self._make_chunks(force=True)
+                    oldest_wait = None
+                self._flush.clear()
+                if now >= next_hb:
+                    next_hb = now + self.cfg.heartbeat_interval_s
+                    self._heartbeat(now)
+                if self._welcomed:
+                    full_scan = now >= next_resend_scan
+                    if full_scan:
+                        next_resend_scan = now + self.cfg.resend_after_s / 4
+                    self._send_pending(now, full_scan)
+            except Exception:
+                log.exception("actor transport loop error (continuing)")
+
+    def _make_chunks(self, force: bool) -> None:
+        while self._incoming and (force or len(self._incoming) >= self.cfg.chunk_size):
+            items = []
+            while self._incoming and len(items) < self.cfg.chunk_size:
+                items.append(self._incoming.popleft())
+            batch = Batch.from_transitions(items)
+            frames = encode_chunk(batch, self.actor_id, self.incarnation, self._seq, self.spec_hash)
+            self.pending.add((self.incarnation, self._seq), frames, len(items))
+            self._unsent.append((self.incarnation, self._seq))
+            self._seq += 1
+
+    def _send_pending(self, now: float, full_scan: bool) -> None:
+        if full_scan:  # resend what the learner never acked (lost in a disconnect) and anything unsent
+            known = set(self._unsent)
+            for key in self.pending.keys_to_send(now, self.cfg.resend_after_s):
+                if key not in known:
+                    if self.pending.get(key).sent_at is not None:
+                        self.counters["resent"] += 1
+                    self._unsent.append(key)
+        while self._unsent:
+            key = self._unsent[0]
+            chunk = self.pending.get(key)
+            if chunk is None or (chunk.sent_at is not None and chunk.acked):
+                self._unsent.popleft()
+                continue
+            try:
+                self.dealer.send_multipart(self.pending.frames(key), flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return  # not connected or socket queue full: keep it pending, try again next loop
+            chunk.sent_at = now
+            self.counters["sent"] += 1
+            self._unsent.popleft()
+
+    def _heartbeat(self, now: float) -> None:
+        frames = [pack_header(Msg.HEARTBEAT)] if self._welcomed else self._hello
+        if self.rejected_reason is None:
+            try:
+                self.dealer.send_multipart(frames, flags=zmq.NOBLOCK)
+            except zmq.Again:
+                pass
+        silent_for = now - self._last_heard if self._last_heard else 0.0
+        if self._welcomed and silent_for > self.cfg.peer_timeout_s and not self._lost_reported:
+            log.warning("actor %s: learner silent for %.1fs; buffering (%d chunks pending)", self.actor_id,
+                        silent_for, len(self.pending))
+            self._lost_reported = True
+            self._welcomed = False  # say hello again until someone answers
+
+    def _drain_dealer(self) -> None:
+        while True:
+            try:
+                frames = self.dealer.recv_multipart(flags=zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                kind, header = unpack_header(frames[0])
+            except WireError as exc:
+                log.warning("actor %s: bad message from learner: %s", self.actor_id, exc)
+                continue
+            self._last_heard = time.monotonic()
+            if kind is Msg.WELCOME:
+                self._on_welcome(header)
+            elif kind is Msg.ACK:
+                self._on_ack(header)
+            elif kind is Msg.COMMIT:
+                self._on_commit(header.get("committed", {}))
+            elif kind is Msg.HEARTBEAT:
+                if header.get("incarnation") != self.learner_incarnation:
+                    self._welcomed = False  # a different learner answers: handshake again
+                if self._lost_reported:
+                    log.info("actor %s: learner is back", self.actor_id)
+                    self._lost_reported = False
+            elif kind is Msg.UNKNOWN_PEER:
+                self._welcomed = False
+                self.dealer.send_multipart(self._hello, flags=zmq.NOBLOCK)
+            elif kind is Msg.REJECT:
+                self.rejected_reason = str(header.get("reason"))
+                log.error("actor %s: learner refused the handshake: %s", self.actor_id, self.rejected_reason)
+
+    def _on_welcome(self, header: dict) -> None:
+        incarnation = header.get("incarnation")
+        if incarnation != self.learner_incarnation:
+            if self.learner_incarnation is not None:
+                self.counters["reconnects"] += 1
+                log.info("actor %s: new learner %s; resending %d uncommitted chunks", self.actor_id,
+                         incarnation, len(self.pending))
+            self.learner_incarnation = incarnation
+            self.pending.mark_all_unsent()
+            self._unsent.clear()
+        committed = header.get("committed", {})
+        if isinstance(committed, dict):
+            self._on_commit(committed)
+        self._welcomed, self._lost_reported = True, False
+
+    def _on_ack(self, header: dict) -> None:
+        key = (header.get("incarnation"), header.get("seq"))
+        status = header.get("status")
+        if status == "rejected":
+            self.counters["rejected"] += 1
+            log.error("actor %s: learner rejected chunk %s: %s (the episode store keeps the data)",
+                      self.actor_id, key, header.get("reason"))
+        elif status == "duplicate":
+            self.counters["duplicates"] += 1
+        else:
+            self.counters["acked"] += 1
+        self.pending.ack(key)  # type: ignore[arg-type]
+
+    def _on_commit(self, committed: dict) -> None:
+        for incarnation, seq in committed.items():
+            if isinstance(incarnation, str) and isinstance(seq, int):
+                self.counters["committed"] += self.pending.commit(incarnation, seq)
+
+    def _drain_sub(self) -> None:
+        while True:
+            try:
+                frame = self.sub.recv(flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            try:
+                weights = decode_weights(frame.buffer, self.spec_hash, self.config_hash,
+                                         self.cfg.max_message_bytes)
+            except WireError as exc:
+                self.counters["bad_weights"] += 1
+                log.warning("actor %s: rejected weights message: %s", self.actor_id, exc)
+                continue
+            weights._frame = frame  # type: ignore[attr-defined]  # keeps the zero-copy views alive
+            self.counters["weights"] += 1
+            self._progress = weights.progress
+            with self._weights_lock:
+                if self._latest_weights is None or weights.version > self._latest_weights.version:
+                    self._latest_weights = weights
