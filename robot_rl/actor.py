@@ -142,11 +142,9 @@ class Actor:
         if self.cfg.actor.wait_for_weights:
             while self.transport.poll_weights() is None and not (stop is not None and stop.is_set()):
                 time.sleep(0.05)
-        next_episode = self.store.next_episode_id(self.actor_id)
-        obs = [env.reset(seed=env_seed(self.cfg.env.seed, self.actor_id, j) + next_episode)
+        episode_ids = [self.store.reserve_episode_id(self.actor_id) for _ in self.envs]
+        obs = [env.reset(seed=env_seed(self.cfg.env.seed, self.actor_id, j) + episode_ids[j])
                for j, env in enumerate(self.envs)]
-        episode_ids = [next_episode + j for j in range(len(self.envs))]
-        next_episode += len(self.envs)
         buffers: list[list[Transition]] = [[] for _ in self.envs]
         rate = FixedRate(self.envs[0].control_hz) if self.cfg.actor.realtime else None
         start = last_log = time.perf_counter()
@@ -171,9 +169,8 @@ class Actor:
                 if result.terminated or result.truncated:
                     self._finish_episode(buffers[j], result.success, env)
                     buffers[j] = []
-                    episode_ids[j] = next_episode
-                    obs[j] = env.reset(seed=env_seed(self.cfg.env.seed, self.actor_id, j) + next_episode)
-                    next_episode += 1
+                    episode_ids[j] = self.store.reserve_episode_id(self.actor_id)
+                    obs[j] = env.reset(seed=env_seed(self.cfg.env.seed, self.actor_id, j) + episode_ids[j])
                     self.policy.reset()
             self.stats.loop_ms.append((time.perf_counter() - t0) * 1e3)
             if len(self.stats.loop_ms) > 10_000:

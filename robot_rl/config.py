@@ -106,6 +106,10 @@ class TransportConfig(ConfigNode):
     """Size cap for one incoming message; larger frames are rejected by ZeroMQ and by the validator."""
     max_pending_bytes: int = 512 * 2**20
     """Memory bound for chunks the actor holds until the learner commits them; older ones spill to disk."""
+    spill_all_chunks: bool = False
+    """Also write every chunk to the actor's spill directory when it is made (page cache, no fsync), so an
+    actor process killed with SIGKILL loses nothing it chunked; costs one extra write of all data. Off: a
+    killed actor loses its uncommitted chunks (its episode store still has the finished episodes)."""
     keys_dir: str = ""
     """Directory made by ``robot-rl keys``: enables CurveZMQ authentication + encryption when set."""
 
@@ -125,7 +129,8 @@ class LoggerConfig(ConfigNode):
 @dataclass
 class LearnerConfig(ConfigNode):
     utd: float = 1.0
-    """Update-to-data ratio: gradient updates per ingested online transition."""
+    """Update-to-data ratio: ``algo.update`` calls per ingested online transition (RLPD's critic UTD is this
+    times ``algo.critic_updates_per_actor_update``)."""
     warmup_transitions: int = 500
     """Transitions (online + demo) required before the first update."""
     max_updates: int = 0
@@ -144,6 +149,10 @@ class LearnerConfig(ConfigNode):
     """torch device: ``auto`` picks CUDA when present."""
     idle_exit_s: float = 0.0
     """Exit when no actor has been connected for this long after data arrived (0 = never)."""
+    eval_every_env_steps: int = 0
+    """Sim only: run deterministic evaluation episodes every N online env steps (0 = off)."""
+    eval_episodes: int = 10
+    """Episodes per periodic evaluation."""
     demos: str = ""
     """Episode-store directory whose episodes fill the demo buffer on a fresh start (``robot-rl demos``)."""
 

@@ -89,6 +89,15 @@ class EpisodeStore:
                     raise
                 log.error("skipping unreadable episode %s: %s", path, exc)
 
+    def reserve_episode_id(self, actor_id: str) -> int:
+        """Claim a fresh id at episode *start*: a killed actor's half-sent episode keeps its id, so a
+        restarted actor never reuses it (ids are what replay and the learner key transitions by)."""
+        marker = self.directory / f".next-{_SAFE.sub('_', actor_id)}"
+        reserved = int(marker.read_text()) if marker.exists() else 0
+        episode_id = max(reserved, self.next_episode_id(actor_id)) if reserved == 0 else reserved
+        atomic_write_bytes(marker, str(episode_id + 1).encode(), fsync=False)
+        return episode_id
+
     def next_episode_id(self, actor_id: str) -> int:
         """First unused id for ``actor_id`` (a restarted actor continues numbering, never overwrites)."""
         prefix = f"{_SAFE.sub('_', actor_id)}-"

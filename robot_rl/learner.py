@@ -67,7 +67,7 @@ class Learner:
                                     self.device)
         self.online = ReplayBuffer(self.obs_spec, self.action_spec, cfg.replay.capacity)
         self.demo = ReplayBuffer(self.obs_spec, self.action_spec, cfg.replay.demo_capacity)
-        self.sampler = MixedSampler(self.online, self.demo, cfg.algo.batch_size, cfg.replay.demo_ratio,
+        self.sampler = MixedSampler(self.online, self.demo, self.algo.batch_size_per_update, cfg.replay.demo_ratio,
                                     self.device, cfg.replay.prefetch, seed=cfg.seed)
         self.ledger = DedupLedger()
         self.updates = 0
@@ -76,6 +76,7 @@ class Learner:
         self.checkpointer = Checkpointer(self.run_dir)
         self._stop = threading.Event()
         self._last_data_time: float | None = None
+        self._eval_env: Any = None
         self._resume_or_load_demos()
         self.transport = transport or self._make_transport()
 
@@ -161,6 +162,21 @@ class Learner:
         weights = {k: v.detach().cpu().numpy() for k, v in self.algo.policy_weights().items()}
         self.transport.publish_weights(weights, self.weights_version, self.progress())
 
+    def evaluate(self) -> dict[str, float]:
+        """Deterministic episodes on a local copy of the env with the current policy (sim twins only)."""
+        from robot_rl.evaluate import run_episodes
+
+        if self._eval_env is None:
+            self._eval_env = ENVS.make(self.cfg.env.name, self.cfg.env, seed=self.cfg.env.seed + 777)
+        was_training = self.policy.training
+        self.policy.eval()
+        try:
+            result = run_episodes(self._eval_env, self.policy, self.cfg.learner.eval_episodes,
+                                  seed=100_000 + self.online_transitions)
+        finally:
+            self.policy.train(was_training)
+        return {"eval/success_rate": result["success_rate"], "eval/return": result["mean_return"]}
+
     def stop(self) -> None:
         self._stop.set()
 
@@ -191,6 +207,8 @@ class Learner:
         self.publish()  # actors start from the learner's initial (or resumed) policy
         last_ckpt = last_log = last_publish = t_start = time.monotonic()
         metrics: dict[str, float] = {}
+        eval_every = cfg.learner.eval_every_env_steps
+        next_eval = eval_every if eval_every else None
         try:
             while not self._done():
                 if self.updates >= self._target_updates():
@@ -202,6 +220,10 @@ class Learner:
                     if self.updates % cfg.learner.publish_every == 0:
                         self.publish()
                         last_publish = time.monotonic()
+                if next_eval is not None and self.online_transitions >= next_eval:
+                    logger.log({**self.evaluate(), "updates": self.updates}, step=self.online_transitions,
+                               force_print=True)
+                    next_eval = (self.online_transitions // eval_every + 1) * eval_every
                 if time.monotonic() - last_publish >= 1.0:  # late joiners + a fresh pacing budget
                     self.publish()
                     last_publish = time.monotonic()
@@ -218,6 +240,9 @@ class Learner:
                                step=self.online_transitions)
             self.publish()
             self.save_checkpoint()
+            if eval_every:
+                logger.log({**self.evaluate(), "updates": self.updates}, step=self.online_transitions,
+                           force_print=True)
         finally:
             self.sampler.close()
             logger.close()
@@ -225,3 +250,5 @@ class Learner:
 
     def close(self) -> None:
         self.transport.close()
+        if self._eval_env is not None:
+            self._eval_env.close()

@@ -16,6 +16,12 @@ from robot_rl.types import Batch
 
 class Algorithm(ABC):
     device: torch.device
+    cfg: Any
+
+    @property
+    def batch_size_per_update(self) -> int:
+        """Transitions the learner samples for one :meth:`update` call (RLPD splits them into critic steps)."""
+        return int(self.cfg.batch_size)
 
     @abstractmethod
     def update(self, batch: Batch) -> dict[str, float]:

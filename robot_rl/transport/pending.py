@@ -101,9 +101,13 @@ class PendingChunks:
                 found += 1
         return found
 
-    def add(self, key: Key, frames: list[Any], n_transitions: int) -> None:
+    def add(self, key: Key, frames: list[Any], n_transitions: int, persist: bool = False) -> None:
+        """Hold a new chunk; with ``persist`` also write it to the spill directory right away."""
         nbytes = sum(_frame_bytes(f).nbytes for f in frames)
-        self._chunks[key] = PendingChunk(frames, nbytes, n_transitions)
+        self._chunks[key] = chunk = PendingChunk(frames, nbytes, n_transitions)
+        if persist and self.spill_dir is not None:
+            chunk.spill_path = self._spill_path(key)
+            write_frames(chunk.spill_path, frames)
         self.mem_bytes += nbytes
         self.unacked += 1
         self._spill_if_needed()
@@ -120,8 +124,9 @@ class PendingChunks:
                 break
             if chunk.frames is None:
                 continue
-            path = self.spill_dir / f"{key[0]}-{key[1]:012d}.chunk"
-            write_frames(path, chunk.frames)
+            path = self._spill_path(key)
+            if chunk.spill_path is None:  # already on disk when persisted at creation
+                write_frames(path, chunk.frames)
             chunk.frames, chunk.spill_path = None, path
             self.mem_bytes -= chunk.nbytes
             self.spilled_total += 1
@@ -138,6 +143,11 @@ class PendingChunks:
         finally:
             self.max_bytes = saved_bound
 
+    def _spill_path(self, key: Key) -> Path:
+        assert self.spill_dir is not None
+        return self.spill_dir / f"{key[0]}-{key[1]:012d}.chunk"
+
+    def frames(self, key: Key) -> list[Any]:
         chunk = self._chunks[key]
         if chunk.frames is not None:
             return chunk.frames

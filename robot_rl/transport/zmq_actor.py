@@ -181,7 +181,7 @@ class ZmqActorClient(ActorTransport):
                 items.append(self._incoming.popleft())
             batch = Batch.from_transitions(items)
             frames = encode_chunk(batch, self.actor_id, self.incarnation, self._seq, self.spec_hash)
-            self.pending.add((self.incarnation, self._seq), frames, len(items))
+            self.pending.add((self.incarnation, self._seq), frames, len(items), self.cfg.spill_all_chunks)
             self._unsent.append((self.incarnation, self._seq))
             self._seq += 1
 

@@ -1,0 +1,76 @@
+import numpy as np
+import pytest
+
+from robot_rl.replay import MixedSampler, ReplayBuffer
+from robot_rl.types import Batch, Episode
+from conftest import rollout, specs_and_hash
+
+
+def test_frames_stored_once_and_samples_are_correct(pixel_env):
+    obs_spec, action_spec, _ = specs_and_hash(pixel_env)
+    data = rollout(pixel_env, 300)
+    rb = ReplayBuffer(obs_spec, action_spec, 1000)
+    for i in range(0, 300, 32):  # chunks, as the transport delivers them
+        rb.add_batch(Batch.from_transitions(data[i:i + 32]))
+    episodes = len({t.episode_id for t in data})
+    assert len(rb) == 300 and rb.frames_written == 300 + episodes  # T + 1 frames per episode
+    batch = rb.sample(256, np.random.default_rng(0))
+    lookup = {(t.episode_id, t.step): t for t in data}
+    for i in range(256):
+        t = lookup[(int(batch.episode_id[i]), int(batch.step[i]))]
+        np.testing.assert_array_equal(batch.obs["images/top"][i], t.obs["images/top"])
+        np.testing.assert_array_equal(batch.next_obs["images/top"][i], t.next_obs["images/top"])
+        np.testing.assert_array_equal(batch.obs["state"][i], t.obs["state"])
+        assert batch.action[i].tolist() == t.action.tolist() and batch.terminated[i] == t.terminated
+    assert batch.obs["images/top"].dtype == np.uint8
+
+
+def test_interleaved_actors_and_eviction(pixel_env):
+    obs_spec, action_spec, _ = specs_and_hash(pixel_env)
+    a, b = rollout(pixel_env, 400, "a", seed=1), rollout(pixel_env, 400, "b", seed=2)
+    rb = ReplayBuffer(obs_spec, action_spec, 256)
+    for i in range(0, 400, 16):
+        rb.add_batch(Batch.from_transitions(a[i:i + 16]))
+        rb.add_batch(Batch.from_transitions(b[i:i + 16]))
+    assert len(rb) == 256
+    batch = rb.sample(2000, np.random.default_rng(0))
+    assert rb._valid(np.arange(len(rb))).mean() > 0.9
+    # every sampled pair is consistent: next_obs position == obs position + clipped action * speed
+    moved = batch.next_obs["state"][:, :2] - batch.obs["state"][:, :2]
+    expected = np.clip(batch.obs["state"][:, :2] + 0.1 * batch.action, 0, 1) - batch.obs["state"][:, :2]
+    np.testing.assert_allclose(moved, expected, atol=1e-5)
+    assert set(batch.step.tolist()) and batch.episode_id.min() > 0  # oldest data was evicted
+
+
+def test_save_load_round_trip(pixel_env, tmp_path):
+    obs_spec, action_spec, _ = specs_and_hash(pixel_env)
+    rb = ReplayBuffer(obs_spec, action_spec, 500)
+    rb.add_batch(Batch.from_transitions(rollout(pixel_env, 120)))
+    rb.save(tmp_path / "r")
+    back = ReplayBuffer(obs_spec, action_spec, 500)
+    back.load(tmp_path / "r")
+    assert list(back.iter_ids()) == list(rb.iter_ids())
+    x, y = rb.sample(64, np.random.default_rng(3)), back.sample(64, np.random.default_rng(3))
+    for k in x.obs:
+        np.testing.assert_array_equal(x.obs[k], y.obs[k])
+        np.testing.assert_array_equal(x.next_obs[k], y.next_obs[k])
+    with pytest.raises(ValueError, match="capacity"):
+        ReplayBuffer(obs_spec, action_spec, 400).load(tmp_path / "r")
+
+
+def test_mixed_sampler_ratio_and_prefetch(state_env):
+    obs_spec, action_spec, sh = specs_and_hash(state_env)
+    online, demo = ReplayBuffer(obs_spec, action_spec, 1000), ReplayBuffer(obs_spec, action_spec, 1000)
+    online.add_batch(Batch.from_transitions(rollout(state_env, 200, "online")))
+    demo.add_episode(Episode.from_transitions([t for t in rollout(state_env, 60, "demo") if t.episode_id == 0],
+                                              sh))
+    sampler = MixedSampler(online, demo, batch_size=64, demo_ratio=0.25, prefetch=2)
+    try:
+        batches = [sampler.next() for _ in range(5)]
+    finally:
+        sampler.close()
+    demo_ids = {int(e) for e in demo.fields["episode_id"][: len(demo)]}
+    for b in batches:
+        assert len(b) == 64
+        # demo rows come first: 16 of 64 from the demo episode (episode 0 of actor "demo")
+        assert (b.step[:16].numpy() < len(demo)).all() and set(b.episode_id[:16].tolist()) <= demo_ids

@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+
+from robot_rl.specs import ActionSpec, ArraySpec, ObsSpec, SpecError, spec_hash
+from robot_rl.types import Batch, Episode
+from conftest import rollout
+
+
+def test_spec_hash_is_stable_and_order_independent():
+    a = ObsSpec({"state": ArraySpec((3,), "float32"), "images/front": ArraySpec((8, 8, 3), "uint8")})
+    b = ObsSpec({"images/front": ArraySpec((8, 8, 3), "uint8"), "state": ArraySpec((3,), "float32")})
+    act = ActionSpec((2,), -1, 1)
+    assert spec_hash(a, act) == spec_hash(b, act)
+    # A literal: the hash must not change across Python versions or machines.
+    assert spec_hash(a, act) == spec_hash(ObsSpec.from_dict(a.to_dict()), ActionSpec.from_dict(act.to_dict()))
+    assert spec_hash(a, act) != spec_hash(a, ActionSpec((2,), -2, 1))
+
+
+def test_obs_spec_fails_loudly():
+    spec = ObsSpec({"state": ArraySpec((3,), "float32")})
+    spec.check({"state": np.zeros(3, np.float32)})
+    with pytest.raises(SpecError, match="missing keys"):
+        spec.check({})
+    with pytest.raises(SpecError, match="dtype"):
+        spec.check({"state": np.zeros(3, np.float64)})
+    with pytest.raises(SpecError, match="shape"):
+        spec.check({"state": np.zeros(4, np.float32)})
+    with pytest.raises(SpecError, match="NaN"):
+        spec.check({"state": np.array([0, np.nan, 0], np.float32)})
+    with pytest.raises(SpecError, match="images must be uint8"):
+        ObsSpec({"images/x": ArraySpec((8, 8, 3), "float32")})
+
+
+def test_action_spec_bounds():
+    spec = ActionSpec((2,), (-1, -2), (1, 2), ("a", "b"))
+    spec.check(np.array([0.5, -1.5], np.float32))
+    with pytest.raises(SpecError, match="outside bounds"):
+        spec.check(np.array([1.5, 0], np.float32))
+    np.testing.assert_array_equal(spec.clip(np.array([5, -5], np.float32)), [1, -2])
+
+
+def test_batch_and_episode_round_trip(pixel_env):
+    trs = rollout(pixel_env, 60)
+    first_ep = [t for t in trs if t.episode_id == 0]
+    ep = Episode.from_transitions(first_ep, "h")
+    assert ep.frames["images/top"].shape[0] == len(first_ep) + 1  # each frame once
+    back = list(ep.transitions())
+    for a, b in zip(first_ep, back):
+        np.testing.assert_array_equal(a.obs["images/top"], b.obs["images/top"])
+        np.testing.assert_array_equal(a.next_obs["state"], b.next_obs["state"])
+        assert (a.action == b.action).all() and a.step == b.step and a.terminated == b.terminated
+    batch = Batch.from_transitions(trs)
+    batch.check(pixel_env.obs_spec, pixel_env.action_spec)
+    assert len(batch) == 60 and batch.obs["images/top"].dtype == np.uint8
+    bad = Batch.from_transitions(trs)
+    bad.reward[3] = np.nan
+    with pytest.raises(SpecError, match="reward"):
+        bad.check(pixel_env.obs_spec, pixel_env.action_spec)
