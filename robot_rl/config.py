@@ -106,6 +106,10 @@ class TransportConfig(ConfigNode):
     """Size cap for one incoming message; larger frames are rejected by ZeroMQ and by the validator."""
     max_pending_bytes: int = 512 * 2**20
     """Memory bound for chunks the actor holds until the learner commits them; older ones spill to disk."""
+    durability: str = "checkpoint"
+    """``checkpoint``: the actor keeps every chunk until a learner checkpoint holds it (nothing is lost if the
+    learner dies; real robots). ``ack``: forget a chunk once the learner acks it (a learner crash loses the
+    data since its last checkpoint; for sims stepping thousands of image frames per second)."""
     spill_all_chunks: bool = False
     """Also write every chunk to the actor's spill directory when it is made (page cache, no fsync), so an
     actor process killed with SIGKILL loses nothing it chunked; costs one extra write of all data. Off: a

@@ -7,7 +7,7 @@ observation frame once (``T + 1`` frames for ``T`` steps) so ``next_obs`` never 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Generic, Iterator, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Generic, Iterator, Mapping, Sequence, TypeVar
 
 import numpy as np
 
@@ -89,13 +89,23 @@ class Batch(Generic[ArrayT]):
         return int(self.action.shape[0])
 
     @staticmethod
-    def from_transitions(transitions: Sequence[Transition]) -> "Batch[np.ndarray]":
+    def from_transitions(transitions: Sequence[Transition],
+                         alloc: Callable[[tuple[int, ...], np.dtype], np.ndarray] | None = None
+                         ) -> "Batch[np.ndarray]":
+        """Stack transitions. ``alloc(shape, dtype)`` may supply reused output buffers for the observation
+        arrays (the actor's chunk pool: fresh multi-MB allocations page-fault on every first touch)."""
         if not transitions:
             raise ValueError("cannot stack zero transitions")
         keys = transitions[0].obs.keys()
+
+        def stack(arrays: list[np.ndarray]) -> np.ndarray:
+            if alloc is None:
+                return np.stack(arrays)
+            return np.stack(arrays, out=alloc((len(arrays), *arrays[0].shape), arrays[0].dtype))
+
         return Batch(
-            obs={k: np.stack([t.obs[k] for t in transitions]) for k in keys},
-            next_obs={k: np.stack([t.next_obs[k] for t in transitions]) for k in keys},
+            obs={k: stack([t.obs[k] for t in transitions]) for k in keys},
+            next_obs={k: stack([t.next_obs[k] for t in transitions]) for k in keys},
             action=np.stack([t.action for t in transitions]).astype(np.float32, copy=False),
             policy_action=np.stack([t.policy_action for t in transitions]).astype(np.float32, copy=False),
             reward=np.asarray([t.reward for t in transitions], np.float32),

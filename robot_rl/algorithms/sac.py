@@ -4,8 +4,9 @@
   Python loop over critics; optional LayerNorm after every hidden layer (RLPD).
 - REDQ-style target: the min over a random subset of M target critics.
 - UTD > 1 inside one :meth:`SAC.update`: the incoming batch is split into ``critic_updates_per_actor_update``
-  minibatches, the critic takes one step on each, then the actor and the temperature take one step (on the
-  last minibatch), as in RLPD. The learner should therefore hand in ``batch_size_per_update`` transitions.
+  interleaved minibatches (rows ``i::k``, so each keeps the batch's demo/online mix), the critic takes one
+  step on each, then the actor and the temperature take one step (on the last minibatch), as in RLPD.
+  The learner should therefore hand in ``batch_size_per_update`` transitions.
 - Temperature: ``log_alpha`` auto-tuned toward ``target_entropy_per_action_dim * A``.
 - Pixels: the policy's encoder is shared with the critic and trained by the critic loss only; the actor sees
   detached features. A Polyak-averaged copy of the encoder feeds the target critic. Random-shift augmentation.
@@ -304,7 +305,10 @@ class SAC(Algorithm):
                 loss, q_mean, features = self._critic_step(batch.obs, batch.action, reward, batch.next_obs,
                                                            not_done, alpha)
             else:
-                part = slice(i * size, (i + 1) * size)
+                # Strided, not contiguous: the sampler stacks the demo rows first and the online rows after
+                # them, so contiguous slices would give pure-demo and pure-online minibatches (and an actor
+                # step on online states only); every i::steps slice keeps the batch's demo/online mix.
+                part = slice(i, steps * size, steps)
                 loss, q_mean, features = self._critic_step(
                     {k: v[part] for k, v in batch.obs.items()}, batch.action[part], reward[part],
                     {k: v[part] for k, v in batch.next_obs.items()}, not_done[part], alpha)

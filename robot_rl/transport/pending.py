@@ -15,10 +15,36 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
+
 from robot_rl.storage import atomic_write_with, remove_stale_temporaries
 
 log = logging.getLogger("robot_rl.actor.transport")
 Key = tuple[str, int]  # (incarnation, seq)
+
+
+class ArrayPool:
+    """Reuses the actor's chunk buffers. A fresh multi-megabyte allocation is backed by new pages that fault
+    on first touch, which costs ~10x the copy itself; buffers of committed chunks are recycled instead."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._free: dict[tuple[tuple[int, ...], str], list[np.ndarray]] = {}
+
+    def empty(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        free = self._free.get((tuple(shape), np.dtype(dtype).str))
+        if free:
+            arr = free.pop()
+            self.bytes -= arr.nbytes
+            return arr
+        return np.empty(shape, dtype)
+
+    def release(self, arrays: list[np.ndarray]) -> None:
+        for arr in arrays:
+            if self.bytes + arr.nbytes <= self.max_bytes:
+                self._free.setdefault((arr.shape, arr.dtype.str), []).append(arr)
+                self.bytes += arr.nbytes
 
 
 @dataclass
@@ -31,6 +57,11 @@ class PendingChunk:
     """monotonic time of the last send; None = must be (re)sent."""
     acked: bool = False
     spill_path: Path | None = None
+    buffers: list[np.ndarray] | None = None
+    """Pooled arrays behind ``frames`` (returned to the pool when the chunk is dropped)."""
+    sends: int = 0
+    tracker: Any = None
+    """zmq MessageTracker of the last send: a buffer is reused only once libzmq is done with it."""
 
 
 def _frame_bytes(frame: Any) -> memoryview:
@@ -70,6 +101,10 @@ class PendingChunks:
         self.mem_bytes = 0
         self.spilled_total = 0
         self.unacked = 0
+        self.dropped_acked = 0
+        self._warned_drop = False
+        # Pooled buffers are what the pending chunks of the next commit period will occupy anyway.
+        self.pool = ArrayPool(max_bytes=self.max_bytes)
         """Chunks not yet acked (maintained incrementally: other threads may read it without a lock)."""
         if spill_dir is not None:
             spill_dir.mkdir(parents=True, exist_ok=True)
@@ -101,10 +136,22 @@ class PendingChunks:
                 found += 1
         return found
 
-    def add(self, key: Key, frames: list[Any], n_transitions: int, persist: bool = False) -> None:
+    def _release(self, chunk: PendingChunk) -> None:
+        """Drop a chunk's in-memory frames, recycling its pooled buffers when libzmq no longer uses them."""
+        if chunk.frames is not None:
+            self.mem_bytes -= chunk.nbytes
+        # Reusable once libzmq is done with it: never sent, tracked as done, or sent exactly once and acked
+        # (the learner received those bytes, so libzmq finished with them; pyzmq's tracker may lag).
+        reusable = chunk.tracker is None or chunk.tracker.done or (chunk.acked and chunk.sends == 1)
+        if chunk.buffers and reusable:
+            self.pool.release(chunk.buffers)
+        chunk.frames, chunk.buffers = None, None
+
+    def add(self, key: Key, frames: list[Any], n_transitions: int, persist: bool = False,
+            buffers: list[np.ndarray] | None = None) -> None:
         """Hold a new chunk; with ``persist`` also write it to the spill directory right away."""
         nbytes = sum(_frame_bytes(f).nbytes for f in frames)
-        self._chunks[key] = chunk = PendingChunk(frames, nbytes, n_transitions)
+        self._chunks[key] = chunk = PendingChunk(frames, nbytes, n_transitions, buffers=buffers)
         if persist and self.spill_dir is not None:
             chunk.spill_path = self._spill_path(key)
             write_frames(chunk.spill_path, frames)
@@ -116,8 +163,18 @@ class PendingChunks:
         if 0 <= self.max_bytes and self.mem_bytes <= self.max_bytes:
             return
         if self.spill_dir is None:
-            raise MemoryError(f"{self.mem_bytes} bytes of uncommitted chunks exceed the bound and no spill "
-                              "directory is configured")
+            # Nowhere to spill: forget the oldest chunks the learner already acked (it holds them; only
+            # their durability across a learner crash is lost). Unacked data is never dropped.
+            for key in [k for k, c in self._chunks.items() if c.acked]:
+                if self.mem_bytes <= self.max_bytes * 0.75:
+                    break
+                self.dropped_acked += 1
+                self._release(self._chunks.pop(key))
+            if self.dropped_acked and not self._warned_drop:
+                self._warned_drop = True
+                log.warning("uncommitted chunks exceed %d bytes and no spill directory is set: dropping acked "
+                            "chunks (a learner crash before its next checkpoint would lose them)", self.max_bytes)
+            return
         # Oldest first: they are the ones the learner has had longest to commit.
         for key, chunk in self._chunks.items():
             if self.max_bytes >= 0 and self.mem_bytes <= self.max_bytes * 0.75:
@@ -127,8 +184,8 @@ class PendingChunks:
             path = self._spill_path(key)
             if chunk.spill_path is None:  # already on disk when persisted at creation
                 write_frames(path, chunk.frames)
-            chunk.frames, chunk.spill_path = None, path
-            self.mem_bytes -= chunk.nbytes
+            chunk.spill_path = path
+            self._release(chunk)
             self.spilled_total += 1
 
     def spill_all(self) -> int:
@@ -174,6 +231,18 @@ class PendingChunks:
             chunk.acked = True
             self.unacked -= 1
 
+    def drop(self, key: Key) -> None:
+        """Forget one acked chunk (``durability=ack``: the learner has it)."""
+        chunk = self._chunks.pop(key, None)
+        if chunk is not None:
+            if not chunk.acked:
+                self.unacked -= 1
+                chunk.acked = True
+            self._release(chunk)
+            if chunk.spill_path is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    chunk.spill_path.unlink()
+
     def commit(self, incarnation: str, through_seq: int) -> int:
         """Forget chunks ``(incarnation, seq <= through_seq)``; returns how many were dropped."""
         drop = [k for k in self._chunks if k[0] == incarnation and k[1] <= through_seq]
@@ -181,8 +250,7 @@ class PendingChunks:
             chunk = self._chunks.pop(key)
             if not chunk.acked:
                 self.unacked -= 1
-            if chunk.frames is not None:
-                self.mem_bytes -= chunk.nbytes
+            self._release(chunk)
             if chunk.spill_path is not None:
                 with contextlib.suppress(FileNotFoundError):
                     chunk.spill_path.unlink()

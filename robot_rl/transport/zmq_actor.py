@@ -31,6 +31,8 @@ log = logging.getLogger("robot_rl.actor.transport")
 class ZmqActorClient(ActorTransport):
     def __init__(self, cfg: Any, actor_id: str, obs_spec: ObsSpec, action_spec: ActionSpec, spec_hash: str,
                  config_hash: str, spill_dir: str | Path | None = None, actor_key_name: str = "actor") -> None:
+        if cfg.durability not in ("checkpoint", "ack"):
+            raise ValueError(f"transport.durability must be 'checkpoint' or 'ack', got {cfg.durability!r}")
         self.cfg = cfg
         self.actor_id = actor_id
         self.incarnation = uuid.uuid4().hex[:12]
@@ -179,9 +181,11 @@ class ZmqActorClient(ActorTransport):
             items = []
             while self._incoming and len(items) < self.cfg.chunk_size:
                 items.append(self._incoming.popleft())
-            batch = Batch.from_transitions(items)
+            batch = Batch.from_transitions(items, alloc=self.pending.pool.empty)
             frames = encode_chunk(batch, self.actor_id, self.incarnation, self._seq, self.spec_hash)
-            self.pending.add((self.incarnation, self._seq), frames, len(items), self.cfg.spill_all_chunks)
+            buffers = list(batch.obs.values()) + list(batch.next_obs.values())
+            self.pending.add((self.incarnation, self._seq), frames, len(items), self.cfg.spill_all_chunks,
+                             buffers=buffers)
             self._unsent.append((self.incarnation, self._seq))
             self._seq += 1
 
@@ -200,10 +204,12 @@ class ZmqActorClient(ActorTransport):
                 self._unsent.popleft()
                 continue
             try:
-                self.dealer.send_multipart(self.pending.frames(key), flags=zmq.NOBLOCK, copy=False)
+                chunk.tracker = self.dealer.send_multipart(self.pending.frames(key), flags=zmq.NOBLOCK,
+                                                           copy=False, track=True)
             except zmq.Again:
                 return  # not connected or socket queue full: keep it pending, try again next loop
             chunk.sent_at = now
+            chunk.sends += 1
             self.counters["sent"] += 1
             self._unsent.popleft()
 
@@ -278,7 +284,10 @@ class ZmqActorClient(ActorTransport):
             self.counters["duplicates"] += 1
         else:
             self.counters["acked"] += 1
-        self.pending.ack(key)  # type: ignore[arg-type]
+        if self.cfg.durability == "ack":
+            self.pending.drop(key)  # type: ignore[arg-type]
+        else:
+            self.pending.ack(key)  # type: ignore[arg-type]
 
     def _on_commit(self, committed: dict) -> None:
         for incarnation, seq in committed.items():

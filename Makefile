@@ -1,0 +1,35 @@
+# The two commands a newcomer needs (README): `make train` and `make test`. Each creates .venv on a fresh
+# machine, installing PyTorch first (the CPU build when no NVIDIA GPU is present) and then this project.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+TORCH ?= torch==2.13.0
+export MUJOCO_GL ?= egl
+
+.PHONY: train test setup clean-venv
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "robot_rl needs Python >= 3.10"'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	@# A bare `torch` requirement would pull a multi-GB CUDA build: install the right torch first.
+	@if ! $(PY) -c 'import torch' 2>/dev/null; then \
+	  if command -v nvidia-smi >/dev/null 2>&1; then $(PIP) install -q "$(TORCH)"; \
+	  else $(PIP) install -q "$(TORCH)" --index-url https://download.pytorch.org/whl/cpu \
+	       || $(PIP) install -q "$(TORCH)"; fi; fi
+	$(PIP) install -q -e ".[test]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+# Main job: the whole RL loop on the embedded MuJoCo twin (extra overrides: make train ARGS="num_actors=2").
+train: $(VENV)/.installed
+	$(VENV)/bin/robot-rl train $(ARGS)
+
+# Default suite (fast; GPU tests skip with a reason when no GPU is present).
+test: $(VENV)/.installed
+	$(VENV)/bin/python -m pytest -q $(ARGS)
+
+clean-venv:
+	rm -rf $(VENV)
