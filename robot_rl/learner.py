@@ -82,8 +82,12 @@ class Learner:
 
     # ------------------------------------------------------------------------------------------ setup
     def _make_transport(self) -> LearnerTransport:
+        if self.cfg.transport.kind == "inproc":  # actors in this process: learner.transport.connect(...)
+            from robot_rl.transport.inproc import InprocLearnerServer
+
+            return InprocLearnerServer(self.obs_spec, self.action_spec, self._ingest, self.ledger)
         if self.cfg.transport.kind != "zmq":
-            raise ValueError("an in-process learner transport is passed in by the caller (see robot_rl.train)")
+            raise ValueError(f"transport.kind must be 'zmq' or 'inproc', got {self.cfg.transport.kind!r}")
         from robot_rl.transport.zmq_learner import ZmqLearnerServer
 
         return ZmqLearnerServer(self.cfg.transport, self.obs_spec, self.action_spec, self.spec_hash,

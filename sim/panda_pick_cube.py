@@ -26,7 +26,16 @@ episode truncates after ``max_episode_steps``.
 """
 from __future__ import annotations
 
-import mujoco
+import os
+import sys
+
+if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
+    # Headless Linux (servers, containers, CI): without a display MuJoCo's default GLFW backend cannot make a
+    # context, so pixel observations and eval videos would fail; EGL renders offscreen. Must precede the mujoco
+    # import; an explicit MUJOCO_GL (egl, osmesa, glfw) still wins.
+    os.environ.setdefault("MUJOCO_GL", "egl")
+
+import mujoco  # noqa: E402
 import numpy as np
 
 from robot_rl.env import StepResult

@@ -39,7 +39,8 @@ def _wait_for(pred, timeout: float, what: str) -> None:
 def test_learner_and_actors_survive_kills_and_replay_is_exactly_once(tmp_path):
     p1, p2 = free_ports(2)
     run_dir = tmp_path / "run"
-    common = [f"run_dir={run_dir}", f"transport.transitions_port={p1}", f"transport.weights_port={p2}",
+    common = ["env=point_reach", "algo=sac", f"run_dir={run_dir}", f"transport.transitions_port={p1}",
+              f"transport.weights_port={p2}",
               "transport.heartbeat_interval_s=0.2", "transport.peer_timeout_s=2", "transport.resend_after_s=1",
               "env.control_hz=250", "logger.wandb=disabled", "logger.progress=false"]
     learner_args = ["learner", *common, "learner.utd=0.1", "learner.warmup_transitions=64", "algo.batch_size=32",
