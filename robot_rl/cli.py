@@ -127,7 +127,7 @@ def cmd_config(args: argparse.Namespace, overrides: Sequence[str]) -> int:
 def cmd_train(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     from robot_rl.train import train
 
-    return train(_config(args, overrides), list(overrides))
+    return train(_config(args, overrides))
 
 
 def cmd_demos(args: argparse.Namespace, overrides: Sequence[str]) -> int:

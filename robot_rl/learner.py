@@ -112,16 +112,7 @@ class Learner:
         batch = chunk.batch
         self.online.add_batch(batch)
         if self.cfg.replay.interventions_to_demo and batch.intervened.any():
-            from robot_rl.types import Batch
-
-            mask = batch.intervened
-            self.demo.add_batch(Batch(
-                obs={k: v[mask] for k, v in batch.obs.items()},
-                next_obs={k: v[mask] for k, v in batch.next_obs.items()},
-                **{name: getattr(batch, name)[mask] for name in
-                   ("action", "policy_action", "reward", "terminated", "truncated", "intervened",
-                    "episode_id", "step")},
-                actor_id=tuple(a for a, m in zip(batch.actor_id, mask) if m)))
+            self.demo.add_batch(batch.select(batch.intervened))  # human corrections are demonstrations too
         self.online_transitions += len(batch)
         self._last_data_time = time.monotonic()
 

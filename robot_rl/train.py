@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from robot_rl.config import save_resolved
 
@@ -83,7 +83,7 @@ def plot_learning_curve(run_dir: Path) -> Path | None:
     return out
 
 
-def train(cfg: Any, overrides: Sequence[str]) -> int:
+def train(cfg: Any) -> int:
     from robot_rl.demos import generate_demos
     from robot_rl.evaluate import evaluate_checkpoint
     from robot_rl.registry import ENVS

@@ -117,6 +117,13 @@ class Batch(Generic[ArrayT]):
             actor_id=tuple(t.actor_id for t in transitions),
         )
 
+    def select(self, mask: np.ndarray) -> "Batch[np.ndarray]":
+        """The rows where ``mask`` is true (numpy batches; copies)."""
+        return Batch(obs={k: v[mask] for k, v in self.obs.items()},
+                     next_obs={k: v[mask] for k, v in self.next_obs.items()},
+                     **{name: getattr(self, name)[mask] for name in VECTOR_FIELDS + tuple(SCALAR_FIELDS)},
+                     actor_id=tuple(a for a, m in zip(self.actor_id, mask) if m))
+
     def transitions(self) -> Iterator[Transition]:
         """Unstack a numpy batch back into transitions (views, no copies)."""
         for i in range(len(self)):

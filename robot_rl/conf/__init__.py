@@ -1,0 +1,1 @@
+"""Hydra config files (train.yaml and the env/, algo/ groups)."""
