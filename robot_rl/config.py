@@ -197,8 +197,9 @@ class TrainConfig(ConfigNode):
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     actor: ActorConfig = field(default_factory=ActorConfig)
-    run_dir: str = "runs/default"
-    """Where the resolved config, checkpoints, logs, plots and episodes go."""
+    run_dir: str = "runs/${now:%Y-%m-%d_%H-%M-%S}"
+    """Where the resolved config, checkpoints, logs, plots and episodes go (a new timestamped directory per
+    run by default; give a learner the same ``run_dir`` again to resume it from its latest checkpoint)."""
     seed: int = 0
     """Global seed for torch/numpy on the learner."""
     num_actors: int = 1

@@ -3,7 +3,7 @@
 A message is multipart: frame 0 is a small msgpack header ``{"t": type, "v": PROTOCOL_VERSION, ...}``, the
 following frames are raw array buffers (C-contiguous, native little-endian) described by the header and
 sent/received zero-copy. Weights are the exception: SUB sockets with ZMQ_CONFLATE only keep single-frame
-messages, so a weights message is one frame ``[u32 header length][msgpack header][pad][tensor bytes]``.
+messages, so a weights message is one frame ``[tensor bytes, 64-byte aligned][msgpack header][u32 length]``.
 
 Decoders never trust the peer: unknown type, wrong version or spec hash, a header that is not a msgpack map,
 array descriptions that disagree with the handshake spec, buffers of the wrong length, oversized messages
@@ -184,26 +184,61 @@ def decode_chunk(header: Mapping[str, Any], buffers: Sequence[Any], obs_spec: Ob
 
 
 # ----------------------------------------------------------------------------------------------- weights
-def encode_weights(weights: Mapping[str, np.ndarray], version: int, spec_hash: str, config_hash: str,
-                   progress: Mapping[str, int] | None = None) -> bytearray:
-    """One contiguous frame: ``[u32 len][msgpack header][pad to 64][tensor 0][pad]...``."""
+def _weights_layout(weights: Mapping[str, np.ndarray]) -> tuple[list[list[Any]], int]:
+    """``[[name, dtype, shape, offset, nbytes], ...]`` with 64-byte aligned offsets, and the payload size."""
     entries, offset = [], 0
-    arrays = []
     for name, arr in weights.items():
-        arr = np.ascontiguousarray(arr)
         entries.append([name, arr.dtype.name, list(arr.shape), offset, arr.nbytes])
-        arrays.append(arr)
         offset += -(-arr.nbytes // _ALIGN) * _ALIGN
-    header = pack_header(Msg.WEIGHTS, version=int(version), spec_hash=spec_hash, config_hash=config_hash,
-                         tensors=entries, payload=offset,
-                         progress={k: int(v) for k, v in (progress or {}).items()})
-    start = -(-(4 + len(header)) // _ALIGN) * _ALIGN
-    frame = bytearray(start + offset)
-    struct.pack_into("<I", frame, 0, len(header))
-    frame[4:4 + len(header)] = header
-    for (_, _, _, off, nbytes), arr in zip(entries, arrays):
-        frame[start + off:start + off + nbytes] = arr.reshape(-1).view(np.uint8).data
-    return frame
+    return entries, offset
+
+
+class WeightsEncoder:
+    """Builds weights frames ``[tensor 0][pad]...[tensor n][msgpack header][u32 header length]``.
+
+    The payload comes first so tensor offsets do not depend on the header, which lets two frame buffers be
+    reused across publishes (double-buffered: a buffer is rewritten only once libzmq has sent it; a fresh
+    40 MB allocation per publish costs more in page faults than the copy itself).
+    """
+
+    def __init__(self, spec_hash: str, config_hash: str) -> None:
+        self.spec_hash, self.config_hash = spec_hash, config_hash
+        self._buffers: list[tuple[bytearray, Any]] = []  # (buffer, zmq tracker of its last send)
+        self._layout_key: Any = None
+
+    def encode(self, weights: Mapping[str, np.ndarray], version: int,
+               progress: Mapping[str, int] | None = None) -> memoryview:
+        arrays = {k: np.ascontiguousarray(v) for k, v in weights.items()}
+        entries, payload = _weights_layout(arrays)
+        header = pack_header(Msg.WEIGHTS, version=int(version), spec_hash=self.spec_hash,
+                             config_hash=self.config_hash, tensors=entries, payload=payload,
+                             progress={k: int(v) for k, v in (progress or {}).items()})
+        if len(header) > MAX_HEADER_BYTES:
+            raise WireError(f"weights header of {len(header)} bytes exceeds {MAX_HEADER_BYTES}")
+        key = tuple((e[0], e[1], tuple(e[2])) for e in entries)
+        if key != self._layout_key:
+            self._buffers, self._layout_key = [], key
+        frame = next((b for b, tracker in self._buffers if tracker is None or tracker.done), None)
+        if frame is None:
+            frame = bytearray(payload + MAX_HEADER_BYTES + 4)
+            self._buffers.append((frame, None))
+        view = memoryview(frame)
+        for (_, _, _, off, nbytes), arr in zip(entries, arrays.values()):
+            view[off:off + nbytes] = arr.reshape(-1).view(np.uint8).data
+        end = payload + len(header)
+        view[payload:end] = header
+        struct.pack_into("<I", frame, end, len(header))
+        return view[:end + 4]
+
+    def sent(self, frame: memoryview, tracker: Any) -> None:
+        """Record the zmq tracker of ``frame``'s send, so its buffer is reused only after libzmq is done."""
+        self._buffers = [(b, tracker if frame.obj is b else t) for b, t in self._buffers]
+
+
+def encode_weights(weights: Mapping[str, np.ndarray], version: int, spec_hash: str, config_hash: str,
+                   progress: Mapping[str, int] | None = None) -> bytes:
+    """A standalone weights frame (tests, tools); the learner reuses buffers through WeightsEncoder."""
+    return bytes(WeightsEncoder(spec_hash, config_hash).encode(weights, version, progress))
 
 
 @dataclass
@@ -217,23 +252,22 @@ class Weights:
 
 
 def decode_weights(frame: Any, spec_hash: str, config_hash: str, max_bytes: int) -> Weights:
-    view = memoryview(frame)
+    view = memoryview(frame).cast("B")
     if view.nbytes > max_bytes:
         raise WireError(f"weights message of {view.nbytes} bytes exceeds cap {max_bytes}")
     if view.nbytes < 4:
         raise WireError("weights message truncated")
-    (hlen,) = struct.unpack_from("<I", view, 0)
-    if 4 + hlen > view.nbytes:
+    (hlen,) = struct.unpack_from("<I", view, view.nbytes - 4)
+    if hlen + 4 > view.nbytes:
         raise WireError("weights header truncated")
-    kind, header = unpack_header(view[4:4 + hlen])
+    kind, header = unpack_header(view[view.nbytes - 4 - hlen:view.nbytes - 4])
     if kind is not Msg.WEIGHTS:
         raise WireError(f"expected weights, got {kind.value}")
     if header.get("spec_hash") != spec_hash or header.get("config_hash") != config_hash:
         raise WireError(f"weights for spec {header.get('spec_hash')}/config {header.get('config_hash')}, "
                         f"this actor runs {spec_hash}/{config_hash}")
     version = require(header, "version", int)
-    start = -(-(4 + hlen) // _ALIGN) * _ALIGN
-    payload = view[start:]
+    payload = view[:view.nbytes - 4 - hlen]
     if payload.nbytes != require(header, "payload", int):
         raise WireError(f"weights payload has {payload.nbytes} bytes, header says {header.get('payload')}")
     arrays = {}
@@ -245,7 +279,7 @@ def decode_weights(frame: Any, spec_hash: str, config_hash: str, max_bytes: int)
             raise WireError(f"{name}: dtype {dtype!r} not allowed")
         np_dtype = np.dtype("uint16") if dtype == "bfloat16" else np.dtype(dtype)
         if (not isinstance(off, int) or not isinstance(nbytes, int) or off < 0
-                or off + nbytes > payload.nbytes
+                or off + nbytes > payload.nbytes or not isinstance(shape, list)
                 or int(np.prod(shape, dtype=np.int64)) * np_dtype.itemsize != nbytes):
             raise WireError(f"{name}: inconsistent offset/size/shape")
         arrays[name] = np.frombuffer(payload[off:off + nbytes], dtype=np_dtype).reshape(shape)

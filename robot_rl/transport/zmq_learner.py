@@ -22,7 +22,7 @@ import zmq.auth.thread
 from robot_rl.specs import ActionSpec, ObsSpec
 from robot_rl.transport.base import ChunkSink, DedupLedger, LearnerTransport
 from robot_rl.transport.keys import learner_keys, make_server_socket_secure
-from robot_rl.transport.wire import (Hello, Msg, WireError, decode_chunk, encode_weights, handshake_mismatch,
+from robot_rl.transport.wire import (Hello, Msg, WeightsEncoder, WireError, decode_chunk, handshake_mismatch,
                                      pack_header, unpack_header)
 
 log = logging.getLogger("robot_rl.learner.transport")
@@ -67,7 +67,8 @@ class ZmqLearnerServer(LearnerTransport):
         self.ledger = ledger or DedupLedger()
         self.incarnation = uuid.uuid4().hex[:12]
         self.weights_version = -1
-        self._last_weights_frame: bytearray | None = None
+        self._weights_encoder = WeightsEncoder(spec_hash, config_hash)
+        self._last_weights_frame: memoryview | None = None
         self.ctx = zmq.Context()
         self._auth: zmq.auth.thread.ThreadAuthenticator | None = None
         self._peers: dict[bytes, _Peer] = {}
@@ -104,14 +105,16 @@ class ZmqLearnerServer(LearnerTransport):
 
     def publish_weights(self, weights: Mapping[str, np.ndarray], version: int,
                         progress: Mapping[str, int] | None = None) -> None:
-        frame = encode_weights(weights, version, self.spec_hash, self.config_hash, progress)
-        self.pub.send(frame, copy=False)  # PUB never blocks: slow subscribers drop (conflated anyway)
+        frame = self._weights_encoder.encode(weights, version, progress)
+        # PUB never blocks: slow subscribers drop (conflated anyway). Zero-copy, tracked for buffer reuse.
+        self._weights_encoder.sent(frame, self.pub.send(frame, copy=False, track=True))
         self._last_weights_frame = frame
         self.weights_version = int(version)
 
     def republish(self) -> None:
         if self._last_weights_frame is not None:
-            self.pub.send(self._last_weights_frame, copy=False)
+            frame = self._last_weights_frame
+            self._weights_encoder.sent(frame, self.pub.send(frame, copy=False, track=True))
 
     def commit(self) -> None:
         """Send every known actor the prefix of its chunks that the last checkpoint made durable."""
