@@ -42,6 +42,50 @@ def _stop(proc: subprocess.Popen, timeout: float = 15.0) -> int:
     return proc.returncode
 
 
+def _last_metrics(path: Path, state: dict[str, Any]) -> None:
+    """Fold new lines of the learner's metrics file into ``state`` (reads only what was appended)."""
+    if not path.exists():
+        return
+    with open(path) as f:
+        f.seek(state.get("_offset", 0))
+        for line in f:
+            if not line.endswith("\n"):
+                break  # a line still being written: read it next time
+            state["_offset"] = state.get("_offset", 0) + len(line)
+            record = json.loads(line)
+            state.update({k: v for k, v in record.items() if isinstance(v, (int, float))})
+
+
+class TrainProgress:
+    """A rich progress bar in the terminal running ``robot-rl train``, fed by the learner's metrics file."""
+
+    def __init__(self, run_dir: Path, total_env_steps: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.path = run_dir / "metrics_learner.jsonl"
+        self.state: dict[str, Any] = {}
+        self.progress = Progress(TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("env steps"), TimeElapsedColumn(), TextColumn("{task.fields[info]}"),
+                                 transient=False)
+        self.task = self.progress.add_task("train", total=total_env_steps or None, info="starting")
+
+    def __enter__(self) -> "TrainProgress":
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.refresh()
+        self.progress.stop()
+
+    def refresh(self) -> None:
+        _last_metrics(self.path, self.state)
+        s = self.state
+        info = f"updates {int(s.get('updates', 0))} ({s.get('updates_per_s', 0):.0f}/s)"
+        if "eval/success_rate" in s:
+            info += f"  eval success {s['eval/success_rate']:.0%}"
+        self.progress.update(self.task, completed=int(s.get("env_steps", s.get("step", 0))), info=info)
+
+
 def plot_learning_curve(run_dir: Path) -> Path | None:
     """success rate (actors' recent episodes, from their episode stores) vs env steps -> PNG."""
     import matplotlib
@@ -67,10 +111,16 @@ def plot_learning_curve(run_dir: Path) -> Path | None:
     smooth = np.convolve(success, np.ones(window) / window, mode="valid")
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(steps[window - 1:], smooth, label=f"training episodes (moving mean of {window})")
+    metrics = run_dir / "metrics_learner.jsonl"
+    if metrics.exists():  # periodic deterministic evaluations by the learner
+        records = [json.loads(line) for line in metrics.read_text().splitlines() if '"eval/success_rate"' in line]
+        if records:
+            ax.plot([r["step"] for r in records], [r["eval/success_rate"] for r in records], "o-",
+                    color="tab:green", label="deterministic evaluation")
     evals = run_dir / "eval.json"
     if evals.exists():
         e = json.loads(evals.read_text())
-        ax.scatter([steps[-1]], [e["success_rate"]], color="red", zorder=3, label="final deterministic eval")
+        ax.scatter([steps[-1]], [e["success_rate"]], color="red", zorder=3, label="final evaluation")
     ax.set_xlabel("env steps")
     ax.set_ylabel("success rate")
     ax.set_ylim(-0.05, 1.05)
@@ -81,6 +131,20 @@ def plot_learning_curve(run_dir: Path) -> Path | None:
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
+
+
+def _supervise(learner: subprocess.Popen, actors: list[subprocess.Popen], config_path: Path, logs: Path,
+               progress: TrainProgress) -> None:
+    """Wait for the learner; restart an actor that crashed (its spill directory resends what it held)."""
+    while learner.poll() is None:
+        time.sleep(0.5)
+        progress.refresh()
+        for i, actor in enumerate(actors):
+            if actor.poll() is not None and actor.returncode != 0:
+                log.warning("actor-%d exited with %d; restarting it (see %s)", i, actor.returncode,
+                            logs / f"actor-{i}.log")
+                actors[i] = _spawn(["actor", "--config", str(config_path), f"actor.actor_id=actor-{i}"],
+                                   logs / f"actor-{i}.log")
 
 
 def train(cfg: Any) -> int:
@@ -114,14 +178,8 @@ def train(cfg: Any) -> int:
     log.info("learner pid %d, actor pids %s; logs in %s", learner.pid, [a.pid for a in actors], logs)
     t0 = time.monotonic()
     try:
-        while learner.poll() is None:
-            time.sleep(0.5)
-            for i, actor in enumerate(actors):
-                if actor.poll() is not None and actor.returncode != 0:
-                    log.warning("actor-%d exited with %d; restarting it (see %s)", i, actor.returncode,
-                                logs / f"actor-{i}.log")
-                    actors[i] = _spawn(["actor", "--config", str(config_path), f"actor.actor_id=actor-{i}"],
-                                       logs / f"actor-{i}.log")
+        with TrainProgress(run_dir, cfg.learner.max_env_steps) as progress:
+            _supervise(learner, actors, config_path, logs, progress)
     except KeyboardInterrupt:
         log.info("interrupted: stopping learner (it checkpoints) and actors")
     finally:
