@@ -5,6 +5,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH ?= torch==2.13.0
+# No GPU and PyTorch's CPU index reachable: take the CPU build from there (PyPI's Linux wheel is CUDA).
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu/
 export MUJOCO_GL ?= egl
 
 .PHONY: train test setup clean-venv
@@ -15,9 +17,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q --upgrade pip
 	@# A bare `torch` requirement would pull a multi-GB CUDA build: install the right torch first.
 	@if ! $(PY) -c 'import torch' 2>/dev/null; then \
-	  if command -v nvidia-smi >/dev/null 2>&1; then $(PIP) install -q "$(TORCH)"; \
-	  else $(PIP) install -q "$(TORCH)" --index-url https://download.pytorch.org/whl/cpu \
-	       || $(PIP) install -q "$(TORCH)"; fi; fi
+	  if ! command -v nvidia-smi >/dev/null 2>&1 && $(PY) -c 'import urllib.request as u; u.urlopen("$(TORCH_CPU_INDEX)", timeout=5)' 2>/dev/null; \
+	  then $(PIP) install -q "$(TORCH)" --index-url $(TORCH_CPU_INDEX); \
+	  else $(PIP) install -q "$(TORCH)"; fi; fi
 	$(PIP) install -q -e ".[test]"
 	touch $@
 
