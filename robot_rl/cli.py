@@ -178,8 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import os
+
     from robot_rl.run_log import setup_logging
 
+    if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
+        os.environ.setdefault("MUJOCO_GL", "egl")  # headless: render offscreen (before mujoco is imported)
     setup_logging()
     args = build_parser().parse_args(argv)
     handlers = {"train": cmd_train, "learner": cmd_learner, "actor": cmd_actor, "keys": cmd_keys,

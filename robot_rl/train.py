@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -23,8 +24,25 @@ from robot_rl.config import save_resolved
 log = logging.getLogger("robot_rl.train")
 
 
-def _spawn(args: list[str], log_path: Path) -> subprocess.Popen:
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+            return True
+        except OSError:
+            return False
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _spawn(args: list[str], log_path: Path, threads: int | None = None) -> subprocess.Popen:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if threads is not None:  # oversubscribed torch threads slow a small learner several-fold
+        env.setdefault("OMP_NUM_THREADS", str(threads))
     log_file = open(log_path, "ab")
     return subprocess.Popen([sys.executable, "-m", "robot_rl.cli", *args], stdout=log_file,
                             stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -133,7 +151,7 @@ def plot_learning_curve(run_dir: Path) -> Path | None:
     return out
 
 
-def _supervise(learner: subprocess.Popen, actors: list[subprocess.Popen], config_path: Path, logs: Path,
+def _supervise(learner: subprocess.Popen, actors: list[subprocess.Popen], actor_args: Any, logs: Path,
                progress: TrainProgress) -> None:
     """Wait for the learner; restart an actor that crashed (its spill directory resends what it held)."""
     while learner.poll() is None:
@@ -143,8 +161,7 @@ def _supervise(learner: subprocess.Popen, actors: list[subprocess.Popen], config
             if actor.poll() is not None and actor.returncode != 0:
                 log.warning("actor-%d exited with %d; restarting it (see %s)", i, actor.returncode,
                             logs / f"actor-{i}.log")
-                actors[i] = _spawn(["actor", "--config", str(config_path), f"actor.actor_id=actor-{i}"],
-                                   logs / f"actor-{i}.log")
+                actors[i] = _spawn(actor_args(i), logs / f"actor-{i}.log")
 
 
 def train(cfg: Any) -> int:
@@ -170,16 +187,26 @@ def train(cfg: Any) -> int:
                 log.info("recording %d scripted-expert demos into %s", cfg.num_demos - have, demo_dir)
                 generate_demos(cfg, cfg.num_demos - have, demo_dir)
             extra.append(f"learner.demos={demo_dir}")
+    t = cfg.transport
+    if not (_port_free(t.bind, t.transitions_port) and _port_free(t.bind, t.weights_port)):
+        # Another run (or program) holds the ports: this run is all on loopback, so any free pair will do.
+        ports = (_free_port(t.bind), _free_port(t.bind))
+        log.info("ports %d/%d are busy; this run uses %d/%d", t.transitions_port, t.weights_port, *ports)
+        extra_common = [f"transport.transitions_port={ports[0]}", f"transport.weights_port={ports[1]}"]
+    else:
+        extra_common = []
     logs = run_dir / "logs"
     logs.mkdir(exist_ok=True)
-    learner = _spawn(["learner", "--config", str(config_path), *extra], logs / "learner.log")
-    actors = [_spawn(["actor", "--config", str(config_path), f"actor.actor_id=actor-{i}"],
-                     logs / f"actor-{i}.log") for i in range(cfg.num_actors)]
+    learner_threads = max(1, (os.cpu_count() or 1) - cfg.num_actors)
+    learner = _spawn(["learner", "--config", str(config_path), *extra, *extra_common], logs / "learner.log",
+                     threads=learner_threads)
+    actor_args = lambda i: ["actor", "--config", str(config_path), f"actor.actor_id=actor-{i}", *extra_common]
+    actors = [_spawn(actor_args(i), logs / f"actor-{i}.log") for i in range(cfg.num_actors)]
     log.info("learner pid %d, actor pids %s; logs in %s", learner.pid, [a.pid for a in actors], logs)
     t0 = time.monotonic()
     try:
         with TrainProgress(run_dir, cfg.learner.max_env_steps) as progress:
-            _supervise(learner, actors, config_path, logs, progress)
+            _supervise(learner, actors, actor_args, logs, progress)
     except KeyboardInterrupt:
         log.info("interrupted: stopping learner (it checkpoints) and actors")
     finally:
