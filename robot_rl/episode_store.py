@@ -93,8 +93,9 @@ class EpisodeStore:
         """Claim a fresh id at episode *start*: a killed actor's half-sent episode keeps its id, so a
         restarted actor never reuses it (ids are what replay and the learner key transitions by)."""
         marker = self.directory / f".next-{_SAFE.sub('_', actor_id)}"
-        reserved = int(marker.read_text()) if marker.exists() else 0
-        episode_id = max(reserved, self.next_episode_id(actor_id)) if reserved == 0 else reserved
+        # The marker is written before any episode with that id can be stored, so it is never behind the
+        # files; without one (an older store) scan the directory once.
+        episode_id = int(marker.read_text()) if marker.exists() else self.next_episode_id(actor_id)
         atomic_write_bytes(marker, str(episode_id + 1).encode(), fsync=False)
         return episode_id
 

@@ -95,8 +95,13 @@ class ZmqLearnerServer(LearnerTransport):
             self._auth.configure_curve(domain="*", location=str(authorized))
             for sock in (self.router, self.pub):
                 make_server_socket_secure(sock, keys)
-        self.router.bind(f"tcp://{cfg.bind}:{cfg.transitions_port}")
-        self.pub.bind(f"tcp://{cfg.bind}:{cfg.weights_port}")
+        for sock, port in ((self.router, cfg.transitions_port), (self.pub, cfg.weights_port)):
+            try:
+                sock.bind(f"tcp://{cfg.bind}:{port}")
+            except zmq.ZMQError as exc:
+                self.close_sockets()
+                raise OSError(f"cannot bind tcp://{cfg.bind}:{port} ({exc}); is another learner running? "
+                              "Set transport.transitions_port / transport.weights_port") from None
 
     # -------------------------------------------------------------------------------------------- API
     def start(self) -> None:
@@ -137,10 +142,14 @@ class ZmqLearnerServer(LearnerTransport):
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        self.close_sockets()
+
+    def close_sockets(self) -> None:
         self.router.close(0)
         self.pub.close(0)
         if self._auth is not None:
             self._auth.stop()
+            self._auth = None
         self.ctx.term()
 
     # ------------------------------------------------------------------------------------ IO thread

@@ -60,10 +60,20 @@ def test_delivery_acks_commit_and_weights(pixel_env, ports):
         assert len(client.pending) > 0  # acked but not committed yet: still held
         server.commit()
         assert _wait(lambda: len(client.pending) == 0)
-        versions = []
+        versions, holder = [], []
         for v in (1, 2, 3):
             server.publish_weights({"w": np.full(4, v, np.float32)}, v, {"updates": v})
-            assert _wait(lambda: (w := client.poll_weights()) is not None and versions.append(w.version) is None)
+            # PUB/SUB keeps no history (a message can race a reconnect): re-send, as the learner does
+            # every second, until this version arrives.
+            w = None
+            for _ in range(20):
+                if _wait(lambda: (got := client.poll_weights()) is not None and holder.append(got) is None, 0.25):
+                    w = holder.pop()
+                    break
+                server.republish()
+            assert w is not None and w.version == v and w.progress == {"updates": v}
+            np.testing.assert_array_equal(w.arrays["w"], np.full(4, v, np.float32))
+            versions.append(w.version)
         assert versions == [1, 2, 3]
     finally:
         client.close()
@@ -248,4 +258,14 @@ def test_curve_rejects_actors_without_the_right_key(pixel_env, ports, tmp_path):
     finally:
         for c in clients:
             c.close()
+        server.close()
+
+
+def test_second_learner_on_the_same_ports_fails_clearly(pixel_env, ports):
+    rig = Rig(pixel_env, ports)
+    server = rig.start_server()
+    try:
+        with pytest.raises(OSError, match="another learner running"):
+            Rig(pixel_env, ports).start_server()
+    finally:
         server.close()
