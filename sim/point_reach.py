@@ -42,7 +42,7 @@ class PointReach:
         self.max_episode_steps = cfg.max_episode_steps
         fields = {"state": ArraySpec((6,), "float32")}
         if cfg.obs == "pixels":
-            fields[f"images/top"] = ArraySpec((cfg.image_size, cfg.image_size, 3), "uint8")
+            fields["images/top"] = ArraySpec((cfg.image_size, cfg.image_size, 3), "uint8")
         elif cfg.obs != "state":
             raise ValueError(f"obs must be 'state' or 'pixels', got {cfg.obs!r}")
         self.obs_spec = ObsSpec(fields)

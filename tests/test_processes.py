@@ -6,12 +6,10 @@ checkpoint) holds every transition the actors stored exactly once, and the actor
 """
 from __future__ import annotations
 
-import os
 import signal
 import time
 from pathlib import Path
 
-import numpy as np
 
 from robot_rl.checkpoint import Checkpointer
 from robot_rl.episode_store import EpisodeStore

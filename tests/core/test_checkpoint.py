@@ -3,10 +3,8 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
-import pytest
 import torch
 
 from robot_rl.checkpoint import Checkpointer
