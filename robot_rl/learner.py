@@ -123,9 +123,10 @@ class Learner:
                      "online_transitions": self.online_transitions, "weights_version": self.weights_version,
                      "ledger": self.ledger.state_dict(), "rng": rng_state(self.np_rng),
                      "spec_hash": self.spec_hash, "config_hash": self.config_hash}
+            marks = self.ledger.marks()
             path = self.checkpointer.save(f"ckpt-{self.updates:010d}", state, {
                 "replay_online": self.online.save, "replay_demo": self.demo.save})
-        self.transport.commit()
+        self.transport.commit(marks)
         return path
 
     def load_checkpoint(self, path: Path) -> None:

@@ -45,9 +45,14 @@ class DedupLedger:
             above.discard(prefix)
         self._prefix[key] = prefix
 
-    def committed_for(self, actor_id: str) -> dict[str, int]:
-        """incarnation -> highest contiguous seq held, for one actor (what a COMMIT/WELCOME tells it)."""
-        return {inc: s for (aid, inc), s in self._prefix.items() if aid == actor_id and s >= 0}
+    def marks(self) -> dict[str, dict[str, int]]:
+        """actor_id -> {incarnation: highest contiguous seq held}. Take it under ``lock`` together with the
+        replay snapshot: only what a checkpoint holds may be committed to actors."""
+        out: dict[str, dict[str, int]] = {}
+        for (aid, inc), s in self._prefix.items():
+            if s >= 0:
+                out.setdefault(aid, {})[inc] = s
+        return out
 
     def state_dict(self) -> dict[str, Any]:
         return {"prefix": [[a, i, s] for (a, i), s in self._prefix.items()],
@@ -107,8 +112,9 @@ class LearnerTransport(ABC):
         """Send the last weights again (late-joining actors missed them: PUB/SUB keeps no history)."""
 
     @abstractmethod
-    def commit(self) -> None:
-        """Tell every actor which of its chunks are now durable (call right after a checkpoint)."""
+    def commit(self, marks: dict[str, dict[str, int]]) -> None:
+        """Tell actors which of their chunks are durable: ``marks`` is the ledger snapshot taken with the
+        checkpoint just written (:meth:`DedupLedger.marks`), never the live ledger."""
 
     @abstractmethod
     def stats(self) -> dict[str, float]: ...

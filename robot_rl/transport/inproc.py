@@ -78,7 +78,7 @@ class InprocLearnerServer(LearnerTransport):
         self._weights = Weights(int(version), {k: np.array(v, copy=True) for k, v in weights.items()},
                                 dict(progress or {}))
 
-    def commit(self) -> None:
+    def commit(self, marks: dict[str, dict[str, int]]) -> None:
         """Nothing to release: in-process chunks are never held by the actor after delivery."""
 
     def stats(self) -> dict[str, float]:

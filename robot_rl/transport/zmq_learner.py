@@ -65,6 +65,8 @@ class ZmqLearnerServer(LearnerTransport):
         self.spec_hash, self.config_hash = spec_hash, config_hash
         self.sink = sink
         self.ledger = ledger or DedupLedger()
+        with self.ledger.lock:  # a ledger handed in was restored from a checkpoint: that much is durable
+            self._durable: dict[str, dict[str, int]] = self.ledger.marks()
         self.incarnation = uuid.uuid4().hex[:12]
         self.weights_version = -1
         self._weights_encoder = WeightsEncoder(spec_hash, config_hash)
@@ -121,13 +123,13 @@ class ZmqLearnerServer(LearnerTransport):
             frame = self._last_weights_frame
             self._weights_encoder.sent(frame, self.pub.send(frame, copy=False, track=True))
 
-    def commit(self) -> None:
-        """Send every known actor the prefix of its chunks that the last checkpoint made durable."""
+    def commit(self, marks: dict[str, dict[str, int]]) -> None:
+        """Send every known actor the prefix of its chunks that the checkpoint just written holds."""
+        self._durable = {aid: dict(m) for aid, m in marks.items()}
         with self._peers_lock:
             peers = list(self._peers.items())
-        with self.ledger.lock:
-            marks = {rid: self.ledger.committed_for(p.actor_id) for rid, p in peers}
-        for rid, committed in marks.items():
+        for rid, peer in peers:
+            committed = self._durable.get(peer.actor_id)
             if committed:
                 self._outbox.put((rid, [pack_header(Msg.COMMIT, committed=committed)]))
 
@@ -244,8 +246,7 @@ class ZmqLearnerServer(LearnerTransport):
             self._peers[rid] = _Peer(hello.actor_id, hello.incarnation, time.monotonic())
         if not known:
             log.info("actor %s (incarnation %s) connected", hello.actor_id, hello.incarnation)
-        with self.ledger.lock:
-            committed = self.ledger.committed_for(hello.actor_id)
+        committed = self._durable.get(hello.actor_id, {})  # durable only: not what arrived since the checkpoint
         self._send(rid, [pack_header(Msg.WELCOME, incarnation=self.incarnation, committed=committed,
                                      weights_version=self.weights_version)])
 

@@ -57,8 +57,16 @@ def test_delivery_acks_commit_and_weights(pixel_env, ports):
             client.send(tr)
         assert client.wait_acked(10)
         assert len(rig.replay) == 300 and server.counters["transitions"] == 300
+        assert client.stats()["pending_chunks"] == 10
         assert len(client.pending) > 0  # acked but not committed yet: still held
-        server.commit()
+        snapshot = server.ledger.marks()  # what a checkpoint taken now holds
+        more = rollout(pixel_env, 64, first_episode=500)
+        for tr in more:
+            client.send(tr)
+        assert client.wait_acked(10)
+        server.commit(snapshot)  # chunks acked after the snapshot are not durable: the actor keeps them
+        assert _wait(lambda: len(client.pending) == 2)
+        server.commit(server.ledger.marks())
         assert _wait(lambda: len(client.pending) == 0)
         versions, holder = [], []
         for v in (1, 2, 3):
@@ -149,7 +157,7 @@ def test_silent_peers_detected_and_learner_restart_loses_nothing(pixel_env, port
         assert client.wait_acked(10)
         ledger_state = server.ledger.state_dict()  # what a checkpoint taken now would hold
         replay_len = len(rig.replay)
-        server.commit()
+        server.commit(server.ledger.marks())
         assert _wait(lambda: len(client.pending) == 0)
         for tr in data[100:150]:  # acked by the old learner but never checkpointed
             client.send(tr)
@@ -190,7 +198,7 @@ def test_spill_to_disk_when_learner_absent(pixel_env, ports, tmp_path):
         assert any((tmp_path / "spill").glob("*.chunk"))
         server = rig.start_server()
         assert _wait(lambda: len(rig.replay) == 400, timeout=15)
-        server.commit()
+        server.commit(server.ledger.marks())
         assert _wait(lambda: len(client.pending) == 0)
         assert not any((tmp_path / "spill").glob("*.chunk"))  # committed spill files are deleted
     finally:
