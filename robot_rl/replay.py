@@ -191,7 +191,7 @@ class ReplayBuffer:
 
 class MixedSampler:
     """Batches drawn ``demo_ratio`` from the demo buffer (while it has data) and the rest from online replay,
-    prepared ahead of time by a background thread and moved to ``device`` (pinned memory on CUDA)."""
+    prepared ahead of time by a background thread and moved to ``device``."""
 
     def __init__(self, online: ReplayBuffer, demo: ReplayBuffer | None, batch_size: int, demo_ratio: float,
                  device: Any = "cpu", prefetch: int = 2, seed: int = 0) -> None:
@@ -217,13 +217,8 @@ class MixedSampler:
         return parts[0] if len(parts) == 1 else concat_batches(parts)
 
     def _to_device(self, batch: Batch) -> Batch:
-        import torch
-
-        pin = torch.device(self.device).type == "cuda"
-        if pin:
-            batch = Batch(**{**batch.__dict__, "obs": {k: torch.from_numpy(v).pin_memory().numpy()
-                                                       for k, v in batch.obs.items()}})
-        return batch.to_torch(self.device, non_blocking=pin)
+        # Runs on the prefetch thread, so the host->device copy overlaps the learner's update.
+        return batch.to_torch(self.device)
 
     def _worker(self) -> None:
         try:
