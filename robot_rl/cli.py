@@ -185,7 +185,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
         os.environ.setdefault("MUJOCO_GL", "egl")  # headless: render offscreen (before mujoco is imported)
     setup_logging()
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # Overrides may come before and after options (``actor a=1 --key-name r b=2``): argparse leaves the
+    # later ones unparsed, so take back anything shaped like ``key=value``.
+    args, rest = parser.parse_known_args(argv)
+    stray = [r for r in rest if "=" not in r or r.startswith("-")]
+    if stray or (rest and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(stray or rest)}")
+    if rest:
+        args.overrides = [*args.overrides, *rest]
     handlers = {"train": cmd_train, "learner": cmd_learner, "actor": cmd_actor, "keys": cmd_keys,
                 "demos": cmd_demos, "eval": cmd_eval, "config": cmd_config}
     return handlers[args.command](args, getattr(args, "overrides", []))

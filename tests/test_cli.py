@@ -40,3 +40,10 @@ def test_keys_and_demos_commands(tmp_path):
         assert (tmp_path / "k" / rel).exists()
     demos = run_cli("demos", "env=point_reach", "n=3", f"out={tmp_path / 'd'}")
     assert demos.returncode == 0 and len(list(Path(tmp_path / "d").glob("*.npz"))) == 3
+
+
+def test_overrides_may_follow_options_and_typos_are_refused():
+    out = run_cli("config", "env=point_reach", "--config", "", "learner.utd=3")
+    assert out.returncode == 0 and "utd: 3.0" in out.stdout, out.stderr[-2000:]
+    bad = run_cli("config", "--not-an-option")
+    assert bad.returncode != 0 and "unrecognized arguments" in bad.stderr
