@@ -173,6 +173,9 @@ class Learner:
             self.policy.train(was_training)
         return {"eval/success_rate": result["success_rate"], "eval/return": result["mean_return"]}
 
+    def _log_evaluation(self, logger: RunLogger) -> None:
+        logger.log({**self.evaluate(), "updates": self.updates}, step=self.online_transitions, force_print=True)
+
     def stop(self) -> None:
         self._stop.set()
 
@@ -217,8 +220,7 @@ class Learner:
                         self.publish()
                         last_publish = time.monotonic()
                 if next_eval is not None and self.online_transitions >= next_eval:
-                    logger.log({**self.evaluate(), "updates": self.updates}, step=self.online_transitions,
-                               force_print=True)
+                    self._log_evaluation(logger)
                     next_eval = (self.online_transitions // eval_every + 1) * eval_every
                 if time.monotonic() - last_publish >= 1.0:  # late joiners + a fresh pacing budget
                     self.publish()
@@ -237,8 +239,7 @@ class Learner:
             self.publish()
             self.save_checkpoint()
             if eval_every:
-                logger.log({**self.evaluate(), "updates": self.updates}, step=self.online_transitions,
-                           force_print=True)
+                self._log_evaluation(logger)
         finally:
             self.sampler.close()
             logger.close()

@@ -33,10 +33,16 @@ def _port_free(host: str, port: int) -> bool:
             return False
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+def _free_ports(host: str, n: int) -> list[int]:
+    """``n`` distinct free ports (all held open while choosing, so the OS cannot hand out one twice)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind((host, 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def _spawn(args: list[str], log_path: Path, threads: int | None = None) -> subprocess.Popen:
@@ -190,7 +196,7 @@ def train(cfg: Any) -> int:
     t = cfg.transport
     if not (_port_free(t.bind, t.transitions_port) and _port_free(t.bind, t.weights_port)):
         # Another run (or program) holds the ports: this run is all on loopback, so any free pair will do.
-        ports = (_free_port(t.bind), _free_port(t.bind))
+        ports = _free_ports(t.bind, 2)
         log.info("ports %d/%d are busy; this run uses %d/%d", t.transitions_port, t.weights_port, *ports)
         extra_common = [f"transport.transitions_port={ports[0]}", f"transport.weights_port={ports[1]}"]
     else:

@@ -55,8 +55,9 @@ def test_learner_and_actors_survive_kills_and_replay_is_exactly_once(tmp_path):
     procs += [learner, *actors]
     ckpts = Checkpointer(run_dir)
     try:
-        _wait_for(lambda: ckpts.latest() is not None and len(EpisodeStore(run_dir / "episodes" / "actor-0")) > 5,
-                  60, "a first checkpoint")
+        _wait_for(lambda: ckpts.latest() is not None
+                  and all(len(EpisodeStore(run_dir / "episodes" / f"actor-{i}")) > 5 for i in range(2)),
+                  60, "a first checkpoint with both actors stepping")
         learner.send_signal(signal.SIGKILL)
         learner.wait()
         before = [len(EpisodeStore(run_dir / "episodes" / f"actor-{i}")) for i in range(2)]

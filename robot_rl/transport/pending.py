@@ -101,11 +101,11 @@ class PendingChunks:
         self.mem_bytes = 0
         self.spilled_total = 0
         self.unacked = 0
+        """Chunks not yet acked (maintained incrementally: other threads may read it without a lock)."""
         self.dropped_acked = 0
         self._warned_drop = False
         # Pooled buffers are what the pending chunks of the next commit period will occupy anyway.
         self.pool = ArrayPool(max_bytes=self.max_bytes)
-        """Chunks not yet acked (maintained incrementally: other threads may read it without a lock)."""
         if spill_dir is not None:
             spill_dir.mkdir(parents=True, exist_ok=True)
             remove_stale_temporaries(spill_dir)
@@ -233,25 +233,26 @@ class PendingChunks:
 
     def drop(self, key: Key) -> None:
         """Forget one acked chunk (``durability=ack``: the learner has it)."""
-        chunk = self._chunks.pop(key, None)
+        chunk = self._chunks.get(key)
         if chunk is not None:
-            if not chunk.acked:
-                self.unacked -= 1
+            if not chunk.acked:  # the ack is what brought us here: count it before forgetting
                 chunk.acked = True
-            self._release(chunk)
-            if chunk.spill_path is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    chunk.spill_path.unlink()
+                self.unacked -= 1
+            self._forget(key)
 
     def commit(self, incarnation: str, through_seq: int) -> int:
         """Forget chunks ``(incarnation, seq <= through_seq)``; returns how many were dropped."""
         drop = [k for k in self._chunks if k[0] == incarnation and k[1] <= through_seq]
         for key in drop:
-            chunk = self._chunks.pop(key)
-            if not chunk.acked:
-                self.unacked -= 1
-            self._release(chunk)
-            if chunk.spill_path is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    chunk.spill_path.unlink()
+            self._forget(key)
         return len(drop)
+
+    def _forget(self, key: Key) -> None:
+        """Remove a chunk the learner holds durably (or, with durability=ack, has received)."""
+        chunk = self._chunks.pop(key)
+        if not chunk.acked:
+            self.unacked -= 1
+        self._release(chunk)
+        if chunk.spill_path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                chunk.spill_path.unlink()
