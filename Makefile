@@ -9,7 +9,7 @@ TORCH ?= torch==2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu/
 export MUJOCO_GL ?= egl
 
-.PHONY: train test setup clean-venv
+.PHONY: train test test-default test-ros test-mcu setup clean-venv
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "robot_rl needs Python >= 3.10"'
@@ -29,9 +29,23 @@ setup: $(VENV)/.installed
 train: $(VENV)/.installed
 	$(VENV)/bin/robot-rl train $(ARGS)
 
-# Default suite (fast; GPU tests skip with a reason when no GPU is present).
-test: $(VENV)/.installed
+# Everything CI runs: the default suite (GPU tests skip with a reason when no GPU is present), then the ROS 2
+# and the microcontroller suites, each in its own bounded step that installs its own tools.
+test: test-default test-ros test-mcu
+
+# Default suite only (extra pytest arguments: make test-default ARGS="-k replay").
+test-default: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest -q $(ARGS)
+
+# ROS 2 suite (`ros` marker): its own venv (.venv-ros: rclpy Jazzy + Fast DDS from PyPI, cyclonedds, rosbags,
+# colcon), run inside a private network namespace (unshare -n, loopback only) under a hard time bound.
+test-ros:
+	tests/ros2/run_suite.sh $(ROS_ARGS)
+
+# Microcontroller suite (`mcu` marker): installs gcc-arm-none-eabi, libnewlib-arm-none-eabi and qemu-system-arm
+# from Debian when missing, cross-compiles the generated C for Cortex-M4 and runs it under QEMU netduinoplus2.
+test-mcu: $(VENV)/.installed
+	tests/hardware/mcu/run_suite.sh $(PY)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,6 +1,8 @@
 """Observation encoders: a flat observation dict -> one feature vector per sample.
 
-``state`` (float32 ``(N, S)``) passes through unchanged (the policy/critic MLPs take it as input). Every
+``state`` (float32 ``(N, S)``) is standardised with a per-dimension mean/std (persistent buffers, identity until
+:meth:`ObservationEncoder.set_state_normalization` sets them, e.g. from the demonstrations; they travel with the
+weights) and then feeds the policy/critic MLPs directly. Every
 ``images/<cam>`` key (uint8 ``(N, H, W, 3)``) gets its own small conv encoder in the DrQ/RLPD/SERL style:
 4 conv layers (3x3, 32 channels, first one stride 2), a linear bottleneck, LayerNorm and tanh. Images stay
 uint8 until they are on the device, where they are normalised to [-0.5, 0.5]. Random-shift augmentation
@@ -80,6 +82,26 @@ class ObservationEncoder(nn.Module):
         self.output_dim = self.state_dim + image_feature_dim * len(self.image_keys)
         if self.output_dim == 0:
             raise ValueError(f"observation spec {obs_spec.keys()} has neither 'state' nor images")
+        # Persistent: part of state_dict, so actors receive the same normalisation with the weights.
+        self.register_buffer("state_mean", torch.zeros(self.state_dim))  # (S,)
+        self.register_buffer("state_std", torch.ones(self.state_dim))  # (S,)
+
+    # Normalised state entries are clipped to this range: a state far outside the data the statistics came
+    # from (a dimension that never moved in the demos) must not blow up the MLP inputs.
+    STATE_CLIP = 10.0
+
+    def set_state_normalization(self, mean: torch.Tensor, std: torch.Tensor, min_std: float = 1e-2) -> None:
+        """Standardise ``state`` with ``mean``/``std`` ``(S,)``; ``std`` is floored at ``min_std`` so dimensions
+        that barely moved in the data (orientation, a still joint) are not amplified into noise."""
+        mean, std = torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32)
+        if mean.shape != (self.state_dim,) or std.shape != (self.state_dim,):
+            raise ValueError(f"normalisation needs shapes ({self.state_dim},), got {tuple(mean.shape)}, "
+                             f"{tuple(std.shape)}")
+        if not (torch.isfinite(mean).all() and torch.isfinite(std).all()):
+            raise ValueError("state normalisation statistics contain NaN/inf")
+        with torch.no_grad():
+            self.state_mean.copy_(mean)
+            self.state_std.copy_(std.clamp(min=min_std))
 
     @property
     def has_images(self) -> bool:
@@ -100,7 +122,8 @@ class ObservationEncoder(nn.Module):
             obs = self.augment(obs)
         parts: list[torch.Tensor] = []
         if self.state_dim:
-            parts.append(obs["state"].float())  # (N, S)
+            state = (obs["state"].float() - self.state_mean) / self.state_std  # (N, S)
+            parts.append(state.clamp(-self.STATE_CLIP, self.STATE_CLIP))
         for key in self.image_keys:
             # (N, H, W, 3) uint8 -> (N, image_feature_dim)
             parts.append(self.cameras[self._module_names[key]](obs[key]))

@@ -4,6 +4,11 @@ The network maps encoder features to a mean and a log standard deviation per act
 ``tanh(mean + std * noise)`` in [-1, 1], then affinely mapped to ``[low, high]``. Log-probabilities are those
 of the squashed action in the normalised [-1, 1] space (the constant Jacobian of the final rescale is left
 out, so SAC's usual target entropy ``-A`` means the same thing whatever the bounds are).
+
+``discrete_gripper=true`` (HIL-SERL): the last action dimension is not Gaussian. A small grasp critic
+``Q(features) -> (N, K)`` over ``K`` gripper commands picks it (argmax; epsilon-greedy when sampling); the
+Gaussian covers the other ``A - 1`` dimensions. The grasp critic lives in the policy because it decides actions
+at act time, so it travels to the actors with the weights; SAC trains it by double-DQN (see sac.py).
 """
 from __future__ import annotations
 
@@ -42,6 +47,18 @@ class GaussianPolicyConfig(PolicyConfig):
     """Per-camera feature size after the linear + LayerNorm + tanh bottleneck (DrQ uses 50)."""
     augment_pad: int = 4
     """Random-shift augmentation: max shift in pixels (pad + random crop) in training; 0 disables it."""
+    discrete_gripper: bool = False
+    """HIL-SERL's discrete gripper: the last action dimension comes from a grasp critic over
+    ``gripper_commands`` trained by DQN, the Gaussian covers the rest. Needs the last action named ``grip*``."""
+    gripper_commands: list[float] = field(default_factory=lambda: [-1.0, 1.0])
+    """Gripper values (env units) the grasp critic chooses from; the twin opens at <= 0 and closes at > 0."""
+    gripper_epsilon: float = 0.1
+    """Probability of a uniformly random gripper command when sampling stochastically (exploration)."""
+    grasp_hidden_dims: list[int] = field(default_factory=lambda: [256, 256])
+    """Hidden widths of the grasp critic (LayerNorm + ReLU after each)."""
+    normalize_state: bool = True
+    """Standardise ``state`` with the demonstrations' per-dimension mean/std (fitted once by the learner on a
+    fresh run; sent to actors with the weights). Without demos the state passes through unchanged."""
     bc_clip_eps: float = 1e-4
     """The BC loss clamps normalised target actions into ``[-1 + eps, 1 - eps]`` so atanh stays finite."""
 
@@ -60,6 +77,17 @@ class GaussianPolicy(Policy):
             raise ValueError(f"GaussianPolicy needs a flat action vector, got shape {action_spec.shape}")
         self.cfg = cfg
         self.action_dim = action_spec.dim
+        self.discrete_gripper = bool(cfg.discrete_gripper)
+        if self.discrete_gripper:
+            names = action_spec.names or ()
+            if len(names) != self.action_dim or not names[-1].startswith("grip"):
+                raise ValueError(f"discrete_gripper needs the last action dimension named 'grip...', got {names}")
+            if len(cfg.gripper_commands) < 2:
+                raise ValueError(f"gripper_commands needs at least 2 values, got {cfg.gripper_commands}")
+            lo, hi = action_spec.low[-1], action_spec.high[-1]
+            if not all(lo <= g <= hi for g in cfg.gripper_commands):
+                raise ValueError(f"gripper_commands {cfg.gripper_commands} outside the bounds [{lo}, {hi}]")
+        self.continuous_dim = self.action_dim - int(self.discrete_gripper)
         self.encoder = ObservationEncoder(obs_spec, cfg.conv_channels, cfg.conv_layers, cfg.image_feature_dim,
                                           cfg.augment_pad)
         layers: list[nn.Module] = []
@@ -68,7 +96,17 @@ class GaussianPolicy(Policy):
             layers += [nn.Linear(width, hidden), nn.ReLU()]
             width = hidden
         self.trunk = nn.Sequential(*layers)
-        self.head = nn.Linear(width, 2 * self.action_dim)  # (mean, raw log_std) per action dimension
+        self.head = nn.Linear(width, 2 * self.continuous_dim)  # (mean, raw log_std) per continuous dimension
+        self.grasp_critic: nn.Module | None = None
+        if self.discrete_gripper:
+            grasp: list[nn.Module] = []
+            width = self.encoder.output_dim
+            for hidden in cfg.grasp_hidden_dims:
+                grasp += [nn.Linear(width, hidden), nn.LayerNorm(hidden), nn.ReLU()]
+                width = hidden
+            self.grasp_critic = nn.Sequential(*grasp, nn.Linear(width, len(cfg.gripper_commands)))  # (N, K)
+            self.register_buffer("gripper_commands", torch.tensor(cfg.gripper_commands, dtype=torch.float32),
+                                 persistent=False)  # (K,), env units
         low = torch.as_tensor(action_spec.low, dtype=torch.float32)
         high = torch.as_tensor(action_spec.high, dtype=torch.float32)
         # Derived from the spec, not learned: kept out of state_dict so the wire format is just the weights.
@@ -77,12 +115,41 @@ class GaussianPolicy(Policy):
         self._log_std_mid = 0.5 * (cfg.log_std_max + cfg.log_std_min)
         self._log_std_half_range = 0.5 * (cfg.log_std_max - cfg.log_std_min)
 
+    def fit_state_normalization(self, states: torch.Tensor) -> bool:
+        """Set the encoder's state normalisation from ``states (N, S)`` (e.g. the demos); False when disabled."""
+        if not self.cfg.normalize_state or self.encoder.state_dim == 0 or len(states) < 2:
+            return False
+        states = torch.as_tensor(states, dtype=torch.float32)
+        self.encoder.set_state_normalization(states.mean(0), states.std(0))
+        return True
+
     def actor_parameters(self) -> list[nn.Parameter]:
         """Parameters trained by the actor loss: everything but the (critic-trained) encoder."""
         return list(self.trunk.parameters()) + list(self.head.parameters())
 
+    def grasp_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the grasp critic (trained by the algorithm's DQN loss); empty without one."""
+        return [] if self.grasp_critic is None else list(self.grasp_critic.parameters())
+
+    def gripper_index(self, action: torch.Tensor) -> torch.Tensor:
+        """Env-space actions ``(N, A)`` -> index ``(N,)`` of the nearest gripper command to the last column."""
+        return (action[:, -1:] - self.gripper_commands).abs().argmin(-1)
+
+    def _with_gripper(self, continuous: torch.Tensor, features: torch.Tensor, explore: bool) -> torch.Tensor:
+        """Env-space continuous actions ``(N, A-1)`` + the grasp critic's command -> ``(N, A)``."""
+        if self.grasp_critic is None:
+            return continuous
+        with torch.no_grad():  # the gripper choice is not differentiable; the actor loss sees it as given
+            index = self.grasp_critic(features).argmax(-1)  # (N,)
+            if explore and self.cfg.gripper_epsilon > 0:
+                random = torch.randint_like(index, len(self.cfg.gripper_commands))
+                index = torch.where(torch.rand(index.shape, device=index.device) < self.cfg.gripper_epsilon,
+                                    random, index)
+        return torch.cat([continuous, self.gripper_commands[index].unsqueeze(-1)], dim=-1)
+
     def distribution(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(N, F)`` features -> pre-tanh ``mean`` and ``log_std``, each ``(N, A)``."""
+        """``(N, F)`` features -> pre-tanh ``mean`` and ``log_std``, each ``(N, A)`` (``A - 1`` with a
+        discrete gripper)."""
         mean, raw_log_std = self.head(self.trunk(features)).chunk(2, dim=-1)
         # tanh keeps log_std inside [min, max] with a non-zero gradient everywhere (unlike a clamp).
         log_std = self._log_std_mid + self._log_std_half_range * torch.tanh(raw_log_std)
@@ -97,7 +164,9 @@ class GaussianPolicy(Policy):
         # (numerically stable for large |u|, unlike log(1 - tanh(u)^2 + eps)).
         log_prob = (-0.5 * noise.square() - log_std - _HALF_LOG_2PI
                     - 2.0 * (_LOG_2 - pre_tanh - F.softplus(-2.0 * pre_tanh))).sum(-1)  # (N,)
-        return torch.tanh(pre_tanh) * self.action_scale + self.action_bias, log_prob
+        c = self.continuous_dim
+        action = torch.tanh(pre_tanh) * self.action_scale[:c] + self.action_bias[:c]  # (N, A or A-1)
+        return self._with_gripper(action, features, explore=True), log_prob
 
     def sample(self, obs: dict[str, torch.Tensor], augment: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Batched torch obs -> (action ``(N, A)`` in bounds, log-prob ``(N,)``), differentiable (rsample)."""
@@ -107,21 +176,35 @@ class GaussianPolicy(Policy):
         features = self.encoder(obs, augment=False)  # never augment when acting
         if deterministic:
             mean, _ = self.distribution(features)
-            return torch.tanh(mean) * self.action_scale + self.action_bias  # (N, A)
+            c = self.continuous_dim
+            return self._with_gripper(torch.tanh(mean) * self.action_scale[:c] + self.action_bias[:c], features,
+                                      explore=False)  # (N, A)
         return self.sample_from_features(features)[0]
 
     def log_prob(self, obs: dict[str, torch.Tensor], action: torch.Tensor, augment: bool = False) -> torch.Tensor:
         """Log-likelihood ``(N,)`` of given env-space actions ``(N, A)``, clamped just inside the bounds."""
         mean, log_std = self.distribution(self.encoder(obs, augment=augment))
-        eps = self.cfg.bc_clip_eps
-        squashed = ((action - self.action_bias) / self.action_scale).clamp(-1.0 + eps, 1.0 - eps)  # (N, A)
+        eps, c = self.cfg.bc_clip_eps, self.continuous_dim  # a discrete gripper is scored by grasp_bc_loss
+        squashed = ((action[:, :c] - self.action_bias[:c]) / self.action_scale[:c]).clamp(-1.0 + eps, 1.0 - eps)
         pre_tanh = torch.atanh(squashed)
         z = (pre_tanh - mean) * torch.exp(-log_std)
         return (-0.5 * z.square() - log_std - _HALF_LOG_2PI - torch.log1p(-squashed.square())).sum(-1)
 
+    def grasp_bc_loss(self, features: torch.Tensor, action: torch.Tensor, margin: float = 0.8) -> torch.Tensor:
+        """DQfD's large-margin loss ``(N,)``: the demonstrated gripper command's Q must beat every other by
+        ``margin`` (in reward units). ``features (N, F)``, env-space ``action (N, A)``."""
+        q = self.grasp_critic(features)  # (N, K)
+        index = self.gripper_index(action)  # (N,)
+        margins = torch.full_like(q, margin).scatter_(1, index[:, None], 0.0)  # 0 for the demo command
+        return (q + margins).amax(-1) - q.gather(1, index[:, None]).squeeze(1)
+
     def loss(self, batch: Batch) -> torch.Tensor:
-        """Behaviour cloning: mean negative log-likelihood of ``batch.action`` (augmented images in training)."""
-        return -self.log_prob(batch.obs, batch.action, augment=self.training).mean()
+        """Behaviour cloning: mean negative log-likelihood of ``batch.action`` (augmented images in training);
+        with a discrete gripper, plus the grasp critic's large-margin loss."""
+        nll = -self.log_prob(batch.obs, batch.action, augment=self.training).mean()
+        if self.grasp_critic is None:
+            return nll
+        return nll + self.grasp_bc_loss(self.encoder(batch.obs), batch.action).mean()
 
 
 @POLICIES.register("gaussian")

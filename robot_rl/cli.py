@@ -14,6 +14,7 @@ starts from a resolved config file written by an earlier run (``run_dir/config.y
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import signal
 import sys
@@ -22,6 +23,10 @@ from pathlib import Path
 from typing import Sequence
 
 log = logging.getLogger("robot_rl.cli")
+
+# Modules that add subcommands of their own (``reward``, ``pretrain``, ``export-mcu``, ...): see build_parser.
+FEATURE_COMMANDS: tuple[str, ...] = ("robot_rl.hardware.mcu.cli", "robot_rl.reward_models.cli",
+                                     "robot_rl.policies.cli")
 
 _EXTRA_KEYS = {"demos": ("n", "out"), "eval": ("checkpoint", "episodes", "video")}
 
@@ -174,6 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
     keys = sub.add_parser("keys", help="make CurveZMQ keys", description=cmd_keys.__doc__)
     keys.add_argument("directory")
     keys.add_argument("--actors", nargs="+", default=["actor"], help="one keypair per actor machine")
+    for module_name in FEATURE_COMMANDS:
+        # Each feature package owns its subcommands: ``register(sub)`` adds parsers whose defaults carry
+        # ``func(args, overrides) -> int``. Those modules import torch/mujoco lazily, inside ``func``.
+        importlib.import_module(module_name).register(sub)
     return parser
 
 
@@ -194,6 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(stray or rest)}")
     if rest:
         args.overrides = [*args.overrides, *rest]
+    if hasattr(args, "func"):
+        return args.func(args, getattr(args, "overrides", []))
     handlers = {"train": cmd_train, "learner": cmd_learner, "actor": cmd_actor, "keys": cmd_keys,
                 "demos": cmd_demos, "eval": cmd_eval, "config": cmd_config}
     return handlers[args.command](args, getattr(args, "overrides", []))

@@ -214,7 +214,17 @@ class MixedSampler:
             parts.append(self.demo.sample(n_demo, self.rng))
         if self.batch_size - n_demo:
             parts.append(self.online.sample(self.batch_size - n_demo, self.rng))
-        return parts[0] if len(parts) == 1 else concat_batches(parts)
+        batch = parts[0] if len(parts) == 1 else concat_batches(parts)
+        batch.from_demo = np.arange(self.batch_size) < n_demo  # demo rows come first
+        return batch
+
+    def sample_demo(self) -> Batch:
+        """A batch from the demo buffer alone (offline pre-training before online data exists), on ``device``."""
+        if self.demo is None or len(self.demo) == 0:
+            raise ValueError("the demo buffer is empty")
+        batch = self.demo.sample(self.batch_size, self.rng)
+        batch.from_demo = np.ones(self.batch_size, bool)
+        return self._to_device(batch)
 
     def _to_device(self, batch: Batch) -> Batch:
         # Runs on the prefetch thread, so the host->device copy overlaps the learner's update.

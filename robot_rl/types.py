@@ -84,6 +84,9 @@ class Batch(Generic[ArrayT]):
     episode_id: ArrayT
     step: ArrayT
     actor_id: tuple[str, ...] = field(default=())
+    from_demo: ArrayT | None = None
+    """bool (N,): the row was drawn from the demo buffer (demonstrations and human interventions). Set by the
+    learner's sampler for algorithms with a behaviour-cloning term; never on the wire or on disk."""
 
     def __len__(self) -> int:
         return int(self.action.shape[0])
@@ -188,6 +191,7 @@ class Batch(Generic[ArrayT]):
             next_obs={k: t(v) for k, v in self.next_obs.items()},
             **{name: t(getattr(self, name)) for name in VECTOR_FIELDS + tuple(SCALAR_FIELDS)},
             actor_id=self.actor_id,
+            from_demo=None if self.from_demo is None else t(self.from_demo),
         )
 
 

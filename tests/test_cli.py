@@ -2,7 +2,7 @@
 from pathlib import Path
 
 from robot_rl.checkpoint import Checkpointer
-from conftest import free_ports, run_cli
+from support import free_ports, run_cli
 
 
 def test_help_lists_subcommands():

@@ -10,7 +10,7 @@ from robot_rl.registry import ALGORITHMS, POLICIES
 from robot_rl.replay import MixedSampler, ReplayBuffer
 from robot_rl.sim.point_reach import PointReach, PointReachConfig
 from robot_rl.types import Batch
-from conftest import rollout
+from support import rollout
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")]

@@ -15,7 +15,7 @@ from robot_rl.checkpoint import Checkpointer
 from robot_rl.episode_store import EpisodeStore
 from robot_rl.replay import ReplayBuffer
 from robot_rl.sim.point_reach import PointReach, PointReachConfig
-from conftest import free_ports, spawn_cli
+from support import free_ports, spawn_cli
 
 
 def _store_ids(run_dir: Path, actor: str) -> list[tuple[str, int, int]]:

@@ -1,7 +1,7 @@
 """`robot-rl train` on busy default ports picks free ones instead of colliding with another run."""
 import socket
 
-from conftest import free_ports, run_cli
+from support import free_ports, run_cli
 
 
 def test_train_moves_off_busy_ports(tmp_path):

@@ -11,10 +11,10 @@
 - Pixels: the policy's encoder is shared with the critic and trained by the critic loss only; the actor sees
   detached features. A Polyak-averaged copy of the encoder feeds the target critic. Random-shift augmentation.
 - WSRL-style warm start: :meth:`SAC.load_pretrained` plus ``critic_warmup_updates`` (critic-only updates first).
-
-Not included: HIL-SERL's discrete gripper critic. The gripper choice would have to be made by that critic at
-act time, so its network would have to travel in the *policy's* state_dict (the wire format); that is a
-policy-side change (a hybrid policy), not something this learner can add honestly on its own.
+- BC on demo rows (``bc_weight``) and an offline warm start on the demos (``offline_pretrain_updates``).
+- HIL-SERL's discrete gripper (``policy.discrete_gripper``): the policy's grasp critic ``Q(s) -> (N, K)`` is
+  trained here by double DQN next to every critic step (own optimizer and Polyak target), plus DQfD's
+  large-margin loss on demo rows when BC is on. The continuous critic still sees the full action.
 """
 from __future__ import annotations
 
@@ -67,6 +67,15 @@ class SACConfig(AlgoConfig):
     outweighs the success reward and the agent learns to avoid the goal."""
     critic_warmup_updates: int = 0
     """WSRL-style warm-up: the first N ``update()`` calls train only the critic (actor and alpha frozen)."""
+    bc_weight: float = 0.0
+    """Weight of a behaviour-cloning term in the actor loss: mean squared error between the deterministic
+    action and the recorded action on the batch's demo-buffer rows (demonstrations and human interventions),
+    as in HIL-SERL's intervention BC / TD3+BC. Keeps a demo-initialised actor near the demonstrations while
+    the critic is still wrong about everything else; 0 turns it off (plain RLPD)."""
+    offline_pretrain_updates: int = 0
+    """Offline-to-online warm start: updates on demo-buffer batches alone before the first weights go out.
+    The critic takes its usual TD steps; the actor is trained by behaviour cloning only (no Q term yet, the
+    critic has seen no failures). 0 = start online from the randomly initialised actor."""
     bf16_matmuls: bool = False
     """Run the loss computations under bfloat16 autocast (fp32 weights, optimizer and losses; matmul
     inputs in bf16). About 1.8x faster matmuls on CPUs with AVX512-BF16/AMX and on GPUs; off by default
@@ -196,7 +205,15 @@ class SAC(Algorithm):
         self._has_target_encoder = bool(encoder_params)
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False) if encoder_params else self.encoder
         self.log_alpha = torch.tensor(math.log(cfg.init_temperature), device=self.device, requires_grad=True)
-        self.target_entropy = float(cfg.target_entropy_per_action_dim * action_spec.dim)
+        # A discrete gripper is not part of the Gaussian: the entropy target counts continuous dimensions only.
+        self.target_entropy = float(cfg.target_entropy_per_action_dim
+                                    * getattr(policy, "continuous_dim", action_spec.dim))
+        grasp_params = list(policy.grasp_parameters()) if hasattr(policy, "grasp_parameters") else []
+        self._grasp = bool(grasp_params)
+        if self._grasp:
+            self.target_grasp = copy.deepcopy(policy.grasp_critic).requires_grad_(False)
+            self.grasp_optimizer = _adam(grasp_params, cfg.critic_lr)
+            self._grasp_online, self._grasp_target = grasp_params, list(self.target_grasp.parameters())
         # Actor and temperature losses touch disjoint parameters, so they share one backward pass and one
         # fused Adam step (two parameter groups with their own learning rates).
         self.actor_optimizer = _adam([{"params": list(policy.actor_parameters()), "lr": cfg.actor_lr},
@@ -269,27 +286,72 @@ class SAC(Algorithm):
         self.num_critic_updates += 1
         return loss.detach(), q_mean, features
 
-    def _actor_losses(self, features: torch.Tensor,
-                      alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(actor + temperature loss, actor loss, mean log-prob) on detached features ``(n, F)``."""
+    def _grasp_step(self, features: torch.Tensor, action: torch.Tensor, reward: torch.Tensor,
+                    next_obs: dict[str, torch.Tensor], not_done: torch.Tensor, demo_mask: torch.Tensor | None,
+                    bc_weight: float) -> torch.Tensor:
+        """Double-DQN step of the policy's grasp critic (+ large-margin BC on demo rows); ``features (n, F)``
+        detached, ``action (n, A)`` env space. Returns the detached loss."""
+        grasp = self.policy.grasp_critic
+        with torch.no_grad():
+            next_features = self.encoder(next_obs)  # (n, F)
+            target_features = self.target_encoder(next_obs) if self._has_target_encoder else next_features
+            best = grasp(next_features).argmax(-1, keepdim=True)  # (n, 1): online net picks, target evaluates
+            next_q = self.target_grasp(target_features).gather(1, best).squeeze(1)  # (n,)
+            target = torch.addcmul(reward, not_done, next_q, value=self.cfg.gamma)
+        q = grasp(features).gather(1, self.policy.gripper_index(action)[:, None]).squeeze(1)  # (n,)
+        loss = 0.5 * (q - target).square().mean()
+        if demo_mask is not None and bc_weight > 0:
+            margin = self.policy.grasp_bc_loss(features, action)  # (n,)
+            loss = loss + bc_weight * (margin * demo_mask).sum() / demo_mask.sum().clamp(min=1.0)
+        self.grasp_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.grasp_optimizer.step()
+        with torch.no_grad():
+            torch._foreach_lerp_(self._grasp_target, self._grasp_online, self.cfg.tau)
+        return loss.detach()
+
+    def _bc_loss(self, features: torch.Tensor, demo_action: torch.Tensor, demo_mask: torch.Tensor) -> torch.Tensor:
+        """Mean squared error of the deterministic action on demo rows: ``features (n, F)``, ``demo_action
+        (n, A)``, ``demo_mask (n,)`` float 0/1. Zero when the minibatch holds no demo row."""
+        mean, _ = self.policy.distribution(features)  # (n, C) pre-tanh; C = A, or A - 1 with a discrete gripper
+        c = mean.shape[-1]
+        scale, bias = self.policy.action_scale[:c], self.policy.action_bias[:c]
+        # Normalised by the action range so the weight means the same whatever the bounds are.
+        error = ((torch.tanh(mean) * scale + bias - demo_action[:, :c]) / scale).square().mean(-1)  # (n,)
+        return (error * demo_mask).sum() / demo_mask.sum().clamp(min=1.0)
+
+    def _actor_losses(self, features: torch.Tensor, alpha: torch.Tensor, demo_action: torch.Tensor,
+                      demo_mask: torch.Tensor | None, bc_only: bool = False
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(actor + temperature loss, actor loss, mean log-prob, BC loss) on detached features ``(n, F)``."""
+        bc = self._bc_loss(features, demo_action, demo_mask) if demo_mask is not None \
+            else torch.zeros((), device=features.device)
+        if bc_only:  # offline warm start: imitate; the temperature waits for online data
+            return bc, bc.detach(), torch.zeros((), device=features.device), bc.detach()
         action, log_prob = self.policy.sample_from_features(features)  # (n, A), (n,)
         q = self.critic(features, action, detach_weights=True)  # (E, n)
         q_pi = q.amin(0) if self.cfg.actor_q_reduction == "min" else q.mean(0)
-        actor_loss = (alpha * log_prob - q_pi).mean()  # alpha is detached: no gradient to log_alpha here
+        actor_loss = (alpha * log_prob - q_pi).mean() + self.cfg.bc_weight * bc  # alpha is detached here
         mean_log_prob = log_prob.detach().mean()  # detached: the temperature loss does not move the actor
         temperature_loss = -self.log_alpha * (mean_log_prob + self.target_entropy)
-        return actor_loss + temperature_loss, actor_loss.detach(), mean_log_prob
+        return actor_loss + temperature_loss, actor_loss.detach(), mean_log_prob, bc.detach()
 
-    def _actor_step(self, features: torch.Tensor, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Actor + temperature step (one backward, one fused Adam step); returns (actor loss, mean log-prob)."""
-        total, actor_loss, mean_log_prob = self._actor_losses_fn(features, alpha)
+    def _actor_step(self, features: torch.Tensor, alpha: torch.Tensor, demo_action: torch.Tensor,
+                    demo_mask: torch.Tensor | None, bc_only: bool = False
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Actor + temperature step (one backward, one fused Adam step); returns (actor loss, mean log-prob,
+        BC loss)."""
+        total, actor_loss, mean_log_prob, bc = self._actor_losses_fn(features, alpha, demo_action, demo_mask,
+                                                                     bc_only)
         self.actor_optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.actor_optimizer.step()
         self.num_actor_updates += 1
-        return actor_loss, mean_log_prob
+        return actor_loss, mean_log_prob, bc
 
-    def update(self, batch: Batch) -> dict[str, float]:
+    def update(self, batch: Batch, bc_only: bool = False) -> dict[str, float]:
+        """Critic steps on ``critic_updates_per_actor_update`` interleaved minibatches, then one actor step.
+        ``bc_only`` (offline warm start) trains the actor by behaviour cloning on the demo rows alone."""
         self._check_finite(batch)
         steps = self.cfg.critic_updates_per_actor_update
         n = len(batch)
@@ -299,31 +361,49 @@ class SAC(Algorithm):
         alpha = self.log_alpha.detach().exp()
         not_done = torch.logical_not(batch.terminated).float()  # only termination stops bootstrapping
         reward = batch.reward.float()
-        critic_losses, q_means = [], []
+        critic_losses, q_means, grasp_losses = [], [], []
+        bc_weight = 1.0 if bc_only else self.cfg.bc_weight
         for i in range(steps):
-            if steps == 1:
-                loss, q_mean, features = self._critic_step(batch.obs, batch.action, reward, batch.next_obs,
-                                                           not_done, alpha)
-            else:
-                # Strided, not contiguous: the sampler stacks the demo rows first and the online rows after
-                # them, so contiguous slices would give pure-demo and pure-online minibatches (and an actor
-                # step on online states only); every i::steps slice keeps the batch's demo/online mix.
-                part = slice(i, steps * size, steps)
-                loss, q_mean, features = self._critic_step(
-                    {k: v[part] for k, v in batch.obs.items()}, batch.action[part], reward[part],
-                    {k: v[part] for k, v in batch.next_obs.items()}, not_done[part], alpha)
+            # Strided, not contiguous: the sampler stacks the demo rows first and the online rows after
+            # them, so contiguous slices would give pure-demo and pure-online minibatches (and an actor
+            # step on online states only); every i::steps slice keeps the batch's demo/online mix.
+            part = slice(i, steps * size, steps) if steps > 1 else slice(None)
+            obs = {k: v[part] for k, v in batch.obs.items()}
+            next_obs = {k: v[part] for k, v in batch.next_obs.items()}
+            loss, q_mean, features = self._critic_step(obs, batch.action[part], reward[part], next_obs,
+                                                       not_done[part], alpha)
             critic_losses.append(loss)
             q_means.append(q_mean)
+            if self._grasp:
+                demo_mask = batch.from_demo[part].float() if batch.from_demo is not None else None
+                grasp_losses.append(self._grasp_step(features, batch.action[part], reward[part], next_obs,
+                                                     not_done[part], demo_mask, bc_weight))
         values = [torch.stack(critic_losses).mean(), torch.stack(q_means).mean(), alpha]
         names = ["critic_loss", "q_mean", "alpha"]
-        if self.num_updates >= self.cfg.critic_warmup_updates:
+        if grasp_losses:
+            values.append(torch.stack(grasp_losses).mean())
+            names.append("grasp_loss")
+        if self.num_updates >= self.cfg.critic_warmup_updates or bc_only:
             # The actor reuses the last minibatch's (augmented, detached) features: no second encoder pass.
-            actor_loss, mean_log_prob = self._actor_step(features, alpha)
-            values += [actor_loss, -mean_log_prob]
-            names += ["actor_loss", "entropy"]
-        self.num_updates += 1
+            last = slice(steps - 1, steps * size, steps) if steps > 1 else slice(None)
+            use_bc = batch.from_demo is not None and (bc_only or self.cfg.bc_weight > 0)
+            demo_mask = batch.from_demo[last].float() if use_bc else None
+            actor_loss, mean_log_prob, bc = self._actor_step(features, alpha, batch.action[last], demo_mask,
+                                                             bc_only)
+            values += [actor_loss, -mean_log_prob, bc]
+            names += ["actor_loss", "entropy", "bc_loss"]
+        if not bc_only:  # offline warm-start steps do not spend the online update budget (critic warm-up)
+            self.num_updates += 1
         metrics = dict(zip(names, torch.stack(values).tolist()))  # one host transfer for all metrics
         metrics["num_critic_updates"] = float(self.num_critic_updates)
+        return metrics
+
+    def pretrain_offline(self, sample_demo_batch: Callable[[], Batch], num_updates: int) -> dict[str, float]:
+        """Offline warm start on demo batches (``from_demo`` all true): TD steps for the critic, behaviour
+        cloning for the actor. Does not count towards ``num_updates`` (the online UTD budget)."""
+        metrics: dict[str, float] = {}
+        for _ in range(num_updates):
+            metrics = self.update(sample_demo_batch(), bc_only=True)
         return metrics
 
     def warm_up_critic(self, sample_batch: Callable[[], Batch], num_updates: int) -> dict[str, float]:
@@ -346,6 +426,8 @@ class SAC(Algorithm):
             self.critic.load_state_dict(critic_state_dict)
         with torch.no_grad():
             torch._foreach_copy_(self._target_params, self._online_params)
+            if self._grasp:
+                torch._foreach_copy_(self._grasp_target, self._grasp_online)
 
     def policy_weights(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().to("cpu", copy=True) for k, v in self.policy.state_dict().items()}
@@ -357,6 +439,8 @@ class SAC(Algorithm):
             "target_critic": self.target_critic.state_dict(),
             "target_encoder": self.target_encoder.state_dict() if self._has_target_encoder else {},
             "log_alpha": self.log_alpha.detach().clone(),
+            **({"target_grasp": self.target_grasp.state_dict(),
+                "grasp_optimizer": self.grasp_optimizer.state_dict()} if self._grasp else {}),
             "actor_optimizer": self.actor_optimizer.state_dict(),
             "critic_optimizer": self.critic_optimizer.state_dict(),
             "num_updates": self.num_updates,
@@ -374,6 +458,9 @@ class SAC(Algorithm):
             self.log_alpha.copy_(state["log_alpha"])
         self.actor_optimizer.load_state_dict(state["actor_optimizer"])
         self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+        if self._grasp:
+            self.target_grasp.load_state_dict(state["target_grasp"])
+            self.grasp_optimizer.load_state_dict(state["grasp_optimizer"])
         self.num_updates = int(state["num_updates"])
         self.num_critic_updates = int(state["num_critic_updates"])
         self.num_actor_updates = int(state["num_actor_updates"])

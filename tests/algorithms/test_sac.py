@@ -275,3 +275,123 @@ def test_bf16_matmul_option_updates_finitely() -> None:
     assert all(np.isfinite(v) for v in metrics.values()), metrics
     assert all(p.dtype == torch.float32 for p in algo.critic.parameters())  # weights stay fp32
     assert any(not torch.equal(a, b) for a, b in zip(critic_before, algo.critic.parameters()))
+
+
+def expert_transitions(env: PointReach, steps: int, seed: int) -> list[Transition]:
+    """PointReach demonstrations: a proportional controller on the goal offset (state[4:6])."""
+    out: list[Transition] = []
+    obs, episode, t = env.reset(seed=seed), 0, 0
+    for _ in range(steps):
+        state = obs["state"]
+        action = np.clip(4.0 * state[4:6], -1, 1).astype(np.float32)
+        res = env.step(action)
+        out.append(Transition(obs, action, res.reward, res.obs, res.terminated, res.truncated, "demo", episode, t))
+        obs, t = res.obs, t + 1
+        if res.terminated or res.truncated:
+            obs, episode, t = env.reset(), episode + 1, 0
+    return out
+
+
+def test_offline_pretrain_clones_demos_and_bc_term_only_touches_demo_rows() -> None:
+    env = PointReach(PointReachConfig(), seed=3)
+    torch.manual_seed(3)
+    overrides = ["algo=sac", "algo.batch_size=64", "algo.bc_weight=1.0"]
+    algo = build(overrides, env)
+    demos = Batch.from_transitions(expert_transitions(env, 512, seed=3))
+    rng = np.random.default_rng(0)
+
+    def demo_batch() -> Batch:
+        batch = demos.select(rng.integers(0, len(demos), 64))
+        batch.from_demo = np.ones(64, bool)
+        return batch.to_torch("cpu")
+
+    untrained = evaluate(algo.policy, episodes=10)
+    first = algo.update(demo_batch(), bc_only=True)["bc_loss"]
+    metrics = algo.pretrain_offline(demo_batch, num_updates=300)
+    assert algo.num_updates == 0  # offline steps do not spend the online UTD budget
+    assert metrics["bc_loss"] < 0.2 * first and metrics["actor_loss"] == metrics["bc_loss"]
+    assert evaluate(algo.policy, episodes=10) >= max(0.8, untrained)  # cloning the controller reaches goals
+    # Online update with no demo row in the minibatch: the BC term is exactly zero.
+    online = torch_batch(collect(env, 64, seed=4))
+    online.from_demo = torch.zeros(64, dtype=torch.bool)
+    assert algo.update(online)["bc_loss"] == 0.0
+    # Without a mask (a batch not from the mixed sampler) the algorithm runs plain SAC.
+    assert algo.update(torch_batch(collect(env, 64, seed=5)))["bc_loss"] == 0.0
+
+
+def test_state_normalisation_travels_with_the_policy_weights() -> None:
+    env = PointReach(PointReachConfig(), seed=1)
+    algo = build(["algo=sac"], env)
+    states = torch.as_tensor(np.stack([t.obs["state"] for t in collect(env, 200, seed=1)]))
+    assert algo.policy.fit_state_normalization(states)
+    weights = algo.policy_weights()
+    assert torch.allclose(weights["encoder.state_mean"], states.mean(0))
+    fresh = POLICIES.make("gaussian", load_config(["env=point_reach"]).policy, env.obs_spec, env.action_spec)
+    fresh.load_state_dict(weights)
+    obs = {"state": states[:5]}
+    assert torch.equal(fresh.forward_act(obs, deterministic=True), algo.policy.forward_act(obs, deterministic=True))
+    features = fresh.encoder(obs)
+    expected = ((states[:5] - states.mean(0)) / states.std(0).clamp(min=1e-2)).clamp(-10, 10)
+    assert torch.allclose(features, expected, atol=1e-5)
+    with pytest.raises(ValueError, match="NaN"):
+        fresh.encoder.set_state_normalization(torch.full((6,), float("nan")), torch.ones(6))
+    off = POLICIES.make("gaussian", load_config(["env=point_reach", "policy.normalize_state=false"]).policy,
+                        env.obs_spec, env.action_spec)
+    assert not off.fit_state_normalization(states)
+
+
+def test_discrete_gripper_critic_learns_the_rewarded_command_and_imitates_demos() -> None:
+    """A one-step task where only the gripper matters: reward 1 when the command closes (+1) exactly when
+    state[0] > 0. The grasp critic (double DQN) must learn that rule; BC margin must copy a demo's rule."""
+    from robot_rl.specs import ActionSpec, ArraySpec, ObsSpec
+
+    obs_spec = ObsSpec({"state": ArraySpec((3,), "float32")})
+    action_spec = ActionSpec((4,), (-1.0,) * 4, (1.0,) * 4, ("dx", "dy", "dz", "grip"))
+    cfg = load_config(["env=point_reach", "algo=sac", "algo.batch_size=128", "policy.discrete_gripper=true",
+                       "policy.gripper_epsilon=0.0", "policy.grasp_hidden_dims=[64,64]"])
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+
+    def batch(rule: np.ndarray | None = None, demo: bool = False) -> Batch:
+        state = rng.normal(size=(128, 3)).astype(np.float32)
+        grip = rng.choice([-1.0, 1.0], 128) if rule is None else rule(state)
+        action = np.concatenate([rng.uniform(-1, 1, (128, 3)), grip[:, None]], 1).astype(np.float32)
+        reward = ((grip > 0) == (state[:, 0] > 0)).astype(np.float32)
+        n = 128
+        b = Batch(obs={"state": state}, next_obs={"state": state}, action=action, policy_action=action,
+                  reward=reward, terminated=np.ones(n, bool), truncated=np.zeros(n, bool),
+                  intervened=np.zeros(n, bool), episode_id=np.zeros(n, np.int64), step=np.zeros(n, np.int64),
+                  from_demo=np.full(n, demo))
+        return b.to_torch("cpu")
+
+    policy = POLICIES.make("gaussian", cfg.policy, obs_spec, action_spec)
+    algo = ALGORITHMS.make("sac", cfg.algo, policy, obs_spec, action_spec, "cpu")
+    assert algo.target_entropy == -3.0  # the gripper is not part of the Gaussian
+    test_states = {"state": torch.as_tensor(rng.normal(size=(500, 3)), dtype=torch.float32)}
+    for _ in range(200):
+        metrics = algo.update(batch())
+    assert "grasp_loss" in metrics and np.isfinite(metrics["grasp_loss"])
+    chosen = policy.forward_act(test_states, deterministic=True)[:, 3]
+    assert set(chosen.unique().tolist()) <= {-1.0, 1.0}
+    accuracy = ((chosen > 0) == (test_states["state"][:, 0] > 0)).float().mean()
+    assert accuracy > 0.9, accuracy
+
+    # Offline BC (bc_only) on demos that follow the opposite rule, with zero reward: the margin loss alone
+    # must teach the demonstrated command.
+    fresh = POLICIES.make("gaussian", cfg.policy, obs_spec, action_spec)
+    bc_algo = ALGORITHMS.make("sac", cfg.algo, fresh, obs_spec, action_spec, "cpu")
+    opposite = lambda s: np.where(s[:, 0] > 0, -1.0, 1.0)  # noqa: E731
+    bc_algo.pretrain_offline(lambda: batch(opposite, demo=True), 120)
+    chosen = fresh.forward_act(test_states, deterministic=True)[:, 3]
+    assert ((chosen < 0) == (test_states["state"][:, 0] > 0)).float().mean() > 0.9
+    # The grasp critic is part of the policy's weights (what actors receive) and checkpoints round-trip.
+    assert any(k.startswith("grasp_critic.") for k in bc_algo.policy_weights())
+    state = bc_algo.state_dict()
+    again = ALGORITHMS.make("sac", cfg.algo, POLICIES.make("gaussian", cfg.policy, obs_spec, action_spec),
+                            obs_spec, action_spec, "cpu")
+    again.load_state_dict(state)
+    assert torch.equal(again.policy.forward_act(test_states, deterministic=True),
+                       fresh.forward_act(test_states, deterministic=True))
+    with pytest.raises(ValueError, match="grip"):
+        POLICIES.make("gaussian", cfg.policy, obs_spec,
+                      ActionSpec((4,), (-1.0,) * 4, (1.0,) * 4, ("a", "b", "c", "d")))

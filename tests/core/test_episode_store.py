@@ -3,7 +3,7 @@ import pytest
 
 from robot_rl.episode_store import EpisodeStore
 from robot_rl.types import Episode
-from conftest import rollout
+from support import rollout
 
 
 def _episodes(env, actor="a"):

@@ -1,9 +1,10 @@
 import numpy as np
+import torch
 import pytest
 
 from robot_rl.replay import MixedSampler, ReplayBuffer
 from robot_rl.types import Batch, Episode
-from conftest import rollout, specs_and_hash
+from support import rollout, specs_and_hash
 
 
 def test_frames_stored_once_and_samples_are_correct(pixel_env):
@@ -74,3 +75,8 @@ def test_mixed_sampler_ratio_and_prefetch(state_env):
         assert len(b) == 64
         # demo rows come first: 16 of 64 from the demo episode (episode 0 of actor "demo")
         assert (b.step[:16].numpy() < len(demo)).all() and set(b.episode_id[:16].tolist()) <= demo_ids
+        # the learner's BC term finds the demo rows through this mask (never sent on the wire)
+        assert b.from_demo.dtype == torch.bool and b.from_demo[:16].all() and not b.from_demo[16:].any()
+    only_demo = sampler.sample_demo()
+    assert len(only_demo) == 64 and bool(only_demo.from_demo.all())
+    assert set(only_demo.episode_id.tolist()) <= demo_ids

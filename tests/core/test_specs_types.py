@@ -3,7 +3,7 @@ import pytest
 
 from robot_rl.specs import ActionSpec, ArraySpec, ObsSpec, SpecError, spec_hash
 from robot_rl.types import Batch, Episode
-from conftest import rollout
+from support import rollout
 
 
 def test_spec_hash_is_stable_and_order_independent():

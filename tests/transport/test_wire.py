@@ -6,7 +6,7 @@ import pytest
 from robot_rl.transport import wire
 from robot_rl.transport.wire import Hello, Msg, WireError
 from robot_rl.types import Batch
-from conftest import rollout, specs_and_hash
+from support import rollout, specs_and_hash
 
 
 def _chunk(env, n=8):

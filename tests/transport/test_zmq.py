@@ -17,7 +17,7 @@ from robot_rl.transport.keys import make_keys
 from robot_rl.transport.zmq_actor import ZmqActorClient
 from robot_rl.transport.zmq_learner import ZmqLearnerServer
 from robot_rl.types import Batch
-from conftest import rollout, specs_and_hash
+from support import rollout, specs_and_hash
 
 
 def _wait(pred, timeout=10.0):
