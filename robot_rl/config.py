@@ -183,6 +183,24 @@ class ActorConfig(ConfigNode):
 
 
 @dataclass
+class HilConfig(ConfigNode):
+    """Base of the ``hil`` group (human in the loop). ``hil=none`` is this base: no operator. The teleop
+    presets (``hil=keyboard|spacemouse|gamepad|virtual``) extend it in ``robot_rl.hardware.teleop.config``."""
+
+    name: str = "none"
+    """Operator: ``none``, ``keyboard``, ``spacemouse``, ``gamepad`` or ``virtual`` (scripted expert)."""
+
+
+@dataclass
+class RewardConfig(ConfigNode):
+    """Reward the learner trains on. ``none``: the recorded (env/robot) reward. Learned reward models
+    (``reward=prm``, ``reward=classifier``) subclass this in ``reward_models/config.py``."""
+
+    name: str = "none"
+    """Registered reward model (``robot_rl.registry.REWARD_MODELS``) or ``none``."""
+
+
+@dataclass
 class TrainConfig(ConfigNode):
     """Root config of ``robot-rl train | learner | actor``."""
 
@@ -197,6 +215,10 @@ class TrainConfig(ConfigNode):
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     actor: ActorConfig = field(default_factory=ActorConfig)
+    hil: HilConfig = field(default_factory=HilConfig)
+    """Human in the loop on the actors: teleop device or virtual operator, interventions, graded protocol."""
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    """Learned reward labelling the learner's batches (``reward=prm reward.checkpoint=...``); ``none`` = env."""
     run_dir: str = "runs/${now:%Y-%m-%d_%H-%M-%S}"
     """Where the resolved config, checkpoints, logs, plots and episodes go (a new timestamped directory per
     run by default; give a learner the same ``run_dir`` again to resume it from its latest checkpoint)."""
@@ -225,7 +247,8 @@ def _register_components() -> None:
     from hydra.core.config_store import ConfigStore
 
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)
-    for module in ("robot_rl.sim", "robot_rl.policies", "robot_rl.algorithms"):
+    for module in ("robot_rl.sim", "robot_rl.policies", "robot_rl.algorithms", "robot_rl.hardware.teleop.config",
+                   "robot_rl.reward_models"):
         importlib.import_module(module)
 
 
@@ -274,6 +297,10 @@ def load_resolved(path: str | os.PathLike, overrides: Sequence[str] = ()) -> "Tr
     """Load a resolved config file (from :func:`save_resolved`) plus overrides, re-validated by the schema."""
     raw = OmegaConf.load(path)
     groups = [f"env={raw.env.name}", f"policy={raw.policy.name}", f"algo={raw.algo.name}"]
+    if "hil" in raw:  # configs written before the hil group existed have none
+        groups.append(f"hil={raw.hil.name}")
+    if "reward" in raw:  # likewise for the reward group
+        groups.append(f"reward={raw.reward.name}")
     _register_components()
     from hydra import compose, initialize_config_dir
 

@@ -69,6 +69,12 @@ class Learner:
         self.demo = ReplayBuffer(self.obs_spec, self.action_spec, cfg.replay.demo_capacity)
         self.sampler = MixedSampler(self.online, self.demo, self.algo.batch_size_per_update, cfg.replay.demo_ratio,
                                     self.device, cfg.replay.prefetch, seed=cfg.seed)
+        self.reward_labeller = None  # learned reward: labels each sampled batch on the prefetch thread
+        if getattr(cfg, "reward", None) is not None and cfg.reward.name != "none":
+            from robot_rl.reward_models.labeller import make_labeller
+
+            self.reward_labeller = make_labeller(cfg, self.obs_spec, self.device)
+            self.sampler = self.reward_labeller.wrap(self.sampler)
         self.ledger = DedupLedger()
         self.updates = 0
         self.online_transitions = 0
@@ -95,6 +101,7 @@ class Learner:
 
     def _resume_or_load_demos(self) -> None:
         latest = self.checkpointer.latest() if self.cfg.learner.resume else None
+        self._resumed = latest is not None
         if latest is not None:
             self.load_checkpoint(latest)
             return
@@ -105,6 +112,11 @@ class Learner:
                 self.demo.add_episode(episode)
                 n += 1
             log.info("loaded %d demo episodes (%d transitions) from %s", n, len(self.demo), store.directory)
+        fit = getattr(self.policy, "fit_state_normalization", None)
+        if fit is not None and len(self.demo) and "state" in self.obs_spec.fields:
+            states = self.demo.sample(min(len(self.demo), 20_000), self.np_rng).obs["state"]  # (n, S)
+            if fit(torch.as_tensor(states).to(self.device)):
+                log.info("state normalisation fitted on %d demo transitions", len(states))
 
     # ------------------------------------------------------------------------------- ingest (IO thread)
     def _ingest(self, chunk: Chunk) -> None:
@@ -122,7 +134,8 @@ class Learner:
             state = {"algo": self.algo.state_dict(), "policy": self.algo.policy_weights(), "updates": self.updates,
                      "online_transitions": self.online_transitions, "weights_version": self.weights_version,
                      "ledger": self.ledger.state_dict(), "rng": rng_state(self.np_rng),
-                     "spec_hash": self.spec_hash, "config_hash": self.config_hash}
+                     "spec_hash": self.spec_hash, "config_hash": self.config_hash,
+                     "reward_version": self.reward_labeller.version if self.reward_labeller else "env"}
             marks = self.ledger.marks()
             path = self.checkpointer.save(f"ckpt-{self.updates:010d}", state, {
                 "replay_online": self.online.save, "replay_demo": self.demo.save})
@@ -199,11 +212,26 @@ class Learner:
             return self.updates
         return int(self.cfg.learner.utd * self.online_transitions)
 
+    def _pretrain_offline(self, logger: RunLogger) -> None:
+        """Offline-to-online warm start on the demo buffer (``algo.offline_pretrain_updates``), fresh runs only:
+        a resumed learner already holds the pre-trained weights in its checkpoint."""
+        n = int(getattr(self.cfg.algo, "offline_pretrain_updates", 0))
+        if n <= 0 or self._resumed or len(self.demo) == 0:
+            return
+        t0 = time.monotonic()
+        metrics = self.algo.pretrain_offline(self.sampler.sample_demo, n)
+        log.info("offline pre-training: %d updates on %d demo transitions in %.1fs: %s", n, len(self.demo),
+                 time.monotonic() - t0, {k: round(v, 4) for k, v in metrics.items()})
+        logger.log({f"pretrain/{k}": v for k, v in metrics.items()}, step=0)
+        if self.cfg.learner.eval_every_env_steps:
+            self._log_evaluation(logger)  # the starting point of the learning curve (env step 0)
+
     def run(self) -> dict[str, float]:
         cfg = self.cfg
         logger = RunLogger(self.run_dir, cfg.logger, "learner", to_dict(cfg))
+        self._pretrain_offline(logger)
         self.transport.start()
-        self.publish()  # actors start from the learner's initial (or resumed) policy
+        self.publish()  # actors start from the learner's initial (or resumed, or demo-pretrained) policy
         last_ckpt = last_log = last_publish = t_start = time.monotonic()
         metrics: dict[str, float] = {}
         eval_every = cfg.learner.eval_every_env_steps
@@ -230,12 +258,8 @@ class Learner:
                     last_ckpt = time.monotonic()
                 if time.monotonic() - last_log >= 1.0:
                     last_log = time.monotonic()
-                    elapsed = last_log - t_start
-                    logger.log({**metrics, "updates": self.updates, "env_steps": self.online_transitions,
-                                "updates_per_s": self.updates / max(elapsed, 1e-9),
-                                "replay_online": len(self.online), "replay_demo": len(self.demo),
-                                **{f"transport/{k}": v for k, v in self.transport.stats().items()}},
-                               step=self.online_transitions)
+                    self._log_progress(logger, metrics, last_log - t_start)
+            self._log_progress(logger, metrics, time.monotonic() - t_start)  # short runs get one line too
             self.publish()
             self.save_checkpoint()
             if eval_every:
@@ -244,6 +268,14 @@ class Learner:
             self.sampler.close()
             logger.close()
         return {"updates": float(self.updates), "env_steps": float(self.online_transitions)}
+
+    def _log_progress(self, logger: RunLogger, metrics: dict[str, float], elapsed: float) -> None:
+        logger.log({**metrics, "updates": self.updates, "env_steps": self.online_transitions,
+                    "updates_per_s": self.updates / max(elapsed, 1e-9),
+                    "replay_online": len(self.online), "replay_demo": len(self.demo),
+                    **{f"transport/{k}": v for k, v in self.transport.stats().items()},
+                    **(self.reward_labeller.stats() if self.reward_labeller else {})},
+                   step=self.online_transitions)
 
     def close(self) -> None:
         self.transport.close()

@@ -1,0 +1,159 @@
+"""Reward-model benchmark: quality on held-out twin episodes, inference speed, learner cost of labelling,
+and (``--rl``) RL with the learned reward vs the sparse reward. Prints a table, then one JSON line.
+
+    python benchmarks/reward.py                       # quality (pixels, 64 px) + speed, ~10 min on 2 cores
+    python benchmarks/reward.py --rl --seeds 3        # + robot-rl train reward=prm vs sparse (GPU-sized job)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import numpy as np
+import torch
+
+
+def quality(args) -> tuple[dict, object, list]:
+    from robot_rl.config import load_config
+    from robot_rl.reward_models.config import ProgressModelConfig, RewardTrainConfig
+    from robot_rl.reward_models.data import generate_episodes
+    from robot_rl.reward_models.evaluate import evaluate
+    from robot_rl.reward_models.train import train_model
+
+    env = [f"env.obs=pixels", f"env.image_size={args.image_size}", "env.max_episode_steps=40",
+           "env.randomization.colour_range=0.05", "env.randomization.light_range=0.2"]
+    cfg = load_config(env)
+    t0 = time.monotonic()
+    train = generate_episodes(cfg.env, args.n_success, args.n_failure, seed=1)
+    held_out = generate_episodes(cfg.env, 12, 12, seed=1001)  # other reset seeds, randomisation on
+    t_data = time.monotonic() - t0
+    views = tuple(args.views.split(",")) if args.views else ()
+    tc = RewardTrainConfig(steps=args.steps, model=ProgressModelConfig(views=views, image_size=args.image_size))
+    t0 = time.monotonic()
+    model = train_model(train, tc)
+    t_train = time.monotonic() - t0
+    m = evaluate(model, held_out)
+    m.update(data_s=t_data, train_s=t_train)
+    return m, model, held_out
+
+
+@torch.no_grad()
+def inference_speed(model, episodes, batch: int = 256, reps: int = 5) -> dict:
+    frames = {k: np.concatenate([e.frames[k] for e in episodes])[:batch] for k in model.encoder.views}
+    obs = {k: torch.from_numpy(v) for k, v in frames.items()}
+    n = len(next(iter(obs.values())))
+    text = torch.from_numpy(next(iter(model.task_embedding.values())))[None]
+    model.phi_done(obs, text)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        f = model.encoder(obs)
+        tf = model.text_features(text).expand(n, -1)
+        model.delta(f[:1].expand(n, -1), f, f.roll(1, 0), tf)  # n pairs (frames already encoded once)
+    pair_s = (time.perf_counter() - t0) / reps
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        model.phi_done(obs, text)
+    frame_s = (time.perf_counter() - t0) / reps
+    # a labelled transition needs Phi of obs and next_obs: two frames
+    return {"pairs_per_s": n / pair_s, "transitions_labelled_per_s": n / (2 * frame_s)}
+
+
+def learner_rate(checkpoint: str | None, demo_dir: str, updates: int = 150) -> float:
+    from robot_rl.config import load_config
+    from robot_rl.learner import Learner
+
+    with tempfile.TemporaryDirectory() as run:
+        extra = ["reward=prm", f"reward.checkpoint={checkpoint}"] if checkpoint else []
+        cfg = load_config(["env.max_episode_steps=40", f"run_dir={run}", "logger.wandb=disabled",
+                           "logger.progress=false", "transport.kind=inproc", f"learner.demos={demo_dir}",
+                           "algo.offline_pretrain_updates=0", *extra])
+        learner = Learner(cfg)
+        try:
+            for _ in range(10):
+                learner.algo.update(learner.sampler.next())
+            t0 = time.perf_counter()
+            for _ in range(updates):
+                learner.algo.update(learner.sampler.next())
+            return updates / (time.perf_counter() - t0)
+        finally:
+            learner.sampler.close()
+
+
+def labelling_cost(args) -> dict:
+    """SAC/RLPD updates per second on state observations with and without a state progress model labelling."""
+    from robot_rl.config import load_config
+    from robot_rl.episode_store import EpisodeStore
+    from robot_rl.reward_models.config import ProgressModelConfig, RewardTrainConfig
+    from robot_rl.reward_models.data import generate_episodes
+    from robot_rl.reward_models.train import save_checkpoint, train_model
+
+    cfg = load_config(["env.max_episode_steps=40"])
+    eps = generate_episodes(cfg.env, 20, 8, seed=3)
+    tmp = Path(tempfile.mkdtemp())
+    store = EpisodeStore(tmp / "demos")
+    for e in eps:
+        if e.success:
+            store.write(e)
+    model = train_model(eps, RewardTrainConfig(steps=200, model=ProgressModelConfig()))
+    save_checkpoint(tmp / "prm.pt", model, [eps[0].task])
+    without = learner_rate(None, str(store.directory))
+    with_ = learner_rate(str(tmp / "prm.pt"), str(store.directory))
+    return {"learner_updates_per_s_sparse": without, "learner_updates_per_s_prm": with_}
+
+
+def steps_to(records: list[dict], threshold: float) -> float:
+    for r in records:
+        if r.get("eval/success_rate", 0.0) >= threshold:
+            return float(r["step"])
+    return float("inf")
+
+
+def rl(args) -> dict:
+    """robot-rl train with reward=prm vs the sparse reward over seeds: env steps to 80% eval success."""
+    out: dict[str, list[float]] = {"prm": [], "sparse": []}
+    for seed in range(args.seeds):
+        for name, extra in (("sparse", []), ("prm", ["reward=prm"])):
+            run = Path(tempfile.mkdtemp()) / f"{name}-{seed}"
+            subprocess.run([sys.executable, "-m", "robot_rl.cli", "train", f"run_dir={run}", f"seed={seed}",
+                            f"env.seed={seed}", "logger.wandb=disabled", *extra, *args.train_args], check=True)
+            records = [json.loads(line) for line in (run / "metrics_learner.jsonl").read_text().splitlines()]
+            out[name].append(steps_to(records, 0.8))
+    prm, sparse = float(np.median(out["prm"])), float(np.median(out["sparse"]))
+    return {"steps_to_80_prm": prm, "steps_to_80_sparse": sparse,
+            "speedup": sparse / prm if np.isfinite(prm) and prm > 0 else 0.0}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--n-success", type=int, default=30)
+    p.add_argument("--n-failure", type=int, default=15)
+    p.add_argument("--views", default="images/front,images/wrist", help="comma-separated; empty = all keys")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--rl", action="store_true")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--train-args", nargs="*", default=[])
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    result, model, held_out = quality(args)
+    result.update(inference_speed(model, held_out))
+    result.update(labelling_cost(args))
+    if args.rl:
+        result.update(rl(args))
+    width = max(map(len, result))
+    for k, v in result.items():
+        print(f"{k:<{width}}  {v:.4g}" if isinstance(v, float) else f"{k:<{width}}  {v}")
+    print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.items()}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""Learner integration: label every sampled batch with the reward model, off the learner's thread.
+
+Replay keeps the reward each transition arrived with (the env's or robot's); the reward the algorithm trains
+on is computed when a batch is sampled, in one batched forward pass over its ``obs`` and ``next_obs``
+(2N frames), on the replay prefetch thread (:class:`LabelledSampler`), so the update loop never runs the
+reward model itself. Because stored rewards are never overwritten, swapping in a new reward model
+(:meth:`RewardLabeller.load`) "relabels" the whole buffer at once: every batch sampled afterwards carries the
+new version. The version of the model that labelled the batches is reported in the learner's metrics
+(``reward/version``) and saved in its checkpoints.
+
+Reward (``reward`` config): ``base + scale * F`` with ``base`` the recorded reward (``env``), the done
+head's success call ``1[P(done | s') >= done_threshold]`` (``done``) or 0 (``zero``), and ``F`` the
+potential-based term ``gamma * Phi(s') * (1 - terminated) - Phi(s)`` (gamma = ``algo.gamma``), the naive
+delta (``naive_delta``) or nothing (``none``).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from robot_rl.registry import REWARD_MODELS
+from robot_rl.replay import MixedSampler
+from robot_rl.reward_models.shaping import SHAPINGS, shape
+from robot_rl.specs import ObsSpec
+from robot_rl.types import Batch
+
+log = logging.getLogger("robot_rl.reward_models")
+BASES = ("env", "done", "zero")
+
+
+class RewardLabeller:
+    def __init__(self, model: torch.nn.Module, reward_cfg: Any, gamma: float, obs_spec: ObsSpec | None = None,
+                 device: str | torch.device = "cpu") -> None:
+        if reward_cfg.shaping not in SHAPINGS:
+            raise ValueError(f"reward.shaping must be one of {SHAPINGS}, got {reward_cfg.shaping!r}")
+        if reward_cfg.base not in BASES:
+            raise ValueError(f"reward.base must be one of {BASES}, got {reward_cfg.base!r}")
+        if not 0.0 < reward_cfg.done_threshold < 1.0:
+            raise ValueError(f"reward.done_threshold must be in (0, 1), got {reward_cfg.done_threshold}")
+        self.cfg, self.gamma, self.obs_spec = reward_cfg, float(gamma), obs_spec
+        self.device = torch.device(device)
+        self._lock = threading.Lock()
+        self.labelled = 0
+        self._seconds = 0.0
+        self._set_model(model)
+
+    # ----------------------------------------------------------------------------------------- model
+    def _set_model(self, model: torch.nn.Module) -> None:
+        if self.obs_spec is not None:
+            for key, shape_ in model.encoder.view_shapes.items():
+                spec = self.obs_spec.fields.get(key)
+                if spec is None or tuple(spec.shape) != tuple(shape_):
+                    raise ValueError(f"reward model reads {key!r} {shape_}, the task's observation spec has "
+                                     f"{None if spec is None else tuple(spec.shape)}")
+        task = self.cfg.task or (model.tasks[0] if getattr(model, "tasks", None) else "")
+        if not task:
+            raise ValueError("reward.task is empty and the reward model records no training task")
+        from robot_rl.reward_models.evaluate import text_embedding
+
+        text = torch.from_numpy(text_embedding(model, task))[None].to(self.device)  # (1, 384)
+        with self._lock:
+            self.model = model.to(self.device).eval()
+            self.text = text
+            self.task = task
+            self.version = str(getattr(model, "version", "unversioned"))
+
+    def load(self, checkpoint: str | Path) -> str:
+        """Swap in another checkpoint (e.g. a retrained model); batches sampled from now on use it."""
+        from robot_rl.reward_models.train import load_checkpoint
+
+        self._set_model(load_checkpoint(checkpoint, self.device))
+        log.info("reward model %s (version %s) labels batches from now on", checkpoint, self.version)
+        return self.version
+
+    # -------------------------------------------------------------------------------------- labelling
+    @torch.no_grad()
+    def potentials(self, obs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(Phi (N,), P(done) (N,)) float64 for a numpy observation batch."""
+        with self._lock:
+            model, text = self.model, self.text
+        views = {k: torch.from_numpy(np.ascontiguousarray(obs[k])).to(self.device) for k in model.encoder.views}
+        phi, done = model.phi_done(views, text)
+        phi, done = phi.double().cpu().numpy(), done.double().cpu().numpy()
+        if not (np.isfinite(phi).all() and np.isfinite(done).all()):
+            raise FloatingPointError("reward model produced NaN/inf")
+        return phi, done
+
+    def rewards(self, batch: Batch) -> np.ndarray:
+        """float32 (N,) learned rewards of a numpy batch."""
+        n = len(batch)
+        both = {k: np.concatenate([batch.obs[k], batch.next_obs[k]]) for k in self.model.encoder.views}
+        phi_all, done_all = self.potentials(both)  # (2N,)
+        phi, phi_next, done_next = phi_all[:n], phi_all[n:], done_all[n:]
+        if self.cfg.base == "env":
+            base = np.asarray(batch.reward, np.float64)
+        elif self.cfg.base == "done":
+            base = (done_next >= self.cfg.done_threshold).astype(np.float64)
+        else:
+            base = np.zeros(n)
+        return shape(self.cfg.shaping, base, phi, phi_next, np.asarray(batch.terminated, bool), self.gamma,
+                     self.cfg.scale)
+
+    def label(self, batch: Batch) -> Batch:
+        """A copy of ``batch`` whose ``reward`` is the learned reward (the buffer's arrays are not touched)."""
+        t0 = time.perf_counter()
+        reward = self.rewards(batch)
+        self._seconds += time.perf_counter() - t0
+        self.labelled += len(batch)
+        return replace(batch, reward=reward)
+
+    def stats(self) -> dict[str, Any]:
+        return {"reward/version": self.version, "reward/labelled": self.labelled,
+                "reward/label_us_per_transition": 1e6 * self._seconds / max(self.labelled, 1)}
+
+    def wrap(self, sampler: MixedSampler) -> "LabelledSampler":
+        return LabelledSampler(sampler, self)
+
+
+class LabelledSampler(MixedSampler):
+    """A :class:`MixedSampler` whose batches are labelled by a :class:`RewardLabeller` on its prefetch thread."""
+
+    def __init__(self, inner: MixedSampler, labeller: RewardLabeller) -> None:
+        super().__init__(inner.online, inner.demo, inner.batch_size, inner.demo_ratio, inner.device, inner.prefetch)
+        self.rng = inner.rng
+        self.labeller = labeller
+
+    def sample_numpy(self) -> Batch:
+        return self.labeller.label(super().sample_numpy())
+
+
+# ------------------------------------------------------------------------------------- construction
+def _resolve_device(name: str, learner_device: torch.device) -> torch.device:
+    return learner_device if name == "auto" else torch.device(name)
+
+
+def _train_from_demos(cfg: Any, kind: str, out: Path) -> Path:
+    """No checkpoint given: train one on the learner's demos (successes only; reversed, static and
+    mismatched-text negatives) and cache it in ``run_dir``."""
+    from robot_rl.episode_store import EpisodeStore
+    from robot_rl.reward_models.config import RewardTrainConfig
+    from robot_rl.reward_models.train import save_checkpoint, train_model
+
+    if not cfg.learner.demos:
+        raise ValueError("reward.checkpoint is empty and there are no demos to train a reward model on "
+                         "(set reward.checkpoint=PATH from `robot-rl reward train`, or learner.demos)")
+    episodes = list(EpisodeStore(cfg.learner.demos).episodes())
+    if not any(e.success for e in episodes):
+        raise ValueError(f"no successful episodes in {cfg.learner.demos} to train a reward model on")
+    train_cfg = RewardTrainConfig(kind=kind, steps=cfg.reward.train_steps, seed=cfg.seed)
+    log.info("training a %s reward model on %d demo episodes for %d steps (cached in %s)", kind, len(episodes),
+             train_cfg.steps, out)
+    model = train_model(episodes, train_cfg)
+    save_checkpoint(out, model, sorted({e.task for e in episodes}), train_cfg)
+    return out
+
+
+def make_labeller(cfg: Any, obs_spec: ObsSpec, learner_device: torch.device | str = "cpu") -> RewardLabeller:
+    """The learner's labeller for ``cfg.reward`` (a registered reward model name)."""
+    return REWARD_MODELS.make(cfg.reward.name, cfg, obs_spec, torch.device(learner_device))
+
+
+def labeller_from_checkpoint(kind: str, cfg: Any, obs_spec: ObsSpec, learner_device: torch.device) -> RewardLabeller:
+    """Load ``cfg.reward.checkpoint`` (or train one on the demos when it is empty) and wrap it."""
+    from robot_rl.reward_models.train import load_checkpoint
+
+    path = Path(cfg.reward.checkpoint) if cfg.reward.checkpoint else Path(cfg.run_dir) / f"reward_{kind}.pt"
+    if not cfg.reward.checkpoint and not path.exists():
+        _train_from_demos(cfg, kind, path)
+    device = _resolve_device(cfg.reward.device, torch.device(learner_device))
+    model = load_checkpoint(path, device)
+    if model.kind != kind:
+        raise ValueError(f"reward={cfg.reward.name} expects a {kind!r} checkpoint, {path} holds {model.kind!r}")
+    labeller = RewardLabeller(model, cfg.reward, cfg.algo.gamma, obs_spec, device)
+    log.info("learned reward: %s (version %s) for task %r, base=%s shaping=%s scale=%g gamma=%g", path,
+             labeller.version, labeller.task, cfg.reward.base, cfg.reward.shaping, cfg.reward.scale,
+             cfg.algo.gamma)
+    return labeller

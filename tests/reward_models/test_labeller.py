@@ -1,0 +1,97 @@
+"""The learner trains on learned rewards: batches labelled off its thread, version recorded."""
+import json
+import threading
+
+import numpy as np
+import pytest
+
+from robot_rl.actor import Actor
+from robot_rl.config import load_config
+from robot_rl.episode_store import EpisodeStore
+from robot_rl.learner import Learner
+from robot_rl.reward_models.labeller import LabelledSampler, RewardLabeller
+from robot_rl.reward_models.train import load_checkpoint
+
+
+@pytest.fixture
+def demo_dir(tmp_path, state_train_episodes):
+    store = EpisodeStore(tmp_path / "demos")
+    for e in state_train_episodes:
+        if e.success:
+            store.write(e)
+    return store.directory
+
+
+def _cfg(tmp_path, *extra):
+    return load_config(["env.max_episode_steps=40", f"run_dir={tmp_path / 'run'}", "logger.wandb=disabled",
+                        "logger.progress=false", "algo.batch_size=32", "learner.warmup_transitions=64",
+                        "transport.kind=inproc", "transport.chunk_size=16", *extra])
+
+
+def test_learner_samples_potential_shaped_rewards(tmp_path, demo_dir, state_checkpoint):
+    cfg = _cfg(tmp_path, "reward=prm", f"reward.checkpoint={state_checkpoint}", f"learner.demos={demo_dir}",
+               "replay.prefetch=1", "algo.gamma=0.97")
+    learner = Learner(cfg)
+    try:
+        assert isinstance(learner.sampler, LabelledSampler)
+        batch = learner.sampler.next()  # labelled on the prefetch thread
+        obs = {k: v.cpu().numpy() for k, v in batch.obs.items()}
+        nxt = {k: v.cpu().numpy() for k, v in batch.next_obs.items()}
+        phi, _ = learner.reward_labeller.potentials(obs)
+        phi_next, _ = learner.reward_labeller.potentials(nxt)
+        term = batch.terminated.cpu().numpy()
+        env_reward = term.astype(np.float64)  # successful demos: reward 1 exactly on the terminating step
+        expected = env_reward + 0.97 * np.where(term, 0.0, phi_next) - phi
+        np.testing.assert_allclose(batch.reward.cpu().numpy(), expected, atol=1e-5)
+        assert learner.reward_labeller.stats()["reward/labelled"] >= 32
+        assert learner.reward_labeller.version == load_checkpoint(state_checkpoint).version
+    finally:
+        learner.sampler.close()  # the transport was never started (no run()), so nothing else to close
+
+
+def test_reward_options_and_model_swap(state_checkpoint, state_heldout_episodes, state_cfg):
+    model = load_checkpoint(state_checkpoint)
+    fail = next(e for e in state_heldout_episodes if not e.success).to_batch()
+    succ = next(e for e in state_heldout_episodes if e.success).to_batch()
+    for base, shaping in (("done", "none"), ("zero", "naive_delta"), ("env", "potential")):
+        rc = load_config(["reward=prm", f"reward.base={base}", f"reward.shaping={shaping}"]).reward
+        lab = RewardLabeller(model, rc, gamma=0.99)
+        r_succ, r_fail = lab.rewards(succ), lab.rewards(fail)
+        assert r_succ.dtype == np.float32 and np.isfinite(r_succ).all()
+        if base == "done":  # success read off the done head: fires on the success step only
+            assert r_succ[-1] == 1.0 and r_succ[:-3].sum() == 0 and r_fail.sum() == 0
+        if shaping == "naive_delta":  # telescopes to Phi(s_T) - Phi(s_0) (high for a success)
+            assert r_succ.sum() > 0.7
+    lab = RewardLabeller(model, load_config(["reward=prm"]).reward, gamma=0.99)
+    old = lab.version
+    assert lab.load(state_checkpoint) == old  # same weights, same version
+    with pytest.raises(ValueError, match="shaping"):
+        RewardLabeller(model, load_config(["reward=prm", "reward.shaping=delta"]).reward, gamma=0.99)
+    with pytest.raises(ValueError, match="observation spec"):
+        from robot_rl.learner import env_specs
+        RewardLabeller(model, load_config(["reward=prm"]).reward, 0.99,
+                       obs_spec=env_specs(load_config(["env.obs=pixels", "env.image_size=16"]))[0])
+
+
+def test_inproc_loop_trains_with_a_reward_model_trained_from_the_demos(tmp_path, demo_dir):
+    """``reward=prm`` without a checkpoint: the learner trains one on its demos, caches it, then every
+    sampled batch is labelled while actor and learner run (in-process transport)."""
+    cfg = _cfg(tmp_path, "reward=prm", "reward.train_steps=40", f"learner.demos={demo_dir}",
+               "algo.offline_pretrain_updates=0", "learner.max_env_steps=128", "learner.utd=0.25", "learner.publish_every=10", "replay.prefetch=2")
+    learner = Learner(cfg)
+    assert (tmp_path / "run" / "reward_prm.pt").exists()
+    actor = Actor(cfg, learner.transport.connect(cfg.transport, "actor-0"))
+    stop, result = threading.Event(), {}
+    thread = threading.Thread(target=lambda: result.update(actor.run(stop=stop)))
+    thread.start()
+    try:
+        learned = learner.run()
+    finally:
+        stop.set()
+        thread.join(60)
+        learner.close()
+    assert learned["env_steps"] >= 128 and learned["updates"] >= 0.25 * 128
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics_learner.jsonl").read_text().splitlines()]
+    versions = {r["reward/version"] for r in records if "reward/version" in r}
+    assert versions == {learner.reward_labeller.version}
+    assert learner.reward_labeller.labelled >= learned["updates"] * 32
