@@ -100,6 +100,17 @@ class Actor:
         self.stats = ActorStats()
         self._progress_key: tuple[int, int] | None = None
         self._steps_since_progress = 0
+        self.hil = None  # human in the loop (hil=keyboard|spacemouse|gamepad|virtual): robot_rl.hardware.teleop
+        if getattr(cfg, "hil", None) is not None and cfg.hil.name != "none":
+            from robot_rl.hardware.teleop.session import HilSession
+
+            self.hil = HilSession(cfg, self.envs, self.action_spec, self.spec_hash, self.actor_id, self.rng)
+
+    def _reset(self, j: int, episode_id: int) -> dict[str, np.ndarray]:
+        seed = env_seed(self.cfg.env.seed, self.actor_id, j) + episode_id
+        if self.hil is not None:  # the graded protocol picks the start (fresh, a failure state, a demo's)
+            return self.hil.reset(j, self.envs[j], seed)
+        return self.envs[j].reset(seed=seed)
 
     def _maybe_swap_weights(self) -> None:
         weights = self.transport.poll_weights()
@@ -143,8 +154,7 @@ class Actor:
             while self.transport.poll_weights() is None and not (stop is not None and stop.is_set()):
                 time.sleep(0.05)
         episode_ids = [self.store.reserve_episode_id(self.actor_id) for _ in self.envs]
-        obs = [env.reset(seed=env_seed(self.cfg.env.seed, self.actor_id, j) + episode_ids[j])
-               for j, env in enumerate(self.envs)]
+        obs = [self._reset(j, episode_ids[j]) for j in range(len(self.envs))]
         buffers: list[list[Transition]] = [[] for _ in self.envs]
         rate = FixedRate(self.envs[0].control_hz) if self.cfg.actor.realtime else None
         start = last_log = time.perf_counter()
@@ -157,20 +167,30 @@ class Actor:
             t0 = time.perf_counter()
             self._maybe_swap_weights()
             actions = self._actions(obs)
+            policy_actions, intervened = actions, [False] * len(self.envs)
+            if self.hil is not None:  # the operator's command replaces the policy's where they drive
+                decided = self.hil.arbitrate(obs, policy_actions)
+                if decided is None:  # robot held: device lost or silent, or paused (the operator was told)
+                    continue
+                actions, intervened = decided
             for j, env in enumerate(self.envs):
                 result = env.step(actions[j])
                 tr = Transition(obs=obs[j], action=actions[j], reward=result.reward, next_obs=result.obs,
                                 terminated=result.terminated, truncated=result.truncated, actor_id=self.actor_id,
-                                episode_id=episode_ids[j], step=len(buffers[j]))
+                                episode_id=episode_ids[j], step=len(buffers[j]), intervened=intervened[j],
+                                policy_action=policy_actions[j])
+                success = result.success
+                if self.hil is not None:  # success/failure/reset presses label this step
+                    tr, success = self.hil.label(j, tr, success)
                 self.transport.send(tr)
                 buffers[j].append(tr)
                 obs[j] = result.obs
                 self.stats.steps += 1
-                if result.terminated or result.truncated:
-                    self._finish_episode(buffers[j], result.success, env)
+                if tr.terminated or tr.truncated:
+                    self._finish_episode(buffers[j], success, env, index=j)
                     buffers[j] = []
                     episode_ids[j] = self.store.reserve_episode_id(self.actor_id)
-                    obs[j] = env.reset(seed=env_seed(self.cfg.env.seed, self.actor_id, j) + episode_ids[j])
+                    obs[j] = self._reset(j, episode_ids[j])
                     self.policy.reset()
             self.stats.loop_ms.append((time.perf_counter() - t0) * 1e3)
             if len(self.stats.loop_ms) > 10_000:
@@ -188,16 +208,21 @@ class Actor:
         # Episodes cut short by the stop are still real experience: store them, marked truncated-by-stop.
         for j, buf in enumerate(buffers):
             if buf:
-                self._finish_episode(buf, False, self.envs[j], interrupted=True)
+                self._finish_episode(buf, False, self.envs[j], interrupted=True, index=j)
         self.transport.flush()
-        return self.stats.summary(self.transport, time.perf_counter() - start)
+        summary = self.stats.summary(self.transport, time.perf_counter() - start)
+        if self.hil is not None:
+            summary.update(self.hil.summary())
+            self.hil.close()
+        return summary
 
     def _finish_episode(self, transitions: list[Transition], success: bool, env: RobotEnv,
-                        interrupted: bool = False) -> None:
+                        interrupted: bool = False, index: int = 0) -> None:
+        meta = {"interrupted": interrupted, "weights_version": self.stats.weights_version}
+        if self.hil is not None:  # label, its source and the intervention rate (reward models read these)
+            meta.update(self.hil.episode_meta(index, success, interrupted, transitions[0].episode_id))
         episode = Episode.from_transitions(transitions, self.spec_hash, success=success,
-                                           task=getattr(env, "task", ""),
-                                           meta={"interrupted": interrupted, "weights_version":
-                                                 self.stats.weights_version})
+                                           task=getattr(env, "task", ""), meta=meta)
         self.store.write(episode)
         self.transport.flush()
         self.stats.episodes += 1

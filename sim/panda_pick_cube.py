@@ -224,6 +224,25 @@ class PandaPickCube:
             renderer.close()
         self._renderers.clear()
 
+    # ------------------------------------------------------------------ reset to a state (HIL protocol)
+    def get_state(self) -> np.ndarray:
+        """Full simulator state, for return-and-explore (:mod:`robot_rl.sim.twin_state`)."""
+        from robot_rl.sim.twin_state import capture
+
+        return capture(self)
+
+    def set_state(self, state: np.ndarray) -> dict[str, np.ndarray]:
+        """Start a fresh episode from a :meth:`get_state` snapshot; returns its observation."""
+        from robot_rl.sim.twin_state import restore
+
+        return restore(self, state)
+
+    def reset_like(self, first_state: np.ndarray, seed: int | None = None) -> dict[str, np.ndarray]:
+        """Reset with the cube where a recorded episode's first ``state`` frame had it (demo replay)."""
+        from robot_rl.sim.twin_state import reset_like
+
+        return reset_like(self, first_state, seed)
+
     def expert(self) -> PickCubeExpert:
         """Scripted expert reading ``obs['state']``; in pixel mode it is fed the ground-truth cube pose."""
         return PickCubeExpert(self.cfg.action_scale, None if self.cfg.obs == "state" else self.cube_pose)
