@@ -1,0 +1,274 @@
+"""Typed parameters of the ROS 2 robot node and the twin node, read from a ROS 2 parameter yaml file.
+
+The launch files pass ``launch/config/*.yaml`` to the nodes (``--ros-args --params-file``); rclpy declares
+every parameter found there, and :func:`from_params` turns the flat dotted names (``topics.joint_states``)
+into this dataclass tree. An unknown name or a wrong type is an error, never a silent default. The same
+file can be read without ROS (:func:`load_params_file`), e.g. by tests and the benchmark.
+Light: importing this never imports rclpy.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from robot_rl.config import ConfigNode, _freeze
+
+PANDA_ARM_JOINTS = tuple(f"panda_joint{i}" for i in range(1, 8))
+PANDA_FINGER_JOINTS = ("panda_finger_joint1", "panda_finger_joint2")
+PANDA_HOME_Q = (0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785)
+
+
+@dataclass
+class QosConfig(ConfigNode):
+    """Quality of service of sensor and command topics (ROS 2 conventions for ros2_control)."""
+
+    sensor_reliability: str = "best_effort"
+    """``best_effort`` (sensor-data convention: never block on a lost frame) or ``reliable``."""
+    sensor_depth: int = 1
+    """Keep-last depth of sensor subscriptions (1: only the newest sample matters)."""
+    command_reliability: str = "reliable"
+    """Commands must arrive: ``reliable`` (or ``best_effort`` for controllers that ask for it)."""
+    command_depth: int = 10
+    """Keep-last depth of command publishers."""
+
+
+@dataclass
+class TopicsConfig(ConfigNode):
+    """Topic names. Cameras are listed in the order of ``cameras``/``camera_topics``."""
+
+    joint_states: str = "/joint_states"
+    """``sensor_msgs/JointState`` of the arm and gripper joints."""
+    ee_pose: str = "/robot_rl/ee_pose"
+    """``geometry_msgs/PoseStamped`` of the TCP in the base frame (used when ``ee_pose_source=topic``)."""
+    ee_pose_source: str = "topic"
+    """``topic`` (``ee_pose``) or ``tf`` (``/tf`` + ``/tf_static``, chain ``base_frame`` -> ``ee_frame``)."""
+    base_frame: str = "panda_link0"
+    """Base frame of the robot (world frame of the state observation)."""
+    ee_frame: str = "panda_hand_tcp"
+    """TCP frame looked up in tf when ``ee_pose_source=tf``."""
+    cameras: tuple[str, ...] = ("front", "wrist")
+    """Camera names: observation keys ``images/<name>``."""
+    camera_topics: tuple[str, ...] = ("/cameras/front/image_raw", "/cameras/wrist/image_raw")
+    """``sensor_msgs/Image`` topics (rgb8 or bgr8), one per camera."""
+    compressed_images: bool = False
+    """Subscribe ``<topic>/compressed`` (``sensor_msgs/CompressedImage``, jpeg/png) instead of raw images."""
+    command: str = "/cartesian_target"
+    """Arm command topic; its type follows ``command.mode``."""
+    gripper_command: str = "/gripper_controller/commands"
+    """``std_msgs/Float64MultiArray`` with the finger opening (m, sum of both fingers); empty = no gripper."""
+    success: str = "/robot_rl/success"
+    """``std_msgs/Bool``: True ends the episode as a success (operator key, classifier, or the twin)."""
+    estop: str = "/robot_rl/estop"
+    """``std_msgs/Bool``: True latches a hold (robot stays where it is) until False arrives."""
+
+
+@dataclass
+class CommandConfig(ConfigNode):
+    """How actions become controller commands."""
+
+    mode: str = "cartesian_pose"
+    """``cartesian_pose`` (PoseStamped TCP target; action = dx, dy, dz, grip), ``joint_trajectory``
+    (JointTrajectoryController) or ``forward_position`` (forward_command_controller Float64MultiArray);
+    the joint modes take action = one delta per arm joint + grip."""
+    action_scale: float = 0.025
+    """Cartesian modes: TCP displacement (m) per step at action +-1 (the twin's ``action_scale``)."""
+    joint_action_scale: float = 0.05
+    """Joint modes: joint displacement (rad) per step at action +-1."""
+    gripper_open: float = 0.08
+    """Finger opening (m) commanded for grip <= 0."""
+    gripper_closed: float = 0.0
+    """Finger opening (m) commanded for grip > 0."""
+    trajectory_time_s: float = 0.0
+    """``time_from_start`` of JointTrajectory points (0 = one control period)."""
+
+
+@dataclass
+class SafetyConfig(ConfigNode):
+    """Limits enforced below the policy, on every command (and on teleop commands too)."""
+
+    workspace_low: tuple[float, float, float] = (0.25, -0.3, 0.015)
+    """Workspace box lower corner (m, base frame); Cartesian targets are clipped into it."""
+    workspace_high: tuple[float, float, float] = (0.75, 0.3, 0.4)
+    """Workspace box upper corner (m, base frame)."""
+    max_ee_speed: float = 0.3
+    """Largest TCP target speed per axis (m/s)."""
+    max_ee_accel: float = 3.0
+    """Largest change of TCP target speed per axis (m/s^2)."""
+    max_target_lead: float = 0.05
+    """The TCP target may lead the measured TCP by at most this distance (m), so a blocked hand cannot wind up."""
+    joint_lower: tuple[float, ...] = (-2.8973, -1.7628, -2.8973, -3.0718, -2.8973, -0.0175, -2.8973)
+    """Joint position lower limits (rad), joint modes."""
+    joint_upper: tuple[float, ...] = (2.8973, 1.7628, 2.8973, -0.0698, 2.8973, 3.7525, 2.8973)
+    """Joint position upper limits (rad), joint modes."""
+    max_joint_speed: float = 1.0
+    """Largest joint target speed (rad/s), joint modes."""
+    max_joint_accel: float = 10.0
+    """Largest change of joint target speed (rad/s^2), joint modes."""
+    watchdog_timeout_s: float = 0.3
+    """No fresh action for this long: the node commands a hold at the measured position."""
+    sensor_timeout_s: float = 0.25
+    """A sensor whose newest message is older than this is stale: the robot holds and it is reported."""
+
+
+@dataclass
+class RobotNodeConfig(ConfigNode):
+    """Parameters of ``robot_rl_actor_node`` (the robot env + actor on the robot controller)."""
+
+    train_config: str = ""
+    """Resolved training config from the learner (``run_dir/config_learner.yaml``); empty = the defaults."""
+    overrides: tuple[str, ...] = ("env.obs=pixels",)
+    """Hydra overrides applied on top of ``train_config`` (e.g. ``transport.host=10.0.0.5``)."""
+    learner_host: str = ""
+    """Learner address (``transport.host``); empty = as in ``train_config``."""
+    keys_dir: str = ""
+    """CurveZMQ keys directory (``transport.keys_dir``); empty = as in ``train_config``."""
+    actor_id: str = ""
+    """Name of this robot's actor (``actor.actor_id``); empty = as in ``train_config``."""
+    key_name: str = ""
+    """CurveZMQ key name (``keys/actors/<name>.key_secret``) when ``transport.keys_dir`` is set."""
+    control_hz: float = 10.0
+    """Control rate (Hz): one action per period, as on the twin."""
+    max_episode_steps: int = 100
+    """Time limit of an episode in control steps."""
+    image_size: int = 64
+    """Square size (px) of image observations: camera frames are centre-cropped and resized to it."""
+    task: str = "pick up the red cube and lift it"
+    """Natural-language task description stored with each episode."""
+    arm_joints: tuple[str, ...] = PANDA_ARM_JOINTS
+    """Arm joint names, in state/command order."""
+    gripper_joints: tuple[str, ...] = PANDA_FINGER_JOINTS
+    """Finger joint names; the state holds the sum of their positions (opening, m)."""
+    home_joints: tuple[float, ...] = PANDA_HOME_Q
+    """Joint-mode reset target (rad)."""
+    home_position: tuple[float, float, float] = (0.45, 0.0, 0.25)
+    """Cartesian-mode reset target of the TCP (m, base frame)."""
+    reset_time_s: float = 3.0
+    """Longest time a reset moves towards the home target (at the safety speed limits)."""
+    max_steps: int = 0
+    """Stop after this many control steps (0 = run until SIGINT/SIGTERM); for tests and benchmarks."""
+    bag_dir: str = ""
+    """Write every episode's messages to ``<bag_dir>/episode_<n>`` as a rosbag2 MCAP bag; empty = off."""
+    topics: TopicsConfig = field(default_factory=TopicsConfig)
+    qos: QosConfig = field(default_factory=QosConfig)
+    command: CommandConfig = field(default_factory=CommandConfig)
+    safety: SafetyConfig = field(default_factory=SafetyConfig)
+
+
+@dataclass
+class TwinNodeConfig(ConfigNode):
+    """Parameters of ``robot_rl_twin_node``: the MuJoCo Panda twin published on the real robot's topics."""
+
+    physics_hz: float = 100.0
+    """Rate of the simulation timer; each tick integrates ``1 / physics_hz`` seconds of physics."""
+    state_hz: float = 100.0
+    """Rate of ``/joint_states`` and the TCP pose."""
+    camera_hz: float = 15.0
+    """Rate of camera images."""
+    image_size: int = 64
+    """Rendered square image size (px)."""
+    seed: int = 0
+    """Cube placement seed."""
+    object_xy_range: float = 0.0
+    """Cube start randomisation half-width (m), as the twin's ``randomization.object_xy_range``."""
+    command_mode: str = "cartesian_pose"
+    """Which command the twin's controller accepts on ``topics.command``: ``cartesian_pose`` (operational-space
+    control to the TCP target), ``joint_trajectory`` or ``forward_position`` (joint-space PD to the target)."""
+    topics: TopicsConfig = field(default_factory=TopicsConfig)
+    qos: QosConfig = field(default_factory=QosConfig)
+    arm_joints: tuple[str, ...] = PANDA_ARM_JOINTS
+    """Joint names published (and accepted in joint commands), in MuJoCo order."""
+    gripper_joints: tuple[str, ...] = PANDA_FINGER_JOINTS
+    """Finger joint names published in ``/joint_states``."""
+
+
+def _coerce(tp: Any, value: Any, name: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(f"parameter {name}: expected a list, got {value!r}")
+        item = typing.get_args(tp)[0]
+        return tuple(_coerce(item, v, name) for v in value)
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, str, bool) and type(value) is tp:
+        return value
+    raise TypeError(f"parameter {name}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
+
+
+def _build(cls: type, flat: Mapping[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        name = prefix + f.name
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[f.name] = _build(tp, flat, name + ".")
+        elif name in flat:
+            kwargs[f.name] = _coerce(tp, flat[name], name)
+    return cls(**kwargs)
+
+
+def from_params(cls: type, flat: Mapping[str, Any]) -> Any:
+    """Build ``cls`` (sealed) from flat dotted parameter names; unknown names and wrong types are errors."""
+    def known(c: type, prefix: str) -> set[str]:
+        out: set[str] = set()
+        hints = typing.get_type_hints(c)
+        for f in dataclasses.fields(c):
+            tp = hints[f.name]
+            out |= known(tp, f"{prefix}{f.name}.") if dataclasses.is_dataclass(tp) else {prefix + f.name}
+        return out
+    ignored = {"use_sim_time", "start_type_description_service"}  # declared by rclpy itself
+    unknown = sorted(set(flat) - known(cls, "") - ignored)
+    if unknown:
+        raise KeyError(f"unknown {cls.__name__} parameters: {unknown}")
+    cfg = _freeze(_build(cls, flat, ""))
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Any) -> None:
+    """Cross-field checks that a yaml typo would otherwise turn into a wrong robot motion."""
+    topics = cfg.topics
+    if len(topics.cameras) != len(topics.camera_topics):
+        raise ValueError(f"{len(topics.cameras)} cameras but {len(topics.camera_topics)} camera_topics")
+    if topics.ee_pose_source not in ("topic", "tf"):
+        raise ValueError(f"topics.ee_pose_source must be 'topic' or 'tf', got {topics.ee_pose_source!r}")
+    for what in ("sensor_reliability", "command_reliability"):
+        if getattr(cfg.qos, what) not in ("best_effort", "reliable"):
+            raise ValueError(f"qos.{what} must be 'best_effort' or 'reliable'")
+    if isinstance(cfg, RobotNodeConfig):
+        if cfg.command.mode not in ("cartesian_pose", "joint_trajectory", "forward_position"):
+            raise ValueError(f"command.mode {cfg.command.mode!r} is not cartesian_pose, joint_trajectory or "
+                             "forward_position")
+        n = len(cfg.arm_joints)
+        for what in ("joint_lower", "joint_upper"):
+            if len(getattr(cfg.safety, what)) != n:
+                raise ValueError(f"safety.{what} has {len(getattr(cfg.safety, what))} entries for {n} joints")
+        if len(cfg.home_joints) != n:
+            raise ValueError(f"home_joints has {len(cfg.home_joints)} entries for {n} joints")
+        if cfg.control_hz <= 0 or cfg.safety.sensor_timeout_s <= 0 or cfg.safety.watchdog_timeout_s <= 0:
+            raise ValueError("control_hz, safety.sensor_timeout_s and safety.watchdog_timeout_s must be > 0")
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, Mapping):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def load_params_file(path: str | Path, node_name: str, cls: type) -> Any:
+    """Read ``<node_name>: ros__parameters:`` from a ROS 2 parameter file without ROS (PyYAML)."""
+    import yaml
+
+    doc = yaml.safe_load(Path(path).read_text())
+    for key in (node_name, f"/{node_name}", "/**"):
+        if key in doc and "ros__parameters" in doc[key]:
+            return from_params(cls, flatten(doc[key]["ros__parameters"]))
+    raise KeyError(f"{path}: no '{node_name}: ros__parameters:' section")

@@ -1,0 +1,358 @@
+"""The real robot as a :class:`robot_rl.env.RobotEnv`, over ROS 2 (rclpy), with the safety layer below the policy.
+
+One control step (``step``): refuse to move if the e-stop is latched or a sensor is stale (hold and report),
+otherwise turn the action into a position target, pass it through :class:`TargetLimiter` (workspace box or
+joint limits, speed, acceleration, lead) and publish it; then sleep to the next tick of the control clock
+and assemble the observation from the newest sensor messages. A watchdog timer on the node's executor holds
+the robot when no action arrived for ``safety.watchdog_timeout_s``. Sensor QoS is best-effort keep-last-1,
+command QoS reliable (both from the parameter file).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from robot_rl.env import StepResult
+from robot_rl.hardware.ros2 import ros_io
+from robot_rl.hardware.ros2.bag import EpisodeBag
+from robot_rl.hardware.ros2.config import RobotNodeConfig
+from robot_rl.hardware.ros2.safety import Guard, TargetLimiter
+from robot_rl.hardware.ros2.sensors import (HOME_QUAT, SensorCache, assemble_state, compose_chain, joint_vector,
+                                            panda_obs_spec, resize_square)
+from robot_rl.specs import ActionSpec
+
+log = logging.getLogger("robot_rl.ros2.env")
+_TYPES = {"joint_states": "sensor_msgs/msg/JointState", "ee_pose": "geometry_msgs/msg/PoseStamped",
+          "tf": "tf2_msgs/msg/TFMessage", "image": "sensor_msgs/msg/Image",
+          "compressed_image": "sensor_msgs/msg/CompressedImage", "cartesian_pose": "geometry_msgs/msg/PoseStamped",
+          "joint_trajectory": "trajectory_msgs/msg/JointTrajectory",
+          "forward_position": "std_msgs/msg/Float64MultiArray", "gripper": "std_msgs/msg/Float64MultiArray",
+          "float32_array": "std_msgs/msg/Float32MultiArray"}
+
+
+class RosRobotEnv:
+    """``RobotEnv`` of a ros2_control robot. Construct inside a running rclpy context; spin ``node`` elsewhere."""
+
+    def __init__(self, cfg: RobotNodeConfig, node: Any, stop: threading.Event | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        from rclpy.serialization import deserialize_message, serialize_message
+
+        self._deserialize, self._serialize = deserialize_message, serialize_message
+        self.cfg, self.node, self.clock = cfg, node, clock
+        self.stop = stop if stop is not None else threading.Event()
+        self.control_hz = float(cfg.control_hz)
+        self.period = 1.0 / self.control_hz
+        self.max_episode_steps = int(cfg.max_episode_steps)
+        self.task = cfg.task
+        self.cartesian = cfg.command.mode == "cartesian_pose"
+        topics, n_arm = cfg.topics, len(cfg.arm_joints)
+        self.obs_spec = panda_obs_spec(topics.cameras, cfg.image_size, n_arm)
+        n_act = 3 if self.cartesian else n_arm
+        names = ("dx", "dy", "dz") if self.cartesian else tuple(f"d_{j}" for j in cfg.arm_joints)
+        has_gripper = bool(topics.gripper_command)
+        self.action_spec = ActionSpec((n_act + int(has_gripper),), (-1.0,), (1.0,),
+                                      names + (("grip",) if has_gripper else ()))
+        self.n_move = n_act
+        s = cfg.safety
+        if self.cartesian:
+            self.limiter = TargetLimiter(np.array(s.workspace_low), np.array(s.workspace_high), s.max_ee_speed,
+                                         s.max_ee_accel, self.period, s.max_target_lead)
+            self.scale, self.home = cfg.command.action_scale, np.array(cfg.home_position)
+        else:
+            self.limiter = TargetLimiter(np.array(s.joint_lower), np.array(s.joint_upper), s.max_joint_speed,
+                                         s.max_joint_accel, self.period)
+            self.scale, self.home = cfg.command.joint_action_scale, np.array(cfg.home_joints)
+        self.guard = Guard(s.watchdog_timeout_s, clock)
+        self.cameras = dict(zip(topics.cameras, topics.camera_topics))
+        self.cache = SensorCache(["joint_states", "ee_pose", *(f"images/{c}" for c in self.cameras)], clock)
+        self._tf_edges: dict[str, tuple[str, np.ndarray, np.ndarray]] = {}
+        self._cmd_lock = threading.RLock()
+        self._success = False
+        self._bag: EpisodeBag | None = None
+        self._bag_topics: dict[str, tuple[str, str]] = {}
+        self._episode = 0
+        self._steps = 0
+        self._next_tick = 0.0
+        self._obs_time = 0.0
+        self._last_obs: dict[str, np.ndarray] | None = None
+        self._last_warn = 0.0
+        self.latency_ms: list[float] = []   # obs handed to the policy -> command published
+        self.tick_times: list[float] = []   # command publish times (period jitter)
+        self.holds: dict[str, int] = {}
+        self._make_io()
+        self._watchdog = node.create_timer(min(self.period, s.watchdog_timeout_s / 3), self._watchdog_tick)
+
+    # ------------------------------------------------------------------ ROS wiring
+    def _make_io(self) -> None:
+        cfg, node, topics = self.cfg, self.node, self.cfg.topics
+        sensor_qos = ros_io.qos_profile(cfg.qos.sensor_reliability, cfg.qos.sensor_depth)
+        command_qos = ros_io.qos_profile(cfg.qos.command_reliability, cfg.qos.command_depth)
+        sensor_rel, command_rel = cfg.qos.sensor_reliability, cfg.qos.command_reliability
+
+        def subscribe(kind: str, topic: str, handler: Callable[[Any], None], qos: Any, reliability: str) -> None:
+            msg_type = ros_io.message_type(kind)
+            if kind in _TYPES:
+                self._bag_topics[topic] = (_TYPES[kind], reliability)
+
+            def callback(raw: bytes) -> None:
+                if self._bag is not None and kind in _TYPES:
+                    self._bag.add(topic, ros_io.wall_ns(), raw)
+                try:
+                    handler(self._deserialize(raw, msg_type))
+                except Exception as e:  # a malformed message must not kill the executor: report, drop
+                    self._warn(f"dropped a {kind} message on {topic}: {e}")
+            node.create_subscription(msg_type, topic, callback, qos, raw=True)
+
+        subscribe("joint_states", topics.joint_states, lambda m: self.cache.put(
+            "joint_states", ros_io.decode_joint_state(m), ros_io.stamp_to_s(m.header.stamp)), sensor_qos, sensor_rel)
+        if topics.ee_pose_source == "topic":
+            subscribe("ee_pose", topics.ee_pose, lambda m: self.cache.put(
+                "ee_pose", ros_io.decode_pose(m), ros_io.stamp_to_s(m.header.stamp)), sensor_qos, sensor_rel)
+        else:
+            from rclpy.qos import DurabilityPolicy, QoSProfile
+            static_qos = QoSProfile(depth=100, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+            subscribe("tf", "/tf", self._on_tf, ros_io.qos_profile("reliable", 100), "reliable")
+            subscribe("tf", "/tf_static", self._on_tf, static_qos, "reliable")
+        for camera, topic in self.cameras.items():
+            if topics.compressed_images:
+                subscribe("compressed_image", topic + "/compressed", self._image_handler(camera, True), sensor_qos,
+                          sensor_rel)
+            else:
+                subscribe("image", topic, self._image_handler(camera, False), sensor_qos, sensor_rel)
+        reliable = ros_io.qos_profile("reliable", 10)
+        node.create_subscription(ros_io.message_type("bool"), topics.success, self._on_success, reliable)
+        node.create_subscription(ros_io.message_type("bool"), topics.estop, self._on_estop, reliable)
+        mode = cfg.command.mode
+        self._command_pub = node.create_publisher(ros_io.message_type(mode), topics.command, command_qos)
+        self._bag_topics[topics.command] = (_TYPES[mode], command_rel)
+        self._gripper_pub = None
+        if topics.gripper_command:
+            self._gripper_pub = node.create_publisher(ros_io.message_type("gripper"), topics.gripper_command,
+                                                      command_qos)
+            self._bag_topics[topics.gripper_command] = (_TYPES["gripper"], command_rel)
+        if cfg.bag_dir:  # record our own commands as they go out on the wire (the bytes a controller receives)
+            for topic, kind in ((topics.command, mode), (topics.gripper_command, "gripper")):
+                if topic:
+                    node.create_subscription(ros_io.message_type(kind), topic, self._wire_recorder(topic),
+                                             command_qos, raw=True)
+        for topic in ("/robot_rl/action", "/robot_rl/reward"):
+            self._bag_topics[topic] = (_TYPES["float32_array"], "reliable")
+        self._grip_open = cfg.command.gripper_open
+
+    def _wire_recorder(self, topic: str) -> Callable[[bytes], None]:
+        def record(raw: bytes) -> None:
+            if self._bag is not None:
+                self._bag.add(topic, ros_io.wall_ns(), raw)
+        return record
+
+    def _image_handler(self, camera: str, compressed: bool) -> Callable[[Any], None]:
+        size = self.cfg.image_size
+
+        def handle(msg: Any) -> None:
+            image = ros_io.decode_compressed(msg) if compressed else ros_io.decode_image(msg)
+            self.cache.put(f"images/{camera}", resize_square(image, size), ros_io.stamp_to_s(msg.header.stamp))
+        return handle
+
+    def _on_tf(self, msg: Any) -> None:
+        for tf in msg.transforms:
+            child, parent, t, q = ros_io.decode_transform(tf)
+            self._tf_edges[child] = (parent, t, q)
+        try:
+            pose = compose_chain(self._tf_edges, self.cfg.topics.base_frame, self.cfg.topics.ee_frame)
+        except KeyError:
+            return  # chain not complete yet: ee_pose stays missing (reported as such)
+        self.cache.put("ee_pose", pose, ros_io.stamp_to_s(msg.transforms[-1].header.stamp))
+
+    def _on_success(self, msg: Any) -> None:
+        if msg.data:
+            self._success = True
+
+    def _on_estop(self, msg: Any) -> None:
+        self.guard.set_estop(bool(msg.data))
+        if msg.data:
+            self._warn("e-stop: holding until released")
+            self._hold("estop")
+
+    def _watchdog_tick(self) -> None:
+        if self.guard.watchdog_expired():
+            self._warn(f"watchdog: no action for {self.cfg.safety.watchdog_timeout_s} s, holding")
+            self._hold("watchdog")
+
+    def _warn(self, text: str) -> None:
+        now = self.clock()
+        if now - self._last_warn > 1.0:
+            self._last_warn = now
+            log.warning(text)
+
+    # ------------------------------------------------------------------ commands
+    def _measured(self) -> np.ndarray:
+        if self.cartesian:
+            return np.asarray(self.cache.get("ee_pose")[0], np.float64)
+        names, positions = self.cache.get("joint_states")
+        return joint_vector(names, positions, self.cfg.arm_joints)
+
+    def _publish(self, target: np.ndarray, grip_opening: float | None) -> None:
+        stamp = ros_io.now_stamp(self.node)
+        mode = self.cfg.command.mode
+        if mode == "cartesian_pose":
+            msg = ros_io.pose_msg(target, HOME_QUAT, stamp, self.cfg.topics.base_frame)
+        elif mode == "joint_trajectory":
+            msg = ros_io.trajectory_msg(self.cfg.arm_joints, target, self.cfg.command.trajectory_time_s or
+                                        self.period, stamp)
+        else:
+            msg = ros_io.float64_array_msg(target)
+        self._command_pub.publish(msg)  # recorded off the wire (see _make_io), as ros2 bag would
+        if self._gripper_pub is not None and grip_opening is not None:
+            self._gripper_pub.publish(ros_io.float64_array_msg([grip_opening]))
+
+    def _record(self, topic: str, msg: Any) -> None:
+        if self._bag is not None:
+            self._bag.add(topic, ros_io.wall_ns(), self._serialize(msg))
+
+    def _hold(self, reason: str) -> None:
+        """Command the measured position (no sensor yet: nothing to command; the controller keeps its own)."""
+        with self._cmd_lock:
+            self.holds[reason.split(":")[0]] = self.holds.get(reason.split(":")[0], 0) + 1
+            try:
+                measured = self._measured()
+            except KeyError:
+                return
+            self._publish(self.limiter.hold(measured), None)
+
+    # ------------------------------------------------------------------ observations
+    def _observe(self) -> dict[str, np.ndarray] | None:
+        """The observation, or None when a sensor is stale or missing."""
+        if self.cache.stale(self.cfg.safety.sensor_timeout_s):
+            return None
+        latest, previous = self.cache.snapshot()
+        obs = {"state": assemble_state(latest["joint_states"].value, latest["ee_pose"], previous,
+                                       self.cfg.arm_joints, self.cfg.gripper_joints)}
+        for camera in self.cameras:
+            obs[f"images/{camera}"] = latest[f"images/{camera}"].value
+        return obs
+
+    def _wait_until_safe(self) -> tuple[dict[str, np.ndarray] | None, bool]:
+        """Observation once nothing forces a hold; meanwhile hold (once per period) and report."""
+        interrupted = False
+        while True:
+            reason = self.guard.hold_reason(self.cache.stale(self.cfg.safety.sensor_timeout_s))
+            obs = self._observe() if reason is None else None
+            if obs is not None:
+                return obs, interrupted
+            interrupted = True
+            self._warn(f"holding the robot: {reason}")
+            self._hold(reason or "stale")
+            if self.stop.wait(self.period):
+                return None, True
+
+    def _sleep_to_tick(self) -> None:
+        now = self.clock()
+        if now < self._next_tick:
+            time.sleep(self._next_tick - now)
+            self._next_tick += self.period
+        else:
+            self._next_tick = now + self.period  # overrun: restart the clock rather than burst
+
+    # ------------------------------------------------------------------ RobotEnv
+    def reset(self, *, seed: int | None = None) -> dict[str, np.ndarray]:  # noqa: ARG002 (a robot has no seed)
+        self._finish_bag()
+        self.guard.arm()
+        obs, _ = self._wait_until_safe()
+        if obs is None:
+            raise RuntimeError("stopped while waiting for the robot's sensors")
+        deadline = self.clock() + self.cfg.reset_time_s
+        with self._cmd_lock:
+            self.limiter.reset(self._measured())
+        self._next_tick = self.clock() + self.period
+        while self.clock() < deadline and not self.stop.is_set():
+            with self._cmd_lock:
+                if self.guard.hold_reason(self.cache.stale(self.cfg.safety.sensor_timeout_s)) is None:
+                    measured = self._measured()
+                    if np.abs(measured - self.home).max() < 0.005:
+                        break
+                    self._publish(self.limiter(self.home, measured), self._grip_open)
+            self._sleep_to_tick()
+        obs, _ = self._wait_until_safe()
+        if obs is None:
+            raise RuntimeError("stopped while resetting")
+        with self._cmd_lock:
+            self.limiter.reset(self._measured())
+        self._success, self._steps = False, 0
+        self._episode += 1
+        if self.cfg.bag_dir:
+            self._bag = EpisodeBag(self._bag_topics)
+        self._last_obs, self._obs_time = obs, self.clock()
+        self._next_tick = self._obs_time + self.period
+        return obs
+
+    def step(self, action: np.ndarray) -> StepResult:
+        action = np.asarray(action, np.float32).reshape(-1)
+        with self._cmd_lock:
+            reason = self.guard.hold_reason(self.cache.stale(self.cfg.safety.sensor_timeout_s))
+            if action.shape != self.action_spec.shape or not np.isfinite(action).all():
+                self.guard.counts["non_finite"] += 1
+                reason = reason or f"bad action {action}"
+            if reason is not None:
+                self._warn(f"holding the robot: {reason}")
+                self._hold(reason)
+            else:
+                move = np.clip(action[:self.n_move], -1.0, 1.0).astype(np.float64)
+                target = self.limiter(self.limiter.target + self.scale * move, self._measured())
+                grip = None
+                if self._gripper_pub is not None:
+                    grip = self.cfg.command.gripper_closed if action[-1] > 0 else self.cfg.command.gripper_open
+                self._publish(target, grip)
+                self.guard.action_arrived()
+        now = self.clock()
+        self.latency_ms.append((now - self._obs_time) * 1e3)
+        self.tick_times.append(now)
+        for buf in (self.latency_ms, self.tick_times):
+            if len(buf) > 20_000:
+                del buf[:10_000]
+        if self._bag is not None:
+            from std_msgs.msg import Float32MultiArray
+            self._record("/robot_rl/action", Float32MultiArray(data=[float(a) for a in action]))
+        self._sleep_to_tick()
+        obs, interrupted = self._wait_until_safe()
+        if obs is None:  # stopping: hand back the last observation, episode cut
+            obs, interrupted = self._last_obs, True
+        self._steps += 1
+        success = self._success and not interrupted
+        truncated = not success and (interrupted or self._steps >= self.max_episode_steps)
+        if self._bag is not None:
+            from std_msgs.msg import Float32MultiArray
+            self._record("/robot_rl/reward", Float32MultiArray(data=[float(success)]))
+        self._last_obs, self._obs_time = obs, self.clock()
+        return StepResult(obs, float(success), success, truncated, success)
+
+    def _finish_bag(self) -> None:
+        bag, self._bag = self._bag, None
+        if bag is not None and len(bag):
+            from pathlib import Path
+            path = bag.write(Path(self.cfg.bag_dir) / f"episode_{self._episode:06d}")
+            log.info("episode %d: %d messages -> %s", self._episode, len(bag), path)
+
+    def stats(self) -> dict[str, float]:
+        lat = np.asarray(self.latency_ms[-5000:] or [0.0])
+        ticks = np.diff(np.asarray(self.tick_times[-5000:]))
+        jitter = np.abs(ticks - self.period) * 1e3 if ticks.size else np.zeros(1)
+        return {"obs_to_command_p50_ms": float(np.percentile(lat, 50)),
+                "obs_to_command_p99_ms": float(np.percentile(lat, 99)),
+                "period_jitter_p50_ms": float(np.percentile(jitter, 50)),
+                "period_jitter_p99_ms": float(np.percentile(jitter, 99)),
+                **{f"holds/{k}": float(v) for k, v in self.holds.items()},
+                **{f"guard/{k}": float(v) for k, v in self.guard.counts.items()},
+                "limiter/refused": float(self.limiter.refused)}
+
+    def close(self) -> None:
+        self.stop.set()
+        self._finish_bag()
+        with self._cmd_lock:
+            try:
+                self._publish(self.limiter.hold(self._measured()), None)  # leave the robot holding still
+            except (KeyError, ValueError):
+                pass

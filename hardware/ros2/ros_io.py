@@ -1,0 +1,152 @@
+"""rclpy glue: QoS profiles, message decoding and command building. rclpy and the message packages are
+imported inside the functions, so this module imports without ROS."""
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+from robot_rl.hardware.ros2.sensors import image_to_array
+
+
+def qos_profile(reliability: str, depth: int) -> Any:
+    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(depth),
+                      reliability=ReliabilityPolicy.BEST_EFFORT if reliability == "best_effort"
+                      else ReliabilityPolicy.RELIABLE)
+
+
+def node_parameters(node: Any) -> dict[str, Any]:
+    """Every parameter the node was started with (flat dotted names -> python values)."""
+    return {name: p.value for name, p in node.get_parameters_by_prefix("").items()}
+
+
+def stamp_to_s(stamp: Any) -> float:
+    return float(stamp.sec) + 1e-9 * float(stamp.nanosec)
+
+
+def now_stamp(node: Any) -> Any:
+    return node.get_clock().now().to_msg()
+
+
+def wall_ns() -> int:
+    return time.time_ns()
+
+
+def decode_joint_state(msg: Any) -> tuple[list[str], np.ndarray]:
+    return list(msg.name), np.asarray(msg.position, np.float64)
+
+
+def decode_pose(msg: Any) -> tuple[np.ndarray, np.ndarray]:
+    p, q = msg.pose.position, msg.pose.orientation
+    return np.array([p.x, p.y, p.z]), np.array([q.w, q.x, q.y, q.z])
+
+
+def decode_transform(tf: Any) -> tuple[str, str, np.ndarray, np.ndarray]:
+    t, q = tf.transform.translation, tf.transform.rotation
+    return tf.child_frame_id, tf.header.frame_id, np.array([t.x, t.y, t.z]), np.array([q.w, q.x, q.y, q.z])
+
+
+def decode_image(msg: Any) -> np.ndarray:
+    return image_to_array(msg.encoding, msg.height, msg.width, msg.step, bytes(msg.data) if isinstance(
+        msg.data, list) else msg.data)
+
+
+def decode_compressed(msg: Any) -> np.ndarray:
+    import imageio.v3 as iio
+
+    image = iio.imread(bytes(msg.data))
+    if image.ndim != 3 or image.shape[2] < 3:
+        raise ValueError(f"compressed image decoded to shape {image.shape}, expected colour")
+    return np.ascontiguousarray(image[..., :3])
+
+
+def image_msg(image: np.ndarray, stamp: Any, frame_id: str) -> Any:
+    from sensor_msgs.msg import Image
+
+    msg = Image()
+    msg.header.stamp, msg.header.frame_id = stamp, frame_id
+    msg.height, msg.width = int(image.shape[0]), int(image.shape[1])
+    msg.encoding, msg.is_bigendian, msg.step = "rgb8", 0, int(image.shape[1]) * 3
+    msg.data = np.ascontiguousarray(image, np.uint8).tobytes()
+    return msg
+
+
+def joint_state_msg(names: Sequence[str], positions: np.ndarray, velocities: np.ndarray, stamp: Any) -> Any:
+    from sensor_msgs.msg import JointState
+
+    msg = JointState()
+    msg.header.stamp = stamp
+    msg.name = list(names)
+    msg.position = [float(x) for x in positions]
+    msg.velocity = [float(x) for x in velocities]
+    return msg
+
+
+def pose_msg(pos: np.ndarray, quat_wxyz: np.ndarray, stamp: Any, frame_id: str) -> Any:
+    from geometry_msgs.msg import PoseStamped
+
+    msg = PoseStamped()
+    msg.header.stamp, msg.header.frame_id = stamp, frame_id
+    msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = (float(v) for v in pos)
+    w, x, y, z = (float(v) for v in quat_wxyz)
+    o = msg.pose.orientation
+    o.w, o.x, o.y, o.z = w, x, y, z
+    return msg
+
+
+def float64_array_msg(values: Sequence[float]) -> Any:
+    from std_msgs.msg import Float64MultiArray
+
+    msg = Float64MultiArray()
+    msg.data = [float(v) for v in values]
+    return msg
+
+
+def trajectory_msg(names: Sequence[str], positions: np.ndarray, time_from_start_s: float, stamp: Any) -> Any:
+    from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+    msg = JointTrajectory()
+    msg.header.stamp = stamp
+    msg.joint_names = list(names)
+    point = JointTrajectoryPoint()
+    point.positions = [float(v) for v in positions]
+    sec = int(time_from_start_s)
+    point.time_from_start.sec, point.time_from_start.nanosec = sec, int(round((time_from_start_s - sec) * 1e9))
+    msg.points = [point]
+    return msg
+
+
+def message_type(mode_or_kind: str) -> Any:
+    """The message class of a command mode or sensor kind."""
+    if mode_or_kind == "cartesian_pose" or mode_or_kind == "ee_pose":
+        from geometry_msgs.msg import PoseStamped
+        return PoseStamped
+    if mode_or_kind == "joint_trajectory":
+        from trajectory_msgs.msg import JointTrajectory
+        return JointTrajectory
+    if mode_or_kind in ("forward_position", "gripper"):
+        from std_msgs.msg import Float64MultiArray
+        return Float64MultiArray
+    if mode_or_kind == "joint_states":
+        from sensor_msgs.msg import JointState
+        return JointState
+    if mode_or_kind == "image":
+        from sensor_msgs.msg import Image
+        return Image
+    if mode_or_kind == "compressed_image":
+        from sensor_msgs.msg import CompressedImage
+        return CompressedImage
+    if mode_or_kind == "bool":
+        from std_msgs.msg import Bool
+        return Bool
+    if mode_or_kind == "tf":
+        try:
+            from tf2_msgs.msg import TFMessage
+        except ImportError as e:
+            raise ImportError("topics.ee_pose_source=tf needs the tf2_msgs package (part of every ROS 2 "
+                              "install; not on PyPI): source your ROS 2 setup or use ee_pose_source=topic") from e
+        return TFMessage
+    raise KeyError(mode_or_kind)

@@ -1,0 +1,141 @@
+"""``robot_rl_twin_node``: the MuJoCo Panda twin published on the real robot's topics (``sim.launch.py``).
+
+It stands in for the robot driver, ros2_control and the cameras: publishes ``/joint_states`` (arm + finger
+joints), the TCP pose (``PoseStamped``), camera images (rgb8) and the task's success flag (``std_msgs/Bool``:
+the cube is lifted), and follows the command topic of ``command_mode`` (Cartesian target through the twin's
+operational-space controller, or joint targets through a joint-space PD) and the gripper topic. Physics runs
+in wall-clock time on a timer, so the whole ROS 2 path (QoS, latency, staleness) is exercised without hardware.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from typing import Any, Sequence
+
+import numpy as np
+
+from robot_rl.hardware.ros2 import ros_io
+from robot_rl.hardware.ros2.config import TwinNodeConfig
+
+log = logging.getLogger("robot_rl.ros2.twin")
+
+
+class TwinNode:
+    def __init__(self, node: Any, cfg: TwinNodeConfig) -> None:
+        import mujoco
+
+        from robot_rl.sim import panda_model as pm
+        from robot_rl.sim.panda_config import PandaPickCubeConfig, RandomizationConfig
+        from robot_rl.sim.panda_pick_cube import PandaPickCube
+
+        self.mujoco, self.node, self.cfg = mujoco, node, cfg
+        rand = RandomizationConfig(object_xy_range=cfg.object_xy_range)
+        self.env = PandaPickCube(PandaPickCubeConfig(obs="state", randomization=rand), seed=cfg.seed)
+        self.env.reset(seed=cfg.seed)
+        m, d = self.env.model, self.env.data
+        self.model, self.data = m, d
+        self.substeps = max(1, int(round(1.0 / (cfg.physics_hz * self.env.cfg.physics_dt))))
+        self.torque_limits = np.asarray(pm.TORQUE_LIMITS, np.float64)
+        self.joint_target: np.ndarray | None = None  # joint modes: PD target
+        self.lock = threading.Lock()
+        sensor_qos = ros_io.qos_profile(cfg.qos.sensor_reliability, cfg.qos.sensor_depth)
+        command_qos = ros_io.qos_profile(cfg.qos.command_reliability, cfg.qos.command_depth)
+        t = cfg.topics
+        self.joint_pub = node.create_publisher(ros_io.message_type("joint_states"), t.joint_states, sensor_qos)
+        self.pose_pub = node.create_publisher(ros_io.message_type("ee_pose"), t.ee_pose, sensor_qos)
+        self.success_pub = node.create_publisher(ros_io.message_type("bool"), t.success,
+                                                 ros_io.qos_profile("reliable", 10))
+        self.image_pubs = {c: node.create_publisher(ros_io.message_type("image"), topic, sensor_qos)
+                           for c, topic in zip(t.cameras, t.camera_topics)}
+        if cfg.command_mode not in ("cartesian_pose", "joint_trajectory", "forward_position"):
+            raise ValueError(f"command_mode {cfg.command_mode!r} unknown")
+        node.create_subscription(ros_io.message_type(cfg.command_mode), t.command, self._on_command, command_qos)
+        if t.gripper_command:
+            node.create_subscription(ros_io.message_type("gripper"), t.gripper_command, self._on_gripper,
+                                     command_qos)
+        self.commands = 0
+        node.create_timer(1.0 / cfg.physics_hz, self._physics)
+        node.create_timer(1.0 / cfg.state_hz, self._publish_state)
+        node.create_timer(1.0 / cfg.camera_hz, self._publish_images)
+
+    # ------------------------------------------------------------------ commands
+    def _on_command(self, msg: Any) -> None:
+        with self.lock:
+            self.commands += 1
+            if self.cfg.command_mode == "cartesian_pose":
+                pos, _ = ros_io.decode_pose(msg)  # the twin's hand keeps pointing down (fixed orientation)
+                self.env.controller.set_target(np.clip(pos, self.env.workspace_low, self.env.workspace_high))
+                self.joint_target = None
+                return
+            if self.cfg.command_mode == "joint_trajectory":
+                if not msg.points:
+                    return
+                index = {n: i for i, n in enumerate(msg.joint_names)}
+                values = msg.points[-1].positions
+                self.joint_target = np.array([values[index[j]] for j in self.cfg.arm_joints])
+            else:
+                self.joint_target = np.asarray(msg.data, np.float64)[:len(self.cfg.arm_joints)]
+
+    def _on_gripper(self, msg: Any) -> None:
+        if len(msg.data):
+            with self.lock:
+                self.data.ctrl[7:9] = float(np.clip(msg.data[0], 0.0, 0.08)) / 2.0
+
+    # ------------------------------------------------------------------ physics + sensors
+    def _physics(self) -> None:
+        mj, m, d, ctrl = self.mujoco, self.model, self.data, self.env.controller
+        with self.lock:
+            for _ in range(self.substeps):
+                mj.mj_step1(m, d)
+                if self.joint_target is None:
+                    d.ctrl[:7] = ctrl.compute_torques()
+                else:
+                    tau = 400.0 * (self.joint_target - d.qpos[:7]) - 40.0 * d.qvel[:7] + d.qfrc_bias[:7]
+                    d.ctrl[:7] = np.clip(tau, -self.torque_limits, self.torque_limits)
+                mj.mj_step2(m, d)
+            mj.mj_forward(m, d)
+
+    def _publish_state(self) -> None:
+        stamp = ros_io.now_stamp(self.node)
+        names = [*self.cfg.arm_joints, *self.cfg.gripper_joints]
+        with self.lock:
+            q, qd = self.data.qpos[:9].copy(), self.data.qvel[:9].copy()
+            proprio = self.env._proprio()  # TCP pos (3), quat wxyz (4), ...: the twin's own state layout
+            success = self.env._success()
+        self.joint_pub.publish(ros_io.joint_state_msg(names, q, qd, stamp))
+        self.pose_pub.publish(ros_io.pose_msg(proprio[:3], proprio[3:7], stamp, self.cfg.topics.base_frame))
+        self.success_pub.publish(ros_io.message_type("bool")(data=bool(success)))
+
+    def _publish_images(self) -> None:
+        stamp = ros_io.now_stamp(self.node)
+        for camera, pub in self.image_pubs.items():
+            with self.lock:
+                image = self.env.render(camera, self.cfg.image_size)
+            pub.publish(ros_io.image_msg(image, stamp, camera))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import rclpy
+
+    from robot_rl.hardware.ros2.config import from_params
+    from robot_rl.hardware.ros2.ros_io import node_parameters
+    from robot_rl.run_log import setup_logging
+
+    setup_logging()
+    rclpy.init(args=list(sys.argv if argv is None else argv))
+    node = rclpy.create_node("robot_rl_twin", automatically_declare_parameters_from_overrides=True)
+    try:
+        TwinNode(node, from_params(TwinNodeConfig, node_parameters(node)))
+        log.info("twin publishing on %s", node.get_topic_names_and_types())
+        rclpy.spin(node)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""The safety layer below the policy and the ROS-free observation code (fast; no ROS needed)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from robot_rl.hardware.ros2.config import RobotNodeConfig, TwinNodeConfig, from_params, load_params_file
+from robot_rl.hardware.ros2.safety import Guard, TargetLimiter
+from robot_rl.hardware.ros2.sensors import (SensorCache, angular_velocity, assemble_state, compose_chain,
+                                            image_to_array, panda_obs_spec, quat_mul, resize_square, Sample)
+
+LAUNCH = Path(__file__).resolve().parents[2] / "launch"
+
+
+def limiter(**kw) -> TargetLimiter:
+    args = dict(low=np.array([0.0, -1.0, 0.0]), high=np.array([1.0, 1.0, 1.0]), max_speed=0.5, max_accel=5.0,
+                dt=0.1, max_lead=0.2)
+    args.update(kw)
+    return TargetLimiter(**args)
+
+
+def test_box_speed_and_acceleration_limits() -> None:
+    lim = limiter()
+    lim.reset(np.array([0.5, 0.0, 0.5]))
+    steps, prev = [], np.array([0.5, 0.0, 0.5])
+    for _ in range(20):  # ask for a jump far outside the box
+        t = lim(np.array([5.0, 0.0, 0.5]), measured=prev)
+        steps.append(t - prev)
+        prev = t
+        assert (t >= lim.low).all() and (t <= lim.high).all()
+    steps = np.array(steps)
+    assert np.abs(steps).max() <= 0.05 + 1e-12                     # 0.5 m/s * 0.1 s
+    assert np.abs(np.diff(steps, axis=0)).max() <= 0.05 + 1e-12    # 5 m/s^2 * 0.1 s^2 per step
+    assert steps[0, 0] == pytest.approx(0.05)                     # accelerates from rest at the limit
+    assert prev[0] == pytest.approx(1.0)                           # ends clipped at the box wall
+
+
+def test_lead_limit_stops_windup_against_an_obstacle() -> None:
+    lim = limiter(max_speed=10.0, max_accel=1e3)
+    lim.reset(np.array([0.5, 0.0, 0.5]))
+    blocked = np.array([0.5, 0.0, 0.5])  # the hand does not move
+    for _ in range(10):
+        t = lim(np.array([0.5, 0.0, 0.0]), measured=blocked)
+    assert t[2] == pytest.approx(0.3)  # never more than max_lead below the measured TCP
+
+
+@pytest.mark.parametrize("bad", [np.array([np.nan, 0, 0]), np.array([0, np.inf, 0]), np.zeros(2)])
+def test_non_finite_or_malformed_targets_hold_the_last_safe_target(bad: np.ndarray) -> None:
+    lim = limiter()
+    start = lim.reset(np.array([0.5, 0.0, 0.5]))
+    moved = lim(np.array([0.6, 0.0, 0.5]), measured=start)
+    held = lim(bad, measured=start)
+    assert np.array_equal(held, moved) and np.isfinite(held).all() and lim.refused == 1
+    with pytest.raises(ValueError):
+        lim.reset(np.array([np.nan, 0.0, 0.0]))
+
+
+def test_guard_estop_latch_stale_and_watchdog() -> None:
+    now = [0.0]
+    guard = Guard(watchdog_timeout_s=0.3, clock=lambda: now[0])
+    assert guard.hold_reason([]) is None
+    guard.set_estop(True)
+    assert guard.hold_reason([]) == "estop"
+    guard.set_estop(False)
+    assert guard.hold_reason(["images/front (missing)"]) == "stale: images/front (missing)"
+    assert not guard.watchdog_expired()  # not armed before the first action
+    guard.action_arrived()
+    now[0] = 0.2
+    assert not guard.watchdog_expired()
+    now[0] = 0.6
+    assert guard.watchdog_expired() and not guard.watchdog_expired()  # reported once per stall
+    assert guard.counts == {"estop": 1, "stale": 1, "watchdog": 1, "non_finite": 0}
+
+
+def test_sensor_cache_reports_missing_and_stale() -> None:
+    now = [10.0]
+    cache = SensorCache(["joint_states", "images/front"], clock=lambda: now[0])
+    assert cache.stale(0.25) == ["joint_states (missing)", "images/front (missing)"]
+    cache.put("joint_states", 1)
+    cache.put("images/front", 2)
+    now[0] = 10.1
+    assert cache.stale(0.25) == []
+    now[0] = 10.4
+    assert cache.stale(0.25) == ["joint_states (400 ms old)", "images/front (400 ms old)"]
+
+
+def test_images_decode_crop_and_resize() -> None:
+    rgb = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
+    padded = np.concatenate([rgb, np.zeros((4, 2, 3), np.uint8)], axis=1)  # row step with padding
+    assert np.array_equal(image_to_array("rgb8", 4, 6, 8 * 3, padded.tobytes()), rgb)
+    assert np.array_equal(image_to_array("bgr8", 4, 6, 18, rgb[..., ::-1].tobytes()), rgb)
+    with pytest.raises(ValueError, match="mono8"):
+        image_to_array("mono8", 4, 6, 6, bytes(24))
+    small = resize_square(rgb, 2)
+    assert small.shape == (2, 2, 3) and small.flags.c_contiguous
+    # centre crop (columns 1..4), then the centre pixel of each 2x2 cell
+    assert np.array_equal(small[0, 0], rgb[1, 2]) and np.array_equal(small[1, 1], rgb[3, 4])
+
+
+def test_tf_chain_and_velocity_estimates() -> None:
+    rot_z90 = np.array([np.cos(np.pi / 4), 0, 0, np.sin(np.pi / 4)])
+    edges = {"link1": ("base", np.array([1.0, 0, 0]), rot_z90), "tcp": ("link1", np.array([1.0, 0, 0]),
+                                                                       np.array([1.0, 0, 0, 0]))}
+    pos, quat = compose_chain(edges, "base", "tcp")
+    assert np.allclose(pos, [1.0, 1.0, 0.0]) and np.allclose(quat, rot_z90)
+    with pytest.raises(KeyError, match="stuck at 'nowhere'"):
+        compose_chain({"tcp": ("nowhere", np.zeros(3), np.array([1.0, 0, 0, 0]))}, "base", "tcp")
+    q0 = np.array([0.0, 1.0, 0.0, 0.0])
+    small = np.array([np.cos(0.05), 0, 0, np.sin(0.05)])  # 0.1 rad about z
+    assert np.allclose(angular_velocity(q0, quat_mul(small, q0), 0.1), [0, 0, 1.0])
+
+
+def test_state_has_the_twins_layout() -> None:
+    arm = [f"j{i}" for i in range(7)]
+    joints = (["f1", *arm, "f2"], np.array([0.01, *range(7), 0.02], float))
+    prev = Sample((np.array([0.5, 0.0, 0.2]), np.array([0.0, 1.0, 0.0, 0.0])), 1.0, 1.0)
+    pose = Sample((np.array([0.5, 0.1, 0.2]), np.array([0.0, -1.0, 0.0, 0.0])), 1.1, 1.1)
+    state = assemble_state(joints, pose, prev, arm, ["f1", "f2"])
+    spec = panda_obs_spec(["front"], 8)
+    spec.fields["state"].check("state", state)
+    assert np.allclose(state[3:7], [0, 1, 0, 0])      # sign made continuous around the home orientation
+    assert np.allclose(state[7:10], [0, 1.0, 0])      # finite-difference linear velocity (m/s)
+    assert state[13] == pytest.approx(0.03) and np.allclose(state[14:], range(7))
+    with pytest.raises(KeyError, match="j6"):
+        assemble_state((arm[:6], np.zeros(6)), pose, None, arm, [])
+
+
+def test_parameter_files_load_strictly() -> None:
+    cfg = load_params_file(LAUNCH / "config" / "real.yaml", "robot_rl_actor", RobotNodeConfig)
+    assert cfg.command.mode == "cartesian_pose" and cfg.topics.cameras == ("front", "wrist")
+    assert cfg.qos.sensor_reliability == "best_effort" and cfg.qos.command_reliability == "reliable"
+    twin = load_params_file(LAUNCH / "config" / "sim.yaml", "robot_rl_twin", TwinNodeConfig)
+    assert twin.topics.camera_topics == cfg.topics.camera_topics and twin.topics.command == cfg.topics.command
+    with pytest.raises(KeyError, match="contro_hz"):
+        from_params(RobotNodeConfig, {"contro_hz": 10.0})
+    with pytest.raises(TypeError, match="control_hz"):
+        from_params(RobotNodeConfig, {"control_hz": "fast"})
+    with pytest.raises(ValueError, match="command.mode"):
+        from_params(RobotNodeConfig, {"command.mode": "torque"})
+    with pytest.raises(ValueError, match="camera_topics"):
+        from_params(RobotNodeConfig, {"topics.cameras": ["a", "b"], "topics.camera_topics": ["/a"]})

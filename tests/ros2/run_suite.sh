@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The ROS 2 test step (`make test-ros`): creates/reuses .venv-ros (rclpy Jazzy + Fast DDS and the message
+# packages from PyPI, cyclonedds + rosbags as independent peers, colcon), then runs the `ros`-marked tests inside
+# a private network namespace (loopback only) under a hard time bound. Idempotent: a stamp file skips the
+# install when nothing it depends on changed.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+cd "$ROOT"
+VENV="${ROS_VENV:-$ROOT/.venv-ros}"
+PYTHON="${PYTHON:-python3}"
+TORCH="${TORCH:-torch==2.13.0}"
+TORCH_CPU_INDEX="${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu/}"
+LIMIT_S="${ROS_SUITE_TIMEOUT_S:-540}"
+ROS_PACKAGES=("ros-jazzy-rclpy[fastrtps]" ros-jazzy-std-msgs ros-jazzy-sensor-msgs ros-jazzy-geometry-msgs
+              ros-jazzy-trajectory-msgs ros-jazzy-builtin-interfaces ros-jazzy-ament-index-python
+              "cyclonedds==11.0.1" "rosbags>=0.10" "colcon-common-extensions" "mcap>=1.1")
+STAMP="$VENV/.installed-$(cat "$0" pyproject.toml | sha256sum | cut -c1-16)"
+
+if [ ! -f "$STAMP" ]; then
+  echo "== ROS venv: installing into $VENV (first run only)"
+  T0=$(date +%s)
+  test -x "$VENV/bin/python" || "$PYTHON" -m venv "$VENV"
+  PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
+  # torch first, CPU build where there is no NVIDIA GPU (a bare requirement would pull CUDA wheels).
+  if ! "$VENV/bin/python" -c 'import torch' 2>/dev/null; then
+    if ! command -v nvidia-smi >/dev/null 2>&1 && "$VENV/bin/python" -c "import urllib.request as u; u.urlopen('$TORCH_CPU_INDEX', timeout=5)" 2>/dev/null; then
+      timeout 400 "${PIP[@]}" "$TORCH" --index-url "$TORCH_CPU_INDEX"
+    else
+      timeout 400 "${PIP[@]}" "$TORCH"
+    fi
+  fi
+  timeout 400 "${PIP[@]}" -e ".[test,ros2]" "${ROS_PACKAGES[@]}"
+  rm -f "$VENV"/.installed-*
+  touch "$STAMP"
+  echo "== ROS venv ready in $(( $(date +%s) - T0 )) s"
+fi
+
+# Loopback only: no DDS traffic leaves this namespace, and no other machine's ROS graph leaks in. Multicast on lo
+# lets Cyclone DDS and Fast DDS discover each other; Fast DDS additionally gets ROS's LOCALHOST range.
+export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-42}" MUJOCO_GL="${MUJOCO_GL:-egl}"
+export AMENT_PREFIX_PATH="$VENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}" WANDB_MODE=disabled
+exec timeout -k 10 "$LIMIT_S" unshare -n bash -c '
+  ip link set lo up && ip link set lo multicast on && ip route add 224.0.0.0/4 dev lo
+  exec "$0" -m pytest -m ros -q -p no:cacheprovider "${@:-tests/ros2}"' "$VENV/bin/python" "$@"

@@ -1,0 +1,91 @@
+"""Packaging: the ROS 2 parameter file through the real rcl yaml parser, the pip route and ``colcon build``,
+each checked with the real ``ament_index_python``."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("rclpy", reason="ROS 2 tests need rclpy: run `make test-ros`")
+
+from ros_rig import ROOT  # noqa: E402
+
+pytestmark = pytest.mark.ros
+VENV = Path(sys.prefix)
+
+
+def test_rcl_parses_the_launch_parameter_files_like_our_loader() -> None:
+    import rclpy
+
+    from robot_rl.hardware.ros2.config import RobotNodeConfig, from_params, load_params_file
+    from robot_rl.hardware.ros2.ros_io import node_parameters
+
+    config = ROOT / "launch" / "config"
+    context = rclpy.Context()
+    rclpy.init(context=context, args=["x", "--ros-args", "--params-file", str(config / "real.yaml"),
+                                      "--params-file", str(config / "sim.yaml"), "-p", "control_hz:=100.0"])
+    try:
+        node = rclpy.create_node("robot_rl_actor", context=context,
+                                 automatically_declare_parameters_from_overrides=True)
+        cfg = from_params(RobotNodeConfig, node_parameters(node))
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
+    expected = load_params_file(config / "real.yaml", "robot_rl_actor", RobotNodeConfig)
+    assert cfg.control_hz == 100.0 and cfg.bag_dir == "bags_sim"  # later files and -p win, as in launch
+    assert (cfg.topics, cfg.safety, cfg.command, cfg.qos) == (expected.topics, expected.safety, expected.command,
+                                                              expected.qos)
+
+
+def _ament_lookup(prefix: Path) -> str:
+    code = ("from ament_index_python.packages import get_package_share_directory, get_package_prefix; "
+            "print(get_package_share_directory('robot_rl')); print(get_package_prefix('robot_rl'))")
+    out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, AMENT_PREFIX_PATH=str(prefix)),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_pip_route_ament_index_finds_launch_files_and_config(tmp_path: Path) -> None:
+    """``pip install`` (a real wheel of this tree) puts share/robot_rl + the ament marker under the prefix."""
+    wheels, prefix = tmp_path / "wheels", tmp_path / "prefix"
+    pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(ROOT)],
+                   check=True, timeout=240, cwd=tmp_path)
+    subprocess.run([*pip, "install", "--no-deps", "--ignore-installed", "--prefix", str(prefix), *map(str, wheels.glob("*.whl"))],
+                   check=True, timeout=240)
+    share = Path(_ament_lookup(prefix).splitlines()[0])
+    for name in ("launch/real.launch.py", "launch/sim.launch.py", "config/real.yaml", "config/sim.yaml",
+                 "package.xml"):
+        assert (share / name).is_file(), name
+    assert os.access(prefix / "bin" / "robot_rl_actor_node", os.X_OK)
+
+
+@pytest.mark.skipif(shutil.which("colcon", path=str(VENV / "bin")) is None, reason="colcon not installed")
+@pytest.mark.xfail(strict=False, reason="colcon-python-setup-py 0.2.9 literal_evals the setup() repr and fails on "
+                   "setuptools' SpecifierSet (python_requires); see README 'ROS 2 - what is not exercised here'")
+def test_colcon_build_installs_launch_files_and_executables(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    (ws / "src").mkdir(parents=True)
+    (ws / "src" / "robot_rl").symlink_to(ROOT)
+    env = dict(os.environ, PATH=f"{VENV / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    out = subprocess.run([str(VENV / "bin" / "colcon"), "--log-base", str(tmp_path / "log"), "build",
+                          "--base-paths", "src", "--build-base", str(tmp_path / "build"),
+                          "--install-base", str(tmp_path / "install")],
+                         cwd=ws, env=env, capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    install = tmp_path / "install" / "robot_rl"
+    share, prefix = _ament_lookup(install).splitlines()
+    assert Path(prefix) == install
+    assert (Path(share) / "launch" / "real.launch.py").is_file()
+    assert (Path(share) / "config" / "real.yaml").is_file()
+    exe = install / "lib" / "robot_rl" / "robot_rl_actor_node"
+    assert os.access(exe, os.X_OK), sorted(p.name for p in (install / "lib").rglob("*"))[:50]
+    # the installed executable runs the node's entry point (parameter errors are reported, loudly)
+    run = subprocess.run([str(exe), "--ros-args", "-p", "contro_hz:=3.0"], capture_output=True, text=True,
+                         timeout=120, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert run.returncode != 0 and "unknown RobotNodeConfig parameters: ['contro_hz']" in run.stderr
