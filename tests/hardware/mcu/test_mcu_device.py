@@ -1,0 +1,71 @@
+"""Device tests (``mcu`` marker, `make test-mcu`): cross-compile for Cortex-M4 and run under QEMU netduinoplus2.
+
+The firmware checks the SMLAD path's outputs against the numpy reference and reports through semihosting;
+its output and exit code must equal those of the same main.c built for the host.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from robot_rl.hardware.mcu import codegen, toolchain
+from robot_rl.hardware.mcu.export import device_check, parse_ticks
+from robot_rl.hardware.mcu.quantize import int8_forward, quantize_input
+
+pytestmark = [
+    pytest.mark.mcu,
+    pytest.mark.skipif(not (toolchain.arm_available() and toolchain.qemu_available()),
+                       reason="needs gcc-arm-none-eabi, libnewlib-arm-none-eabi and qemu-system-arm "
+                              "(tests/hardware/mcu/run_suite.sh installs them)"),
+]
+
+
+def _firmware(distilled, tmp_path, x_q, name="rrl_policy"):
+    codegen.write_sources(distilled.qm, tmp_path, name)
+    return codegen.write_firmware(distilled.qm, tmp_path, name, x_q, distilled.holdout[:8])
+
+
+def test_qemu_output_bit_exact_and_equal_to_host(distilled, tmp_path):
+    rng = np.random.default_rng(11)
+    x_q = np.concatenate([quantize_input(distilled.qm, distilled.holdout[:96]),
+                          rng.integers(-128, 128, (160, distilled.qm.obs_dim)).astype(np.int8)])
+    fw = _firmware(distilled, tmp_path, x_q)
+    rc, text = toolchain.run_qemu(toolchain.build_firmware(fw), timeout=120)
+    host_rc, host_text = toolchain.run_host(toolchain.build_firmware_host(fw))
+    assert rc == 0 and host_rc == 0, text[-400:]
+    lines = text.splitlines()
+    assert lines[0] == f"hash {distilled.qm.model_hash()}" and "mismatches 0" in lines
+    got = [l[2:] for l in lines if l.startswith("q ")]
+    assert got == [bytes(r.astype(np.uint8)).hex() for r in int8_forward(distilled.qm, x_q)]
+    assert [l for l in lines if not l.startswith("ticks")] == [l for l in host_text.splitlines()
+                                                               if not l.startswith("ticks")]
+    ticks = parse_ticks(text)
+    assert ticks["spin"] > ticks["base"] and ticks["infer"] > 0
+
+
+def test_exit_code_reports_mismatches_like_the_host(distilled, tmp_path):
+    """Corrupt 3 expected outputs in vectors.h: device and host both exit with 3 (SYS_EXIT_EXTENDED)."""
+    x_q = quantize_input(distilled.qm, distilled.holdout[:16])
+    fw = _firmware(distilled, tmp_path, x_q)
+    vectors = fw / "vectors.h"
+    text = vectors.read_text()
+    head, body = text.split("vec_out_q[VEC_NQ * POLICY_ACT_DIM] = {\n", 1)
+    values, rest = body.split("\n};", 1)
+    nums = [int(v) for v in values.replace("\n", " ").split(",")]
+    for i in (0, 5, 9):
+        nums[i] = nums[i] + 1 if nums[i] < 127 else 126
+    vectors.write_text(head + "vec_out_q[VEC_NQ * POLICY_ACT_DIM] = {\n    " + ", ".join(map(str, nums)) + "\n};" + rest)
+    rc, out = toolchain.run_qemu(toolchain.build_firmware(fw), timeout=120)
+    host_rc, _ = toolchain.run_host(toolchain.build_firmware_host(fw))
+    assert rc == host_rc == 3 and "mismatches 3" in out
+
+
+def test_device_check_sizes_and_instruction_budget(distilled, tmp_path):
+    """A [64, 64] student: <= 10 KB flash for weights + code, <= 20k instructions per inference on the DSP path."""
+    _firmware(distilled, tmp_path, quantize_input(distilled.qm, distilled.holdout[:32]))
+    res = device_check(tmp_path, "rrl_policy")
+    assert res["size_source"] == "arm-none-eabi-size"
+    assert res["qemu_exit_code"] == 0 and res["device_output_equals_host"]
+    assert res["flash_bytes"] <= 10 * 1024, res
+    assert res["ram_bytes"] <= 512, res
+    assert 2_000 < res["instructions_per_inference"] <= 20_000, res
