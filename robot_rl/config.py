@@ -180,6 +180,10 @@ class ActorConfig(ConfigNode):
     fast the twin steps. Ignored with ``realtime=true`` (a real robot never waits for the learner)."""
     wait_for_weights: bool = False
     """Block until the first weights arrive before stepping (otherwise act with the initial policy)."""
+    batched_backend: str = ""
+    """Sim only: step the ``num_envs`` twins as one batched env, one policy call and one env call per step
+    (``cpu``: the vectorised twin of any registered env; ``warp``: the MuJoCo Warp pick-cube twin, on the GPU
+    when there is one). Empty: the per-env loop of :class:`robot_rl.actor.Actor` (needed for ``hil``)."""
 
 
 @dataclass

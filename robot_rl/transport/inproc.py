@@ -88,6 +88,8 @@ class InprocLearnerServer(LearnerTransport):
         return sorted(self._actors)
 
     def close(self) -> None:
+        if not self._thread.is_alive():  # never started (a learner built but not run): nothing to drain
+            return
         self._queue.put(None)
         self._thread.join(timeout=5)
 

@@ -1,0 +1,121 @@
+"""Data-parallel SAC on torch.distributed (gloo, 2 CPU processes) equals one process on the same global batches."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from support import free_ports
+
+from robot_rl.algorithms.sac import SAC, SACConfig
+from robot_rl.policies.gaussian import GaussianPolicy, GaussianPolicyConfig
+from robot_rl.specs import ActionSpec, ArraySpec, ObsSpec
+from robot_rl.types import Batch
+
+OBS = ObsSpec({"state": ArraySpec((6,), "float32")})
+ACT = ActionSpec((2,), (-1.0, -1.0), (1.0, 1.0), ("vx", "vy"))
+# REDQ subset (randperm on every rank), 2 critic minibatches per update (strided rows), small nets.
+CFG = SACConfig(num_critics=4, target_subset_size=2, critic_updates_per_actor_update=2, critic_hidden_dims=[32, 32],
+                critic_layer_norm=True, actor_lr=1e-3, critic_lr=1e-3, temperature_lr=1e-3)
+GLOBAL_BATCH = 64  # 2 critic minibatches of 32; each rank gets 32 rows = 2 x 16
+UPDATES = 6
+
+
+def build() -> SAC:
+    torch.manual_seed(0)
+    policy = GaussianPolicy(GaussianPolicyConfig(hidden_dims=[32, 32]), OBS, ACT)
+    return SAC(CFG, policy, OBS, ACT, "cpu")
+
+
+def batches() -> list[Batch]:
+    rng = np.random.default_rng(1)
+    out = []
+    for _ in range(UPDATES):
+        n = GLOBAL_BATCH
+        t = lambda a: torch.as_tensor(a)  # noqa: E731
+        out.append(Batch(obs={"state": t(rng.normal(size=(n, 6)).astype(np.float32))},
+                         next_obs={"state": t(rng.normal(size=(n, 6)).astype(np.float32))},
+                         action=t(rng.uniform(-1, 1, (n, 2)).astype(np.float32)),
+                         reward=t((rng.random(n) < 0.2).astype(np.float32)),
+                         terminated=t(rng.random(n) < 0.1), truncated=t(np.zeros(n, bool)),
+                         intervened=t(np.zeros(n, bool)), policy_action=t(np.zeros((n, 2), np.float32)),
+                         episode_id=t(np.zeros(n, np.int64)), step=t(np.arange(n)),
+                         from_demo=t(np.arange(n) < n // 2)))
+    return out
+
+
+def params(algo: SAC) -> dict[str, torch.Tensor]:
+    state = {f"policy.{k}": v for k, v in algo.policy.state_dict().items()}
+    state.update({f"critic.{k}": v for k, v in algo.critic.state_dict().items()})
+    state.update({f"target.{k}": v for k, v in algo.target_critic.state_dict().items()})
+    state["log_alpha"] = algo.log_alpha.detach()
+    return {k: v.detach().clone() for k, v in state.items()}
+
+
+def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    from robot_rl.distributed import DataParallelAlgorithm
+
+    try:
+        algo = build()
+        if rank != 0:  # a different init on the follower: the initial broadcast must overwrite it
+            with torch.no_grad():
+                for p in algo.critic.parameters():
+                    p.add_(1.0)
+        wrapped = DataParallelAlgorithm(algo)
+        metrics: dict[str, float] = {}
+        if rank == 0:
+            torch.manual_seed(123)  # the learner's generator state drives every rank's random draws
+            for batch in batches():
+                metrics = wrapped.update(batch)
+            wrapped.stop()
+        else:
+            assert wrapped.follow() == UPDATES
+        torch.save({"params": params(algo), "metrics": metrics}, Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.timeout(120)
+def test_two_gloo_ranks_equal_one_process(tmp_path: Path) -> None:
+    initial = params(build())
+    mp.start_processes(_worker, args=(2, free_ports(1)[0], str(tmp_path)), nprocs=2, join=True,
+                       start_method="spawn")
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+
+    reference = build()  # one process, the full global batch, the same generator state
+    torch.manual_seed(123)
+    for batch in batches():
+        ref_metrics = reference.update(batch)
+    expected = params(reference)
+
+    for name, value in expected.items():
+        moved = (value - initial[name]).abs().max().item()
+        assert moved > 1e-4 or name.startswith("policy.encoder"), f"{name} did not train ({moved})"
+        torch.testing.assert_close(rank0["params"][name], value, atol=2e-5, rtol=1e-4, msg=name)
+        torch.testing.assert_close(rank1["params"][name], rank0["params"][name], atol=0, rtol=0, msg=name)
+    for key in ("critic_loss", "actor_loss", "q_mean", "entropy"):
+        assert rank0["metrics"][key] == pytest.approx(ref_metrics[key], rel=1e-4, abs=1e-5), key
+
+
+def test_uneven_global_batch_is_refused(tmp_path: Path) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_ports(1)[0]))
+    dist.init_process_group("gloo", rank=0, world_size=1)
+    from robot_rl.distributed import DataParallelAlgorithm
+
+    try:
+        wrapped = DataParallelAlgorithm(build())
+        with pytest.raises(ValueError, match="multiple of 2"):
+            wrapped.update(dataclasses.replace(batches()[0], action=torch.zeros(63, 2)))
+        stray = wrapped.inner.critic_optimizer
+        with pytest.raises(RuntimeError, match="outside a data-parallel update"):
+            stray.step()
+    finally:
+        dist.destroy_process_group()
