@@ -38,6 +38,8 @@ def pretrain_policy(cfg: Any, episodes: list, steps: int, distill_steps: int = 0
     data, tasks = chunk_dataset(episodes, getattr(policy, "chunk_size", 1))
     if hasattr(policy, "set_tasks"):
         policy.set_tasks(tasks)
+    if hasattr(policy, "fit_state_normalization") and "state" in data.obs:
+        policy.fit_state_normalization(torch.as_tensor(data.obs["state"]))  # standardise with the demos' stats
     if getattr(policy, "chunk_size", 1) == 1 and not hasattr(policy, "chunk_targets"):
         data.action = data.action[:, 0]  # per-step policies (Gaussian) imitate single actions
     tdata = data.to_torch(device)

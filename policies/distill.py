@@ -37,7 +37,7 @@ def consistency_loss(policy: GenerativeChunkPolicy, cond: torch.Tensor, x0: torc
         teacher = policy.sample(cond, z)  # (N, H, A)
     direct = F.mse_loss(policy.onestep(z, torch.ones(n, device=z.device), cond), teacher)
     loss = cd + direct_weight * direct
-    return loss, {"distill/consistency": float(cd), "distill/direct": float(direct)}
+    return loss, {"distill/consistency": float(cd.detach()), "distill/direct": float(direct.detach())}
 
 
 def distill_one_step(policy: GenerativeChunkPolicy, data: ChunkBatch, steps: int, batch_size: int = 256,

@@ -234,6 +234,19 @@ class GenerativeChunkPolicy(Policy):
             raise FloatingPointError(f"non-finite BC loss {loss.item()}")
         return loss
 
+    def fit_state_normalization(self, states: torch.Tensor) -> bool:
+        """Standardise ``state`` with the statistics of ``states (N, S)`` (e.g. the demos); False if no state, or
+        if statistics are already set: they belong to the pre-trained generator (``robot-rl pretrain`` fits them),
+        and refitting them on a fine-tuning run's demos would shift the frozen model's inputs."""
+        states = torch.as_tensor(states, dtype=torch.float32)
+        if getattr(self.encoder, "state_dim", 0) == 0 or len(states) < 2:
+            return False
+        enc = self.encoder
+        if bool((enc.state_mean != 0).any() or (enc.state_std != 1).any()):
+            return False
+        self.encoder.set_state_normalization(states.mean(0), states.std(0))
+        return True
+
     def generator_parameters(self) -> list[nn.Parameter]:
         """The K-step model's parameters (encoder + denoiser): what BC trains and DSRL freezes."""
         return list(self.encoder.parameters()) + list(self.denoiser.parameters())

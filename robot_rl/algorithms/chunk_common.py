@@ -20,15 +20,49 @@ from robot_rl.types import Batch
 log = logging.getLogger("robot_rl.algorithms")
 
 
+# Parts of a generative policy that fine-tuning (re)creates: a pretrained checkpoint may carry them with other
+# sizes (``policy.noise_actor_hidden_dims`` is a fine-tuning choice), so they load only when their shapes match.
+FINETUNE_HEADS = ("noise_actor.", "onestep.")
+
+
 def load_pretrained(policy: nn.Module, path: str) -> None:
-    """Load BC-pretrained policy weights (``robot-rl pretrain`` output) into ``policy``; '' keeps it as built."""
+    """Load BC-pretrained policy weights (``robot-rl pretrain`` output) into ``policy``; '' keeps it as built.
+
+    The generator (encoder, denoiser, normalisation buffers) must match exactly: a mismatch is an error naming the
+    config fields that differ from the checkpoint's ``policy_config``. The fine-tuning heads (``noise_actor``,
+    ``onestep``) are loaded when their shapes match and otherwise kept freshly initialised (logged).
+    """
     if not path:
         log.warning("%s starts from an untrained policy: pass algo.pretrained=PATH (from `robot-rl pretrain`)",
                     type(policy).__name__)
         return
     state = torch.load(Path(path), map_location="cpu", weights_only=True)
     weights = state["policy"] if "policy" in state else state
-    policy.load_state_dict(weights, strict=True)
+    own = policy.state_dict()
+    core = {k: v for k, v in weights.items() if not k.startswith(FINETUNE_HEADS)}
+    core_own = {k for k in own if not k.startswith(FINETUNE_HEADS)}
+    mismatched = sorted(k for k in core.keys() & core_own if core[k].shape != own[k].shape)
+    missing, unexpected = sorted(core_own - core.keys()), sorted(core.keys() - core_own)
+    if mismatched or missing or unexpected:
+        saved = state.get("policy_config", {}) if isinstance(state.get("policy_config"), dict) else {}
+        current = getattr(policy, "cfg", None)
+        differ = {k: (v, getattr(current, k)) for k, v in saved.items()
+                  if current is not None and hasattr(current, k) and getattr(current, k) != v}
+        raise ValueError(f"{path} does not fit this {type(policy).__name__}: shape mismatch {mismatched[:5]}, "
+                         f"missing {missing[:5]}, unexpected {unexpected[:5]}. Config fields that differ from the "
+                         f"checkpoint (saved, current): {differ}. Use the pretraining policy.* overrides.")
+    heads = {}
+    for prefix in FINETUNE_HEADS:
+        part = {k: v for k, v in weights.items() if k.startswith(prefix)}
+        mine = {k for k in own if k.startswith(prefix)}
+        if part.keys() == mine and all(part[k].shape == own[k].shape for k in part):
+            heads.update(part)
+        elif mine:
+            log.info("%s: checkpoint's %s has other sizes; it starts freshly initialised", path, prefix[:-1])
+    result = policy.load_state_dict({**core, **heads}, strict=False)
+    leftover = [k for k in result.missing_keys if not k.startswith(FINETUNE_HEADS)]
+    if leftover or result.unexpected_keys:
+        raise RuntimeError(f"loading {path}: missing {leftover}, unexpected {result.unexpected_keys}")
     log.info("loaded pretrained policy weights from %s", path)
 
 

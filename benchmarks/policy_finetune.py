@@ -1,0 +1,161 @@
+"""BC success vs online fine-tuned success of a chunked flow policy, and full-sampler vs one-step latency.
+
+    MUJOCO_GL=egl python benchmarks/policy_finetune.py [--seeds 0 1 2] [--online-steps 3000] [--algo dsrl]
+
+Per seed, on PointReach (state obs): record ``--demos`` scripted-expert demos, behaviour-clone a flow policy
+(chunks of 4, K=10 Euler steps) from them with ``pretrain_policy`` (what ``robot-rl pretrain`` runs), evaluate it
+deterministically (``bc_success``), then fine-tune it online with the registered algorithm (DSRL by default) through
+its learner-facing ``update(batch)`` on a real :class:`ReplayBuffer` (demos + the policy's own transitions, one
+update per env step after ``--warmup`` steps, replanning every step) and evaluate again (``final_success``).
+Few demos and few BC steps make the BC policy deliberately weak. This is the in-process loop, not the ZeroMQ
+learner/actor (``tests/algorithms/test_chunk_pipeline.py`` covers that path).
+
+Latency: per action chunk (batch 1, CPU, one torch thread) for the K-step sampler vs the consistency-distilled
+one-step head of the same BC policy, with the deterministic success of each (``--distill`` steps).
+The last line is JSON: medians over seeds plus ``per_seed``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from robot_rl.config import load_config  # noqa: E402
+from robot_rl.demos import record_episode  # noqa: E402
+from robot_rl.evaluate import run_episodes  # noqa: E402
+from robot_rl.policies.chunking import chunk_dataset  # noqa: E402
+from robot_rl.policies.cli import pretrain_policy  # noqa: E402
+from robot_rl.policies.distill import distill_one_step  # noqa: E402
+from robot_rl.registry import ALGORITHMS, ENVS, POLICIES  # noqa: E402
+from robot_rl.replay import ReplayBuffer  # noqa: E402
+from robot_rl.specs import spec_hash  # noqa: E402
+from robot_rl.types import Batch, Episode, Transition  # noqa: E402
+
+POLICY = ["env=point_reach", "policy=flow", "policy.backbone=mlp", "policy.width=128", "policy.depth=2",
+          "policy.chunk_size=4", "policy.inference_steps=10", "policy.noise_actor_hidden_dims=[128,128]",
+          "policy.execute_steps=1"]  # replan every step: the fine-tuning critics score single env actions
+
+
+def expert_episodes(cfg, n: int, seed: int) -> list[Episode]:
+    """``n`` successful scripted-expert episodes (what ``robot-rl demos`` records)."""
+    env = ENVS.make(cfg.env.name, cfg.env, seed=seed)
+    expert, sh, episodes = env.expert(), spec_hash(env.obs_spec, env.action_spec), []
+    for attempt in range(3 * n):
+        transitions, success = record_episode(env, expert, seed * 1000 + attempt, "expert", attempt)
+        if success:
+            episodes.append(Episode.from_transitions(transitions, sh, success=True, task=env.task))
+        if len(episodes) == n:
+            return episodes
+    raise RuntimeError(f"the expert succeeded in only {len(episodes)} of {3 * n} episodes")
+
+
+def evaluate(cfg, policy, episodes: int, seed: int) -> float:
+    env = ENVS.make(cfg.env.name, cfg.env, seed=seed)
+    return float(run_episodes(env, policy, episodes, seed=50_000 + seed)["success_rate"])
+
+
+def fine_tune(cfg, policy, algo, demos: list[Episode], online_steps: int, warmup: int, seed: int
+              ) -> dict[str, float]:
+    """Online fine-tuning in one process: act, store, ``update`` once per env step after the warm-up."""
+    env = ENVS.make(cfg.env.name, cfg.env, seed=seed + 7)
+    replay = ReplayBuffer(env.obs_spec, env.action_spec, capacity=online_steps + 5000)
+    for ep in demos:  # the demos seed the replay (the learner keeps them in a separate demo buffer)
+        replay.add_episode(ep)
+    rng = np.random.default_rng(seed)
+    obs, ep_id, t, successes = env.reset(seed=seed), 1000, 0, []
+    policy.reset()
+    for step in range(online_steps):
+        action = policy.act(obs, deterministic=False)
+        r = env.step(action)
+        replay.add_batch(Batch.from_transitions([Transition(obs, action, r.reward, r.obs, r.terminated, r.truncated,
+                                                            "online", ep_id, t)]))
+        obs, t = r.obs, t + 1
+        if r.terminated or r.truncated:
+            successes.append(bool(r.success))
+            obs, ep_id, t = env.reset(), ep_id + 1, 0
+            policy.reset()
+        if step >= warmup:
+            algo.update(replay.sample(cfg.algo.batch_size, rng).to_torch())
+            policy.eval()
+    return {"train_success_last20": float(np.mean(successes[-20:])) if successes else 0.0}
+
+
+def chunk_latency_ms(policy, obs: dict[str, np.ndarray], onestep: bool, repeats: int = 200) -> float:
+    policy.use_onestep.fill_(1.0 if onestep else 0.0)
+    tobs = {k: torch.as_tensor(v)[None] for k, v in obs.items()}
+    with torch.no_grad():
+        for _ in range(10):
+            policy.forward_act(tobs, True)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            policy.forward_act(tobs, True)
+            times.append(time.perf_counter() - t0)
+    return 1000.0 * statistics.median(times)
+
+
+def run_seed(args, seed: int) -> dict[str, float]:
+    torch.manual_seed(seed)
+    cfg = load_config([*POLICY, "algo=bc", "algo.batch_size=128", f"seed={seed}", *args.overrides])
+    demos = expert_episodes(cfg, args.demos, seed)
+    bc, _ = pretrain_policy(cfg, demos, args.bc_steps, seed=seed)
+    out: dict[str, float] = {"seed": seed, "bc_success": evaluate(cfg, bc, args.eval_episodes, seed)}
+    # Latency and success of the K-step sampler vs the one-step distilled head of the same BC policy.
+    data, _ = chunk_dataset(demos, bc.chunk_size)
+    distill_one_step(bc, data.to_torch(), args.distill, batch_size=128, seed=seed)
+    obs = ENVS.make(cfg.env.name, cfg.env, seed=seed).reset(seed=seed)
+    out["latency_ms_10step"] = chunk_latency_ms(bc, obs, onestep=False)
+    out["latency_ms_1step"] = chunk_latency_ms(bc, obs, onestep=True)
+    out["latency_ratio"] = out["latency_ms_10step"] / out["latency_ms_1step"]
+    out["onestep_success"] = evaluate(cfg, bc, args.eval_episodes, seed)
+    bc.use_onestep.fill_(0.0)
+    # Online fine-tuning of the same BC policy.
+    with tempfile.TemporaryDirectory() as tmp:  # through a checkpoint file, as `algo.pretrained=` loads it
+        path = os.path.join(tmp, "bc.pt")
+        torch.save({"policy": bc.state_dict()}, path)
+        ft_cfg = load_config([*POLICY, f"algo={args.algo}", "algo.batch_size=128", f"algo.pretrained={path}",
+                              "algo.critic_hidden_dims=[128,128]", f"seed={seed}", *args.overrides])
+        policy = POLICIES.make(ft_cfg.policy.name, ft_cfg.policy, bc.obs_spec, bc.action_spec)
+        algo = ALGORITHMS.make(ft_cfg.algo.name, ft_cfg.algo, policy, bc.obs_spec, bc.action_spec, "cpu")
+    t0 = time.perf_counter()
+    out.update(fine_tune(ft_cfg, policy, algo, demos, args.online_steps, args.warmup, seed))
+    out["finetune_wall_s"] = time.perf_counter() - t0
+    out["final_success"] = evaluate(ft_cfg, policy, args.eval_episodes, seed)
+    out["online_steps"] = args.online_steps
+    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}), flush=True)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--algo", default="dsrl", help="dsrl | fql | dppo")
+    parser.add_argument("--demos", type=int, default=3)
+    parser.add_argument("--bc-steps", type=int, default=150)
+    parser.add_argument("--distill", type=int, default=300)
+    parser.add_argument("--online-steps", type=int, default=3000)
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--eval-episodes", type=int, default=30)
+    parser.add_argument("overrides", nargs="*", help="extra hydra overrides for the policy / algorithm")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    rows = [run_seed(args, s) for s in args.seeds]
+    keys = ["bc_success", "final_success", "onestep_success", "latency_ms_10step", "latency_ms_1step",
+            "latency_ratio", "finetune_wall_s"]
+    summary = {f"{args.algo}_{k}" if k == "final_success" else k: round(statistics.median(r[k] for r in rows), 4)
+               for k in keys}
+    summary.update(algo=args.algo, online_steps=args.online_steps, seeds=args.seeds, per_seed=rows)
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
