@@ -4,9 +4,6 @@ intervention rate."""
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
 
 import numpy as np
 
@@ -14,23 +11,7 @@ from robot_rl.checkpoint import Checkpointer
 from robot_rl.episode_store import EpisodeStore
 from robot_rl.replay import ReplayBuffer
 from robot_rl.sim.point_reach import PointReach, PointReachConfig
-
-
-def free_ports(n: int) -> list[int]:
-    # Local helper rather than `from conftest import ...`: with several conftest.py files in the tree
-    # (tests/hardware/mcu/) the module name `conftest` is ambiguous at collection time.
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-def run_cli(*args: str, timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "robot_rl.cli", *args], capture_output=True, text=True,
-                          timeout=timeout)
+from support import free_ports, run_cli
 
 
 def test_train_with_the_virtual_operator_feeds_interventions_to_the_learner(tmp_path):

@@ -15,22 +15,11 @@ pytest.importorskip("rclpy", reason="ROS 2 tests need rclpy: run `make test-ros`
 pytest.importorskip("rosbags", reason="needs rosbags: run `make test-ros`")
 
 from ros_rig import ROOT  # noqa: E402
+from support import free_ports  # noqa: E402
 
 pytestmark = pytest.mark.ros
 BIN = Path(sys.executable).parent
 STEPS = 30
-
-
-def free_ports(n: int) -> list[int]:
-    import socket
-
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def test_twin_node_actor_node_and_learner(tmp_path: Path) -> None:
