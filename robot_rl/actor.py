@@ -71,9 +71,22 @@ def env_seed(base: int, actor_id: str, index: int) -> int:
     return (base + 1000 * index + zlib.crc32(actor_id.encode()) % 1_000_000) % 2**31
 
 
+def envs_per_actor(cfg: Any) -> int:
+    """``num_envs`` (the ``robot-rl train`` shorthand) when set, else ``actor.num_envs``."""
+    return int(getattr(cfg, "num_envs", 0) or cfg.actor.num_envs)
+
+
+def batched_backend(cfg: Any) -> str:
+    """Batched-env backend of this actor: ``actor.batched_backend``, or ``warp`` for ``env=pick_cube_warp``
+    (a GPU-batched twin only exists as a batch); empty = the per-env loop."""
+    if cfg.actor.batched_backend:
+        return cfg.actor.batched_backend
+    return "warp" if cfg.env.name == "pick_cube_warp" else ""
+
+
 def make_envs(cfg: Any, actor_id: str) -> list[RobotEnv]:
     return [ENVS.make(cfg.env.name, cfg.env, seed=env_seed(cfg.env.seed, actor_id, j))
-            for j in range(cfg.actor.num_envs)]
+            for j in range(envs_per_actor(cfg))]
 
 
 def load_weights(policy: torch.nn.Module, arrays: dict[str, np.ndarray]) -> None:

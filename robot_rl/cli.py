@@ -80,7 +80,7 @@ def cmd_learner(args: argparse.Namespace, overrides: Sequence[str]) -> int:
 
 
 def cmd_actor(args: argparse.Namespace, overrides: Sequence[str]) -> int:
-    from robot_rl.actor import Actor, env_seed, make_envs
+    from robot_rl.actor import Actor, batched_backend, env_seed, envs_per_actor, make_envs
     from robot_rl.config import config_hash, save_resolved
     from robot_rl.specs import spec_hash
     from robot_rl.transport.zmq_actor import ZmqActorClient
@@ -89,13 +89,14 @@ def cmd_actor(args: argparse.Namespace, overrides: Sequence[str]) -> int:
 
     torch.set_num_threads(1)  # small batched inference; leave the cores to the sim and the learner
     cfg = _config(args, overrides)
-    if cfg.actor.batched_backend:
+    backend = batched_backend(cfg)
+    if backend:
         from robot_rl.sim.batched import make_batched_env
 
         if cfg.hil.name != "none":
             raise SystemExit("hil needs the per-env actor loop: drop actor.batched_backend")
-        batched = make_batched_env(cfg.env, cfg.actor.num_envs, seed=env_seed(cfg.env.seed, cfg.actor.actor_id, 0),
-                                   backend=cfg.actor.batched_backend)
+        batched = make_batched_env(cfg.env, envs_per_actor(cfg), seed=env_seed(cfg.env.seed, cfg.actor.actor_id, 0),
+                                   backend=backend)
         envs = [batched]
     else:
         envs = make_envs(cfg, cfg.actor.actor_id)
@@ -107,7 +108,7 @@ def cmd_actor(args: argparse.Namespace, overrides: Sequence[str]) -> int:
                                spec_hash(obs_spec, action_spec), config_hash(cfg), spill_dir=spill,
                                actor_key_name=args.key_name)
     stop = _stop_on_signals()
-    if cfg.actor.batched_backend:
+    if backend:
         from robot_rl.batched_actor import BatchedActor
 
         actor = BatchedActor(cfg, transport, envs[0])

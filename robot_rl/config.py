@@ -230,6 +230,8 @@ class TrainConfig(ConfigNode):
     """Global seed for torch/numpy on the learner."""
     num_actors: int = 1
     """``robot-rl train``: actor processes to start."""
+    num_envs: int = 0
+    """Envs per actor process, shorthand for ``actor.num_envs`` (0 = use ``actor.num_envs``)."""
     num_demos: int = 20
     """``robot-rl train``: scripted-expert demo episodes recorded before training (cached in run_dir/demos)
     when ``learner.demos`` is unset and the env has an expert; 0 = train without demos."""

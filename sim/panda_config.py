@@ -74,12 +74,32 @@ class PandaPickPlaceCubeConfig(PandaPickCubeConfig):
     """Success needs the cube centre within this xy distance (m) of the target centre."""
 
 
+@dataclass
+class PickCubeWarpConfig(PandaPickCubeConfig):
+    """The pick-cube task with the actors on the MuJoCo Warp twin (``robot_rl.sim.pick_cube_warp``): same
+    spec, action scaling and success rule, ``num_envs`` worlds per actor stepped as one batch (on the GPU when
+    there is one). State observations only. The learner's evaluation and the scripted demos use the CPU twin
+    of the same model, which has the same spec."""
+
+    name: str = "pick_cube_warp"
+
+
 store("env", "panda_pick_cube", PandaPickCubeConfig)
+store("env", "pick_cube_warp_schema", PickCubeWarpConfig)  # conf/env/pick_cube_warp.yaml builds on it
 store("env", "panda_pick_place_cube", PandaPickPlaceCubeConfig)
 
 
 @ENVS.register("panda_pick_cube")
 def make_panda_pick_cube(cfg: PandaPickCubeConfig, seed: int | None = None) -> "PandaPickCube":
+    from robot_rl.sim.panda_pick_cube import PandaPickCube
+
+    return PandaPickCube(cfg, seed)
+
+
+@ENVS.register("pick_cube_warp")
+def make_pick_cube_warp_single(cfg: PickCubeWarpConfig, seed: int | None = None) -> "PandaPickCube":
+    """A single (CPU) env of the Warp task, for evaluation and demos; actors batch it on Warp (see
+    :func:`robot_rl.actor.batched_backend`)."""
     from robot_rl.sim.panda_pick_cube import PandaPickCube
 
     return PandaPickCube(cfg, seed)

@@ -131,3 +131,25 @@ def test_warp_twin_agrees_with_cpu_twin_on_expert_episodes() -> None:
                 np.testing.assert_allclose(result.obs["state"][j].numpy(), r["next_start"], atol=1e-5)
     with pytest.raises(ValueError, match="non-finite"):
         env.step(torch.full((2, 4), float("nan")))
+
+
+@pytest.mark.skipif(not WARP_OK, reason=f"mujoco-warp is not installed here: {WARP_WHY}")
+@pytest.mark.timeout(300)
+def test_train_on_the_warp_twin_through_real_processes(tmp_path) -> None:
+    """``robot-rl train env=pick_cube_warp num_envs=4``: the actor process steps 4 Warp worlds as one batch and
+    streams them to the learner; the run ends with its evaluation, checkpoint and stored episodes."""
+    import json
+
+    from support import run_cli
+
+    run = tmp_path / "run"
+    result = run_cli("train", "env=pick_cube_warp", "num_envs=4", f"run_dir={run}", "num_demos=3",
+                     "learner.max_env_steps=120", "learner.eval_every_env_steps=0", "algo.batch_size=32",
+                     "algo.offline_pretrain_updates=20", "learner.warmup_transitions=50", "eval_episodes=1",
+                     "logger.wandb=disabled", "logger.progress=false", timeout=280)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "mujoco_warp" in (run / "logs" / "actor-0.log").read_text()  # the actor really ran the Warp twin
+    records = [json.loads(line) for line in (run / "metrics_learner.jsonl").read_text().splitlines()]
+    assert max(r.get("env_steps", 0) for r in records) >= 120
+    assert json.loads((run / "eval.json").read_text())["episodes"] == 1
+    assert (run / "checkpoints" / "LATEST").exists()
