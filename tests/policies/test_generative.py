@@ -55,7 +55,7 @@ def fit(policy, data: ChunkBatch, steps: int, lr: float = 2e-3) -> float:
 
 @pytest.mark.parametrize("name,backbone,steps,tol", [("diffusion", "mlp", 700, 0.16), ("flow", "mlp", 500, 0.08),
                                                      pytest.param("flow", "unet", 1500, 0.1, marks=pytest.mark.slow),
-                                                     pytest.param("diffusion", "transformer", 1500, 0.15,
+                                                     pytest.param("diffusion", "transformer", 3000, 0.15,
                                                                   marks=pytest.mark.slow)])
 def test_policy_overfits_tiny_dataset(name: str, backbone: str, steps: int, tol: float) -> None:
     torch.manual_seed(0)
@@ -64,7 +64,9 @@ def test_policy_overfits_tiny_dataset(name: str, backbone: str, steps: int, tol:
     data = tiny_data()
     with torch.no_grad():
         before = (policy.forward_act(data.obs, deterministic=True) - data.action).abs().mean().item()
-    fit(policy, data, steps, lr=3e-3)
+    # The transformer denoiser diverges at 3e-3 (measured: 0.41 mean error after 1500 steps); 1e-3 over 3000
+    # steps reaches 0.011.
+    fit(policy, data, steps, lr=1e-3 if backbone == "transformer" else 3e-3)
     with torch.no_grad():
         chunk = policy.forward_act(data.obs, deterministic=True)  # (16, 4, 2)
     assert chunk.shape == (16, 4, 2)
