@@ -51,6 +51,9 @@ def test_learner_and_actors_survive_kills_and_replay_is_exactly_once(tmp_path):
     logs.mkdir()
     procs = []
     learner = spawn_cli(*learner_args, log=logs / "learner.log")
+    # Actors run a fixed 10 s of steps: start them once the learner is past its imports (it writes its resolved
+    # config first), or a slow first start (a fresh clone compiling bytecode) lets them finish before the kill.
+    _wait_for(lambda: (run_dir / "config_learner.yaml").exists(), 120, "the learner to start")
     actors = [spawn_cli(*actor_args(i), log=logs / f"actor-{i}.log") for i in range(2)]
     procs += [learner, *actors]
     ckpts = Checkpointer(run_dir)
