@@ -77,11 +77,9 @@ def cmd_pretrain(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     from robot_rl.registry import ENVS
     from robot_rl.specs import spec_hash
 
-    extra: dict[str, str] = {}
-    rest: list[str] = []
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        (extra.__setitem__(key, value) if sep and key in _EXTRA else rest.append(item))
+    from robot_rl.cli import split_extra
+
+    rest, extra = split_extra(overrides, _EXTRA)
     if not any(o.startswith("algo=") for o in rest):
         rest.append("algo=bc")
     cfg = load_resolved(args.config, rest) if args.config else load_config(rest)

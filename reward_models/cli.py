@@ -28,16 +28,11 @@ _EVAL_KEYS = ("checkpoint", "data", "n_success", "n_failure", "seed", "plot", "j
 
 def _split(overrides: Sequence[str], keys: Sequence[str]) -> tuple[list[str], dict[str, str], list[str]]:
     """hydra overrides, our ``key=value`` extras, and ``rm.*`` reward-train overrides."""
-    rest, extra, rm = [], {}, []
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if sep and key in keys:
-            extra[key] = value
-        elif sep and key.startswith("rm."):
-            rm.append(f"{key[3:]}={value}")
-        else:
-            rest.append(item)
-    return rest, extra, rm
+    from robot_rl.cli import split_extra
+
+    rest, extra = split_extra(overrides, keys)
+    rm = [item[3:] for item in rest if item.startswith("rm.") and "=" in item]
+    return [item for item in rest if not (item.startswith("rm.") and "=" in item)], extra, rm
 
 
 def _train_config(rm_overrides: Sequence[str]) -> Any:

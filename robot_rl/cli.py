@@ -28,12 +28,9 @@ log = logging.getLogger("robot_rl.cli")
 FEATURE_COMMANDS: tuple[str, ...] = ("robot_rl.hardware.mcu.cli", "robot_rl.reward_models.cli",
                                      "robot_rl.policies.cli")
 
-_EXTRA_KEYS = {"demos": ("n", "out"), "eval": ("checkpoint", "episodes", "video")}
-
-
-def _split_extra(command: str, overrides: Sequence[str]) -> tuple[list[str], dict[str, str]]:
-    """Pull subcommand-specific ``key=value`` arguments (e.g. ``n=20``) out of the hydra overrides."""
-    keys = _EXTRA_KEYS.get(command, ())
+def split_extra(overrides: Sequence[str], keys: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """Pull subcommand-specific ``key=value`` arguments (e.g. ``n=20``) out of the hydra overrides; feature
+    subcommands (``reward``, ``pretrain``, ``export-mcu``) use it too. Returns (hydra overrides, extras)."""
     extra, rest = {}, []
     for item in overrides:
         key, sep, value = item.partition("=")
@@ -153,7 +150,7 @@ def cmd_train(args: argparse.Namespace, overrides: Sequence[str]) -> int:
 def cmd_demos(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     from robot_rl.demos import generate_demos
 
-    overrides, extra = _split_extra("demos", overrides)
+    overrides, extra = split_extra(overrides, ("n", "out"))
     cfg = _config(args, overrides)
     out = extra.get("out") or str(Path(cfg.run_dir) / "demos")
     stats = generate_demos(cfg, int(extra.get("n", 20)), out)
@@ -164,7 +161,7 @@ def cmd_demos(args: argparse.Namespace, overrides: Sequence[str]) -> int:
 def cmd_eval(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     from robot_rl.evaluate import evaluate_checkpoint
 
-    overrides, extra = _split_extra("eval", overrides)
+    overrides, extra = split_extra(overrides, ("checkpoint", "episodes", "video"))
     if "checkpoint" not in extra:
         raise SystemExit("robot-rl eval needs checkpoint=PATH (a run_dir or a checkpoints/ckpt-* directory)")
     result = evaluate_checkpoint(extra["checkpoint"], int(extra.get("episodes", 20)), extra.get("video"),

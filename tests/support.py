@@ -61,3 +61,20 @@ def run_cli(*args: str, timeout: float = 120, **popen) -> subprocess.CompletedPr
 def spawn_cli(*args: str, log: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "robot_rl.cli", *args], stdout=open(log, "ab"),
                             stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+
+
+def run_with_actor_thread(learner, actor, join_s: float = 30.0) -> tuple[dict, dict]:
+    """Run ``learner.run()`` here while ``actor.run()`` steps on a thread (in-process transport); stop the actor
+    and close the learner afterwards. Returns (learner result, actor result)."""
+    import threading
+
+    stop, result = threading.Event(), {}
+    thread = threading.Thread(target=lambda: result.update(actor.run(stop=stop)))
+    thread.start()
+    try:
+        learned = learner.run()
+    finally:
+        stop.set()
+        thread.join(join_s)
+        learner.close()
+    return learned, result

@@ -36,17 +36,6 @@ def _bool(value: str) -> bool:
     raise SystemExit(f"expected a boolean, got {value!r}")
 
 
-def _split(overrides: Sequence[str]) -> tuple[dict[str, str], list[str]]:
-    extra, rest = {}, []
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if sep and key in _KEYS:
-            extra[key] = value
-        else:
-            rest.append(item)
-    return extra, rest
-
-
 def load_teacher(checkpoint: str, config_file: str | None, overrides: Sequence[str]) -> tuple[Any, Any, str]:
     """(env, teacher, description) for a checkpoint path or ``expert``."""
     import torch
@@ -77,7 +66,9 @@ def cmd_export_mcu(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     from robot_rl.hardware.mcu.export import ExportConfig, export
     from robot_rl.hardware.mcu.student import StudentConfig
 
-    extra, rest = _split(overrides)
+    from robot_rl.cli import split_extra
+
+    rest, extra = split_extra(overrides, _KEYS)
     if "checkpoint" not in extra or "out" not in extra:
         raise SystemExit("robot-rl export-mcu needs checkpoint=RUN_DIR|expert and out=DIR")
     try:

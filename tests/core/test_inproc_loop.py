@@ -1,11 +1,11 @@
 """Actor loop + learner loop in one process over the in-process transport (the single-machine stand-in)."""
-import threading
 
 import numpy as np
 
 from robot_rl.actor import Actor
 from robot_rl.config import load_config
 from robot_rl.learner import Learner
+from support import run_with_actor_thread
 
 
 def test_inproc_actor_learner_loop(tmp_path):
@@ -15,15 +15,7 @@ def test_inproc_actor_learner_loop(tmp_path):
                        "replay.prefetch=0", "actor.num_envs=2", "transport.kind=inproc", "transport.chunk_size=16"])
     learner = Learner(cfg)
     actor = Actor(cfg, learner.transport.connect(cfg.transport, "actor-0"))
-    stop, result = threading.Event(), {}
-    thread = threading.Thread(target=lambda: result.update(actor.run(stop=stop)))
-    thread.start()
-    try:
-        learned = learner.run()
-    finally:
-        stop.set()
-        thread.join(30)
-        learner.close()
+    learned, result = run_with_actor_thread(learner, actor, join_s=30)
     assert learned["env_steps"] >= 600 and learned["updates"] >= 0.25 * 600
     assert result["weights_version"] > 0  # weights flowed back to the actor
     ids = list(learner.online.iter_ids())

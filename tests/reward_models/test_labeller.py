@@ -1,6 +1,5 @@
 """The learner trains on learned rewards: batches labelled off its thread, version recorded."""
 import json
-import threading
 
 import numpy as np
 import pytest
@@ -11,6 +10,7 @@ from robot_rl.episode_store import EpisodeStore
 from robot_rl.learner import Learner
 from robot_rl.reward_models.labeller import LabelledSampler, RewardLabeller
 from robot_rl.reward_models.train import load_checkpoint
+from support import run_with_actor_thread
 
 
 @pytest.fixture
@@ -81,15 +81,7 @@ def test_inproc_loop_trains_with_a_reward_model_trained_from_the_demos(tmp_path,
     learner = Learner(cfg)
     assert (tmp_path / "run" / "reward_prm.pt").exists()
     actor = Actor(cfg, learner.transport.connect(cfg.transport, "actor-0"))
-    stop, result = threading.Event(), {}
-    thread = threading.Thread(target=lambda: result.update(actor.run(stop=stop)))
-    thread.start()
-    try:
-        learned = learner.run()
-    finally:
-        stop.set()
-        thread.join(60)
-        learner.close()
+    learned, result = run_with_actor_thread(learner, actor, join_s=60)
     assert learned["env_steps"] >= 128 and learned["updates"] >= 0.25 * 128
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics_learner.jsonl").read_text().splitlines()]
     versions = {r["reward/version"] for r in records if "reward/version" in r}

@@ -1,7 +1,6 @@
 """Batched envs: the vectorised CPU twin, the batched actor loop, and the MuJoCo Warp twin against the CPU twin."""
 from __future__ import annotations
 
-import threading
 
 import numpy as np
 import pytest
@@ -12,6 +11,7 @@ from robot_rl.sim.batched import BatchedEnv, VectorizedTwin, make_batched_env
 from robot_rl.sim.panda_config import PandaPickCubeConfig, RandomizationConfig
 from robot_rl.sim.panda_pick_cube import PandaPickCube
 from robot_rl.sim.pick_cube_warp import warp_available
+from support import run_with_actor_thread
 
 WARP_OK, WARP_WHY = warp_available()
 
@@ -55,15 +55,7 @@ def test_batched_actor_streams_every_row_to_the_learner(tmp_path) -> None:
     env = make_batched_env(cfg.env, num_envs=8)
     learner = Learner(cfg)
     actor = BatchedActor(cfg, learner.transport.connect(cfg.transport, "actor-0"), env)
-    stop, result = threading.Event(), {}
-    thread = threading.Thread(target=lambda: result.update(actor.run(stop=stop)))
-    thread.start()
-    try:
-        learned = learner.run()
-    finally:
-        stop.set()
-        thread.join(30)
-        learner.close()
+    learned, result = run_with_actor_thread(learner, actor, join_s=30)
     assert learned["env_steps"] >= 400 and result["weights_version"] > 0
     assert result["steps"] % 8 == 0  # whole batched steps only
     episodes = list(actor.store.episodes())
