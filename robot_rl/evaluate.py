@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -16,29 +17,36 @@ log = logging.getLogger("robot_rl.eval")
 
 
 def run_episodes(env: Any, policy: Any, episodes: int, seed: int, video_path: str | Path | None = None,
-                 video_episodes: int = 3, camera: str = "front") -> dict[str, Any]:
-    """Deterministic rollouts; records the first ``video_episodes`` through ``env.render`` when asked."""
+                 video_episodes: int = 3, camera: str = "front",
+                 stop: threading.Event | None = None) -> dict[str, Any]:
+    """Deterministic rollouts; records the first ``video_episodes`` through ``env.render`` when asked.
+
+    ``stop`` (the learner's SIGTERM/SIGINT event) ends the evaluation after the current step: a pixel eval takes
+    minutes on a CPU and must not hold a shutdown. Only finished episodes count; ``episodes`` in the result says
+    how many (0 gives NaN rates)."""
     frames: list[np.ndarray] = []
     successes, returns = [], []
     can_render = video_path is not None and hasattr(env, "render")
     for ep in range(episodes):
         obs = env.reset(seed=seed + ep)
         policy.reset()
-        total, success = 0.0, False
-        while True:
+        total, success, finished = 0.0, False, False
+        while not finished and not (stop is not None and stop.is_set()):
             if can_render and ep < video_episodes:
                 frames.append(env.render(camera=camera))
             action = policy.act(obs, deterministic=True)
             result = env.step(action)
             total += result.reward
             obs = result.obs
-            if result.terminated or result.truncated:
-                success = result.success
-                break
+            finished = result.terminated or result.truncated
+            success = bool(finished and result.success)
+        if not finished:
+            break  # interrupted mid-episode: it does not count
         successes.append(success)
         returns.append(total)
-    out: dict[str, Any] = {"episodes": episodes, "success_rate": float(np.mean(successes)),
-                           "mean_return": float(np.mean(returns))}
+    done = len(successes)
+    out: dict[str, Any] = {"episodes": done, "success_rate": float(np.mean(successes)) if done else float("nan"),
+                           "mean_return": float(np.mean(returns)) if done else float("nan")}
     if can_render and frames:
         import imageio.v2 as imageio
 

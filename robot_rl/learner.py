@@ -181,13 +181,17 @@ class Learner:
         self.policy.eval()
         try:
             result = run_episodes(self._eval_env, self.policy, self.cfg.learner.eval_episodes,
-                                  seed=100_000 + self.online_transitions)
+                                  seed=100_000 + self.online_transitions, stop=self._stop)
         finally:
             self.policy.train(was_training)
-        return {"eval/success_rate": result["success_rate"], "eval/return": result["mean_return"]}
+        return {"eval/success_rate": result["success_rate"], "eval/return": result["mean_return"],
+                "eval/episodes": float(result["episodes"])}
 
     def _log_evaluation(self, logger: RunLogger) -> None:
-        logger.log({**self.evaluate(), "updates": self.updates}, step=self.online_transitions, force_print=True)
+        metrics = self.evaluate()
+        if metrics["eval/episodes"] == 0:  # stopped before one episode finished: nothing to report
+            return
+        logger.log({**metrics, "updates": self.updates}, step=self.online_transitions, force_print=True)
 
     def stop(self) -> None:
         self._stop.set()
@@ -262,7 +266,7 @@ class Learner:
             self._log_progress(logger, metrics, time.monotonic() - t_start)  # short runs get one line too
             self.publish()
             self.save_checkpoint()
-            if eval_every:
+            if eval_every and not self._stop.is_set():  # a signal means "exit now", not "evaluate first"
                 self._log_evaluation(logger)
         finally:
             self.sampler.close()

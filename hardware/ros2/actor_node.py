@@ -82,13 +82,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(sig, lambda signum, frame: stop.set())
     executor = SingleThreadedExecutor()
     executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, name="ros-executor", daemon=True)
+
+    def spin() -> None:
+        # spin_once in a loop rather than executor.spin(): the thread must leave the executor's wait set before
+        # the node and the rcl context are destroyed. A daemon thread still blocked in rcl_wait at interpreter
+        # exit made the process abort ("terminate called without an active exception", exit -6) after a clean run.
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.05)
+
+    spinner = threading.Thread(target=spin, name="ros-executor")
     spinner.start()
     try:
         cfg = from_params(RobotNodeConfig, node_parameters(node))
         run(node, cfg, stop, cfg.max_steps or None)
     finally:
         stop.set()
+        spinner.join(timeout=5.0)
+        if spinner.is_alive():
+            log.warning("ROS executor thread did not stop within 5 s; shutting down anyway")
         executor.shutdown(timeout_sec=1.0)
         node.destroy_node()
         rclpy.try_shutdown()

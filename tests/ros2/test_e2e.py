@@ -4,8 +4,10 @@ learner process over CurveZMQ, and the episode lands in the learner, in the acto
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +55,9 @@ def test_twin_node_actor_node_and_learner(tmp_path: Path) -> None:
              "-p", "actor_id:=robot1", "-p", "key_name:=robot1", "-p", f"max_steps:={STEPS}",
              "-p", f"bag_dir:={tmp_path / 'bags'}"], stdout=logs["actor"], stderr=subprocess.STDOUT, env=env)
         rc_actor = procs["actor"].wait(timeout=240)
-        # (the learner is stopped in `finally`: with utd=0 before warm-up it does not act on SIGTERM; see notes)
+        # SIGTERM stops the learner promptly and cleanly, even inside its (pixel) evaluation
+        procs["learner"].terminate()
+        rc_learner = procs["learner"].wait(timeout=60)
     finally:
         for p in procs.values():
             if p.poll() is None:
@@ -64,9 +68,9 @@ def test_twin_node_actor_node_and_learner(tmp_path: Path) -> None:
                     p.kill()
     actor_log = (tmp_path / "actor.log").read_text()
     assert rc_actor == 0, actor_log[-4000:]
+    assert rc_learner == 0, (tmp_path / "learner.log").read_text()[-4000:]
     # the learner acked every chunk (it acks only after validating + ingesting), none rejected, over CurveZMQ
     flat = " ".join(actor_log.split())
-    import re
     acked = re.search(r"'transport/acked': ([0-9.]+)", flat)
     assert acked and float(acked.group(1)) >= STEPS / 32 and "'transport/rejected': 0.0" in flat, flat[-2000:]
     assert "robot1" in (tmp_path / "learner.log").read_text()
