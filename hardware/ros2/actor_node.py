@@ -11,7 +11,6 @@ actor after the current step, flush the transport and leave the robot holding it
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 import threading
 from pathlib import Path
@@ -66,43 +65,23 @@ def run(node: Any, cfg: RobotNodeConfig, stop: threading.Event, max_steps: int |
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.signals import SignalHandlerOptions
-
-    from robot_rl.hardware.ros2.ros_io import node_parameters
+    from robot_rl.hardware.ros2.ros_io import node_parameters, node_session, spin_until
     from robot_rl.run_log import setup_logging
 
     setup_logging()
-    args = list(sys.argv if argv is None else argv)
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    node = rclpy.create_node("robot_rl_actor", automatically_declare_parameters_from_overrides=True)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda signum, frame: stop.set())
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-
-    def spin() -> None:
-        # spin_once in a loop rather than executor.spin(): the thread must leave the executor's wait set before
-        # the node and the rcl context are destroyed. A daemon thread still blocked in rcl_wait at interpreter
-        # exit made the process abort ("terminate called without an active exception", exit -6) after a clean run.
-        while not stop.is_set() and rclpy.ok():
-            executor.spin_once(timeout_sec=0.05)
-
-    spinner = threading.Thread(target=spin, name="ros-executor")
-    spinner.start()
-    try:
-        cfg = from_params(RobotNodeConfig, node_parameters(node))
-        run(node, cfg, stop, cfg.max_steps or None)
-    finally:
-        stop.set()
-        spinner.join(timeout=5.0)
-        if spinner.is_alive():
-            log.warning("ROS executor thread did not stop within 5 s; shutting down anyway")
-        executor.shutdown(timeout_sec=1.0)
-        node.destroy_node()
-        rclpy.try_shutdown()
+    with node_session("robot_rl_actor", argv) as (node, executor, stop):
+        # The spinner is joined before node_session tears down: a daemon thread still blocked in rcl_wait at
+        # interpreter exit made the process abort ("terminate called without an active exception", exit -6).
+        spinner = threading.Thread(target=spin_until, args=(executor, stop), name="ros-executor")
+        spinner.start()
+        try:
+            cfg = from_params(RobotNodeConfig, node_parameters(node))
+            run(node, cfg, stop, cfg.max_steps or None)
+        finally:
+            stop.set()
+            spinner.join(timeout=5.0)
+            if spinner.is_alive():
+                log.warning("ROS executor thread did not stop within 5 s; shutting down anyway")
     return 0
 
 

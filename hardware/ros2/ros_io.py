@@ -2,8 +2,12 @@
 imported inside the functions, so this module imports without ROS."""
 from __future__ import annotations
 
+import signal
+import sys
+import threading
 import time
-from typing import Any, Sequence
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -16,6 +20,42 @@ def qos_profile(reliability: str, depth: int) -> Any:
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(depth),
                       reliability=ReliabilityPolicy.BEST_EFFORT if reliability == "best_effort"
                       else ReliabilityPolicy.RELIABLE)
+
+
+@contextmanager
+def node_session(name: str, argv: Sequence[str] | None = None) -> Iterator[tuple[Any, Any, threading.Event]]:
+    """``(node, executor, stop)`` for one process's node, torn down in the only safe order.
+
+    rclpy's own signal handlers are off: on SIGTERM they invalidate the context at once, so a timer callback
+    publishing at that moment raises ("publisher's context is invalid") and the process exits 1. Here SIGINT
+    and SIGTERM only set ``stop``; whoever spins (:func:`spin_until`) leaves the executor, and only then are the
+    executor, the node and the context destroyed."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
+
+    rclpy.init(args=list(sys.argv if argv is None else argv), signal_handler_options=SignalHandlerOptions.NO)
+    node = rclpy.create_node(name, automatically_declare_parameters_from_overrides=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: stop.set())
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        yield node, executor, stop
+    finally:
+        stop.set()
+        executor.shutdown(timeout_sec=1.0)
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+def spin_until(executor: Any, stop: threading.Event) -> None:
+    """Spin until ``stop``; ``spin_once`` with a short timeout so the loop notices ``stop`` within 50 ms."""
+    import rclpy
+
+    while not stop.is_set() and rclpy.ok():
+        executor.spin_once(timeout_sec=0.05)
 
 
 def node_parameters(node: Any) -> dict[str, Any]:

@@ -116,24 +116,14 @@ class TwinNode:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import rclpy
-
     from robot_rl.hardware.ros2.config import from_params
-    from robot_rl.hardware.ros2.ros_io import node_parameters
     from robot_rl.run_log import setup_logging
 
     setup_logging()
-    rclpy.init(args=list(sys.argv if argv is None else argv))
-    node = rclpy.create_node("robot_rl_twin", automatically_declare_parameters_from_overrides=True)
-    try:
-        TwinNode(node, from_params(TwinNodeConfig, node_parameters(node)))
+    with ros_io.node_session("robot_rl_twin", argv) as (node, executor, stop):
+        TwinNode(node, from_params(TwinNodeConfig, ros_io.node_parameters(node)))
         log.info("twin publishing on %s", node.get_topic_names_and_types())
-        rclpy.spin(node)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+        ros_io.spin_until(executor, stop)
     return 0
 
 

@@ -55,9 +55,11 @@ def test_twin_node_actor_node_and_learner(tmp_path: Path) -> None:
              "-p", "actor_id:=robot1", "-p", "key_name:=robot1", "-p", f"max_steps:={STEPS}",
              "-p", f"bag_dir:={tmp_path / 'bags'}"], stdout=logs["actor"], stderr=subprocess.STDOUT, env=env)
         rc_actor = procs["actor"].wait(timeout=240)
-        # SIGTERM stops the learner promptly and cleanly, even inside its (pixel) evaluation
+        # SIGTERM stops the learner (even inside its pixel evaluation) and the twin node promptly and cleanly
         procs["learner"].terminate()
+        procs["twin"].terminate()
         rc_learner = procs["learner"].wait(timeout=60)
+        rc_twin = procs["twin"].wait(timeout=30)
     finally:
         for p in procs.values():
             if p.poll() is None:
@@ -69,6 +71,7 @@ def test_twin_node_actor_node_and_learner(tmp_path: Path) -> None:
     actor_log = (tmp_path / "actor.log").read_text()
     assert rc_actor == 0, actor_log[-4000:]
     assert rc_learner == 0, (tmp_path / "learner.log").read_text()[-4000:]
+    assert rc_twin == 0, (tmp_path / "twin.log").read_text()[-4000:]
     # the learner acked every chunk (it acks only after validating + ingesting), none rejected, over CurveZMQ
     flat = " ".join(actor_log.split())
     acked = re.search(r"'transport/acked': ([0-9.]+)", flat)
