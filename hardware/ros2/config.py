@@ -253,6 +253,27 @@ def validate(cfg: Any) -> None:
             raise ValueError("control_hz, safety.sensor_timeout_s and safety.watchdog_timeout_s must be > 0")
 
 
+# Launch arguments real.launch.py / sim.launch.py forward to the actor node as parameters (name -> help text).
+LAUNCH_FORWARDED = {
+    "train_config": "the learner's run_dir/config_learner.yaml",
+    "learner_host": "learner address (transport.host)",
+    "keys_dir": "CurveZMQ keys directory (transport.keys_dir)",
+    "key_name": "this robot's key name (keys/actors/<name>.key_secret)",
+    "actor_id": "this robot's actor id",
+}
+
+
+def launch_overrides(arguments: Mapping[str, str]) -> dict[str, str]:
+    """The launch arguments to pass as node parameters on top of the params files: only the ones given.
+
+    A parameter dict entry always wins over the params file, so forwarding an unset argument's "" default
+    would silently blank ``learner_host`` etc. set in real.yaml."""
+    unknown = set(arguments) - set(LAUNCH_FORWARDED)
+    if unknown:
+        raise KeyError(f"not a forwarded launch argument: {sorted(unknown)}")
+    return {name: value for name, value in arguments.items() if value != ""}
+
+
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in tree.items():

@@ -41,6 +41,31 @@ def test_rcl_parses_the_launch_parameter_files_like_our_loader() -> None:
                                                               expected.qos)
 
 
+def test_unset_launch_arguments_keep_the_params_file_value(tmp_path: Path) -> None:
+    """What real.launch.py hands rcl: the params file, then only the arguments given (launch_overrides)."""
+    import rclpy
+
+    from robot_rl.hardware.ros2.config import RobotNodeConfig, from_params, launch_overrides
+    from robot_rl.hardware.ros2.ros_io import node_parameters
+
+    site = tmp_path / "site.yaml"
+    site.write_text('robot_rl_actor:\n  ros__parameters:\n    learner_host: "10.0.0.9"\n    keys_dir: "/etc/keys"\n')
+    given = launch_overrides({"learner_host": "", "keys_dir": "", "train_config": "/runs/a/config_learner.yaml",
+                              "key_name": "", "actor_id": ""})
+    context = rclpy.Context()
+    rclpy.init(context=context, args=["x", "--ros-args", "--params-file", str(ROOT / "launch" / "config" / "real.yaml"),
+                                      "--params-file", str(site), *(a for k, v in given.items()
+                                                                     for a in ("-p", f"{k}:={v}"))])
+    try:
+        node = rclpy.create_node("robot_rl_actor", context=context,
+                                 automatically_declare_parameters_from_overrides=True)
+        cfg = from_params(RobotNodeConfig, node_parameters(node))
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
+    assert (cfg.learner_host, cfg.keys_dir, cfg.train_config) == ("10.0.0.9", "/etc/keys", "/runs/a/config_learner.yaml")
+
+
 def _ament_lookup(prefix: Path) -> str:
     code = ("from ament_index_python.packages import get_package_share_directory, get_package_prefix; "
             "print(get_package_share_directory('robot_rl')); print(get_package_prefix('robot_rl'))")
