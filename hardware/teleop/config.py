@@ -64,9 +64,12 @@ class VirtualOperatorConfig(ConfigNode):
     stall_distance: float = 0.01
     """The policy stalls when the first three state entries (TCP position) moved less than this over
     ``window`` steps (units of the state, m for the Panda twins)."""
+    stall_expert_motion: float = 0.3
+    """...but only while the expert would move: its mean motion command over the window is larger than this
+    (L2, action units). Standing still to close the gripper is what the expert does too."""
     disagreement: float = 0.9
-    """The policy heads for failure when its motion differs from the expert's by more than this (mean
-    L2 over ``window`` steps, in action units)."""
+    """The policy heads for failure when its mean motion over ``window`` steps differs from the expert's mean
+    motion by more than this (L2, in action units), or its gripper is the other way on most of those steps."""
     takeover_steps: int = 15
     """Steps the operator keeps control once it took over."""
     cooldown_steps: int = 10

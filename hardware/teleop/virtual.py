@@ -1,9 +1,12 @@
 """The virtual operator: a headless stand-in for the person at the robot, for the twins and for CI.
 
 It watches every step the way a person would and takes the controls (the env's scripted expert drives)
-when the policy *stalls* (the TCP, ``state[:3]``, moved less than ``stall_distance`` over ``window`` steps)
-or *heads for failure* (its motion disagrees with the expert's by more than ``disagreement`` on average over
-``window`` steps, or it keeps the gripper the other way). It keeps control for ``takeover_steps``, then hands
+when the policy *stalls* (the TCP, ``state[:3]``, moved less than ``stall_distance`` over ``window`` steps while
+the expert would be moving)
+or *heads for failure*: its mean motion over ``window`` steps differs from the expert's mean motion by more than
+``disagreement``, or it keeps the gripper the other way for most of the window. Means, not per-step gaps: the
+policy's executed actions are exploration samples, and a person watching judges where the arm is going, not
+each jitter; per-step gaps took a good stochastic policy away from itself on most steps. It keeps control for ``takeover_steps``, then hands
 back and lets the policy try for at least ``cooldown_steps``. Its commands go through the same arbitration,
 labelling, transport and replay path as a person's.
 
@@ -36,7 +39,10 @@ class VirtualOperator:
     def reset(self) -> None:
         self.expert.reset()
         self._tcp: deque[np.ndarray] = deque(maxlen=self.cfg.window)
-        self._gap: deque[float] = deque(maxlen=self.cfg.window)
+        # per step: policy motion (3), expert motion (3), gripper opposite to the expert's (0/1)
+        self._policy_motion: deque[np.ndarray] = deque(maxlen=self.cfg.window)
+        self._expert_motion: deque[np.ndarray] = deque(maxlen=self.cfg.window)
+        self._grip_opposite: deque[float] = deque(maxlen=self.cfg.window)
         self.remaining = 0
         self.cooldown = 0
         self.takeovers = 0
@@ -45,27 +51,40 @@ class VirtualOperator:
     def _triggered(self) -> str:
         if len(self._tcp) < self.cfg.window:
             return ""
-        if float(np.linalg.norm(self._tcp[-1] - self._tcp[0])) < self.cfg.stall_distance:
+        expert_speed = float(np.linalg.norm(np.mean(self._expert_motion, axis=0)))
+        if float(np.linalg.norm(self._tcp[-1] - self._tcp[0])) < self.cfg.stall_distance \
+                and expert_speed > self.cfg.stall_expert_motion:  # standing still while grasping is no stall
             return "stall"
-        if float(np.mean(self._gap)) > self.cfg.disagreement:
+        if self.disagreement() > self.cfg.disagreement:
             return "disagreement"
         return ""
+
+    def disagreement(self) -> float:
+        """L2 between the window's mean policy and expert motions, +1 when the gripper is the other way on most
+        steps (closing on nothing, letting go mid-lift)."""
+        if not self._policy_motion:
+            return 0.0
+        gap = float(np.linalg.norm(np.mean(self._policy_motion, axis=0) - np.mean(self._expert_motion, axis=0)))
+        return gap + (1.0 if np.mean(self._grip_opposite) > 0.5 else 0.0)
+
+    def _forget(self) -> None:
+        for window in (self._tcp, self._policy_motion, self._expert_motion, self._grip_opposite):
+            window.clear()
 
     def command(self, obs: dict[str, np.ndarray], policy_action: np.ndarray,
                 last_action: np.ndarray | None) -> Command:
         expert = np.clip(np.asarray(self.expert.act(obs), np.float32), self.low, self.high)
         policy_action = np.asarray(policy_action, np.float32)
-        gap = float(np.linalg.norm(policy_action[self.motion_dims] - expert[self.motion_dims]))
-        if self.grip is not None and np.sign(policy_action[self.grip]) != np.sign(expert[self.grip]):
-            gap += 1.0  # closing on nothing / letting go mid-lift is heading for failure too
         self._tcp.append(np.asarray(obs["state"][:3], np.float64))
-        self._gap.append(gap)
+        self._policy_motion.append(policy_action[self.motion_dims])
+        self._expert_motion.append(expert[self.motion_dims])
+        self._grip_opposite.append(float(self.grip is not None
+                                         and np.sign(policy_action[self.grip]) != np.sign(expert[self.grip])))
         if self.remaining > 0:
             self.remaining -= 1
             if self.remaining == 0:
                 self.cooldown = self.cfg.cooldown_steps
-                self._tcp.clear()
-                self._gap.clear()
+                self._forget()  # judge the policy on its own steps after the hand-back
             return Command(active=True, action=expert)
         if self.cooldown > 0:
             self.cooldown -= 1
