@@ -9,15 +9,36 @@ actions of a chunk are still valid off-policy data for the critic.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from robot_rl.algorithms.sac import EnsembleCritic
+from robot_rl.config import AlgoConfig
 from robot_rl.types import Batch
 
 log = logging.getLogger("robot_rl.algorithms")
+
+
+@dataclass
+class ChunkFinetuneConfig(AlgoConfig):
+    """Fields every generative-policy fine-tuner (DSRL, FQL, DPPO) shares: where the BC policy comes from and the
+    critic ensemble ``Q(s, a_t)`` built by :func:`make_critic`."""
+
+    pretrained: str = ""
+    """BC-pretrained policy weights (``robot-rl pretrain`` output); '' starts from the untrained policy."""
+    critic_lr: float = 3e-4
+    """Adam learning rate of the critics."""
+    tau: float = 0.005
+    """Polyak factor of the target critic."""
+    num_critics: int = 2
+    """Critic ensemble members (mean for the actor, min for the target)."""
+    critic_hidden_dims: list[int] = field(default_factory=lambda: [256, 256])
+    """Hidden widths of the critics."""
+    critic_layer_norm: bool = True
+    """LayerNorm in the critics (as RLPD and FQL)."""
 
 
 # Parts of a generative policy that fine-tuning (re)creates: a pretrained checkpoint may carry them with other

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -29,28 +29,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from robot_rl.algorithms.base import Algorithm
-from robot_rl.algorithms.chunk_common import adam, check_batch, load_pretrained, make_critic, polyak, scalar
-from robot_rl.config import AlgoConfig, store
+from robot_rl.algorithms.chunk_common import (ChunkFinetuneConfig, adam, check_batch, load_pretrained, make_critic,
+                                              polyak, scalar)
+from robot_rl.config import store
 from robot_rl.registry import ALGORITHMS
 from robot_rl.specs import ActionSpec, ObsSpec
 from robot_rl.types import Batch
 
 
 @dataclass
-class DPPOConfig(AlgoConfig):
+class DPPOConfig(ChunkFinetuneConfig):
     name: str = "dppo"
-    pretrained: str = ""
-    """BC-pretrained policy weights (``robot-rl pretrain`` output); '' starts from the untrained policy."""
     actor_lr: float = 1e-4
     """Adam learning rate of the denoiser (PPO steps)."""
     critic_lr: float = 3e-4
     """Adam learning rate of Q and V."""
-    tau: float = 0.005
-    """Polyak factor of the target Q."""
-    num_critics: int = 2
-    """Q ensemble members."""
-    critic_hidden_dims: list[int] = field(default_factory=lambda: [256, 256])
-    """Hidden widths of Q and V."""
     expectile: float = 0.7
     """IQL expectile of V (0.5 = mean; higher approaches the max over replay actions)."""
     clip_first: float = 0.1
@@ -95,8 +88,9 @@ class DPPO(Algorithm):
         self.policy.denoiser.requires_grad_(True)
         feat = policy.encoder.output_dim
         hidden = tuple(cfg.critic_hidden_dims)
-        self.q, self.q_target = make_critic(feat + policy.action_dim, hidden, cfg.num_critics, True, self.device)
-        self.v, _ = make_critic(feat, hidden, 1, True, self.device)
+        self.q, self.q_target = make_critic(feat + policy.action_dim, hidden, cfg.num_critics, cfg.critic_layer_norm,
+                                           self.device)
+        self.v, _ = make_critic(feat, hidden, 1, cfg.critic_layer_norm, self.device)
         self.actor_opt = adam(policy.denoiser.parameters(), cfg.actor_lr)
         self.q_opt = adam(self.q.parameters(), cfg.critic_lr)
         self.v_opt = adam(self.v.parameters(), cfg.critic_lr)

@@ -15,7 +15,7 @@ from the latent actor too. Only ``policy.noise_actor`` gets gradients.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -23,19 +23,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from robot_rl.algorithms.base import Algorithm
-from robot_rl.algorithms.chunk_common import (adam, check_batch, load_pretrained, make_critic, polyak, scalar,
-                                              td_target)
-from robot_rl.config import AlgoConfig, store
+from robot_rl.algorithms.chunk_common import (ChunkFinetuneConfig, adam, check_batch, load_pretrained, make_critic,
+                                              polyak, scalar, td_target)
+from robot_rl.config import store
 from robot_rl.registry import ALGORITHMS
 from robot_rl.specs import ActionSpec, ObsSpec
 from robot_rl.types import Batch
 
 
 @dataclass
-class DSRLConfig(AlgoConfig):
+class DSRLConfig(ChunkFinetuneConfig):
     name: str = "dsrl"
-    pretrained: str = ""
-    """BC-pretrained policy weights (``robot-rl pretrain`` output); '' starts from the untrained policy."""
     actor_lr: float = 1e-3
     """Adam learning rate of the latent-noise actor (1e-3, as the SAC point_reach test: the sparse-reward critic
     must move away from its initial bias within a few thousand updates)."""
@@ -43,14 +41,6 @@ class DSRLConfig(AlgoConfig):
     """Adam learning rate of both critics."""
     temperature_lr: float = 3e-4
     """Adam learning rate of log alpha."""
-    tau: float = 0.005
-    """Polyak factor of the target action critic."""
-    num_critics: int = 2
-    """Members of each critic ensemble."""
-    critic_hidden_dims: list[int] = field(default_factory=lambda: [256, 256])
-    """Hidden widths of both critics."""
-    critic_layer_norm: bool = True
-    """LayerNorm in the critics."""
     init_temperature: float = 0.01
     """Initial entropy temperature. Small, so that the entropy bonus does not swamp the nearly flat early Q_W of a
     sparse reward (with 0.1 the latent actor's entropy grew for thousands of updates). Not ablated on its own: the

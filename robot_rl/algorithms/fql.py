@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -21,33 +21,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from robot_rl.algorithms.base import Algorithm
-from robot_rl.algorithms.chunk_common import (adam, check_batch, load_pretrained, make_critic, polyak, scalar,
-                                              td_target)
-from robot_rl.config import AlgoConfig, store
+from robot_rl.algorithms.chunk_common import (ChunkFinetuneConfig, adam, check_batch, load_pretrained, make_critic,
+                                              polyak, scalar, td_target)
+from robot_rl.config import store
 from robot_rl.registry import ALGORITHMS
 from robot_rl.specs import ActionSpec, ObsSpec
 from robot_rl.types import Batch
 
 
 @dataclass
-class FQLConfig(AlgoConfig):
+class FQLConfig(ChunkFinetuneConfig):
     name: str = "fql"
-    pretrained: str = ""
-    """BC-pretrained policy weights (``robot-rl pretrain`` output); '' starts from the untrained policy."""
     actor_lr: float = 3e-4
     """Adam learning rate of the one-step actor."""
     flow_lr: float = 3e-4
     """Adam learning rate of the flow BC step (encoder + denoiser)."""
-    critic_lr: float = 3e-4
-    """Adam learning rate of the critic."""
-    tau: float = 0.005
-    """Polyak factor of the target critic."""
-    num_critics: int = 2
-    """Critic ensemble members (FQL: 2, mean for the actor, min for the target)."""
-    critic_hidden_dims: list[int] = field(default_factory=lambda: [256, 256])
-    """Hidden widths of the critic."""
-    critic_layer_norm: bool = True
-    """LayerNorm in the critic (FQL uses it)."""
     alpha: float = 10.0
     """Distillation weight of the one-step actor's loss (FQL's alpha)."""
     train_flow: bool = True

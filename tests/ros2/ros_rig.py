@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 CYCLONE_XML = ("<CycloneDDS><Domain Id='any'><General><Interfaces><NetworkInterface name='lo' multicast='true'/>"

@@ -100,7 +100,6 @@ def test_episode_bags_read_back_with_rosbags(rclpy_node, tmp_path) -> None:
     assert counts["/joint_states"] > 5 and counts["/cameras/wrist/image_raw"] >= 2
     # the schema embedded for Foxglove carries the dependent definitions too
     with Reader(bags[0]) as reader:
-        from rosbags.typesys.msg import get_types_from_msg  # noqa: F401  (import proves the API; parse below)
         conn = next(c for c in reader.connections if c.topic == "/joint_trajectory_controller/joint_trajectory")
         assert "MSG: trajectory_msgs/JointTrajectoryPoint" in conn.msgdef.data
         assert "MSG: builtin_interfaces/Duration" in conn.msgdef.data

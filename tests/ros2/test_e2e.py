@@ -47,7 +47,6 @@ def test_twin_node_actor_node_and_learner(tmp_path: Path) -> None:
             if (run / "config_learner.yaml").exists():
                 break
             assert procs["learner"].poll() is None, (tmp_path / "learner.log").read_text()
-            import time
             time.sleep(0.1)
         procs["actor"] = subprocess.Popen(
             [str(BIN / "robot_rl_actor_node"), "--ros-args", "--params-file", str(config / "real.yaml"),
