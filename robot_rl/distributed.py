@@ -279,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 log.info("data-parallel learner: %d ranks, global batch %d", dist.get_world_size(),
                          learner.algo.batch_size_per_update)
-                learner.run()
+                result = learner.run()
+                log.info("learner finished: %s", result)
             finally:
                 learner.algo.stop()
                 learner.close()

@@ -1,8 +1,12 @@
-"""Data-parallel SAC on torch.distributed (gloo, 2 CPU processes) equals one process on the same global batches."""
+"""Data-parallel SAC on torch.distributed (gloo, 2 CPU processes) equals one process on the same global batches;
+the torchrun entry point trains end to end with a real actor process over ZeroMQ."""
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +14,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from support import free_ports
+from support import free_ports, run_cli
 
 from robot_rl.algorithms.sac import SAC, SACConfig
 from robot_rl.policies.gaussian import GaussianPolicy, GaussianPolicyConfig
@@ -119,3 +123,33 @@ def test_uneven_global_batch_is_refused(tmp_path: Path) -> None:
             stray.step()
     finally:
         dist.destroy_process_group()
+
+
+@pytest.mark.timeout(240)
+def test_torchrun_entry_point_trains_with_a_real_actor(tmp_path: Path) -> None:
+    """``torchrun --nproc_per_node=2 -m robot_rl.distributed``: rank 0 is the learner (transport, replay,
+    checkpoints), rank 1 takes part in every update; an ordinary actor process feeds it over loopback."""
+    p1, p2 = free_ports(2)
+    run_dir = tmp_path / "run"
+    common = ["env=point_reach", "algo=sac", f"run_dir={run_dir}", f"transport.transitions_port={p1}",
+              f"transport.weights_port={p2}", "logger.wandb=disabled", "logger.progress=false"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    learner = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                                "-m", "robot_rl.distributed", *common, "learner.max_env_steps=600", "learner.utd=0.5",
+                                "learner.warmup_transitions=64", "algo.batch_size=32", "replay.prefetch=0"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    try:
+        actor = run_cli("actor", *common, "actor.max_env_steps=800", timeout=180, env=env)
+        out, _ = learner.communicate(timeout=120)
+    finally:
+        if learner.poll() is None:
+            learner.kill()
+    assert actor.returncode == 0, actor.stderr[-3000:]
+    assert learner.returncode == 0, out[-4000:]
+    assert "data-parallel learner: 2 ranks, global batch 32" in out, out[-3000:]
+    finished = re.search(r"learner finished: .*'updates': ([0-9.]+), 'env_steps': ([0-9.]+)", out)
+    followed = re.search(r"rank 1: took part in (\d+) updates", out)
+    assert finished and followed, out[-3000:]
+    updates, env_steps = float(finished.group(1)), float(finished.group(2))
+    assert env_steps >= 600 and updates >= 0.5 * 600 and int(followed.group(1)) == int(updates)
+    assert (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir())
