@@ -1,8 +1,10 @@
 """BC success vs online fine-tuned success of a chunked flow policy, and full-sampler vs one-step latency.
 
     MUJOCO_GL=egl python benchmarks/policy_finetune.py [--seeds 0 1 2] [--online-steps 3000] [--algo dsrl]
+    MUJOCO_GL=egl python benchmarks/policy_finetune.py --env panda_pick_cube_random --demos 20 --online-steps 20000
 
-Per seed, on PointReach (state obs): record ``--demos`` scripted-expert demos, behaviour-clone a flow policy
+Per seed, on ``--env`` (state obs; PointReach by default, the Panda pick-cube twin with ``--env
+panda_pick_cube_random``): record ``--demos`` scripted-expert demos, behaviour-clone a flow policy
 (chunks of 4, K=10 Euler steps) from them with ``pretrain_policy`` (what ``robot-rl pretrain`` runs), evaluate it
 deterministically (``bc_success``), then fine-tune it online with the registered algorithm (DSRL by default) through
 its learner-facing ``update(batch)`` on a real :class:`ReplayBuffer` (demos + the policy's own transitions, one
@@ -40,7 +42,7 @@ from robot_rl.replay import ReplayBuffer  # noqa: E402
 from robot_rl.specs import spec_hash  # noqa: E402
 from robot_rl.types import Batch, Episode, Transition  # noqa: E402
 
-POLICY = ["env=point_reach", "policy=flow", "policy.backbone=mlp", "policy.width=128", "policy.depth=2",
+POLICY = ["policy=flow", "policy.backbone=mlp", "policy.width=128", "policy.depth=2",
           "policy.chunk_size=4", "policy.inference_steps=10", "policy.noise_actor_hidden_dims=[128,128]",
           "policy.execute_steps=1"]  # replan every step: the fine-tuning critics score single env actions
 
@@ -73,7 +75,11 @@ def fine_tune(cfg, policy, algo, demos: list[Episode], online_steps: int, warmup
     rng = np.random.default_rng(seed)
     obs, ep_id, t, successes = env.reset(seed=seed), 1000, 0, []
     policy.reset()
+    t0 = time.perf_counter()
     for step in range(online_steps):
+        if step and step % 2000 == 0:
+            print(f"  seed {seed}: {step} online steps, training success (last 20 episodes) "
+                  f"{np.mean(successes[-20:]) if successes else 0.0:.2f}, {time.perf_counter() - t0:.0f} s", flush=True)
         action = policy.act(obs, deterministic=False)
         r = env.step(action)
         replay.add_batch(Batch.from_transitions([Transition(obs, action, r.reward, r.obs, r.terminated, r.truncated,
@@ -105,7 +111,8 @@ def chunk_latency_ms(policy, obs: dict[str, np.ndarray], onestep: bool, repeats:
 
 def run_seed(args, seed: int) -> dict[str, float]:
     torch.manual_seed(seed)
-    cfg = load_config([*POLICY, "algo=bc", "algo.batch_size=128", f"seed={seed}", *args.overrides])
+    cfg = load_config([f"env={args.env}", *POLICY, "algo=bc", "algo.batch_size=128", f"seed={seed}",
+                       *args.overrides])
     demos = expert_episodes(cfg, args.demos, seed)
     bc, _ = pretrain_policy(cfg, demos, args.bc_steps, seed=seed)
     out: dict[str, float] = {"seed": seed, "bc_success": evaluate(cfg, bc, args.eval_episodes, seed)}
@@ -122,7 +129,7 @@ def run_seed(args, seed: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:  # through a checkpoint file, as `algo.pretrained=` loads it
         path = os.path.join(tmp, "bc.pt")
         torch.save({"policy": bc.state_dict()}, path)
-        ft_cfg = load_config([*POLICY, f"algo={args.algo}", "algo.batch_size=128", f"algo.pretrained={path}",
+        ft_cfg = load_config([f"env={args.env}", *POLICY, f"algo={args.algo}", "algo.batch_size=128", f"algo.pretrained={path}",
                               "algo.critic_hidden_dims=[128,128]", f"seed={seed}", *args.overrides])
         policy = POLICIES.make(ft_cfg.policy.name, ft_cfg.policy, bc.obs_spec, bc.action_spec)
         algo = ALGORITHMS.make(ft_cfg.algo.name, ft_cfg.algo, policy, bc.obs_spec, bc.action_spec, "cpu")
@@ -139,6 +146,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--algo", default="dsrl", help="dsrl | fql | dppo")
+    parser.add_argument("--env", default="point_reach", help="point_reach | panda_pick_cube_random (state obs)")
     parser.add_argument("--demos", type=int, default=3)
     parser.add_argument("--bc-steps", type=int, default=150)
     parser.add_argument("--distill", type=int, default=300)
@@ -153,7 +161,7 @@ def main() -> None:
             "latency_ratio", "finetune_wall_s"]
     summary = {f"{args.algo}_{k}" if k == "final_success" else k: round(statistics.median(r[k] for r in rows), 4)
                for k in keys}
-    summary.update(algo=args.algo, online_steps=args.online_steps, seeds=args.seeds, per_seed=rows)
+    summary.update(env=args.env, algo=args.algo, online_steps=args.online_steps, seeds=args.seeds, per_seed=rows)
     print(json.dumps(summary))
 
 
