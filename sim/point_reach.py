@@ -97,6 +97,10 @@ class PointReachExpert:
     def reset(self) -> None:
         pass
 
+    def progress(self, obs: dict[str, np.ndarray]) -> float:
+        """Task potential: minus the distance to the goal."""
+        return -float(np.linalg.norm(obs["state"][..., 4:6]))
+
     def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         delta = obs["state"][..., 4:6]
         norm = np.maximum(np.linalg.norm(delta, axis=-1, keepdims=True), 1e-6)

@@ -59,17 +59,22 @@ class DeviceConfig(ConfigNode):
 class VirtualOperatorConfig(ConfigNode):
     """The headless operator: the scripted expert takes over when the policy stalls or heads for failure."""
 
-    window: int = 6
-    """Steps over which stalling and disagreement are judged."""
+    window: int = 8
+    """Steps over which progress, stalling and disagreement are judged."""
+    min_progress: float = 0.01
+    """The policy heads for failure when the expert's task potential (``expert.progress(obs)``: for the Panda
+    twins minus the TCP-cube distance plus the cube's lift, in m) rose by less than this over ``window`` steps.
+    This judges the outcome, as a person watching does, so a route other than the expert's is left alone."""
     stall_distance: float = 0.01
     """The policy stalls when the first three state entries (TCP position) moved less than this over
     ``window`` steps (units of the state, m for the Panda twins)."""
     stall_expert_motion: float = 0.3
     """...but only while the expert would move: its mean motion command over the window is larger than this
     (L2, action units). Standing still to close the gripper is what the expert does too."""
-    disagreement: float = 0.9
-    """The policy heads for failure when its mean motion over ``window`` steps differs from the expert's mean
-    motion by more than this (L2, in action units), or its gripper is the other way on most of those steps."""
+    disagreement: float = 0.0
+    """0 = off. Above 0: also take over when the policy's mean motion over ``window`` steps differs from the
+    expert's by more than this (L2, action units), or its gripper is the other way on most of those steps. Strict:
+    it flags any route but the expert's. It is the only failure judge for experts without ``progress``."""
     takeover_steps: int = 15
     """Steps the operator keeps control once it took over."""
     cooldown_steps: int = 10

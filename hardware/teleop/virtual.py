@@ -1,16 +1,21 @@
 """The virtual operator: a headless stand-in for the person at the robot, for the twins and for CI.
 
-It watches every step the way a person would and takes the controls (the env's scripted expert drives)
-when the policy *stalls* (the TCP, ``state[:3]``, moved less than ``stall_distance`` over ``window`` steps while
-the expert would be moving)
-or *heads for failure*: its mean motion over ``window`` steps differs from the expert's mean motion by more than
-``disagreement``, or it keeps the gripper the other way for most of the window. Means, not per-step gaps: the
-policy's executed actions are exploration samples, and a person watching judges where the arm is going, not
-each jitter; per-step gaps took a good stochastic policy away from itself on most steps. It keeps control for ``takeover_steps``, then hands
-back and lets the policy try for at least ``cooldown_steps``. Its commands go through the same arbitration,
-labelling, transport and replay path as a person's.
+It watches every step the way a person would and takes the controls (the env's scripted expert drives) when
+the policy
 
-The expert is asked every step, driving or not, so its phase machine follows the scene the policy makes.
+- *makes no progress*: the expert's task potential (``expert.progress(obs)``, e.g. minus the TCP-cube distance
+  plus the cube's lift) rose by less than ``min_progress`` over ``window`` steps. This judges where the task is
+  going, not how: a policy that takes another route than the expert (descending diagonally instead of hovering
+  first) keeps control while it gets closer, and a good policy's exploration noise does not trip it;
+- *stalls*: the TCP (``state[:3]``) moved less than ``stall_distance`` over ``window`` steps while the expert
+  would be moving;
+- optionally (``disagreement > 0``) *disagrees*: its mean motion over the window differs from the expert's by
+  more than ``disagreement``, or its gripper is the other way on most steps. That is the only failure judge for
+  an expert without ``progress``.
+
+It keeps control for ``takeover_steps``, then hands back and lets the policy try for at least
+``cooldown_steps``. Its commands go through the same arbitration, labelling, transport and replay path as a
+person's. The expert is asked every step, driving or not, so its phase machine follows the scene the policy makes.
 """
 from __future__ import annotations
 
@@ -29,6 +34,10 @@ class VirtualOperator:
         if cfg.window < 2 or cfg.takeover_steps < 1:
             raise ValueError("hil.virtual.window must be >= 2 and takeover_steps >= 1")
         self.expert = env.expert()
+        self.has_progress = callable(getattr(self.expert, "progress", None))
+        if not self.has_progress and cfg.disagreement <= 0:
+            raise ValueError(f"{type(self.expert).__name__} has no progress(obs): set hil.virtual.disagreement > 0 "
+                             "so that the operator can tell when the policy heads for failure")
         self.cfg = cfg
         self.rng = rng
         self.grip = grip_index(action_spec)
@@ -38,11 +47,13 @@ class VirtualOperator:
 
     def reset(self) -> None:
         self.expert.reset()
-        self._tcp: deque[np.ndarray] = deque(maxlen=self.cfg.window)
+        n = self.cfg.window
+        self._tcp: deque[np.ndarray] = deque(maxlen=n)
+        self._progress: deque[float] = deque(maxlen=n)
         # per step: policy motion (3), expert motion (3), gripper opposite to the expert's (0/1)
-        self._policy_motion: deque[np.ndarray] = deque(maxlen=self.cfg.window)
-        self._expert_motion: deque[np.ndarray] = deque(maxlen=self.cfg.window)
-        self._grip_opposite: deque[float] = deque(maxlen=self.cfg.window)
+        self._policy_motion: deque[np.ndarray] = deque(maxlen=n)
+        self._expert_motion: deque[np.ndarray] = deque(maxlen=n)
+        self._grip_opposite: deque[float] = deque(maxlen=n)
         self.remaining = 0
         self.cooldown = 0
         self.takeovers = 0
@@ -51,11 +62,13 @@ class VirtualOperator:
     def _triggered(self) -> str:
         if len(self._tcp) < self.cfg.window:
             return ""
+        if self.has_progress and self._progress[-1] - self._progress[0] < self.cfg.min_progress:
+            return "no_progress"
         expert_speed = float(np.linalg.norm(np.mean(self._expert_motion, axis=0)))
         if float(np.linalg.norm(self._tcp[-1] - self._tcp[0])) < self.cfg.stall_distance \
                 and expert_speed > self.cfg.stall_expert_motion:  # standing still while grasping is no stall
             return "stall"
-        if self.disagreement() > self.cfg.disagreement:
+        if self.cfg.disagreement > 0 and self.disagreement() > self.cfg.disagreement:
             return "disagreement"
         return ""
 
@@ -68,7 +81,7 @@ class VirtualOperator:
         return gap + (1.0 if np.mean(self._grip_opposite) > 0.5 else 0.0)
 
     def _forget(self) -> None:
-        for window in (self._tcp, self._policy_motion, self._expert_motion, self._grip_opposite):
+        for window in (self._tcp, self._progress, self._policy_motion, self._expert_motion, self._grip_opposite):
             window.clear()
 
     def command(self, obs: dict[str, np.ndarray], policy_action: np.ndarray,
@@ -76,6 +89,8 @@ class VirtualOperator:
         expert = np.clip(np.asarray(self.expert.act(obs), np.float32), self.low, self.high)
         policy_action = np.asarray(policy_action, np.float32)
         self._tcp.append(np.asarray(obs["state"][:3], np.float64))
+        if self.has_progress:
+            self._progress.append(float(self.expert.progress(obs)))
         self._policy_motion.append(policy_action[self.motion_dims])
         self._expert_motion.append(expert[self.motion_dims])
         self._grip_opposite.append(float(self.grip is not None
