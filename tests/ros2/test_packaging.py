@@ -18,16 +18,15 @@ pytestmark = pytest.mark.ros
 VENV = Path(sys.prefix)
 
 
-def test_rcl_parses_the_launch_parameter_files_like_our_loader() -> None:
+def _actor_node_config(ros_args: list[str]):
+    """The actor node's typed config as rcl parses ``--ros-args`` (params files, ``-p``) for node robot_rl_actor."""
     import rclpy
 
-    from robot_rl.hardware.ros2.config import RobotNodeConfig, from_params, load_params_file
+    from robot_rl.hardware.ros2.config import RobotNodeConfig, from_params
     from robot_rl.hardware.ros2.ros_io import node_parameters
 
-    config = ROOT / "launch" / "config"
     context = rclpy.Context()
-    rclpy.init(context=context, args=["x", "--ros-args", "--params-file", str(config / "real.yaml"),
-                                      "--params-file", str(config / "sim.yaml"), "-p", "control_hz:=100.0"])
+    rclpy.init(context=context, args=["x", "--ros-args", *ros_args])
     try:
         node = rclpy.create_node("robot_rl_actor", context=context,
                                  automatically_declare_parameters_from_overrides=True)
@@ -35,6 +34,15 @@ def test_rcl_parses_the_launch_parameter_files_like_our_loader() -> None:
         node.destroy_node()
     finally:
         rclpy.shutdown(context=context)
+    return cfg
+
+
+def test_rcl_parses_the_launch_parameter_files_like_our_loader() -> None:
+    from robot_rl.hardware.ros2.config import RobotNodeConfig, load_params_file
+
+    config = ROOT / "launch" / "config"
+    cfg = _actor_node_config(["--params-file", str(config / "real.yaml"), "--params-file", str(config / "sim.yaml"),
+                              "-p", "control_hz:=100.0"])
     expected = load_params_file(config / "real.yaml", "robot_rl_actor", RobotNodeConfig)
     assert cfg.control_hz == 100.0 and cfg.bag_dir == "bags_sim"  # later files and -p win, as in launch
     assert (cfg.topics, cfg.safety, cfg.command, cfg.qos) == (expected.topics, expected.safety, expected.command,
@@ -43,26 +51,14 @@ def test_rcl_parses_the_launch_parameter_files_like_our_loader() -> None:
 
 def test_unset_launch_arguments_keep_the_params_file_value(tmp_path: Path) -> None:
     """What real.launch.py hands rcl: the params file, then only the arguments given (launch_overrides)."""
-    import rclpy
-
-    from robot_rl.hardware.ros2.config import RobotNodeConfig, from_params, launch_overrides
-    from robot_rl.hardware.ros2.ros_io import node_parameters
+    from robot_rl.hardware.ros2.config import launch_overrides
 
     site = tmp_path / "site.yaml"
     site.write_text('robot_rl_actor:\n  ros__parameters:\n    learner_host: "10.0.0.9"\n    keys_dir: "/etc/keys"\n')
     given = launch_overrides({"learner_host": "", "keys_dir": "", "train_config": "/runs/a/config_learner.yaml",
                               "key_name": "", "actor_id": ""})
-    context = rclpy.Context()
-    rclpy.init(context=context, args=["x", "--ros-args", "--params-file", str(ROOT / "launch" / "config" / "real.yaml"),
-                                      "--params-file", str(site), *(a for k, v in given.items()
-                                                                     for a in ("-p", f"{k}:={v}"))])
-    try:
-        node = rclpy.create_node("robot_rl_actor", context=context,
-                                 automatically_declare_parameters_from_overrides=True)
-        cfg = from_params(RobotNodeConfig, node_parameters(node))
-        node.destroy_node()
-    finally:
-        rclpy.shutdown(context=context)
+    cfg = _actor_node_config(["--params-file", str(ROOT / "launch" / "config" / "real.yaml"), "--params-file",
+                              str(site), *(a for k, v in given.items() for a in ("-p", f"{k}:={v}"))])
     assert (cfg.learner_host, cfg.keys_dir, cfg.train_config) == ("10.0.0.9", "/etc/keys", "/runs/a/config_learner.yaml")
 
 
