@@ -259,6 +259,19 @@ def init_from_env(backend: str | None = None) -> torch.device:
     return torch.device(f"cuda:{local_rank}" if cuda else "cpu")
 
 
+def shutdown() -> None:
+    """Leave the process group together: a barrier, then ``destroy_process_group``. Without the barrier, rank 0
+    could tear down its gloo pairs while a follower was still finishing the last broadcast (the "stop"), and the
+    follower's gloo thread aborted the process at exit ("terminate called without an active exception")."""
+    if not dist.is_initialized():
+        return
+    try:
+        dist.barrier()
+    except RuntimeError as exc:  # a rank already died: nothing left to synchronise with
+        log.warning("barrier before leaving the process group failed: %s", exc)
+    dist.destroy_process_group()
+
+
 def main(argv: list[str] | None = None) -> int:
     """``torchrun ... -m robot_rl.distributed [overrides]``: rank 0 runs the learner, the others follow."""
     from robot_rl.config import load_config
@@ -292,9 +305,16 @@ def main(argv: list[str] | None = None) -> int:
             updates = DataParallelAlgorithm(algo).follow()
             log.info("rank %d: took part in %d updates", rank, updates)
     finally:
-        dist.destroy_process_group()
+        shutdown()
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # Everything is saved, closed and the process group destroyed; skip interpreter finalization. Gloo's worker
+    # threads can otherwise still be torn down by C++ static destructors at exit and abort the rank ("terminate
+    # called without an active exception", seen once on a follower in CI), which torchrun reports as a failure.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -65,7 +65,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
-    from robot_rl.distributed import DataParallelAlgorithm
+    from robot_rl.distributed import DataParallelAlgorithm, shutdown
 
     try:
         algo = build()
@@ -84,7 +84,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
             assert wrapped.follow() == UPDATES
         torch.save({"params": params(algo), "metrics": metrics}, Path(out_dir) / f"rank{rank}.pt")
     finally:
-        dist.destroy_process_group()
+        shutdown()
 
 
 @pytest.mark.timeout(120)
