@@ -66,6 +66,42 @@ class ActorStats:
                 **{f"transport/{k}": v for k, v in transport.stats().items()}}
 
 
+    def record_episode(self, success: bool, episode_return: float) -> None:
+        self.episodes += 1
+        self.successes += int(success)
+        self.recent_success.append(success)
+        self.recent_returns.append(episode_return)
+
+
+class UtdPacer:
+    """Sim pacing for actor loops: hold while the learner's update-to-data budget is used up.
+
+    The learner sends ``env_steps`` (transitions it has) and ``allowed_env_steps`` (what its updates allow) with
+    its weights (see ``Learner.progress``); between two such messages the actor counts its own steps on top."""
+
+    def __init__(self, transport: ActorTransport) -> None:
+        self.transport = transport
+        self._progress_key: tuple[int, int] | None = None
+        self._steps_since_progress = 0
+
+    def wait(self, stop: Any, steps: int) -> None:
+        """Return once ``steps`` more env steps fit the budget (or ``stop`` is set)."""
+        while True:
+            progress = self.transport.learner_progress()
+            if progress is None:  # no budget known yet: wait for the learner's first weights message
+                if stop is not None and stop.is_set():
+                    return
+                time.sleep(0.01)
+                continue
+            key = (progress.get("env_steps", 0), progress.get("allowed_env_steps", 0))
+            if key != self._progress_key:
+                self._progress_key, self._steps_since_progress = key, 0
+            if key[0] + self._steps_since_progress < key[1] or (stop is not None and stop.is_set()):
+                self._steps_since_progress += steps
+                return
+            time.sleep(0.002)
+
+
 def env_seed(base: int, actor_id: str, index: int) -> int:
     """Distinct, reproducible seeds per (actor, env) without a global actor numbering."""
     return (base + 1000 * index + zlib.crc32(actor_id.encode()) % 1_000_000) % 2**31
@@ -111,8 +147,7 @@ class Actor:
         self.store = EpisodeStore(directory)
         self.rng = np.random.default_rng(env_seed(cfg.env.seed, self.actor_id, 999))
         self.stats = ActorStats()
-        self._progress_key: tuple[int, int] | None = None
-        self._steps_since_progress = 0
+        self.pacer = UtdPacer(transport)
         self.hil = None  # human in the loop (hil=keyboard|spacemouse|gamepad|virtual): robot_rl.hardware.teleop
         if getattr(cfg, "hil", None) is not None and cfg.hil.name != "none":
             from robot_rl.hardware.teleop.session import HilSession
@@ -130,23 +165,6 @@ class Actor:
         if weights is not None:
             load_weights(self.policy, weights.arrays)
             self.stats.weights_version = weights.version
-
-    def _wait_for_budget(self, stop: Any) -> None:
-        """Sim pacing: hold while the learner's update-to-data budget is used up (see learner.progress)."""
-        while True:
-            progress = self.transport.learner_progress()
-            if progress is None:  # no budget known yet: wait for the learner's first weights message
-                if stop is not None and stop.is_set():
-                    return
-                time.sleep(0.01)
-                continue
-            key = (progress.get("env_steps", 0), progress.get("allowed_env_steps", 0))
-            if key != self._progress_key:
-                self._progress_key, self._steps_since_progress = key, 0
-            if key[0] + self._steps_since_progress < key[1] or (stop is not None and stop.is_set()):
-                self._steps_since_progress += len(self.envs)
-                return
-            time.sleep(0.002)
 
     def _actions(self, obs: list[dict[str, np.ndarray]]) -> np.ndarray:
         """(N, A) float32 actions within bounds; uniform random during the initial exploration phase."""
@@ -176,7 +194,7 @@ class Actor:
             if stop is not None and stop.is_set():
                 break
             if rate is None and self.cfg.actor.pace:
-                self._wait_for_budget(stop)
+                self.pacer.wait(stop, len(self.envs))
             t0 = time.perf_counter()
             self._maybe_swap_weights()
             actions = self._actions(obs)
@@ -238,7 +256,4 @@ class Actor:
                                            task=getattr(env, "task", ""), meta=meta)
         self.store.write(episode)
         self.transport.flush()
-        self.stats.episodes += 1
-        self.stats.successes += int(success)
-        self.stats.recent_success.append(success)
-        self.stats.recent_returns.append(float(episode.reward.sum()))
+        self.stats.record_episode(success, float(episode.reward.sum()))

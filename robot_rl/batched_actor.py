@@ -13,10 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from robot_rl.actor import ActorStats, env_seed, load_weights
+from robot_rl.actor import ActorStats, UtdPacer, env_seed, load_weights
 from robot_rl.episode_store import EpisodeStore
 from robot_rl.registry import POLICIES
 from robot_rl.specs import spec_hash
@@ -46,8 +45,7 @@ class BatchedActor:
         self.low = torch.as_tensor(self.action_spec.low, dtype=torch.float32, device=env.device)  # (A,)
         self.high = torch.as_tensor(self.action_spec.high, dtype=torch.float32, device=env.device)  # (A,)
         self.stats = ActorStats()
-        self._progress_key: tuple[int, int] | None = None
-        self._steps_since_progress = 0
+        self.pacer = UtdPacer(transport)
 
     def _actions(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         """(N, A) float32 actions on the env's device; uniform random during the exploration phase."""
@@ -70,19 +68,6 @@ class BatchedActor:
             self.policy_device = next(self.policy.parameters()).device
             self.stats.weights_version = weights.version
 
-    def _wait_for_budget(self, stop: Any) -> None:
-        """Sim pacing (as :meth:`Actor._wait_for_budget`): one batched step spends ``N`` env steps of budget."""
-        while not (stop is not None and stop.is_set()):
-            progress = self.transport.learner_progress()
-            if progress is not None:
-                key = (progress.get("env_steps", 0), progress.get("allowed_env_steps", 0))
-                if key != self._progress_key:
-                    self._progress_key, self._steps_since_progress = key, 0
-                if key[0] + self._steps_since_progress < key[1]:
-                    break
-            time.sleep(0.002)
-        self._steps_since_progress += self.num_envs
-
     def run(self, max_steps: int | None = None, stop: Any = None) -> dict[str, float]:
         """Run until ``max_steps`` env steps (summed over envs), ``stop.is_set()``, or forever."""
         max_steps = max_steps if max_steps is not None else self.cfg.actor.max_env_steps
@@ -99,7 +84,7 @@ class BatchedActor:
             if stop is not None and stop.is_set():
                 break
             if self.cfg.actor.pace:
-                self._wait_for_budget(stop)
+                self.pacer.wait(stop, n)  # one batched step spends N env steps of budget
             t0 = time.perf_counter()
             self._maybe_swap_weights()
             actions = self._actions(obs)  # (N, A)
@@ -144,7 +129,4 @@ class BatchedActor:
         episode = Episode.from_transitions(transitions, self.spec_hash, success=success, task=self.env.task,
                                            meta=meta)
         self.store.write(episode)
-        self.stats.episodes += 1
-        self.stats.successes += int(success)
-        self.stats.recent_success.append(success)
-        self.stats.recent_returns.append(float(episode.reward.sum()))
+        self.stats.record_episode(success, float(episode.reward.sum()))
