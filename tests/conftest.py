@@ -13,6 +13,18 @@ from support import free_ports  # noqa: E402
 
 
 @pytest.fixture
+def single_thread():
+    """One torch intra-op thread for the test: small networks run several times faster than with OpenMP
+    spinning on a busy 2-core machine. Modules opt in with ``pytestmark = pytest.mark.usefixtures(...)``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def ports() -> list[int]:
     return free_ports(2)
 

@@ -49,6 +49,20 @@ def rollout(env: PointReach, n: int, actor_id: str = "a0", seed: int = 0, first_
     return out
 
 
+def batch_from_obs(obs: dict[str, np.ndarray], next_obs: dict[str, np.ndarray], action, reward):
+    """A learner Batch of n rows from numpy observation dicts ``(n, ...)``, a torch ``action`` ``(n, A)`` (also the
+    policy's proposal) and ``reward`` ``(n,)``: no terminations, one episode, step 0."""
+    import torch
+
+    from robot_rl.types import Batch
+
+    n = len(action)
+    zeros = torch.zeros(n, dtype=torch.bool)
+    return Batch({k: torch.as_tensor(v) for k, v in obs.items()}, action, reward,
+                 {k: torch.as_tensor(v) for k, v in next_obs.items()}, zeros, zeros, zeros, action,
+                 torch.zeros(n, dtype=torch.long), torch.zeros(n, dtype=torch.long))
+
+
 def specs_and_hash(env: PointReach):
     return env.obs_spec, env.action_spec, spec_hash(env.obs_spec, env.action_spec)
 

@@ -18,15 +18,9 @@ from robot_rl.registry import ALGORITHMS, POLICIES
 from robot_rl.sim.point_reach import PointReach, PointReachConfig
 from robot_rl.types import Batch
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 ENV = PointReach(PointReachConfig())
-
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def states(n: int, g: torch.Generator) -> torch.Tensor:

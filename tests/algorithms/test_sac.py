@@ -16,14 +16,7 @@ from robot_rl.registry import ALGORITHMS, POLICIES
 from robot_rl.sim.point_reach import PointReach, PointReachConfig
 from robot_rl.types import Batch, Transition
 
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    """These networks are small: one intra-op thread is faster and immune to a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def build(overrides: list[str], env: PointReach) -> SAC:

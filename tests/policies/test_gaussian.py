@@ -13,14 +13,7 @@ from robot_rl.sim.point_reach import PointReach, PointReachConfig
 from robot_rl.specs import ActionSpec, ArraySpec, ObsSpec
 from robot_rl.types import Batch, Transition
 
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    """These networks are tiny: one intra-op thread is faster and immune to a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def make_policy(obs_spec: ObsSpec, action_spec: ActionSpec, **overrides) -> GaussianPolicy:

@@ -16,16 +16,10 @@ from robot_rl.registry import POLICIES
 from robot_rl.sim.point_reach import PointReach, PointReachConfig
 from robot_rl.types import Episode, Transition
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 SMALL = ["policy.backbone=mlp", "policy.width=128", "policy.depth=2", "policy.noise_actor_hidden_dims=[32]",
          "policy.inference_steps=5"]
-
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def make(name: str, *overrides: str):

@@ -13,7 +13,9 @@ from robot_rl.config import load_config
 from robot_rl.policies.chunking import ChunkBatch
 from robot_rl.registry import POLICIES
 from robot_rl.sim.point_reach import PointReach, PointReachConfig
-from robot_rl.types import Batch
+from support import batch_from_obs
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 TASKS = ["move the point to the goal", "move the point away from the goal"]
@@ -36,14 +38,6 @@ def tiny_smolvlm(tmp_path_factory) -> str:
     transformers.SmolVLMForConditionalGeneration(cfg).save_pretrained(path)
     transformers.AutoTokenizer.from_pretrained(str(gt.get_model_path())).save_pretrained(path)
     return str(path)
-
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def make_policy(path: str, *overrides: str):
@@ -118,10 +112,7 @@ def test_dsrl_runs_unchanged_on_the_pretrained_vla(tiny_smolvlm) -> None:
     n = 8
     obs, next_obs = observations(n, 2), observations(n, 3)
     action = torch.as_tensor(np.random.default_rng(0).uniform(-1, 1, (n, 2)).astype(np.float32))
-    zeros = torch.zeros(n, dtype=torch.bool)
-    batch = Batch({k: torch.as_tensor(v) for k, v in obs.items()}, action, torch.linspace(-1, 1, n),
-                  {k: torch.as_tensor(v) for k, v in next_obs.items()}, zeros, zeros, zeros, action,
-                  torch.zeros(n, dtype=torch.long), torch.zeros(n, dtype=torch.long))
+    batch = batch_from_obs(obs, next_obs, action, torch.linspace(-1, 1, n))
     head = policy.noise_actor.head.weight.clone()
     for _ in range(3):
         metrics = algo.update(batch)

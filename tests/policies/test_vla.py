@@ -10,21 +10,15 @@ from robot_rl.config import load_config
 from robot_rl.policies.chunking import ChunkBatch
 from robot_rl.registry import POLICIES
 from robot_rl.sim.point_reach import PointReach, PointReachConfig
-from robot_rl.types import Batch
+from support import batch_from_obs
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 TASKS = ["move the point to the goal", "move the point away from the goal"]
 ENV = PointReach(PointReachConfig(obs="pixels", image_size=16))
 SMALL = ["env=point_reach", "env.obs=pixels", "env.image_size=16", "policy=vla", "policy.d_model=32",
          "policy.num_heads=2", "policy.num_layers=1", "policy.width=64", "policy.depth=2", "policy.chunk_size=2",
          "policy.inference_steps=5", "policy.stem_channels=8", "policy.noise_actor_hidden_dims=[32,32]"]
-
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def make_vla(*overrides: str):
@@ -116,11 +110,7 @@ def test_dsrl_fine_tunes_the_vla_unchanged() -> None:
     obs, next_obs = observations(n, 2), observations(n, 3)
     rng = np.random.default_rng(0)
     action = torch.as_tensor(rng.uniform(-1, 1, (n, 2)).astype(np.float32))
-    zeros = torch.zeros(n, dtype=torch.bool)
-    batch = Batch({k: torch.as_tensor(v) for k, v in obs.items()}, action,
-                  torch.as_tensor(rng.normal(size=n).astype(np.float32)),
-                  {k: torch.as_tensor(v) for k, v in next_obs.items()}, zeros, zeros, zeros, action,
-                  torch.zeros(n, dtype=torch.long), torch.zeros(n, dtype=torch.long))
+    batch = batch_from_obs(obs, next_obs, action, torch.as_tensor(rng.normal(size=n).astype(np.float32)))
     head_before = policy.noise_actor.head.weight.clone()
     for _ in range(5):
         metrics = algo.update(batch)

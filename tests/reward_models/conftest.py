@@ -12,12 +12,8 @@ STATE_ENV = ["env.max_episode_steps=40"]  # panda_pick_cube, cube start randomis
 
 
 @pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models: one thread is several times faster than OpenMP spinning on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_torch_thread(single_thread):
+    """Every reward-model test runs on one torch thread (the root conftest's ``single_thread``)."""
 
 
 @pytest.fixture(scope="session")
