@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
@@ -51,11 +52,20 @@ def atomic_write_with(path: Path | str, writer: Callable[[BinaryIO], None], *, f
         writer(f)
 
 
-def remove_stale_temporaries(directory: Path | str) -> int:
-    """Delete ``.*.tmp`` files left by a crash mid-write; returns how many were removed."""
-    n = 0
+# A temporary this old was left by a crash: no atomic write of ours takes anywhere near this long.
+STALE_TEMPORARY_AGE_S = 600.0
+
+
+def remove_stale_temporaries(directory: Path | str, min_age_s: float = STALE_TEMPORARY_AGE_S) -> int:
+    """Delete ``.*.tmp`` files left by a crash mid-write (older than ``min_age_s``); returns how many were removed.
+
+    Younger ones are left alone: they may be another process's write in flight. Opening an episode store to read
+    it (the learner, a test polling an actor's store) used to delete a running actor's temporary, and the actor
+    then died in ``os.replace`` with FileNotFoundError."""
+    n, now = 0, time.time()
     for p in Path(directory).glob(".*.tmp"):
         with contextlib.suppress(FileNotFoundError):
-            p.unlink()
-            n += 1
+            if now - p.stat().st_mtime >= min_age_s:
+                p.unlink()
+                n += 1
     return n

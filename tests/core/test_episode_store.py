@@ -47,3 +47,20 @@ def test_corrupt_file_is_skipped_not_deleted_and_no_torn_writes(pixel_env, tmp_p
         store.write(eps[1])
     assert not store.path_for("a", eps[1].episode_id).exists()
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_opening_a_store_leaves_another_writers_temporary_alone(tmp_path):
+    """Readers open stores while actors write: only temporaries old enough to be crash leftovers are removed."""
+    import os
+    import time
+
+    from robot_rl.storage import STALE_TEMPORARY_AGE_S
+
+    in_flight = tmp_path / ".a-00000003.npz.abc123.tmp"
+    crashed = tmp_path / ".a-00000001.npz.def456.tmp"
+    for p in (in_flight, crashed):
+        p.write_bytes(b"partial")
+    old = time.time() - STALE_TEMPORARY_AGE_S - 1
+    os.utime(crashed, (old, old))
+    EpisodeStore(tmp_path)
+    assert in_flight.exists() and not crashed.exists()
