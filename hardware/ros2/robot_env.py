@@ -183,12 +183,12 @@ class RosRobotEnv:
     def _on_estop(self, msg: Any) -> None:
         if self.guard.set_estop(bool(msg.data)):
             log.warning("e-stop: holding until reset (ros2 service call %s std_srvs/srv/Trigger)",
-                        self._reset_estop_srv.srv_name)
+                        self._reset_estop_srv.service_name)
         if self.guard.estopped:
             self._hold("estop")
             if not msg.data:
                 self._warn("estop-input", "e-stop input released; the hold stays latched until "
-                           f"{self._reset_estop_srv.srv_name} is called")
+                           f"{self._reset_estop_srv.service_name} is called")
 
     def _on_reset_estop(self, request: Any, response: Any) -> Any:  # noqa: ARG002 (Trigger has no request data)
         response.success, response.message = self.guard.reset_estop()
