@@ -88,7 +88,8 @@ class RosRobotEnv:
         self.tick_times: list[float] = []   # command publish times (period jitter)
         self.holds: dict[str, int] = {}
         self._make_io()
-        self._watchdog = node.create_timer(min(self.period, s.watchdog_timeout_s / 3), self._watchdog_tick)
+        self._watchdog = node.create_timer(min(self.period, s.watchdog_timeout_s / 3),
+                                           self._never_raise("watchdog", self._watchdog_tick))
         self._reset_estop_srv = node.create_service(ros_io.message_type("trigger"), "~/reset_estop",
                                                     self._on_reset_estop)
 
@@ -134,7 +135,8 @@ class RosRobotEnv:
                 subscribe("image", topic, self._image_handler(camera, False), sensor_qos, sensor_rel)
         reliable = ros_io.qos_profile("reliable", 10)
         node.create_subscription(ros_io.message_type("bool"), topics.success, self._on_success, reliable)
-        node.create_subscription(ros_io.message_type("bool"), topics.estop, self._on_estop, reliable)
+        node.create_subscription(ros_io.message_type("bool"), topics.estop, self._never_raise("estop", self._on_estop),
+                                 reliable)
         mode = cfg.command.mode
         self._command_pub = node.create_publisher(ros_io.message_type(mode), topics.command, command_qos)
         self._bag_topics[topics.command] = (_TYPES[mode], command_rel)
@@ -175,6 +177,18 @@ class RosRobotEnv:
         except KeyError:
             return  # chain not complete yet: ee_pose stays missing (reported as such)
         self.cache.put("ee_pose", checked_pose(*pose), ros_io.stamp_to_s(msg.transforms[-1].header.stamp))
+
+    def _never_raise(self, what: str, callback: Callable[[Any], None] | Callable[[], None]) -> Callable[..., None]:
+        """``callback`` for the executor: an exception is logged (once a second) instead of ending the executor
+        thread, which would silence the watchdog and every sensor."""
+        def run(*args: Any) -> None:
+            try:
+                callback(*args)
+            except Exception:  # noqa: BLE001 (logged; the executor must keep running)
+                self.guard.count("callback_error")
+                if self._warn(f"error:{what}", f"{what} callback failed (the node keeps running)"):
+                    log.exception("%s callback", what)
+        return run
 
     def _on_success(self, msg: Any) -> None:
         if msg.data:

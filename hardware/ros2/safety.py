@@ -163,7 +163,8 @@ class Guard:
     estopped_since: float | None = None
     last_action_t: float | None = None
     counts: dict[str, int] = field(default_factory=lambda: {"estop": 0, "estop_reset": 0, "stale": 0,
-                                                             "watchdog": 0, "non_finite": 0, "bad_sensor": 0})
+                                                             "watchdog": 0, "non_finite": 0, "bad_sensor": 0,
+                                                             "callback_error": 0})
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def set_estop(self, active: bool) -> bool:

@@ -139,7 +139,7 @@ def test_guard_estop_latch_stale_and_watchdog() -> None:
     now[0] = 2.6
     assert guard.watchdog_expired() and not guard.watchdog_expired()  # reported once per stall
     assert guard.counts == {"estop": 1, "estop_reset": 1, "stale": 1, "watchdog": 1, "non_finite": 0,
-                            "bad_sensor": 0}
+                            "bad_sensor": 0, "callback_error": 0}
 
 
 def test_sensor_cache_reports_missing_and_stale() -> None:
