@@ -8,7 +8,8 @@ a measured pose inside or outside the box, holds in any order):
 * every command differs from the previous one by at most ``max_step`` (only :meth:`TargetLimiter.reset`,
   which re-synchronises to the measured position before an episode, may jump, and only to where the robot is);
 * a command outside the box (workspace or joint limits) is no further outside than the previous command,
-  except during a hold, whose commands move only towards where the robot was when the hold began;
+  except during a hold, whose commands move only towards where the robot was when the hold began (and only if
+  that was within ``max_lead + max_step`` of the command: a displaced arm or a glitch is not followed);
 * outside holds, a command never moves away from the measured position once it leads it by ``max_lead`` or
   more (within ``max_lead`` it may move freely).
 
@@ -80,9 +81,12 @@ class TargetLimiter:
     def hold(self, measured: np.ndarray) -> np.ndarray | None:
         """Stop: move the command towards where the robot was when this hold began, by at most ``max_step``.
 
-        The anchor is fixed for the whole hold (repeated holds do not follow a sagging or pushed arm). With a
-        non-finite measurement the anchor is the current command (stay put). Returns None only when there is
-        neither a previous command nor a valid measurement: then nothing may be commanded."""
+        The anchor is fixed for the whole hold (repeated holds do not follow a sagging or pushed arm). It is the
+        current command (stay put) when the measurement is non-finite or further than ``max_lead + max_step``
+        from the command on some axis: the lead limit keeps a tracking arm closer than that, so such a reading is
+        a displaced arm or a sensor glitch, and walking the command towards it could drive the robot anywhere.
+        Returns None only when there is neither a previous command nor a valid measurement: then nothing may be
+        commanded."""
         m = self._measured(measured)
         if self.target is None:
             if m is None:
@@ -93,7 +97,8 @@ class TargetLimiter:
             return m
         if not self.holding:
             self.holding = True
-            self._anchor = m.copy() if m is not None else self.target.copy()
+            plausible = m is not None and bool((np.abs(m - self.target) <= self.max_lead + self.max_step).all())
+            self._anchor = m.copy() if plausible and m is not None else self.target.copy()
         assert self._anchor is not None
         step = np.clip(self._anchor - self.target, -self.max_step, self.max_step)
         self.target = self.target + step

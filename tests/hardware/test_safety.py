@@ -61,18 +61,27 @@ def test_non_finite_or_malformed_targets_hold(bad: np.ndarray) -> None:
 
 def test_hold_outside_the_box_moves_towards_the_hand_not_to_the_box_edge() -> None:
     """Regression: hold() used to clip the measured pose into the box, a jump of any size to the box edge."""
-    lim = limiter()  # box x in [0, 1], max_step 0.05
+    lim = limiter()  # box x in [0, 1], max_step 0.05, max_lead 0.2
     first = lim.hold(np.array([1.5, 0.0, 0.5]))  # no command yet: command where the hand is, even outside
     assert np.allclose(first, [1.5, 0.0, 0.5])
-    lim.reset(np.array([0.9, 0.0, 0.5]))
-    pushed = np.array([1.4, 0.0, 0.5])  # someone pushed the hand out of the box
-    previous, commands = np.array([0.9, 0.0, 0.5]), []
-    for _ in range(15):
-        commands.append(lim.hold(pushed))
+    lim.reset(np.array([1.1, 0.0, 0.5]))  # the hand rests outside the box: the command starts there too
+    hand = np.array([1.22, 0.0, 0.5])  # it drifted on (within max_lead + max_step of the command)
+    previous, commands = np.array([1.1, 0.0, 0.5]), []
+    for _ in range(5):
+        commands.append(lim.hold(hand))
         assert np.abs(commands[-1] - previous).max() <= lim.max_step + 1e-12
         previous = commands[-1]
-    assert np.allclose(commands[-1], pushed)  # the hold ends where the hand is, reached at max speed
-    assert lim.hold(np.array([0.2, 0.0, 0.5]))[0] == pytest.approx(1.4)  # anchored: it does not chase the arm
+    assert commands[0][0] == pytest.approx(1.15) and np.allclose(commands[-1], hand)  # reached at max speed
+    assert lim.hold(np.array([1.0, 0.0, 0.5]))[0] == pytest.approx(1.22)  # anchored: it does not chase the arm
+
+
+def test_a_hold_does_not_follow_an_implausible_measurement() -> None:
+    lim = limiter()
+    start = lim.reset(np.array([0.5, 0.0, 0.5]))
+    for glitch in (np.array([50.0, 0.0, 0.5]), np.array([0.5, 0.0, 0.5]) + 0.3):  # > max_lead + max_step away
+        lim(np.array([0.5, 0.0, 0.5]), measured=start)  # end the previous hold
+        for _ in range(5):
+            assert np.allclose(lim.hold(glitch), start)  # stays put
 
 
 def test_reset_outside_the_box_reenters_at_max_speed() -> None:

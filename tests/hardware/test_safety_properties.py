@@ -61,8 +61,9 @@ def test_every_command_is_finite_rate_limited_and_stays_in_the_box_or_goes_towar
     anchor = start if first == "hold" else None
     for kind, desired, measured in ops:
         is_hold = kind == "hold" or not finite(desired, n) or not finite(measured, n)
-        if is_hold and anchor is None:  # a hold begins: it converges to where the hand is (or stays put)
-            anchor = measured.copy() if finite(measured, n) else prev.copy()
+        if is_hold and anchor is None:  # a hold begins: it converges to where the hand is, if plausible
+            plausible = finite(measured, n) and bool((np.abs(measured - prev) <= max_lead + step).all())
+            anchor = measured.copy() if plausible else prev.copy()  # else it stays put
         out = lim.hold(measured) if kind == "hold" else lim(desired, measured)
         assert out is not None and out.shape == (n,) and np.isfinite(out).all()
         assert np.abs(out - prev).max() <= step * (1 + EPS) + EPS, "moved faster than max_speed"
@@ -81,7 +82,7 @@ def test_every_command_is_finite_rate_limited_and_stays_in_the_box_or_goes_towar
 
 
 @SETTINGS
-@given(scenarios(), st.lists(st.floats(-20.0, 20.0), min_size=3, max_size=3), st.integers(1, 40))
+@given(scenarios(), st.lists(st.floats(-20.0, 20.0), min_size=3, max_size=3), st.integers(1, 5))
 def test_a_hold_reaches_the_hand_at_max_speed_and_stays(case, offset_steps, extra) -> None:
     (low, high, max_speed, max_accel, dt, max_lead), _, start, ops = case
     lim = TargetLimiter(low, high, max_speed, max_accel, dt, max_lead)
@@ -90,7 +91,9 @@ def test_a_hold_reaches_the_hand_at_max_speed_and_stays(case, offset_steps, extr
         if kind == "call" and finite(desired, low.shape[0]) and finite(measured, low.shape[0]):
             lim(desired, measured)
     before = lim.target.copy()
-    hand = before + np.array(offset_steps[:low.shape[0]]) * max_speed * dt  # up to 20 steps away, in or out
+    # a hand up to max_lead + max_step away (the most a tracking arm can lag), in or out of the box
+    reach = min(max_lead + max_speed * dt, 50 * max_speed * dt)  # at most 50 holds to get there
+    hand = before + np.array(offset_steps[:low.shape[0]]) / 20.0 * reach
     needed = int(math.ceil(np.abs(hand - before).max() / (max_speed * dt) - 1e-6))
     for _ in range(needed):
         assert not np.allclose(lim.target, hand, rtol=0, atol=1e-12) or needed == 0
