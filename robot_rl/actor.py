@@ -51,6 +51,8 @@ class ActorStats:
     episodes: int = 0
     successes: int = 0
     weights_version: int = -1
+    non_finite_actions: int = 0
+    """Control ticks skipped because the policy produced NaN/inf (nothing sent; the env's watchdog holds)."""
     loop_ms: list[float] = field(default_factory=list)
     recent_returns: list[float] = field(default_factory=list)
     recent_success: list[bool] = field(default_factory=list)
@@ -63,6 +65,7 @@ class ActorStats:
                 "success_rate_recent": float(np.mean(self.recent_success[-20:])) if self.recent_success else 0.0,
                 "return_recent": float(np.mean(self.recent_returns[-20:])) if self.recent_returns else 0.0,
                 "weights_version": float(self.weights_version),
+                "non_finite_actions": float(self.non_finite_actions),
                 **{f"transport/{k}": v for k, v in transport.stats().items()}}
 
 
@@ -148,6 +151,7 @@ class Actor:
         self.rng = np.random.default_rng(env_seed(cfg.env.seed, self.actor_id, 999))
         self.stats = ActorStats()
         self.pacer = UtdPacer(transport)
+        self._last_bad_actions_log = -np.inf
         self.hil = None  # human in the loop (hil=keyboard|spacemouse|gamepad|virtual): robot_rl.hardware.teleop
         if getattr(cfg, "hil", None) is not None and cfg.hil.name != "none":
             from robot_rl.hardware.teleop.session import HilSession
@@ -166,8 +170,9 @@ class Actor:
             load_weights(self.policy, weights.arrays)
             self.stats.weights_version = weights.version
 
-    def _actions(self, obs: list[dict[str, np.ndarray]]) -> np.ndarray:
-        """(N, A) float32 actions within bounds; uniform random during the initial exploration phase."""
+    def _actions(self, obs: list[dict[str, np.ndarray]]) -> np.ndarray | None:
+        """(N, A) float32 actions within bounds; uniform random during the initial exploration phase. None when the
+        policy produced NaN/inf (counted and logged at most every 10 s): no env may be stepped with them."""
         n = len(obs)
         if self.stats.steps < self.cfg.actor.random_steps:
             low, high = self.action_spec.low_array(), self.action_spec.high_array()
@@ -175,7 +180,13 @@ class Actor:
         batched = {k: np.stack([o[k] for o in obs]) for k in obs[0]}
         actions = self.policy.act(batched, deterministic=False)
         if not np.isfinite(actions).all():
-            raise FloatingPointError(f"policy produced non-finite actions {actions}; refusing to send them")
+            self.stats.non_finite_actions += 1
+            now = time.monotonic()
+            if now - self._last_bad_actions_log > 10.0:
+                self._last_bad_actions_log = now
+                log.error("actor %s: policy produced non-finite actions (%d ticks so far), e.g. %s; holding and "
+                          "retrying with the next weights", self.actor_id, self.stats.non_finite_actions, actions[0])
+            return None
         return self.action_spec.clip(actions)
 
     def run(self, max_steps: int | None = None, stop: Any = None) -> dict[str, float]:
@@ -198,6 +209,12 @@ class Actor:
             t0 = time.perf_counter()
             self._maybe_swap_weights()
             actions = self._actions(obs)
+            if actions is None:
+                # Hold, don't end the node: no env is stepped (a robot's watchdog holds it), the episodes keep
+                # their last observation (no gap in the stored frames) and the next weights may fix the policy.
+                period = 1.0 / self.envs[0].control_hz if self.envs[0].control_hz > 0 else 0.1
+                stop.wait(period) if stop is not None else time.sleep(period)
+                continue
             policy_actions, intervened = actions, [False] * len(self.envs)
             if self.hil is not None:  # the operator's command replaces the policy's where they drive
                 decided = self.hil.arbitrate(obs, policy_actions)

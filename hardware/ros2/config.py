@@ -62,7 +62,8 @@ class TopicsConfig(ConfigNode):
     success: str = "/robot_rl/success"
     """``std_msgs/Bool``: True ends the episode as a success (operator key, classifier, or the twin)."""
     estop: str = "/robot_rl/estop"
-    """``std_msgs/Bool``: True latches a hold (robot stays where it is) until False arrives."""
+    """``std_msgs/Bool`` e-stop input: True latches a hold (the robot stays where it is). Only the node's
+    ``~/reset_estop`` service (``std_srvs/Trigger``) releases it, and only while the input reads False."""
 
 
 @dataclass
@@ -107,6 +108,9 @@ class SafetyConfig(ConfigNode):
     """Largest joint target speed (rad/s), joint modes."""
     max_joint_accel: float = 10.0
     """Largest change of joint target speed (rad/s^2), joint modes."""
+    max_joint_lead: float = 0.15
+    """Each joint target may lead the measured joint by at most this much (rad), so a blocked joint cannot wind
+    up (joint modes; ``max_target_lead`` is the Cartesian counterpart)."""
     watchdog_timeout_s: float = 0.3
     """No fresh action for this long: the node commands a hold at the measured position."""
     sensor_timeout_s: float = 0.25
@@ -251,6 +255,11 @@ def validate(cfg: Any) -> None:
             raise ValueError(f"home_joints has {len(cfg.home_joints)} entries for {n} joints")
         if cfg.control_hz <= 0 or cfg.safety.sensor_timeout_s <= 0 or cfg.safety.watchdog_timeout_s <= 0:
             raise ValueError("control_hz, safety.sensor_timeout_s and safety.watchdog_timeout_s must be > 0")
+        for what in ("max_ee_speed", "max_ee_accel", "max_target_lead", "max_joint_speed", "max_joint_accel",
+                     "max_joint_lead"):
+            value = getattr(cfg.safety, what)
+            if not 0 < value < float("inf"):
+                raise ValueError(f"safety.{what} must be finite and > 0, got {value}")
 
 
 # Launch arguments real.launch.py / sim.launch.py forward to the actor node as parameters (name -> help text).

@@ -1,11 +1,13 @@
 """The real robot as a :class:`robot_rl.env.RobotEnv`, over ROS 2 (rclpy), with the safety layer below the policy.
 
-One control step (``step``): refuse to move if the e-stop is latched or a sensor is stale (hold and report),
-otherwise turn the action into a position target, pass it through :class:`TargetLimiter` (workspace box or
-joint limits, speed, acceleration, lead) and publish it; then sleep to the next tick of the control clock
-and assemble the observation from the newest sensor messages. A watchdog timer on the node's executor holds
-the robot when no action arrived for ``safety.watchdog_timeout_s``. Sensor QoS is best-effort keep-last-1,
-command QoS reliable (both from the parameter file).
+One control step (``step``): refuse to move if the e-stop is latched, a sensor is stale or the action is not a
+finite vector (hold and report), otherwise turn the action into a position target, pass it through
+:class:`TargetLimiter` (workspace box or joint limits, speed, acceleration, lead) and publish it; then sleep to
+the next tick of the control clock and assemble the observation from the newest sensor messages. A watchdog timer
+on the node's executor holds the robot while no action arrived for ``safety.watchdog_timeout_s``. Sensor messages
+with a non-finite or missing value are dropped (counted, logged at most once a second): the sensor goes stale
+and the robot holds, nothing raises. The e-stop latch is released only by the ``~/reset_estop`` service
+(``std_srvs/Trigger``). Sensor QoS is best-effort keep-last-1, command QoS reliable (both from the parameter file).
 """
 from __future__ import annotations
 
@@ -20,9 +22,10 @@ from robot_rl.env import StepResult
 from robot_rl.hardware.ros2 import ros_io
 from robot_rl.hardware.ros2.bag import EpisodeBag
 from robot_rl.hardware.ros2.config import RobotNodeConfig
-from robot_rl.hardware.ros2.safety import Guard, TargetLimiter
-from robot_rl.hardware.ros2.sensors import (HOME_QUAT, SensorCache, assemble_state, compose_chain, joint_vector,
-                                            panda_obs_spec, resize_square)
+from robot_rl.hardware.ros2.safety import Guard, RateLimitedLog, limiter_for
+from robot_rl.hardware.ros2.sensors import (HOME_QUAT, SensorCache, assemble_state, checked_joint_state,
+                                            checked_pose, compose_chain, joint_vector, panda_obs_spec,
+                                            resize_square)
 from robot_rl.specs import ActionSpec
 
 log = logging.getLogger("robot_rl.ros2.env")
@@ -58,17 +61,17 @@ class RosRobotEnv:
                                       names + (("grip",) if has_gripper else ()))
         self.n_move = n_act
         s = cfg.safety
+        self.limiter = limiter_for(cfg)
         if self.cartesian:
-            self.limiter = TargetLimiter(np.array(s.workspace_low), np.array(s.workspace_high), s.max_ee_speed,
-                                         s.max_ee_accel, self.period, s.max_target_lead)
             self.scale, self.home = cfg.command.action_scale, np.array(cfg.home_position)
         else:
-            self.limiter = TargetLimiter(np.array(s.joint_lower), np.array(s.joint_upper), s.max_joint_speed,
-                                         s.max_joint_accel, self.period)
             self.scale, self.home = cfg.command.joint_action_scale, np.array(cfg.home_joints)
         self.guard = Guard(s.watchdog_timeout_s, clock)
         self.cameras = dict(zip(topics.cameras, topics.camera_topics))
-        self.cache = SensorCache(["joint_states", "ee_pose", *(f"images/{c}" for c in self.cameras)], clock)
+        # Header stamps are on the node's ROS clock (system time, or /clock with use_sim_time).
+        self.cache = SensorCache(["joint_states", "ee_pose", *(f"images/{c}" for c in self.cameras)], clock,
+                                 lambda: node.get_clock().now().nanoseconds * 1e-9)
+        self._sensor_joints = (*cfg.arm_joints, *cfg.gripper_joints)
         self._tf_edges: dict[str, tuple[str, np.ndarray, np.ndarray]] = {}
         self._cmd_lock = threading.RLock()
         self._success = False
@@ -79,12 +82,16 @@ class RosRobotEnv:
         self._next_tick = 0.0
         self._obs_time = 0.0
         self._last_obs: dict[str, np.ndarray] | None = None
-        self._last_warn = 0.0
+        self._warn = RateLimitedLog(log.warning, 1.0, clock)  # per topic of complaint: one a second at most
+        self._watchdog_holding = False  # the watchdog fired and no action came since: keep commanding the hold
         self.latency_ms: list[float] = []   # obs handed to the policy -> command published
         self.tick_times: list[float] = []   # command publish times (period jitter)
         self.holds: dict[str, int] = {}
         self._make_io()
-        self._watchdog = node.create_timer(min(self.period, s.watchdog_timeout_s / 3), self._watchdog_tick)
+        self._watchdog = node.create_timer(min(self.period, s.watchdog_timeout_s / 3),
+                                           self._never_raise("watchdog", self._watchdog_tick))
+        self._reset_estop_srv = node.create_service(ros_io.message_type("trigger"), "~/reset_estop",
+                                                    self._on_reset_estop)
 
     # ------------------------------------------------------------------ ROS wiring
     def _make_io(self) -> None:
@@ -103,15 +110,18 @@ class RosRobotEnv:
                     self._bag.add(topic, ros_io.wall_ns(), raw)
                 try:
                     handler(self._deserialize(raw, msg_type))
-                except Exception as e:  # a malformed message must not kill the executor: report, drop
-                    self._warn(f"dropped a {kind} message on {topic}: {e}")
+                except Exception as e:  # a malformed or non-finite message must not kill the executor: drop
+                    self.guard.count("bad_sensor")
+                    self._warn(f"bad:{topic}", f"dropped a {kind} message on {topic}: {e}")
             node.create_subscription(msg_type, topic, callback, qos, raw=True)
 
         subscribe("joint_states", topics.joint_states, lambda m: self.cache.put(
-            "joint_states", ros_io.decode_joint_state(m), ros_io.stamp_to_s(m.header.stamp)), sensor_qos, sensor_rel)
+            "joint_states", checked_joint_state(*ros_io.decode_joint_state(m), self._sensor_joints),
+            ros_io.stamp_to_s(m.header.stamp)), sensor_qos, sensor_rel)
         if topics.ee_pose_source == "topic":
             subscribe("ee_pose", topics.ee_pose, lambda m: self.cache.put(
-                "ee_pose", ros_io.decode_pose(m), ros_io.stamp_to_s(m.header.stamp)), sensor_qos, sensor_rel)
+                "ee_pose", checked_pose(*ros_io.decode_pose(m)), ros_io.stamp_to_s(m.header.stamp)), sensor_qos,
+                sensor_rel)
         else:
             from rclpy.qos import DurabilityPolicy, QoSProfile
             static_qos = QoSProfile(depth=100, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -125,7 +135,8 @@ class RosRobotEnv:
                 subscribe("image", topic, self._image_handler(camera, False), sensor_qos, sensor_rel)
         reliable = ros_io.qos_profile("reliable", 10)
         node.create_subscription(ros_io.message_type("bool"), topics.success, self._on_success, reliable)
-        node.create_subscription(ros_io.message_type("bool"), topics.estop, self._on_estop, reliable)
+        node.create_subscription(ros_io.message_type("bool"), topics.estop, self._never_raise("estop", self._on_estop),
+                                 reliable)
         mode = cfg.command.mode
         self._command_pub = node.create_publisher(ros_io.message_type(mode), topics.command, command_qos)
         self._bag_topics[topics.command] = (_TYPES[mode], command_rel)
@@ -165,35 +176,57 @@ class RosRobotEnv:
             pose = compose_chain(self._tf_edges, self.cfg.topics.base_frame, self.cfg.topics.ee_frame)
         except KeyError:
             return  # chain not complete yet: ee_pose stays missing (reported as such)
-        self.cache.put("ee_pose", pose, ros_io.stamp_to_s(msg.transforms[-1].header.stamp))
+        self.cache.put("ee_pose", checked_pose(*pose), ros_io.stamp_to_s(msg.transforms[-1].header.stamp))
+
+    def _never_raise(self, what: str, callback: Callable[[Any], None] | Callable[[], None]) -> Callable[..., None]:
+        """``callback`` for the executor: an exception is logged (once a second) instead of ending the executor
+        thread, which would silence the watchdog and every sensor."""
+        def run(*args: Any) -> None:
+            try:
+                callback(*args)
+            except Exception:  # noqa: BLE001 (logged; the executor must keep running)
+                self.guard.count("callback_error")
+                if self._warn(f"error:{what}", f"{what} callback failed (the node keeps running)"):
+                    log.exception("%s callback", what)
+        return run
 
     def _on_success(self, msg: Any) -> None:
         if msg.data:
             self._success = True
 
     def _on_estop(self, msg: Any) -> None:
-        self.guard.set_estop(bool(msg.data))
-        if msg.data:
-            self._warn("e-stop: holding until released")
+        if self.guard.set_estop(bool(msg.data)):
+            log.warning("e-stop: holding until reset (ros2 service call %s std_srvs/srv/Trigger)",
+                        self._reset_estop_srv.service_name)
+        if self.guard.estopped:
             self._hold("estop")
+            if not msg.data:
+                self._warn("estop-input", "e-stop input released; the hold stays latched until "
+                           f"{self._reset_estop_srv.service_name} is called")
+
+    def _on_reset_estop(self, request: Any, response: Any) -> Any:  # noqa: ARG002 (Trigger has no request data)
+        response.success, response.message = self.guard.reset_estop()
+        log.warning("e-stop reset requested: %s (%s)", "released" if response.success else "refused",
+                    response.message)
+        return response
 
     def _watchdog_tick(self) -> None:
         if self.guard.watchdog_expired():
-            self._warn(f"watchdog: no action for {self.cfg.safety.watchdog_timeout_s} s, holding")
+            self._watchdog_holding = True
+            self._warn("watchdog", f"watchdog: no action for {self.cfg.safety.watchdog_timeout_s} s, holding")
+        if self._watchdog_holding:  # every tick until an action comes: the hold converges at max speed
             self._hold("watchdog")
-
-    def _warn(self, text: str) -> None:
-        now = self.clock()
-        if now - self._last_warn > 1.0:
-            self._last_warn = now
-            log.warning(text)
 
     # ------------------------------------------------------------------ commands
     def _measured(self) -> np.ndarray:
-        if self.cartesian:
-            return np.asarray(self.cache.get("ee_pose")[0], np.float64)
-        names, positions = self.cache.get("joint_states")
-        return joint_vector(names, positions, self.cfg.arm_joints)
+        """The measured TCP position or arm joints; NaNs when there is none yet (the limiter then stays put)."""
+        try:
+            if self.cartesian:
+                return np.asarray(self.cache.get("ee_pose")[0], np.float64)
+            names, positions = self.cache.get("joint_states")
+            return joint_vector(names, positions, self.cfg.arm_joints)
+        except KeyError:
+            return np.full(self.limiter.low.shape, np.nan)
 
     def _publish(self, target: np.ndarray, grip_opening: float | None) -> None:
         stamp = ros_io.now_stamp(self.node)
@@ -214,23 +247,29 @@ class RosRobotEnv:
             self._bag.add(topic, ros_io.wall_ns(), self._serialize(msg))
 
     def _hold(self, reason: str) -> None:
-        """Command the measured position (no sensor yet: nothing to command; the controller keeps its own)."""
+        """Command the hold (:meth:`TargetLimiter.hold`); nothing when there is neither a previous command nor a
+        measurement (the controller keeps its own). Never raises: it runs in executor callbacks."""
         with self._cmd_lock:
-            self.holds[reason.split(":")[0]] = self.holds.get(reason.split(":")[0], 0) + 1
-            try:
-                measured = self._measured()
-            except KeyError:
-                return
-            self._publish(self.limiter.hold(measured), None)
+            key = reason.split(":")[0].split(" ")[0]
+            self.holds[key] = self.holds.get(key, 0) + 1
+            target = self.limiter.hold(self._measured())
+            if target is not None:
+                self._publish(target, None)
 
     # ------------------------------------------------------------------ observations
     def _observe(self) -> dict[str, np.ndarray] | None:
-        """The observation, or None when a sensor is stale or missing."""
+        """The observation, or None when a sensor is stale, missing or yields a non-finite state."""
         if self.cache.stale(self.cfg.safety.sensor_timeout_s):
             return None
         latest, previous = self.cache.snapshot()
-        obs = {"state": assemble_state(latest["joint_states"].value, latest["ee_pose"], previous,
-                                       self.cfg.arm_joints, self.cfg.gripper_joints)}
+        try:
+            state = assemble_state(latest["joint_states"].value, latest["ee_pose"], previous, self.cfg.arm_joints,
+                                   self.cfg.gripper_joints)
+        except (KeyError, ValueError) as e:  # e.g. a velocity overflow from two poses stamped 1 ns apart
+            self.guard.count("bad_sensor")
+            self._warn("bad-state", f"holding the robot: {e}")
+            return None
+        obs = {"state": state}
         for camera in self.cameras:
             obs[f"images/{camera}"] = latest[f"images/{camera}"].value
         return obs
@@ -244,8 +283,9 @@ class RosRobotEnv:
             if obs is not None:
                 return obs, interrupted
             interrupted = True
-            self._warn(f"holding the robot: {reason}")
-            self._hold(reason or "stale")
+            reason = reason or "bad sensor"
+            self._warn(f"hold:{reason.split(':')[0]}", f"holding the robot: {reason}")
+            self._hold(reason)
             if self.stop.wait(self.period):
                 return None, True
 
@@ -261,6 +301,7 @@ class RosRobotEnv:
     def reset(self, *, seed: int | None = None) -> dict[str, np.ndarray]:  # noqa: ARG002 (a robot has no seed)
         self._finish_bag()
         self.guard.arm()
+        self._watchdog_holding = False
         obs, _ = self._wait_until_safe()
         if obs is None:
             raise RuntimeError("stopped while waiting for the robot's sensors")
@@ -294,19 +335,20 @@ class RosRobotEnv:
         with self._cmd_lock:
             reason = self.guard.hold_reason(self.cache.stale(self.cfg.safety.sensor_timeout_s))
             if action.shape != self.action_spec.shape or not np.isfinite(action).all():
-                self.guard.counts["non_finite"] += 1
+                self.guard.count("non_finite")
                 reason = reason or f"bad action {action}"
             if reason is not None:
-                self._warn(f"holding the robot: {reason}")
+                self._warn(f"hold:{reason.split(':')[0].split(' ')[0]}", f"holding the robot: {reason}")
                 self._hold(reason)
             else:
                 move = np.clip(action[:self.n_move], -1.0, 1.0).astype(np.float64)
                 target = self.limiter(self.limiter.target + self.scale * move, self._measured())
                 grip = None
-                if self._gripper_pub is not None:
+                if self._gripper_pub is not None and not self.limiter.holding:
                     grip = self.cfg.command.gripper_closed if action[-1] > 0 else self.cfg.command.gripper_open
                 self._publish(target, grip)
-                self.guard.action_arrived()
+            self._watchdog_holding = False
+            self.guard.action_arrived()  # a bad action is still an action: the step holds, not the watchdog
         now = self.clock()
         self.latency_ms.append((now - self._obs_time) * 1e3)
         self.tick_times.append(now)
@@ -346,13 +388,13 @@ class RosRobotEnv:
                 "period_jitter_p99_ms": float(np.percentile(jitter, 99)),
                 **{f"holds/{k}": float(v) for k, v in self.holds.items()},
                 **{f"guard/{k}": float(v) for k, v in self.guard.counts.items()},
-                "limiter/refused": float(self.limiter.refused)}
+                "limiter/refused": float(self.limiter.refused),
+                "limiter/bad_measured": float(self.limiter.bad_measured)}
 
     def close(self) -> None:
         self.stop.set()
         self._finish_bag()
         with self._cmd_lock:
-            try:
-                self._publish(self.limiter.hold(self._measured()), None)  # leave the robot holding still
-            except (KeyError, ValueError):
-                pass
+            target = self.limiter.hold(self._measured())  # leave the robot holding still
+            if target is not None:
+                self._publish(target, None)

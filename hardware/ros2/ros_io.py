@@ -160,7 +160,7 @@ def trajectory_msg(names: Sequence[str], positions: np.ndarray, time_from_start_
 
 
 def message_type(mode_or_kind: str) -> Any:
-    """The message class of a command mode or sensor kind."""
+    """The message (or service) class of a command mode or sensor kind."""
     if mode_or_kind == "cartesian_pose" or mode_or_kind == "ee_pose":
         from geometry_msgs.msg import PoseStamped
         return PoseStamped
@@ -182,6 +182,9 @@ def message_type(mode_or_kind: str) -> Any:
     if mode_or_kind == "bool":
         from std_msgs.msg import Bool
         return Bool
+    if mode_or_kind == "trigger":  # a service type: the e-stop reset
+        from std_srvs.srv import Trigger
+        return Trigger
     if mode_or_kind == "tf":
         try:
             from tf2_msgs.msg import TFMessage

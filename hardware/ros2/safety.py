@@ -1,10 +1,26 @@
 """Safety below the policy: pure numpy, no ROS. Every command the node sends passes through here.
 
-:class:`TargetLimiter` turns a desired position target (TCP xyz or joint vector) into a safe one: non-finite
-input is refused (the previous target is held), the target is clipped into the box (workspace or joint
-limits), its per-step speed and acceleration are bounded, and it may lead the measured position by at most
-``max_lead``. :class:`Guard` decides when the robot must hold instead of following the policy: e-stop
-(latched until released), stale or missing sensors, and the watchdog (no fresh action).
+:class:`TargetLimiter` turns a desired position target (TCP xyz or joint vector) into the next command. Its
+guarantees, per axis and per command (``max_step = max_speed * dt``), whatever the input (NaN, inf, 1e30,
+a measured pose inside or outside the box, holds in any order):
+
+* every command is finite;
+* every command differs from the previous one by at most ``max_step`` (only :meth:`TargetLimiter.reset`,
+  which re-synchronises to the measured position before an episode, may jump, and only to where the robot is);
+* a command outside the box (workspace or joint limits) is no further outside than the previous command,
+  except during a hold, whose commands move only towards where the robot was when the hold began (and only if
+  that was within ``max_lead + max_step`` of the command: a displaced arm or a glitch is not followed);
+* outside holds, a command never moves away from the measured position once it leads it by ``max_lead`` or
+  more (within ``max_lead`` it may move freely).
+
+Between those, targets are acceleration-limited (``max_accel``; a hold or a wall stops harder, on purpose).
+Clipping always happens into an interval that contains the previous command, which is why no clip can undo
+the speed limit: the box and the lead band are each widened just enough to contain the current command.
+
+:class:`Guard` decides when the robot must hold instead of following the policy: e-stop (latched until an
+explicit :meth:`Guard.reset_estop`), stale or invalid sensors, and the watchdog (no fresh action).
+
+Both are plain Python so a separate safety process can run them unchanged at 100-1000 Hz.
 """
 from __future__ import annotations
 
@@ -15,77 +31,174 @@ from typing import Callable
 
 import numpy as np
 
+from robot_rl.hardware.ros2.config import RobotNodeConfig
+
 
 class TargetLimiter:
-    """Position-target filter with box, speed, acceleration and lead limits (all per axis)."""
+    """Position-target filter with box, speed, acceleration and lead limits (all per axis).
+
+    ``target`` is the last command (None before the first); ``holding`` says whether it comes from a hold."""
 
     def __init__(self, low: np.ndarray, high: np.ndarray, max_speed: float, max_accel: float, dt: float,
-                 max_lead: float = np.inf) -> None:
+                 max_lead: float) -> None:
         self.low, self.high = np.asarray(low, np.float64), np.asarray(high, np.float64)
-        if self.low.shape != self.high.shape or (self.low >= self.high).any():
-            raise ValueError(f"box low {self.low} must be below high {self.high}")
-        if max_speed <= 0 or max_accel <= 0 or dt <= 0:
-            raise ValueError("max_speed, max_accel and dt must be > 0")
-        self.max_step = max_speed * dt            # largest per-step move
-        self.max_step_change = max_accel * dt * dt  # largest change of the per-step move
-        self.max_lead = max_lead
+        if self.low.ndim != 1 or self.low.shape != self.high.shape or not (self.low < self.high).all():
+            raise ValueError(f"box low {self.low} must be below high {self.high} (1-D, same length)")
+        for name, value in (("max_speed", max_speed), ("max_accel", max_accel), ("dt", dt),
+                            ("max_lead", max_lead)):
+            if not (np.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be finite and > 0, got {value}")
+        self.max_step = float(max_speed) * float(dt)                   # largest per-command move
+        self.max_step_change = float(max_accel) * float(dt) ** 2       # largest change of the per-command move
+        self.max_lead = float(max_lead)
         self.target: np.ndarray | None = None
-        self.step = np.zeros_like(self.low)
-        self.refused = 0  # non-finite inputs seen
+        self.step = np.zeros_like(self.low)                            # last move (velocity * dt)
+        self.holding = False
+        self._anchor: np.ndarray | None = None                         # where the current hold converges to
+        self.refused = 0        # desired targets that were non-finite or of the wrong shape (held instead)
+        self.bad_measured = 0   # measured positions that were non-finite or of the wrong shape
+
+    def _measured(self, measured: np.ndarray) -> np.ndarray | None:
+        """``measured`` as a float64 vector, or None (counted) if it is not a finite vector of the box's size."""
+        m = np.asarray(measured, np.float64)
+        if m.shape != self.low.shape or not np.isfinite(m).all():
+            self.bad_measured += 1
+            return None
+        return m
 
     def reset(self, measured: np.ndarray) -> np.ndarray:
-        """Start from the measured position (clipped into the box), at rest."""
-        measured = np.asarray(measured, np.float64)
-        if measured.shape != self.low.shape or not np.isfinite(measured).all():
+        """Re-synchronise to the robot: the command becomes the measured position (even outside the box), at rest.
+
+        The one call that may jump, and only to where the robot is; the next commands re-enter the box through
+        rate-limited steps. Raises ValueError on a non-finite measurement (there is nothing safe to start from)."""
+        m = self._measured(measured)
+        if m is None:
             raise ValueError(f"measured position {measured} is not a finite {self.low.shape} vector")
-        self.target = np.clip(measured, self.low, self.high)
-        self.step = np.zeros_like(self.low)
+        self.target, self.step = m.copy(), np.zeros_like(self.low)
+        self.holding, self._anchor = False, None
+        return m
+
+    def hold(self, measured: np.ndarray) -> np.ndarray | None:
+        """Stop: move the command towards where the robot was when this hold began, by at most ``max_step``.
+
+        The anchor is fixed for the whole hold (repeated holds do not follow a sagging or pushed arm). It is the
+        current command (stay put) when the measurement is non-finite or further than ``max_lead + max_step``
+        from the command on some axis: the lead limit keeps a tracking arm closer than that, so such a reading is
+        a displaced arm or a sensor glitch, and walking the command towards it could drive the robot anywhere.
+        Returns None only when there is neither a previous command nor a valid measurement: then nothing may be
+        commanded."""
+        m = self._measured(measured)
+        if self.target is None:
+            if m is None:
+                return None
+            self.target = m.copy()
+            self.step = np.zeros_like(self.low)
+            self.holding, self._anchor = True, m.copy()
+            return m
+        if not self.holding:
+            self.holding = True
+            plausible = m is not None and bool((np.abs(m - self.target) <= self.max_lead + self.max_step).all())
+            self._anchor = m.copy() if plausible and m is not None else self.target.copy()
+        assert self._anchor is not None
+        step = np.clip(self._anchor - self.target, -self.max_step, self.max_step)
+        self.target = self.target + step
+        self.step = step
         return self.target.copy()
 
-    def hold(self, measured: np.ndarray) -> np.ndarray:
-        """Stop where the robot is (an immediate stop: deliberately not acceleration-limited)."""
-        return self.reset(measured)
-
     def __call__(self, desired: np.ndarray, measured: np.ndarray) -> np.ndarray:
-        """The safe target for this control step (always finite, always inside the box)."""
+        """The next command towards ``desired`` (see the module docstring for what it guarantees).
+
+        A desired target that is not a finite vector of the right size, or a measurement that is not, makes this
+        a :meth:`hold` (counted in ``refused`` / ``bad_measured``)."""
         if self.target is None:
-            raise RuntimeError("TargetLimiter used before reset(measured)")
-        desired = np.asarray(desired, np.float64)
-        measured = np.asarray(measured, np.float64)
-        if desired.shape != self.low.shape or not np.isfinite(desired).all() or not np.isfinite(measured).all():
+            raise RuntimeError("TargetLimiter used before reset(measured) or hold(measured)")
+        d = np.asarray(desired, np.float64)
+        if d.shape != self.low.shape or not np.isfinite(d).all():
             self.refused += 1
-            self.step = np.zeros_like(self.low)
-            return self.target.copy()  # hold the last safe target
-        step = np.clip(desired, self.low, self.high) - self.target
+            held = self.hold(measured)
+            assert held is not None  # a target exists
+            return held
+        m = self._measured(measured)
+        if m is None:
+            held = self.hold(measured)
+            assert held is not None
+            return held
+        self.holding, self._anchor = False, None
+        current = self.target
+        step = np.clip(d, self.low, self.high) - current
         step = np.clip(step, self.step - self.max_step_change, self.step + self.max_step_change)
         step = np.clip(step, -self.max_step, self.max_step)
-        target = np.clip(self.target + step, self.low, self.high)
-        if np.isfinite(self.max_lead):
-            target = np.clip(target, measured - self.max_lead, measured + self.max_lead)
-            target = np.clip(target, self.low, self.high)
-        self.step = target - self.target
+        # Box and lead band, each widened to contain the current command: clipping into an interval that holds
+        # `current` can only shorten the step, so neither undoes the speed limit, and outside either the
+        # command may stay or come back, never go further out.
+        lo = np.maximum(np.minimum(self.low, current), np.minimum(m - self.max_lead, current))
+        hi = np.minimum(np.maximum(self.high, current), np.maximum(m + self.max_lead, current))
+        target = np.clip(current + step, lo, hi)
+        self.step = target - current
         self.target = target
         return target.copy()
 
 
+def limiter_for(cfg: RobotNodeConfig) -> TargetLimiter:
+    """The limiter of a node's command mode: the workspace box in Cartesian mode, the joint limits in joint modes
+    (each with its speed, acceleration and lead limits), at the node's control period."""
+    s, dt = cfg.safety, 1.0 / float(cfg.control_hz)
+    if cfg.command.mode == "cartesian_pose":
+        return TargetLimiter(np.array(s.workspace_low), np.array(s.workspace_high), s.max_ee_speed, s.max_ee_accel,
+                             dt, s.max_target_lead)
+    return TargetLimiter(np.array(s.joint_lower), np.array(s.joint_upper), s.max_joint_speed, s.max_joint_accel,
+                         dt, s.max_joint_lead)
+
+
 @dataclass
 class Guard:
-    """Why the robot must hold right now, if it must. Thread-safe: ROS callbacks and the control loop share it."""
+    """Why the robot must hold right now, if it must. Thread-safe: ROS callbacks and the control loop share it.
+
+    The e-stop latches on the first ``True`` input and stays latched until :meth:`reset_estop` (a person's
+    explicit act), which is refused while the input still reads ``True``; a ``False`` input alone never
+    releases it."""
 
     watchdog_timeout_s: float
     """No action for this long -> hold."""
     clock: Callable[[], float] = time.monotonic
     estopped: bool = False
+    """The latch: the robot holds while it is set."""
+    estop_input: bool = False
+    """The newest value of the e-stop input (True = pressed)."""
+    estopped_since: float | None = None
     last_action_t: float | None = None
-    counts: dict[str, int] = field(default_factory=lambda: {"estop": 0, "stale": 0, "watchdog": 0,
-                                                             "non_finite": 0})
+    counts: dict[str, int] = field(default_factory=lambda: {"estop": 0, "estop_reset": 0, "stale": 0,
+                                                             "watchdog": 0, "non_finite": 0, "bad_sensor": 0,
+                                                             "callback_error": 0})
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def set_estop(self, active: bool) -> None:
+    def set_estop(self, active: bool) -> bool:
+        """Record the e-stop input; True latches the hold. Returns whether this call latched it."""
         with self._lock:
+            self.estop_input = bool(active)
             if active and not self.estopped:
                 self.counts["estop"] += 1
-            self.estopped = bool(active)
+                self.estopped, self.estopped_since = True, self.clock()
+                return True
+            return False
+
+    def reset_estop(self) -> tuple[bool, str]:
+        """Release the latch (``(True, why)``), or refuse while the input is still pressed (``(False, why)``)."""
+        with self._lock:
+            if not self.estopped:
+                return True, "e-stop was not latched"
+            if self.estop_input:
+                return False, "e-stop input still active (True): release it first, then reset"
+            now = self.clock()
+            held = now - (self.estopped_since if self.estopped_since is not None else now)
+            self.estopped, self.estopped_since = False, None
+            self.counts["estop_reset"] += 1
+            self.last_action_t = None  # the watchdog restarts with the next action
+            return True, f"e-stop released after {held:.1f} s"
+
+    def count(self, what: str) -> None:
+        with self._lock:
+            self.counts[what] = self.counts.get(what, 0) + 1
 
     def action_arrived(self) -> None:
         with self._lock:
@@ -111,7 +224,30 @@ class Guard:
         with self._lock:
             if self.estopped:
                 return "estop"
-        if stale:
-            self.counts["stale"] += 1
-            return "stale: " + ", ".join(stale)
+            if stale:
+                self.counts["stale"] += 1
+                return "stale: " + ", ".join(stale)
         return None
+
+
+class RateLimitedLog:
+    """At most one message per ``interval_s`` per key, with the number suppressed since the last one."""
+
+    def __init__(self, emit: Callable[[str], None], interval_s: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.emit, self.interval_s, self.clock = emit, interval_s, clock
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, key: str, text: str) -> bool:
+        now = self.clock()
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < self.interval_s:
+                self._suppressed[key] = self._suppressed.get(key, 0) + 1
+                return False
+            self._last[key] = now
+            suppressed = self._suppressed.pop(key, 0)
+        self.emit(text + (f" ({suppressed} similar suppressed)" if suppressed else ""))
+        return True

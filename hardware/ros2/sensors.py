@@ -24,41 +24,56 @@ HOME_QUAT = np.array([0.0, 1.0, 0.0, 0.0])  # the twin's pointing-down reference
 class Sample:
     value: Any
     stamp: float
-    """Sender's time stamp (s), from the message header; falls back to the arrival time."""
+    """Sender's time stamp (s, ROS time), from the message header; the arrival time when it had none."""
     received: float
-    """Local monotonic arrival time (s): staleness is judged on this clock."""
+    """Local monotonic arrival time (s)."""
+    stamped: bool = False
+    """Whether ``stamp`` came from a header (a zero header stamp counts as none)."""
 
 
 class SensorCache:
-    """Newest sample per sensor (plus the previous pose for velocities); thread-safe."""
+    """Newest sample per sensor (plus the previous pose for velocities); thread-safe.
 
-    def __init__(self, required: Sequence[str], clock: Callable[[], float] = time.monotonic) -> None:
+    A sample's age is the larger of its header-stamp age (``stamp_clock() - stamp``, the ROS clock the stamps
+    are on) and its arrival age (``clock() - received``): a driver that keeps re-sending old data is stale by its
+    stamps, and a sensor that stops is stale by arrival even if its clock runs ahead of ours. Messages with a
+    zero stamp are judged on arrival alone."""
+
+    def __init__(self, required: Sequence[str], clock: Callable[[], float] = time.monotonic,
+                 stamp_clock: Callable[[], float] = time.time) -> None:
         self.required = tuple(required)
-        self.clock = clock
+        self.clock, self.stamp_clock = clock, stamp_clock
         self._lock = threading.Lock()
         self._latest: dict[str, Sample] = {}
         self._previous_pose: Sample | None = None
         self.received = {name: 0 for name in required}
 
     def put(self, name: str, value: Any, stamp: float | None = None) -> None:
+        """Store ``value``; ``stamp`` is its header stamp (s) or None/0 when it has none."""
         now = self.clock()
+        stamped = stamp is not None and stamp > 0.0
         with self._lock:
             if name == "ee_pose" and "ee_pose" in self._latest:
                 self._previous_pose = self._latest["ee_pose"]
-            self._latest[name] = Sample(value, now if stamp is None else stamp, now)
+            self._latest[name] = Sample(value, float(stamp) if stamped else now, now, stamped)
             self.received[name] = self.received.get(name, 0) + 1
 
     def stale(self, max_age_s: float) -> list[str]:
-        """Required sensors never received (``name (missing)``) or older than ``max_age_s``."""
-        now = self.clock()
+        """Required sensors never received (``name (missing)``) or older than ``max_age_s`` (see the class)."""
+        now, stamp_now = self.clock(), self.stamp_clock()
         with self._lock:
             out = []
             for name in self.required:
                 sample = self._latest.get(name)
                 if sample is None:
                     out.append(f"{name} (missing)")
-                elif now - sample.received > max_age_s:
-                    out.append(f"{name} ({(now - sample.received) * 1e3:.0f} ms old)")
+                    continue
+                arrival_age = now - sample.received
+                stamp_age = stamp_now - sample.stamp if sample.stamped else -np.inf
+                if stamp_age > max_age_s and stamp_age >= arrival_age:
+                    out.append(f"{name} ({stamp_age * 1e3:.0f} ms old by its header stamp)")
+                elif arrival_age > max_age_s:
+                    out.append(f"{name} ({arrival_age * 1e3:.0f} ms old)")
             return out
 
     def snapshot(self) -> tuple[dict[str, Sample], Sample | None]:
@@ -150,6 +165,30 @@ def joint_vector(names: Sequence[str], positions: Sequence[float], wanted: Seque
     if missing:
         raise KeyError(f"joint_states lacks joints {missing}")
     return np.array([positions[index[n]] for n in wanted], np.float64)
+
+
+def checked_joint_state(names: Sequence[str], positions: np.ndarray, required: Sequence[str]
+                        ) -> tuple[list[str], np.ndarray]:
+    """``(names, positions)`` unchanged if every ``required`` joint is present with a finite position, else
+    ValueError (the message is dropped: a robot must never be commanded from a NaN). Other joints may be NaN."""
+    names, positions = list(names), np.asarray(positions, np.float64)
+    if len(names) != positions.shape[0]:
+        raise ValueError(f"joint_states has {len(names)} names but {positions.shape[0]} positions")
+    values = joint_vector(names, positions, required)
+    if not np.isfinite(values).all():
+        bad = [n for n, v in zip(required, values) if not np.isfinite(v)]
+        raise ValueError(f"non-finite joint positions {bad}")
+    return names, positions
+
+
+def checked_pose(pos: np.ndarray, quat_wxyz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(pos, quat)`` if finite with a unit-ish quaternion, else ValueError (the message is dropped)."""
+    pos, quat = np.asarray(pos, np.float64), np.asarray(quat_wxyz, np.float64)
+    if pos.shape != (3,) or quat.shape != (4,) or not (np.isfinite(pos).all() and np.isfinite(quat).all()):
+        raise ValueError(f"non-finite or malformed pose {pos} {quat}")
+    if abs(float(np.linalg.norm(quat)) - 1.0) > 0.1:
+        raise ValueError(f"pose quaternion {quat} is not a unit quaternion")
+    return pos, quat
 
 
 def assemble_state(joints: tuple[Sequence[str], Sequence[float]], pose: Sample, previous_pose: Sample | None,

@@ -1,6 +1,10 @@
 """Actor loop + learner loop in one process over the in-process transport (the single-machine stand-in)."""
 
+import threading
+import time
+
 import numpy as np
+import torch
 
 from robot_rl.actor import Actor
 from robot_rl.config import load_config
@@ -23,3 +27,36 @@ def test_inproc_actor_learner_loop(tmp_path):
     # every episode is in the actor's local store, including the one cut by the stop
     assert sum(len(ep) for ep in actor.store.episodes()) == result["steps"]
     assert (np.asarray([e.actor_id for e in actor.store.episodes()]) == "actor-0").all()
+
+
+def test_non_finite_policy_actions_hold_and_the_actor_resumes_with_new_weights(tmp_path):
+    """Regression: NaN actions raised FloatingPointError out of Actor.run, ending the robot's node."""
+    cfg = load_config(["env=point_reach", "algo=sac", f"run_dir={tmp_path}", "logger.wandb=disabled",
+                       "logger.progress=false", "transport.kind=inproc", "actor.pace=false"])
+    learner = Learner(cfg)
+    actor = Actor(cfg, learner.transport.connect(cfg.transport, "actor-0"))
+    good = {k: v.detach().cpu().numpy().copy() for k, v in actor.policy.state_dict().items()}
+    with torch.no_grad():
+        for p in actor.policy.parameters():
+            p.fill_(float("nan"))  # broken weights: every action is NaN
+    out = {}
+    stop = threading.Event()
+
+    def run() -> None:
+        try:
+            out["result"] = actor.run(max_steps=50, stop=stop)
+        except Exception as e:  # noqa: BLE001 (reported by the assertion below)
+            out["error"] = e
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(2.0)  # a few control periods with NaN actions
+    assert "error" not in out and thread.is_alive(), f"the actor died: {out.get('error')!r}"
+    assert actor.stats.non_finite_actions >= 3 and actor.stats.steps == 0  # held: no env step, nothing sent
+    learner.transport.publish_weights(good, version=1)  # the learner's next weights fix the policy
+    thread.join(30)
+    stop.set()
+    assert not thread.is_alive() and "error" not in out
+    assert out["result"]["steps"] == 50 and out["result"]["non_finite_actions"] >= 3
+    episodes = list(actor.store.episodes())
+    assert sum(len(ep) for ep in episodes) == 50
+    assert all(np.isfinite(ep.action).all() for ep in episodes)

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from robot_rl.hardware.ros2.config import RobotNodeConfig, TwinNodeConfig, from_params, load_params_file
-from robot_rl.hardware.ros2.safety import Guard, TargetLimiter
-from robot_rl.hardware.ros2.sensors import (SensorCache, angular_velocity, assemble_state, compose_chain,
-                                            image_to_array, panda_obs_spec, quat_mul, resize_square, Sample)
+from robot_rl.hardware.ros2.safety import Guard, RateLimitedLog, TargetLimiter, limiter_for
+from robot_rl.hardware.ros2.sensors import (SensorCache, Sample, angular_velocity, assemble_state,
+                                            checked_joint_state, checked_pose, compose_chain, image_to_array,
+                                            panda_obs_spec, quat_mul, resize_square)
 
 LAUNCH = Path(__file__).resolve().parents[2] / "launch"
 
@@ -47,43 +48,158 @@ def test_lead_limit_stops_windup_against_an_obstacle() -> None:
 
 
 @pytest.mark.parametrize("bad", [np.array([np.nan, 0, 0]), np.array([0, np.inf, 0]), np.zeros(2)])
-def test_non_finite_or_malformed_targets_hold_the_last_safe_target(bad: np.ndarray) -> None:
+def test_non_finite_or_malformed_targets_hold(bad: np.ndarray) -> None:
     lim = limiter()
     start = lim.reset(np.array([0.5, 0.0, 0.5]))
     moved = lim(np.array([0.6, 0.0, 0.5]), measured=start)
-    held = lim(bad, measured=start)
-    assert np.array_equal(held, moved) and np.isfinite(held).all() and lim.refused == 1
+    held = lim(bad, measured=start)   # a hold: back towards the measured pose, at most one max_step
+    assert np.isfinite(held).all() and lim.refused == 1 and lim.holding
+    assert np.abs(held - moved).max() <= lim.max_step + 1e-12 and np.allclose(held, start)
     with pytest.raises(ValueError):
         lim.reset(np.array([np.nan, 0.0, 0.0]))
+
+
+def test_hold_outside_the_box_moves_towards_the_hand_not_to_the_box_edge() -> None:
+    """Regression: hold() used to clip the measured pose into the box, a jump of any size to the box edge."""
+    lim = limiter()  # box x in [0, 1], max_step 0.05, max_lead 0.2
+    first = lim.hold(np.array([1.5, 0.0, 0.5]))  # no command yet: command where the hand is, even outside
+    assert np.allclose(first, [1.5, 0.0, 0.5])
+    lim.reset(np.array([1.1, 0.0, 0.5]))  # the hand rests outside the box: the command starts there too
+    hand = np.array([1.22, 0.0, 0.5])  # it drifted on (within max_lead + max_step of the command)
+    previous, commands = np.array([1.1, 0.0, 0.5]), []
+    for _ in range(5):
+        commands.append(lim.hold(hand))
+        assert np.abs(commands[-1] - previous).max() <= lim.max_step + 1e-12
+        previous = commands[-1]
+    assert commands[0][0] == pytest.approx(1.15) and np.allclose(commands[-1], hand)  # reached at max speed
+    assert lim.hold(np.array([1.0, 0.0, 0.5]))[0] == pytest.approx(1.22)  # anchored: it does not chase the arm
+
+
+def test_a_hold_does_not_follow_an_implausible_measurement() -> None:
+    lim = limiter()
+    start = lim.reset(np.array([0.5, 0.0, 0.5]))
+    for glitch in (np.array([50.0, 0.0, 0.5]), np.array([0.5, 0.0, 0.5]) + 0.3):  # > max_lead + max_step away
+        lim(np.array([0.5, 0.0, 0.5]), measured=start)  # end the previous hold
+        for _ in range(5):
+            assert np.allclose(lim.hold(glitch), start)  # stays put
+
+
+def test_reset_outside_the_box_reenters_at_max_speed() -> None:
+    """Regression: reset() clipped into the box, so the first command jumped from the hand to the box edge."""
+    lim = limiter(max_lead=1.0)
+    hand = np.array([-0.5, 0.0, 0.5])  # x below the box [0, 1]
+    assert np.allclose(lim.reset(hand), hand)
+    previous = hand
+    for _ in range(30):
+        t = lim(np.array([0.5, 0.0, 0.5]), measured=previous)
+        assert np.abs(t - previous).max() <= lim.max_step + 1e-12 and t[0] >= previous[0]
+        previous = t
+    assert previous[0] == pytest.approx(0.5)
+
+
+def test_box_clip_never_undoes_the_lead_limit() -> None:
+    """Regression: lead clip then box clip moved the target from near a hand outside the box to the box edge in
+    one step, i.e. away from the hand faster than max_speed."""
+    lim = limiter()  # lead 0.2
+    hand = np.array([-0.5, 0.0, 0.5])
+    lim.reset(hand)
+    t = lim(np.array([0.5, 0.0, 0.5]), measured=hand)  # towards the box, but the hand is blocked outside it
+    assert t[0] == pytest.approx(-0.45)
+    for _ in range(10):
+        t = lim(np.array([0.5, 0.0, 0.5]), measured=hand)
+    assert t[0] == pytest.approx(-0.3)  # stops max_lead from the hand: never at the box edge 0.0
+    hand = np.array([-1.0, 0.0, 0.5])  # the hand is pushed further away: the target may follow, never jump
+    t2 = lim(np.array([0.5, 0.0, 0.5]), measured=hand)
+    assert t2[0] == pytest.approx(-0.3)  # it may not move away from the hand (nor jump to it)
+
+
+def test_joint_modes_have_a_lead_limit() -> None:
+    cfg = from_params(RobotNodeConfig, {"command.mode": "forward_position", "control_hz": 10.0,
+                                        "safety.max_joint_lead": 0.15})
+    lim = limiter_for(cfg)
+    blocked = np.array(cfg.home_joints)  # every joint stuck at home
+    lim.reset(blocked)
+    for _ in range(20):
+        t = lim(blocked + 1.0, measured=blocked)
+    assert np.abs(t - blocked).max() == pytest.approx(0.15)
+    with pytest.raises(ValueError, match="max_joint_lead"):
+        from_params(RobotNodeConfig, {"safety.max_joint_lead": 0.0})
 
 
 def test_guard_estop_latch_stale_and_watchdog() -> None:
     now = [0.0]
     guard = Guard(watchdog_timeout_s=0.3, clock=lambda: now[0])
     assert guard.hold_reason([]) is None
-    guard.set_estop(True)
+    assert guard.set_estop(True) and not guard.set_estop(True)  # latches once
     assert guard.hold_reason([]) == "estop"
+    ok, why = guard.reset_estop()
+    assert not ok and "still active" in why and guard.hold_reason([]) == "estop"  # pressed: no reset
     guard.set_estop(False)
+    assert guard.hold_reason([]) == "estop"  # regression: a False on the topic released the latch
+    now[0] = 2.0
+    ok, why = guard.reset_estop()
+    assert ok and "2.0 s" in why and guard.hold_reason([]) is None
+    assert guard.reset_estop() == (True, "e-stop was not latched")
     assert guard.hold_reason(["images/front (missing)"]) == "stale: images/front (missing)"
     assert not guard.watchdog_expired()  # not armed before the first action
     guard.action_arrived()
-    now[0] = 0.2
+    now[0] = 2.2
     assert not guard.watchdog_expired()
-    now[0] = 0.6
+    now[0] = 2.6
     assert guard.watchdog_expired() and not guard.watchdog_expired()  # reported once per stall
-    assert guard.counts == {"estop": 1, "stale": 1, "watchdog": 1, "non_finite": 0}
+    assert guard.counts == {"estop": 1, "estop_reset": 1, "stale": 1, "watchdog": 1, "non_finite": 0,
+                            "bad_sensor": 0, "callback_error": 0}
 
 
 def test_sensor_cache_reports_missing_and_stale() -> None:
     now = [10.0]
-    cache = SensorCache(["joint_states", "images/front"], clock=lambda: now[0])
+    cache = SensorCache(["joint_states", "images/front"], clock=lambda: now[0], stamp_clock=lambda: 1000.0)
     assert cache.stale(0.25) == ["joint_states (missing)", "images/front (missing)"]
     cache.put("joint_states", 1)
-    cache.put("images/front", 2)
+    cache.put("images/front", 2, 0.0)  # a zero header stamp: judged on arrival
     now[0] = 10.1
     assert cache.stale(0.25) == []
     now[0] = 10.4
     assert cache.stale(0.25) == ["joint_states (400 ms old)", "images/front (400 ms old)"]
+
+
+def test_staleness_uses_the_header_stamp() -> None:
+    """Regression: a driver re-sending old data (fresh arrival, old stamp) counted as fresh."""
+    now, ros_now = [10.0], [1000.0]
+    cache = SensorCache(["joint_states"], clock=lambda: now[0], stamp_clock=lambda: ros_now[0])
+    cache.put("joint_states", 1, 999.5)  # arrives now, but measured 500 ms ago
+    assert cache.stale(0.25) == ["joint_states (500 ms old by its header stamp)"]
+    cache.put("joint_states", 1, 999.9)
+    assert cache.stale(0.25) == []
+    cache.put("joint_states", 1, 1005.0)  # stamped in the future (sender's clock ahead): arrival still counts
+    now[0] = 10.5
+    assert cache.stale(0.25) == ["joint_states (500 ms old)"]
+
+
+def test_non_finite_sensor_values_are_rejected() -> None:
+    names = ["j1", "j2", "other"]
+    assert checked_joint_state(names, [0.1, 0.2, np.nan], ["j1", "j2"])[0] == names  # unused joint may be NaN
+    with pytest.raises(ValueError, match="j2"):
+        checked_joint_state(names, [0.1, np.inf, 0.0], ["j1", "j2"])
+    with pytest.raises(KeyError, match="j3"):
+        checked_joint_state(names, [0.1, 0.2, 0.0], ["j1", "j3"])
+    with pytest.raises(ValueError, match="names"):
+        checked_joint_state(names, [0.1, 0.2], ["j1"])
+    pos, quat = checked_pose(np.array([0.5, 0, 0.3]), np.array([0.0, 1.0, 0, 0]))
+    assert np.allclose(pos, [0.5, 0, 0.3])
+    for bad_pos, bad_quat in ((np.array([np.nan, 0, 0]), np.array([1.0, 0, 0, 0])),
+                              (np.zeros(3), np.array([1.0, np.inf, 0, 0])), (np.zeros(3), np.zeros(4))):
+        with pytest.raises(ValueError):
+            checked_pose(bad_pos, bad_quat)
+
+
+def test_rate_limited_log_says_how_many_it_suppressed() -> None:
+    now, lines = [0.0], []
+    warn = RateLimitedLog(lines.append, 1.0, clock=lambda: now[0])
+    assert warn("a", "first") and not warn("a", "again") and warn("b", "other topic")
+    now[0] = 1.5
+    warn("a", "later")
+    assert lines == ["first", "other topic", "later (1 similar suppressed)"]
 
 
 def test_images_decode_crop_and_resize() -> None:

@@ -71,6 +71,8 @@ class FakeRobot:
         self.image_hw = image_hw
         self.commands: list[tuple[float, object]] = []
         self.publish_images = True
+        self.stamp_offset_s = 0.0   # added to header stamps (negative: a driver re-sending old data)
+        self.nan_joint: int | None = None  # publish NaN for this arm joint (a broken encoder)
         self.rate_hz = rate_hz
         self.lock = threading.Lock()
         self._stop = threading.Event()
@@ -78,7 +80,7 @@ class FakeRobot:
         self.thread.start()
 
     def _stamp(self):
-        t = time.time()
+        t = time.time() + self.stamp_offset_s
         return self.m.Header(stamp=self.m.Time(int(t), int((t % 1) * 1e9)), frame_id="panda_link0")
 
     def _loop(self) -> None:
@@ -98,6 +100,8 @@ class FakeRobot:
                 self.q += 0.3 * (self.q_target - self.q)
                 self.pos += 0.3 * (self.pos_target - self.pos)
                 q, pos = self.q.copy(), self.pos.copy()
+            if self.nan_joint is not None:
+                q[self.nan_joint] = np.nan
             self.js_w.write(m.JointState(header=self._stamp(), name=[*ARM, *FINGERS],
                                          position=[*q, 0.02, 0.02], velocity=[0.0] * 9))
             self.pose_w.write(m.PoseStamped(header=self._stamp(), pose=m.Pose(

@@ -12,7 +12,7 @@ TORCH="${TORCH:-torch==2.13.0}"
 TORCH_CPU_INDEX="${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu/}"
 LIMIT_S="${ROS_SUITE_TIMEOUT_S:-540}"
 ROS_PACKAGES=("ros-jazzy-rclpy[fastrtps]" ros-jazzy-std-msgs ros-jazzy-sensor-msgs ros-jazzy-geometry-msgs
-              ros-jazzy-trajectory-msgs ros-jazzy-builtin-interfaces ros-jazzy-ament-index-python
+              ros-jazzy-trajectory-msgs ros-jazzy-std-srvs ros-jazzy-builtin-interfaces ros-jazzy-ament-index-python
               "cyclonedds==11.0.1" "rosbags>=0.10" "colcon-common-extensions" "mcap>=1.1")
 STAMP="$VENV/.installed-$(cat "$0" pyproject.toml | sha256sum | cut -c1-16)"
 

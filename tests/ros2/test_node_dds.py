@@ -1,7 +1,8 @@
 """The real rclpy robot env against a fake ros2_control written with cyclonedds, over DDS on loopback.
 
-Commands follow the actions through the safety layer; staleness, the watchdog and the e-stop hold the robot;
-non-finite actions never reach the controller.
+Commands follow the actions through the safety layer; staleness (by header stamp), non-finite sensor values, the
+watchdog and the e-stop (released only by the ``~/reset_estop`` service) hold the robot; non-finite actions never
+reach the controller.
 """
 from __future__ import annotations
 
@@ -100,12 +101,34 @@ def test_watchdog_holds_when_no_action_arrives(rig) -> None:
         env.step(np.ones(7, np.float32))
     n = len(robot.received())
     time.sleep(0.6)  # the actor stalls for longer than watchdog_timeout_s (0.3 s)
-    assert env.guard.counts["watchdog"] == 1
-    hold = robot.received()[n:]
-    assert len(hold) == 1 and np.allclose(positions(hold[0]), robot.measured_q(), atol=0.02)
+    assert env.guard.counts["watchdog"] == 1  # one stall
+    hold = [positions(m) for m in robot.received()[n:]]
+    assert len(hold) >= 2  # commanded every tick while stalled, converging at no more than max speed
+    steps = np.abs(np.diff(np.array([positions(robot.received()[n - 1]), *hold]), axis=0))
+    assert steps.max() <= env.limiter.max_step + 1e-9
+    assert np.allclose(hold[-1], robot.measured_q(), atol=0.02) and np.allclose(hold[-1], hold[-2])  # still
+    n = len(robot.received())
+    env.step(np.ones(7, np.float32))  # the next action ends the hold
+    wait_for(lambda: len(robot.received()) > n, what="the step's command")
+    n = len(robot.received())
+    time.sleep(0.15)
+    assert len(robot.received()) == n  # no more watchdog holds after an action (until the next stall)
 
 
-def test_estop_latches_a_hold_until_released(rig) -> None:
+def reset_estop(node) -> tuple[bool, str]:
+    from std_srvs.srv import Trigger
+
+    client = node.create_client(Trigger, "/robot_rl_actor/reset_estop")
+    try:
+        assert client.wait_for_service(timeout_sec=5.0), "no ~/reset_estop service"
+        future = client.call_async(Trigger.Request())
+        wait_for(future.done, what="the reset_estop response")
+        return future.result().success, future.result().message
+    finally:
+        node.destroy_client(client)
+
+
+def test_estop_latches_a_hold_until_reset_by_the_service(rig) -> None:
     env, robot = rig
     env.reset()
     env.step(np.zeros(7, np.float32))
@@ -118,12 +141,67 @@ def test_estop_latches_a_hold_until_released(rig) -> None:
     time.sleep(0.5)
     assert stepper.is_alive() and np.allclose(robot.measured_q(), before, atol=0.01)  # the robot did not move
     assert all(np.allclose(positions(m), before, atol=0.01) for m in robot.received()[-3:])
+    ok, why = reset_estop(env.node)
+    assert not ok and "still active" in why  # refused while the e-stop input still reads True
     robot.estop(False)
+    wait_for(lambda: not env.guard.estop_input, what="the released e-stop input")
+    time.sleep(0.3)
+    assert stepper.is_alive() and env.guard.estopped  # regression: a False on the topic released the latch
+    ok, why = reset_estop(env.node)
+    assert ok and "released after" in why and env.guard.counts["estop_reset"] == 1
     stepper.join(5)
     assert out["r"].truncated
     moved = env.step(np.ones(7, np.float32))
     assert not moved.truncated
-    wait_for(lambda: positions(robot.received()[-1])[0] > before[0] + 0.01, what="motion after the release")
+    wait_for(lambda: positions(robot.received()[-1])[0] > before[0] + 0.01, what="motion after the reset")
+
+
+def test_non_finite_sensor_values_hold_the_robot_and_the_node_keeps_running(rig) -> None:
+    """Regression: a NaN joint position raised out of step() (assemble_state) and out of the watchdog's hold."""
+    env, robot = rig
+    env.reset()
+    env.step(np.zeros(7, np.float32))
+    robot.nan_joint = 2  # a broken encoder: every joint_states message now carries a NaN arm joint
+    time.sleep(2 * env.cfg.safety.sensor_timeout_s)  # long enough for the last valid joint state to go stale
+    out, held = {}, env.holds.get("stale", 0)
+
+    def step() -> None:
+        try:
+            out["r"] = env.step(np.ones(7, np.float32))
+        except Exception as e:  # noqa: BLE001 (reported by the assertion below)
+            out["error"] = e
+    stepper = threading.Thread(target=step)
+    stepper.start()
+    wait_for(lambda: "error" in out or env.holds.get("stale", 0) >= held + 2, what="holds on NaN joint states")
+    assert "error" not in out, f"step raised {out.get('error')!r}"
+    assert stepper.is_alive()  # waiting for valid sensors, not acting and not dead
+    dropped = env.guard.counts["bad_sensor"]
+    assert dropped > 5  # counted (and logged at most once a second)
+    wait_for(lambda: env.guard.counts["bad_sensor"] > dropped + 5, what="the executor to keep running")
+    robot.nan_joint = None
+    stepper.join(5)
+    assert not stepper.is_alive() and out["r"].truncated
+    assert np.isfinite(out["r"].obs["state"]).all()
+    assert all(np.isfinite(positions(m)).all() for m in robot.received())
+    assert not env.step(np.zeros(7, np.float32)).truncated  # back to normal
+
+
+def test_old_header_stamps_are_stale(rig) -> None:
+    """Regression: staleness used the arrival time, so a driver re-sending old data looked fresh."""
+    env, robot = rig
+    env.reset()
+    env.step(np.zeros(7, np.float32))
+    robot.stamp_offset_s = -2.0  # messages keep arriving, but their stamps say they were measured 2 s ago
+    wait_for(lambda: any("header stamp" in s for s in env.cache.stale(env.cfg.safety.sensor_timeout_s)),
+             what="old stamps to count as stale")
+    out, held = {}, env.holds.get("stale", 0)
+    stepper = threading.Thread(target=lambda: out.setdefault("r", env.step(np.ones(7, np.float32))))
+    stepper.start()
+    wait_for(lambda: env.holds.get("stale", 0) >= held + 2, what="holds on old data")
+    assert stepper.is_alive()
+    robot.stamp_offset_s = 0.0
+    stepper.join(5)
+    assert out["r"].truncated
 
 
 def test_non_finite_actions_never_reach_the_controller(rig) -> None:
