@@ -22,8 +22,7 @@ from robot_rl.hardware.ros2.bag import EpisodeBag
 from robot_rl.hardware.ros2.config import RobotNodeConfig
 from robot_rl.hardware.ros2.safety import Guard, TargetLimiter
 from robot_rl.hardware.ros2.sensors import (HOME_QUAT, SensorCache, assemble_state, compose_chain, joint_vector,
-                                            panda_obs_spec, resize_square)
-from robot_rl.specs import ActionSpec
+                                            node_specs, resize_square)
 
 log = logging.getLogger("robot_rl.ros2.env")
 _TYPES = {"joint_states": "sensor_msgs/msg/JointState", "ee_pose": "geometry_msgs/msg/PoseStamped",
@@ -49,14 +48,9 @@ class RosRobotEnv:
         self.max_episode_steps = int(cfg.max_episode_steps)
         self.task = cfg.task
         self.cartesian = cfg.command.mode == "cartesian_pose"
-        topics, n_arm = cfg.topics, len(cfg.arm_joints)
-        self.obs_spec = panda_obs_spec(topics.cameras, cfg.image_size, n_arm)
-        n_act = 3 if self.cartesian else n_arm
-        names = ("dx", "dy", "dz") if self.cartesian else tuple(f"d_{j}" for j in cfg.arm_joints)
-        has_gripper = bool(topics.gripper_command)
-        self.action_spec = ActionSpec((n_act + int(has_gripper),), (-1.0,), (1.0,),
-                                      names + (("grip",) if has_gripper else ()))
-        self.n_move = n_act
+        topics = cfg.topics
+        self.obs_spec, self.action_spec = node_specs(cfg)
+        self.n_move = 3 if self.cartesian else len(cfg.arm_joints)
         s = cfg.safety
         if self.cartesian:
             self.limiter = TargetLimiter(np.array(s.workspace_low), np.array(s.workspace_high), s.max_ee_speed,

@@ -242,7 +242,10 @@ class LeRobotSource:
                 raise DatasetError(f"{where}: video file {path} is missing")
             if len(self._videos) >= 8:  # v3.0 episodes come file by file: keep few decoders open
                 self._videos.pop(next(iter(self._videos))).close()
-            self._videos[path] = VideoReader(path)
+            try:
+                self._videos[path] = VideoReader(path)
+            except DatasetError as e:
+                raise DatasetError(f"{where}: {e}") from e
         return self._videos[path]
 
     def close(self) -> None:
