@@ -56,3 +56,25 @@ def test_cli_reports_bad_input_in_one_line(tmp_path: Path) -> None:
     # a misspelt mapping key is not a mapping key: hydra refuses it as an unknown config key
     with pytest.raises(ConfigCompositionException, match="missing_rewards"):
         main(["data", "import-lerobot", str(tmp_path), str(tmp_path / "out"), "missing_rewards=zero", *ENV])
+
+
+@pytest.mark.slow
+def test_train_on_imported_demos_then_export_the_run(tmp_path: Path, capsys) -> None:
+    """``robot-rl train learner.demos=<imported LeRobot dataset>`` (about 30 s on 2 cores), then the run's own
+    episodes (``run_dir/episodes/<actor>/``, spec from ``run_dir/config.yaml``) exported back to LeRobot."""
+    cfg = load_config(ENV)
+    generate_demos(cfg, 3, tmp_path / "demos")
+    assert main(["data", "export-lerobot", str(tmp_path / "demos"), str(tmp_path / "lerobot"), *ENV]) == 0
+    assert main(["data", "import-lerobot", str(tmp_path / "lerobot"), str(tmp_path / "imported"), *ENV]) == 0
+    run = tmp_path / "run"
+    assert main(["train", *ENV, "algo=sac", "num_demos=0", f"learner.demos={tmp_path / 'imported'}",
+                 "learner.max_env_steps=300", "learner.warmup_transitions=64", "algo.batch_size=32",
+                 "logger.wandb=disabled", "logger.progress=false", f"run_dir={run}"]) == 0
+    assert "loaded 3 demo episodes" in (run / "logs" / "learner.log").read_text()
+    capsys.readouterr()
+    assert main(["data", "export-lerobot", str(run), str(tmp_path / "run_lerobot")]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    run_episodes = list(EpisodeStore(run / "episodes" / "actor-0").episodes(skip_bad=False))
+    assert result["episodes"] == len(run_episodes) > 0
+    stored = json.loads((tmp_path / "run_lerobot/meta/robot_rl.json").read_text())
+    assert stored["spec_hash"] == spec_hash(*env_specs(cfg)) and "action_spec" in stored
