@@ -20,7 +20,7 @@ import numpy as np
 
 from robot_rl.datasets.common import DatasetError, VideoWriter, atomic_output_dir
 from robot_rl.datasets.lerobot_import import FINAL_OBSERVATION, SPEC_FILE
-from robot_rl.datasets.lerobot_stats import image_stats, sample_frames, to_json, vector_stats
+from robot_rl.datasets.lerobot_stats import histogram_stats, image_histogram, to_json, vector_stats
 from robot_rl.episode_store import EpisodeStore
 from robot_rl.specs import IMAGE_PREFIX, ActionSpec, ObsSpec, spec_hash
 from robot_rl.types import Episode
@@ -170,7 +170,7 @@ def export_lerobot(run_dir: str | Path, out: str | Path, fps: int, specs: tuple[
         tasks: dict[str, int] = {}
         episode_rows: list[dict[str, Any]] = []
         numeric: dict[str, list[np.ndarray]] = {}
-        images: dict[str, list[np.ndarray]] = {}
+        images: dict[str, tuple[np.ndarray, int]] = {}  # camera feature -> (pixel histogram, frames)
         total = 0
         file_index, file_frames = 0, 0
         writer: Any = None
@@ -220,9 +220,10 @@ def export_lerobot(run_dir: str | Path, out: str | Path, fps: int, specs: tuple[
                     meta.update({f"videos/{vkey}/chunk_index": chunk, f"videos/{vkey}/file_index": fidx,
                                  f"videos/{vkey}/from_timestamp": start / fps,
                                  f"videos/{vkey}/to_timestamp": (start + n) / fps})
-                    sampled = sample_frames(ep.frames[key])
-                    images.setdefault(vkey, []).append(sampled)
-                    ep_stats[vkey] = image_stats(sampled)
+                    hist = image_histogram(ep.frames[key])
+                    ep_stats[vkey] = histogram_stats(hist, n)
+                    total_hist, total_n = images.get(vkey, (0, 0))
+                    images[vkey] = (total_hist + hist, total_n + n)
                 meta.update({"meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0,
                              "robot_rl/actor_id": ep.actor_id, "robot_rl/episode_id": ep.episode_id})
                 for feature, stats in ep_stats.items():
@@ -240,7 +241,7 @@ def export_lerobot(run_dir: str | Path, out: str | Path, fps: int, specs: tuple[
                 v.close()
         assert features is not None
         stats = {name: vector_stats(np.concatenate(v)) for name, v in numeric.items()}
-        stats.update({name: image_stats(np.concatenate(v)) for name, v in images.items()})
+        stats.update({name: histogram_stats(hist, count) for name, (hist, count) in images.items()})
         episodes_path = root / EPISODES_PATH.format(chunk_index=0, file_index=0)
         episodes_path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.Table.from_pylist(episode_rows), episodes_path)
