@@ -79,6 +79,7 @@ class VideoWriter:
         self.container = av.open(str(self.path), mode="w", format="mp4")
         self.stream: Any = None
         self.frames = 0
+        self._yuv = av.video.reformatter.VideoReformatter()  # reused: see VideoReader
 
     def add(self, frame: np.ndarray) -> None:
         import av
@@ -94,7 +95,8 @@ class VideoWriter:
         elif frame.shape[:2] != (self.stream.height, self.stream.width):
             raise DatasetError(f"{self.path}: frame of {frame.shape[1]}x{frame.shape[0]} in a "
                                f"{self.stream.width}x{self.stream.height} video")
-        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame, np.uint8), format="rgb24")
+        vf = self._yuv.reformat(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame, np.uint8), format="rgb24"),
+                                format="yuv420p")
         vf.pts, vf.time_base = self.frames, Fraction(1, self.fps)
         for packet in self.stream.encode(vf):
             self.container.mux(packet)
@@ -136,6 +138,9 @@ class VideoReader:
         except (av.error.FFmpegError, IndexError, OSError) as e:
             raise DatasetError(f"{self.path}: not a readable video: {e}") from e
         self.stream.thread_type = "AUTO"
+        # one reformatter for every frame: ``frame.to_ndarray(format=...)`` builds a new swscale context per call,
+        # which costs ~70x the conversion itself at robot camera sizes
+        self._rgb = av.video.reformatter.VideoReformatter()
         self._frames: Iterator[Any] | None = None
         self._pending: tuple[float, Any] | None = None  # a decoded frame past the last episode's end
 
@@ -170,7 +175,7 @@ class VideoReader:
                     self._pending = (t, frame)
                     break
                 times.append(t)
-                images.append(frame.to_ndarray(format="rgb24"))
+                images.append(self._rgb.reformat(frame, format="rgb24").to_ndarray())
         except av.error.FFmpegError as e:
             self._pending = None
             raise DatasetError(f"{where}: cannot decode video {self.path}: {e}") from e
