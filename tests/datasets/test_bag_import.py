@@ -43,7 +43,8 @@ def joints(t: float) -> np.ndarray:
     return np.concatenate([np.linspace(0, 1, 7) + 0.1 * t, [0.04, 0.04]])
 
 
-def write_bag(path: Path, seconds: float, with_actions: bool, success_at: float | None = None) -> dict:
+def write_bag(path: Path, seconds: float, with_actions: bool, success_at: float | None = None,
+              pose_via_tf: bool = False) -> dict:
     """A bag of the node's topics. Log time = header stamp (s since 0, offset by t0 in ns)."""
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
@@ -67,8 +68,15 @@ def write_bag(path: Path, seconds: float, with_actions: bool, success_at: float 
         pose = T["geometry_msgs/msg/Pose"](position=T["geometry_msgs/msg/Point"](x=pos[0], y=pos[1], z=pos[2]),
                                            orientation=T["geometry_msgs/msg/Quaternion"](x=quat[1], y=quat[2],
                                                                                          z=quat[3], w=quat[0]))
-        records.append(("/robot_rl/ee_pose", "geometry_msgs/msg/PoseStamped", t,
-                        T["geometry_msgs/msg/PoseStamped"](header=header(t), pose=pose)))
+        if pose_via_tf:  # base -> tcp as one dynamic transform
+            tf = T["geometry_msgs/msg/TransformStamped"](
+                header=header(t), child_frame_id="panda_hand_tcp", transform=T["geometry_msgs/msg/Transform"](
+                    translation=T["geometry_msgs/msg/Vector3"](x=pos[0], y=pos[1], z=pos[2]),
+                    rotation=pose.orientation))
+            records.append(("/tf", "tf2_msgs/msg/TFMessage", t, T["tf2_msgs/msg/TFMessage"](transforms=[tf])))
+        else:
+            records.append(("/robot_rl/ee_pose", "geometry_msgs/msg/PoseStamped", t,
+                            T["geometry_msgs/msg/PoseStamped"](header=header(t), pose=pose)))
     for k in range(int(round(sensor_s * CAMERA_HZ)) + 1):
         t = k / CAMERA_HZ
         img = camera_image(k)
@@ -153,6 +161,16 @@ def test_plain_recording_is_resampled_to_the_control_rate(tmp_path: Path) -> Non
     assert np.allclose(ep.action[2:, :3], np.clip(expected_move, -1, 1), atol=1e-4)
     assert (ep.action[ep.action[:, 3] > 0, 3] == 1.0).all() and ep.action[-1, 3] == 1.0  # gripper closed late
     assert ep.action[1, 3] == -1.0
+
+
+def test_tcp_pose_from_tf(tmp_path: Path) -> None:
+    cfg = from_params(RobotNodeConfig, {"topics.cameras": ["front"], "topics.camera_topics": ["/cam/front"],
+                                        "image_size": 16, "topics.ee_pose_source": "tf"})
+    written = write_bag(tmp_path / "bag", 0.5, with_actions=True, pose_via_tf=True)
+    import_bags(tmp_path / "bag", tmp_path / "out", cfg)
+    ep = next(EpisodeStore(tmp_path / "out").episodes(skip_bad=False))
+    for k, (t, _) in enumerate(written["actions"]):
+        assert np.allclose(ep.frames["state"][k], expected_obs(t, cfg)["state"], atol=1e-5), k
 
 
 def test_bad_bags_are_clear_errors(tmp_path: Path) -> None:
