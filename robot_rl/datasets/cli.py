@@ -129,5 +129,6 @@ def register(subparsers: Any) -> None:
         for pos in positionals:
             q.add_argument(pos)
         q.add_argument("overrides", nargs="*", help="key=value options and hydra overrides")
-        q.add_argument("--config", help="start from a resolved config file (run_dir/config.yaml)")
+        if name != "import-bag":  # bags take the robot node's parameter file instead (params=FILE)
+            q.add_argument("--config", help="start from a resolved config file (run_dir/config.yaml)")
         q.set_defaults(func=_run(func))

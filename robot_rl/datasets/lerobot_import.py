@@ -143,7 +143,6 @@ def episode_from_rows(rows: EpisodeRows, source: LeRobotSource, mapping: LeRobot
         if not flag[-1] or flag[:-1].any():
             raise DatasetError(f"{where}: {FINAL_OBSERVATION!r} must flag exactly the last row")
         steps = n - 1
-        frames = {k: v for k, v in frames.items()}
     else:  # LeRobot's recordings: n steps, the last next_obs repeats the last frame
         steps = n
         frames = {k: np.concatenate([v, v[-1:]], axis=0) for k, v in frames.items()}

@@ -17,8 +17,12 @@ DATA = "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"
 VIDEO = "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4"
 
 
-def write_v21(root: Path, episodes: list[Episode], fps: int, camera_names: dict[str, str]) -> None:
-    """``camera_names``: our obs key (``images/front``) -> dataset feature (``observation.images.top``)."""
+def write_v21(root: Path, episodes: list[Episode], fps: int, camera_names: dict[str, str],
+              images_in_parquet: bool = False) -> None:
+    """``camera_names``: our obs key (``images/front``) -> dataset feature (``observation.images.top``).
+    ``images_in_parquet``: ``image`` features (PNG bytes in the parquet) instead of ``video`` ones."""
+    import cv2
+
     root = Path(root)
     (root / "meta").mkdir(parents=True)
     tasks = sorted({ep.task for ep in episodes})
@@ -30,8 +34,8 @@ def write_v21(root: Path, episodes: list[Episode], fps: int, camera_names: dict[
                 "next.done": {"dtype": "bool", "shape": [1], "names": None}}
     for key, feature in camera_names.items():
         h, w, c = first.frames[key].shape[1:]
-        features[feature] = {"dtype": "video", "shape": [h, w, c], "names": ["height", "width", "channels"],
-                             "info": {"video.fps": float(fps), "video.codec": "h264", "video.pix_fmt": "yuv420p"}}
+        features[feature] = {"dtype": "image" if images_in_parquet else "video", "shape": [h, w, c],
+                             "names": ["height", "width", "channels"]}
     for name, dtype in (("timestamp", "float32"), ("frame_index", "int64"), ("episode_index", "int64"),
                         ("index", "int64"), ("task_index", "int64")):
         features[name] = {"dtype": dtype, "shape": [1], "names": None}
@@ -50,10 +54,16 @@ def write_v21(root: Path, episodes: list[Episode], fps: int, camera_names: dict[
             "frame_index": pa.array(np.arange(n)), "episode_index": pa.array(np.full(n, e)),
             "index": pa.array(np.arange(index, index + n)),
             "task_index": pa.array(np.full(n, tasks.index(ep.task)))})
+        if images_in_parquet:  # HF datasets' Image(): a {bytes, path} struct per row
+            for key, feature in camera_names.items():
+                png = [{"bytes": cv2.imencode(".png", f[..., ::-1])[1].tobytes(), "path": None}
+                       for f in ep.frames[key][:n]]
+                table = table.append_column(feature, pa.array(png, pa.struct([("bytes", pa.binary()),
+                                                                              ("path", pa.string())])))
         path = root / DATA.format(**fmt)
         path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, path)
-        for key, feature in camera_names.items():
+        for key, feature in ({} if images_in_parquet else camera_names).items():
             vpath = root / VIDEO.format(video_key=feature, **fmt)
             vpath.parent.mkdir(parents=True, exist_ok=True)
             encode_video(vpath, iter(ep.frames[key][:n]), fps)
@@ -65,5 +75,5 @@ def write_v21(root: Path, episodes: list[Episode], fps: int, camera_names: dict[
     info = {"codebase_version": "v2.1", "robot_type": "test", "total_episodes": len(episodes), "total_frames": index,
             "total_tasks": len(tasks), "total_videos": len(episodes) * len(camera_names), "total_chunks": 1,
             "chunks_size": 1000, "fps": fps, "splits": {"train": f"0:{len(episodes)}"}, "data_path": DATA,
-            "video_path": VIDEO, "features": features}
+            "video_path": None if images_in_parquet else VIDEO, "features": features}
     (root / "meta" / "info.json").write_text(json.dumps(info, indent=2))

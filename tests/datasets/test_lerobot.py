@@ -119,6 +119,55 @@ def test_v21_import_maps_lerobot_rows_to_steps(run) -> None:
         assert psnr(ep.frames["images/front"][:n], got.frames["images/front"][:n]) >= PSNR_BOUND_DB
 
 
+def test_v21_png_images_in_parquet(run) -> None:
+    tmp, obs_spec, action_spec, episodes = run
+    write_v21(tmp / "v21", episodes, fps=10, camera_names={"images/front": "observation.images.front",
+                                                          "images/wrist": "observation.images.wrist"},
+              images_in_parquet=True)
+    import_lerobot(tmp / "v21", tmp / "back", LeRobotMapping(), target=(obs_spec, action_spec))
+    got = next(EpisodeStore(tmp / "back").episodes(skip_bad=False))
+    n = len(episodes[0])
+    assert np.array_equal(got.frames["images/wrist"][:n], episodes[0].frames["images/wrist"][:n])  # PNG: lossless
+
+
+def _as_recorded_by_lerobot(root: Path) -> None:
+    """Strip what only our export writes: the final-observation row, exact end flags, our stored spec."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    ours = ["final_observation", "next.terminated", "next.truncated", "success", "policy_action", "intervened"]
+    for path in sorted((root / "data").glob("*/*.parquet")):
+        table = pq.read_table(path)
+        table = table.filter(pc.invert(table.column("final_observation"))).drop_columns(ours)
+        pq.write_table(table, path)
+    info = json.loads((root / "meta/info.json").read_text())
+    for name in ours:
+        del info["features"][name]
+    (root / "meta/info.json").write_text(json.dumps(info))
+    table = pq.read_table(root / "meta/episodes/chunk-000/file-000.parquet")
+    pq.write_table(table.set_column(table.column_names.index("length"), "length",
+                                    pc.subtract(table.column("length"), 1)),
+                   root / "meta/episodes/chunk-000/file-000.parquet")
+    (root / "meta/robot_rl.json").unlink()
+
+
+def test_v3_lerobot_recording_across_several_data_and_video_files(run) -> None:
+    tmp, obs_spec, action_spec, episodes = run
+    # a new data/video file every episode or two: episodes are found through their own file indices
+    export_lerobot(tmp / "run", tmp / "lr", fps=10, specs=(obs_spec, action_spec), max_frames_per_file=25)
+    assert len(list((tmp / "lr/videos/observation.images.front").glob("*/*.mp4"))) >= 2
+    _as_recorded_by_lerobot(tmp / "lr")
+    import_lerobot(tmp / "lr", tmp / "back", LeRobotMapping(), target=(obs_spec, action_spec))
+    back = list(EpisodeStore(tmp / "back").episodes(skip_bad=False))
+    for ep, got in zip(episodes, back):
+        n = len(ep)  # LeRobot rows: one per step, the last next_obs is the last frame repeated
+        assert len(got) == n and np.array_equal(got.action, ep.action)
+        assert np.array_equal(got.frames["state"][:n], ep.frames["state"][:n])
+        assert got.terminated[-1] == ep.success and not got.intervened.any()
+        assert np.array_equal(got.policy_action, got.action)
+        assert psnr(ep.frames["images/wrist"][:n], got.frames["images/wrist"][:n]) >= PSNR_BOUND_DB
+
+
 def test_import_crops_and_resizes_to_the_target_spec(run) -> None:
     tmp, obs_spec, action_spec, episodes = run
     export_lerobot(tmp / "run", tmp / "lr", fps=10, specs=(obs_spec, action_spec))
