@@ -153,15 +153,17 @@ def episode_from_rows(rows: EpisodeRows, source: LeRobotSource, mapping: LeRobot
                            f"episode's last step ({steps - 1})")
     if mapping.reward not in a and mapping.missing_reward == "success_at_end":
         reward[-1] = 1.0
+    success_key = next((k for k in (mapping.success, "next.success") if k in a), None)
+    labelled = bool(a[success_key].reshape(n).any()) if success_key else None
     terminated, truncated = np.zeros(steps, bool), np.zeros(steps, bool)
     if "next.terminated" in a and "next.truncated" in a:  # exported by us: the exact flags
         terminated = a["next.terminated"].reshape(n)[:steps].astype(bool)
         truncated = a["next.truncated"].reshape(n)[:steps].astype(bool)
-    elif reward[-1] > 0:  # a task reward on the last step: the episode reached its goal
+    elif labelled if labelled is not None else reward[-1] > 0:  # the goal was reached: the MDP ended
         terminated[-1] = True
     else:  # cut short (time limit or end of recording): bootstrapping stays valid
         truncated[-1] = True
-    success = bool(a[mapping.success].reshape(n).any()) if mapping.success in a else bool(terminated[-1])
+    success = labelled if labelled is not None else bool(terminated[-1])
     low, high = action_spec.low_array(), action_spec.high_array()
     outside = (action < low - 1e-6) | (action > high + 1e-6)
     if outside.any():
@@ -207,7 +209,8 @@ def import_lerobot(src: str | Path, out: str | Path, mapping: LeRobotMapping = L
         keys = [*(mapping.state if "state" in obs_spec.fields else ()), mapping.action]
         keys += [cams[c] for c in sorted(used_cams)]
         keys += [k for k in (mapping.reward, mapping.done, mapping.intervened, mapping.policy_action,
-                             mapping.success, "next.terminated", "next.truncated", FINAL_OBSERVATION)
+                             mapping.success, "next.success", "next.terminated", "next.truncated",
+                             FINAL_OBSERVATION)
                  if k in source.features and k not in keys]
         hash_ = spec_hash(obs_spec, action_spec)
         steps = 0

@@ -43,8 +43,9 @@ class LeRobotMapping:
     policy_action: str = "policy_action"
     """Optional dataset feature with the policy's proposed action (equals ``action`` when absent)."""
     success: str = "success"
-    """Optional dataset feature (bool) with the episode's success label; absent: success = the last step
-    terminates with a positive reward."""
+    """Optional dataset feature (bool) with the episode's success label (``next.success`` is read too, as in
+    LeRobot's sim datasets): a successful episode's last step terminates, any other's is truncated. Without one,
+    a positive reward on the last step means success."""
     task: str = ""
     """Task text for episodes whose dataset has none."""
     spec: str = "env"

@@ -18,9 +18,11 @@ VIDEO = "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d
 
 
 def write_v21(root: Path, episodes: list[Episode], fps: int, camera_names: dict[str, str],
-              images_in_parquet: bool = False) -> None:
+              images_in_parquet: bool = False, success_column: bool = False) -> None:
     """``camera_names``: our obs key (``images/front``) -> dataset feature (``observation.images.top``).
-    ``images_in_parquet``: ``image`` features (PNG bytes in the parquet) instead of ``video`` ones."""
+    ``images_in_parquet``: ``image`` features (PNG bytes in the parquet) instead of ``video`` ones.
+    ``success_column``: a ``next.success`` feature (true on a successful episode's last row), as LeRobot's sim
+    datasets have."""
     import cv2
 
     root = Path(root)
@@ -36,6 +38,8 @@ def write_v21(root: Path, episodes: list[Episode], fps: int, camera_names: dict[
         h, w, c = first.frames[key].shape[1:]
         features[feature] = {"dtype": "image" if images_in_parquet else "video", "shape": [h, w, c],
                              "names": ["height", "width", "channels"]}
+    if success_column:
+        features["next.success"] = {"dtype": "bool", "shape": [1], "names": None}
     for name, dtype in (("timestamp", "float32"), ("frame_index", "int64"), ("episode_index", "int64"),
                         ("index", "int64"), ("task_index", "int64")):
         features[name] = {"dtype": dtype, "shape": [1], "names": None}
@@ -54,6 +58,8 @@ def write_v21(root: Path, episodes: list[Episode], fps: int, camera_names: dict[
             "frame_index": pa.array(np.arange(n)), "episode_index": pa.array(np.full(n, e)),
             "index": pa.array(np.arange(index, index + n)),
             "task_index": pa.array(np.full(n, tasks.index(ep.task)))})
+        if success_column:
+            table = table.append_column("next.success", pa.array(done & ep.success))
         if images_in_parquet:  # HF datasets' Image(): a {bytes, path} struct per row
             for key, feature in camera_names.items():
                 png = [{"bytes": cv2.imencode(".png", f[..., ::-1])[1].tobytes(), "path": None}

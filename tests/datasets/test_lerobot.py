@@ -119,6 +119,18 @@ def test_v21_import_maps_lerobot_rows_to_steps(run) -> None:
         assert psnr(ep.frames["images/front"][:n], got.frames["images/front"][:n]) >= PSNR_BOUND_DB
 
 
+def test_success_column_decides_termination_under_dense_rewards(run) -> None:
+    tmp, obs_spec, action_spec, episodes = run
+    dense = [ep.with_rewards(np.full(len(ep), 0.5, np.float32)) for ep in episodes]  # positive on every step
+    write_v21(tmp / "v21", dense, fps=10, camera_names={"images/front": "observation.images.front",
+                                                       "images/wrist": "observation.images.wrist"},
+              success_column=True)
+    import_lerobot(tmp / "v21", tmp / "back", LeRobotMapping(), target=(obs_spec, action_spec))
+    for ep, got in zip(episodes, EpisodeStore(tmp / "back").episodes(skip_bad=False)):
+        assert got.success == ep.success and got.terminated[-1] == ep.success and got.truncated[-1] != ep.success
+        assert np.allclose(got.reward, 0.5)
+
+
 def test_v21_png_images_in_parquet(run) -> None:
     tmp, obs_spec, action_spec, episodes = run
     write_v21(tmp / "v21", episodes, fps=10, camera_names={"images/front": "observation.images.front",
