@@ -24,9 +24,8 @@ from robot_rl.hardware.ros2.bag import EpisodeBag
 from robot_rl.hardware.ros2.config import RobotNodeConfig
 from robot_rl.hardware.ros2.safety import Guard, RateLimitedLog, limiter_for
 from robot_rl.hardware.ros2.sensors import (HOME_QUAT, SensorCache, assemble_state, checked_joint_state,
-                                            checked_pose, compose_chain, joint_vector, panda_obs_spec,
+                                            checked_pose, compose_chain, joint_vector, node_specs,
                                             resize_square)
-from robot_rl.specs import ActionSpec
 
 log = logging.getLogger("robot_rl.ros2.env")
 _TYPES = {"joint_states": "sensor_msgs/msg/JointState", "ee_pose": "geometry_msgs/msg/PoseStamped",
@@ -52,14 +51,9 @@ class RosRobotEnv:
         self.max_episode_steps = int(cfg.max_episode_steps)
         self.task = cfg.task
         self.cartesian = cfg.command.mode == "cartesian_pose"
-        topics, n_arm = cfg.topics, len(cfg.arm_joints)
-        self.obs_spec = panda_obs_spec(topics.cameras, cfg.image_size, n_arm)
-        n_act = 3 if self.cartesian else n_arm
-        names = ("dx", "dy", "dz") if self.cartesian else tuple(f"d_{j}" for j in cfg.arm_joints)
-        has_gripper = bool(topics.gripper_command)
-        self.action_spec = ActionSpec((n_act + int(has_gripper),), (-1.0,), (1.0,),
-                                      names + (("grip",) if has_gripper else ()))
-        self.n_move = n_act
+        topics = cfg.topics
+        self.obs_spec, self.action_spec = node_specs(cfg)
+        self.n_move = 3 if self.cartesian else len(cfg.arm_joints)
         s = cfg.safety
         self.limiter = limiter_for(cfg)
         if self.cartesian:

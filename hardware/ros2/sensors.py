@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from robot_rl.specs import ArraySpec, ObsSpec
+from robot_rl.specs import ActionSpec, ArraySpec, ObsSpec
 
 HOME_QUAT = np.array([0.0, 1.0, 0.0, 0.0])  # the twin's pointing-down reference (w, x, y, z)
 
@@ -157,6 +157,19 @@ def panda_obs_spec(cameras: Sequence[str], image_size: int, n_arm: int = 7) -> O
     for camera in cameras:
         fields[f"images/{camera}"] = ArraySpec((image_size, image_size, 3), "uint8")
     return ObsSpec(fields)
+
+
+def node_specs(cfg: Any) -> tuple[ObsSpec, ActionSpec]:
+    """Obs and action specs of the robot node for a :class:`~robot_rl.hardware.ros2.config.RobotNodeConfig`:
+    the live env (``RosRobotEnv``) and bag import (``robot-rl data import-bag``) share them, so episodes
+    imported from bags carry the spec hash of the robot's own run."""
+    topics, n_arm = cfg.topics, len(cfg.arm_joints)
+    cartesian = cfg.command.mode == "cartesian_pose"
+    names = ("dx", "dy", "dz") if cartesian else tuple(f"d_{j}" for j in cfg.arm_joints)
+    has_gripper = bool(topics.gripper_command)
+    action_spec = ActionSpec((len(names) + int(has_gripper),), (-1.0,), (1.0,),
+                             names + (("grip",) if has_gripper else ()))
+    return panda_obs_spec(topics.cameras, cfg.image_size, n_arm), action_spec
 
 
 def joint_vector(names: Sequence[str], positions: Sequence[float], wanted: Sequence[str]) -> np.ndarray:
