@@ -111,14 +111,10 @@ class TrainProgress:
         self.progress.update(self.task, completed=int(s.get("env_steps", s.get("step", 0))), info=info)
 
 
-def plot_learning_curve(run_dir: Path) -> Path | None:
-    """Success rate (top) and episode return (bottom) of the actors' episodes (from their episode stores) vs
-    env steps, with the learner's periodic and the final deterministic evaluations -> PNG. The return panel
-    matters for dense rewards, where success alone stays at 0 long after the policy started improving."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def episode_curves(run_dir: Path) -> dict[str, Any] | None:
+    """The actors' episodes (all stores under ``run_dir/episodes``) in the order they were written:
+    ``env_steps`` (cumulative, at each episode's end), ``success`` (0/1) and ``return`` (sum of rewards), each
+    (E,); None when there are none."""
     import numpy as np
 
     from robot_rl.episode_store import EpisodeStore
@@ -133,8 +129,25 @@ def plot_learning_curve(run_dir: Path) -> Path | None:
     if not episodes:
         return None
     episodes.sort()
-    steps = np.cumsum([e[1] for e in episodes])
-    window = max(1, min(20, len(episodes) // 5))
+    return {"env_steps": np.cumsum([e[1] for e in episodes]), "success": np.asarray([e[2] for e in episodes], float),
+            "return": np.asarray([e[3] for e in episodes], float)}
+
+
+def plot_learning_curve(run_dir: Path) -> Path | None:
+    """Success rate (top) and episode return (bottom) of the actors' episodes (from their episode stores) vs
+    env steps, with the learner's periodic and the final deterministic evaluations -> PNG. The return panel
+    matters for dense rewards, where success alone stays at 0 long after the policy started improving."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    curves = episode_curves(run_dir)
+    if curves is None:
+        return None
+    steps = curves["env_steps"]
+    window = max(1, min(20, len(steps) // 5))
     metrics = run_dir / "metrics_learner.jsonl"
     records = []
     if metrics.exists():  # periodic deterministic evaluations by the learner
@@ -142,9 +155,9 @@ def plot_learning_curve(run_dir: Path) -> Path | None:
     final = json.loads((run_dir / "eval.json").read_text()) if (run_dir / "eval.json").exists() else None
     fig, (ax_success, ax_return) = plt.subplots(2, 1, figsize=(6, 6.5), sharex=True)
     for ax, column, eval_key, final_key, label in (
-            (ax_success, 2, "eval/success_rate", "success_rate", "success rate"),
-            (ax_return, 3, "eval/return", "mean_return", "episode return")):
-        values = np.asarray([e[column] for e in episodes], float)
+            (ax_success, "success", "eval/success_rate", "success_rate", "success rate"),
+            (ax_return, "return", "eval/return", "mean_return", "episode return")):
+        values = curves[column]
         smooth = np.convolve(values, np.ones(window) / window, mode="valid")
         ax.plot(steps[window - 1:], smooth, label=f"training episodes (moving mean of {window})")
         shown = [r for r in records if eval_key in r]
