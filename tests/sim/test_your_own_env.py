@@ -4,7 +4,7 @@ train`` (learner and actor processes started from the resolved config), ``robot-
 ``render_mode=rgb_array``.
 
 The env module is the README's python block, written to a temporary directory on ``PYTHONPATH`` (it must equal
-``tests/sim/lab_reach_env.py``, which the in-process tests import); the commands are the README's bash block
+``tests/lab_reach_env.py``, which the in-process tests import); the commands are the README's bash block
 with the paths moved under ``tmp_path`` and a small budget appended (later hydra overrides win).
 """
 from __future__ import annotations
@@ -104,7 +104,7 @@ class Terminal:
 
 def test_readme_env_block_is_the_test_env() -> None:
     source, commands = readme_example()
-    assert source == (Path(__file__).parent / "lab_reach_env.py").read_text()
+    assert source == (ROOT / "tests" / "lab_reach_env.py").read_text()
     assert [c[0] for c in commands] == ["demos", "train", "eval"]
 
 
