@@ -169,3 +169,20 @@ def test_readme_worked_example_through_real_processes(tmp_path: Path) -> None:
               tmp_path, timeout=180)
     assert ev.returncode == 0, ev.stderr[-3000:]
     assert "success rate" in ev.stdout and "renders nothing" in ev.stderr and not no_video.exists()
+
+
+def test_issue_command_pendulum_with_kwargs_and_no_render_mode(tmp_path: Path) -> None:
+    """The issue's `robot-rl train env=gym env.env_id=Pendulum-v1 +env.kwargs.g=9.81`: the learner and actor
+    start from the resolved config, train says it has no demos, and the end skips the video with a warning."""
+    p1, p2 = free_ports(2)
+    run = tmp_path / "run"
+    train = _cli(["train", "env=gym", "env.env_id=Pendulum-v1", "+env.kwargs.g=9.81", f"run_dir={run}", *BUDGET,
+                  "learner.max_env_steps=250", "eval_episodes=1", "env.max_episode_steps=50",
+                  f"transport.transitions_port={p1}", f"transport.weights_port={p2}"], tmp_path, timeout=300)
+    assert train.returncode == 0, train.stderr[-4000:]
+    err = " ".join(train.stderr.split())  # the console wraps long lines
+    assert "NO DEMONSTRATIONS" in err and "robot-rl demos teleop=keyboard" in err
+    assert "renders nothing" in err
+    assert (run / "eval.json").exists() and (run / "learning_curve.png").exists() and not (run / "eval.mp4").exists()
+    assert json.loads((run / "eval.json").read_text())["episodes"] == 1
+    assert "g: 9.81" in (run / "config_actor-0.yaml").read_text()  # the actor ran with the kwargs
