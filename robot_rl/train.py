@@ -108,6 +108,8 @@ class TrainProgress:
         info = f"updates {int(s.get('updates', 0))} ({s.get('updates_per_s', 0):.0f}/s)"
         if "eval/success_rate" in s:
             info += f"  eval success {s['eval/success_rate']:.0%}"
+        if "eval/return" in s:
+            info += f" return {s['eval/return']:.3g}"
         self.progress.update(self.task, completed=int(s.get("env_steps", s.get("step", 0))), info=info)
 
 

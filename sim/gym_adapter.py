@@ -40,6 +40,7 @@ from robot_rl.sim.gym_spaces import ObservationFlattener, to_rgb
 from robot_rl.specs import IMAGE_PREFIX, ActionSpec
 
 log = logging.getLogger("robot_rl.sim.gym")
+_LAYOUTS_LOGGED: set[tuple] = set()
 
 
 @dataclass
@@ -148,7 +149,10 @@ class GymAdapter:
         self.obs_spec = self.flattener.obs_spec
         self.state_layout = self.flattener.state_layout
         """``(observation path, start, stop)`` of each piece of ``state``."""
-        log.info("%s observation -> %s; state layout %s", cfg.env_id, self.obs_spec.keys(), self.state_layout)
+        layout = (cfg.env_id, tuple(self.obs_spec.keys()), tuple(self.state_layout))
+        if layout not in _LAYOUTS_LOGGED:  # once per process: train, eval and every actor env build one
+            _LAYOUTS_LOGGED.add(layout)
+            log.info("%s observation -> %s; state layout %s", cfg.env_id, self.obs_spec.keys(), self.state_layout)
 
         action_space = env.action_space
         if not isinstance(action_space, spaces.Box):
