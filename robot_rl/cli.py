@@ -5,6 +5,7 @@
     robot-rl actor   [overrides]            the actor half (robot PC / sim host)
     robot-rl keys DIR [--actors A B ...]    CurveZMQ keys for actor<->learner links across machines
     robot-rl demos   [overrides] n=20 out=DIR      scripted-expert demonstrations into an episode store
+    robot-rl demos   teleop=keyboard|spacemouse|gamepad [overrides] n=20 out=DIR   demonstrations by hand
     robot-rl eval    [overrides] checkpoint=PATH episodes=20 video=PATH
     robot-rl config  [overrides]            print the resolved config
 
@@ -150,7 +151,11 @@ def cmd_train(args: argparse.Namespace, overrides: Sequence[str]) -> int:
 def cmd_demos(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     from robot_rl.demos import generate_demos
 
-    overrides, extra = split_extra(overrides, ("n", "out"))
+    overrides, extra = split_extra(overrides, ("n", "out", "teleop", "keep_failures"))
+    if extra.get("teleop"):
+        from robot_rl.hardware.teleop.record import cmd_teleop_demos
+
+        return cmd_teleop_demos(args, overrides, extra)
     cfg = _config(args, overrides)
     out = extra.get("out") or str(Path(cfg.run_dir) / "demos")
     stats = generate_demos(cfg, int(extra.get("n", 20)), out)
@@ -179,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     helps = {"train": "whole loop on this machine: learner + actor processes over ZeroMQ",
              "learner": "run the learner (binds transport.bind:transport.transitions_port)",
              "actor": "run one actor (connects to transport.host)",
-             "demos": "record scripted-expert demonstrations: n=20 out=DIR",
+             "demos": "record demonstrations: n=20 out=DIR (scripted expert), or by hand with "
+                      "teleop=keyboard|spacemouse|gamepad",
              "eval": "evaluate a checkpoint: checkpoint=PATH episodes=20 video=out.mp4",
              "config": "print the resolved config"}
     for name, help_text in helps.items():

@@ -299,6 +299,22 @@ def save_resolved(cfg: Any, path: str | os.PathLike) -> None:
     atomic_write_bytes(Path(path), OmegaConf.to_yaml(OmegaConf.create(to_dict(cfg))).encode())
 
 
+def _open_free_form_dicts(node: Any) -> None:
+    """Let ``dict[str, ...]`` fields (``env.kwargs``, ``env.key_map``) take keys the schema cannot know.
+
+    hydra's ``compose`` puts the whole tree in struct mode, so merging a saved ``kwargs: {g: 9.81}`` into the
+    schema's empty ``kwargs`` would be refused ("Key 'g' is not in struct"), although ``+env.kwargs.g=9.81``
+    was accepted on the command line. Dataclass nodes stay struct: an unknown field is still an error."""
+    from omegaconf import DictConfig
+
+    if not isinstance(node, DictConfig):
+        return
+    if node._metadata.object_type is dict:
+        OmegaConf.set_struct(node, False)
+    for key in node.keys():
+        _open_free_form_dicts(node._get_node(key))
+
+
 def load_resolved(path: str | os.PathLike, overrides: Sequence[str] = ()) -> "TrainConfig":
     """Load a resolved config file (from :func:`save_resolved`) plus overrides, re-validated by the schema."""
     raw = OmegaConf.load(path)
@@ -312,6 +328,7 @@ def load_resolved(path: str | os.PathLike, overrides: Sequence[str] = ()) -> "Tr
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         schema = compose(config_name="train", overrides=groups)
+    _open_free_form_dicts(schema)
     merged = OmegaConf.merge(schema, raw, OmegaConf.from_dotlist(list(overrides)))
     return _freeze(OmegaConf.to_object(merged))
 

@@ -38,7 +38,9 @@ def generate_demos(cfg: Any, n: int, out: str | Path, successful_only: bool = Tr
     """
     env = ENVS.make(cfg.env.name, cfg.env, seed=cfg.env.seed)
     if not hasattr(env, "expert"):
-        raise ValueError(f"env {cfg.env.name!r} has no scripted expert")
+        raise ValueError(f"env {cfg.env.name!r} has no scripted expert: record demos by hand with "
+                         f"`robot-rl demos teleop=keyboard|spacemouse|gamepad ...`, or (env=gym) name one with "
+                         f"env.expert=package.module:make_expert")
     store = EpisodeStore(out)
     expert = env.expert()
     sh = spec_hash(env.obs_spec, env.action_spec)

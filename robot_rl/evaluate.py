@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -18,12 +18,14 @@ log = logging.getLogger("robot_rl.eval")
 
 def run_episodes(env: Any, policy: Any, episodes: int, seed: int, video_path: str | Path | None = None,
                  video_episodes: int = 3, camera: str = "front",
-                 stop: threading.Event | None = None) -> dict[str, Any]:
+                 stop: threading.Event | None = None,
+                 on_metrics: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Deterministic rollouts; records the first ``video_episodes`` through ``env.render`` when asked.
 
     ``stop`` (the learner's SIGTERM/SIGINT event) ends the evaluation after the current step: a pixel eval takes
     minutes on a CPU and must not hold a shutdown. Only finished episodes count; ``episodes`` in the result says
-    how many (0 gives NaN rates)."""
+    how many (0 gives NaN rates). ``on_metrics`` gets the figures before the video is encoded (``robot-rl
+    train`` writes eval.json and the plot there); a video that cannot be rendered or written is a warning."""
     frames: list[np.ndarray] = []
     successes, returns = [], []
     can_render = video_path is not None and hasattr(env, "render")
@@ -33,7 +35,11 @@ def run_episodes(env: Any, policy: Any, episodes: int, seed: int, video_path: st
         total, success, finished = 0.0, False, False
         while not finished and not (stop is not None and stop.is_set()):
             if can_render and ep < video_episodes:
-                frames.append(env.render(camera=camera))
+                try:
+                    frames.append(env.render(camera=camera))
+                except Exception as exc:  # e.g. no render_mode=rgb_array: skip the video, keep evaluating
+                    log.warning("no video: %s", exc)
+                    can_render, frames = False, []
             action = policy.act(obs, deterministic=True)
             result = env.step(action)
             total += result.reward
@@ -47,12 +53,17 @@ def run_episodes(env: Any, policy: Any, episodes: int, seed: int, video_path: st
     done = len(successes)
     out: dict[str, Any] = {"episodes": done, "success_rate": float(np.mean(successes)) if done else float("nan"),
                            "mean_return": float(np.mean(returns)) if done else float("nan")}
+    if on_metrics is not None:
+        on_metrics(dict(out))
     if can_render and frames:
-        import imageio.v2 as imageio
+        try:
+            import imageio.v2 as imageio
 
-        Path(video_path).parent.mkdir(parents=True, exist_ok=True)
-        imageio.mimwrite(str(video_path), frames, fps=int(getattr(env, "control_hz", 10)), macro_block_size=1)
-        out["video"] = str(video_path)
+            Path(video_path).parent.mkdir(parents=True, exist_ok=True)
+            imageio.mimwrite(str(video_path), frames, fps=int(getattr(env, "control_hz", 10)), macro_block_size=1)
+            out["video"] = str(video_path)
+        except Exception as exc:  # the figures above are what counts
+            log.warning("video %s not written: %s", video_path, exc)
     return out
 
 
@@ -68,7 +79,8 @@ def find_checkpoint(path: str | Path) -> tuple[Path, Path]:
 
 
 def evaluate_checkpoint(checkpoint: str | Path, episodes: int, video: str | None,
-                        overrides: Sequence[str] = ()) -> dict[str, Any]:
+                        overrides: Sequence[str] = (),
+                        on_metrics: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     ckpt, run_dir = find_checkpoint(checkpoint)
     cfg = load_resolved(run_dir / "config_learner.yaml", overrides)
     env = ENVS.make(cfg.env.name, cfg.env, seed=cfg.env.seed + 12345)
@@ -77,6 +89,6 @@ def evaluate_checkpoint(checkpoint: str | Path, episodes: int, video: str | None
     policy.load_state_dict({k: torch.as_tensor(v) for k, v in state["policy"].items()})
     policy.eval()
     try:
-        return run_episodes(env, policy, episodes, seed=10_000, video_path=video)
+        return run_episodes(env, policy, episodes, seed=10_000, video_path=video, on_metrics=on_metrics)
     finally:
         env.close()

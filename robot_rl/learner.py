@@ -112,6 +112,9 @@ class Learner:
                 self.demo.add_episode(episode)
                 n += 1
             log.info("loaded %d demo episodes (%d transitions) from %s", n, len(self.demo), store.directory)
+            if n == 0:
+                log.warning("learner.demos=%s has no usable episode for this env's spec: training WITHOUT "
+                            "demonstrations", store.directory)
         fit = getattr(self.policy, "fit_state_normalization", None)
         if fit is not None and len(self.demo) and "state" in self.obs_spec.fields:
             states = self.demo.sample(min(len(self.demo), 20_000), self.np_rng).obs["state"]  # (n, S)

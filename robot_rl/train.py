@@ -1,7 +1,8 @@
 """``robot-rl train``: the whole loop on one machine, through the real transport and real processes.
 
 1. resolve and save the config (``run_dir/config.yaml``); every child process starts from that file;
-2. record scripted-expert demos once (cached in ``run_dir/demos``) when the env has an expert;
+2. record scripted-expert demos once (cached in ``run_dir/demos``) when the env has an expert; a run left
+   without demos (no expert, no ``learner.demos``, or an empty one) says so loudly;
 3. start the learner process, then ``num_actors`` actor processes (ZeroMQ on loopback);
 4. wait for the learner to reach its budget, stop the actors (SIGTERM: they store their partial episodes);
 5. evaluate the final policy deterministically, write ``eval.mp4`` and ``learning_curve.png``.
@@ -107,15 +108,15 @@ class TrainProgress:
         info = f"updates {int(s.get('updates', 0))} ({s.get('updates_per_s', 0):.0f}/s)"
         if "eval/success_rate" in s:
             info += f"  eval success {s['eval/success_rate']:.0%}"
+        if "eval/return" in s:
+            info += f" return {s['eval/return']:.3g}"
         self.progress.update(self.task, completed=int(s.get("env_steps", s.get("step", 0))), info=info)
 
 
-def plot_learning_curve(run_dir: Path) -> Path | None:
-    """success rate (actors' recent episodes, from their episode stores) vs env steps -> PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def episode_curves(run_dir: Path) -> dict[str, Any] | None:
+    """The actors' episodes (all stores under ``run_dir/episodes``) in the order they were written:
+    ``env_steps`` (cumulative, at each episode's end), ``success`` (0/1) and ``return`` (sum of rewards), each
+    (E,); None when there are none."""
     import numpy as np
 
     from robot_rl.episode_store import EpisodeStore
@@ -125,31 +126,53 @@ def plot_learning_curve(run_dir: Path) -> Path | None:
         for path in EpisodeStore(store_dir).paths():
             with np.load(path) as data:
                 meta = json.loads(bytes(data["meta"]).decode())
-            episodes.append((meta["written_at"], meta["length"], meta["success"]))
+                episode_return = float(np.sum(data["reward"]))
+            episodes.append((meta["written_at"], meta["length"], meta["success"], episode_return))
     if not episodes:
         return None
     episodes.sort()
-    steps = np.cumsum([e[1] for e in episodes])
-    success = np.asarray([e[2] for e in episodes], float)
-    window = max(1, min(20, len(success) // 5))
-    smooth = np.convolve(success, np.ones(window) / window, mode="valid")
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(steps[window - 1:], smooth, label=f"training episodes (moving mean of {window})")
+    return {"env_steps": np.cumsum([e[1] for e in episodes]), "success": np.asarray([e[2] for e in episodes], float),
+            "return": np.asarray([e[3] for e in episodes], float)}
+
+
+def plot_learning_curve(run_dir: Path) -> Path | None:
+    """Success rate (top) and episode return (bottom) of the actors' episodes (from their episode stores) vs
+    env steps, with the learner's periodic and the final deterministic evaluations -> PNG. The return panel
+    matters for dense rewards, where success alone stays at 0 long after the policy started improving."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    curves = episode_curves(run_dir)
+    if curves is None:
+        return None
+    steps = curves["env_steps"]
+    window = max(1, min(20, len(steps) // 5))
     metrics = run_dir / "metrics_learner.jsonl"
+    records = []
     if metrics.exists():  # periodic deterministic evaluations by the learner
         records = [json.loads(line) for line in metrics.read_text().splitlines() if '"eval/success_rate"' in line]
-        if records:
-            ax.plot([r["step"] for r in records], [r["eval/success_rate"] for r in records], "o-",
-                    color="tab:green", label="deterministic evaluation")
-    evals = run_dir / "eval.json"
-    if evals.exists():
-        e = json.loads(evals.read_text())
-        ax.scatter([steps[-1]], [e["success_rate"]], color="red", zorder=3, label="final evaluation")
-    ax.set_xlabel("env steps")
-    ax.set_ylabel("success rate")
-    ax.set_ylim(-0.05, 1.05)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    final = json.loads((run_dir / "eval.json").read_text()) if (run_dir / "eval.json").exists() else None
+    fig, (ax_success, ax_return) = plt.subplots(2, 1, figsize=(6, 6.5), sharex=True)
+    for ax, column, eval_key, final_key, label in (
+            (ax_success, "success", "eval/success_rate", "success_rate", "success rate"),
+            (ax_return, "return", "eval/return", "mean_return", "episode return")):
+        values = curves[column]
+        smooth = np.convolve(values, np.ones(window) / window, mode="valid")
+        ax.plot(steps[window - 1:], smooth, label=f"training episodes (moving mean of {window})")
+        shown = [r for r in records if eval_key in r]
+        if shown:
+            ax.plot([r["step"] for r in shown], [r[eval_key] for r in shown], "o-", color="tab:green",
+                    label="deterministic evaluation")
+        if final is not None and final_key in final:
+            ax.scatter([steps[-1]], [final[final_key]], color="red", zorder=3, label="final evaluation")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    ax_success.set_ylim(-0.05, 1.05)
+    ax_success.legend(loc="lower right", fontsize="small")
+    ax_return.set_xlabel("env steps")
     fig.tight_layout()
     out = run_dir / "learning_curve.png"
     fig.savefig(out, dpi=100)
@@ -170,29 +193,52 @@ def _supervise(learner: subprocess.Popen, actors: list[subprocess.Popen], actor_
                 actors[i] = _spawn(actor_args(i), logs / f"actor-{i}.log")
 
 
-def train(cfg: Any) -> int:
+def record_expert_demos(cfg: Any, run_dir: Path) -> Path | None:
+    """Scripted-expert demos into ``run_dir/demos`` (cached) when the env has an expert; else say loudly that
+    this run has no demos and what that means. Returns the demo directory or None."""
     from robot_rl.demos import generate_demos
-    from robot_rl.evaluate import evaluate_checkpoint
+    from robot_rl.episode_store import EpisodeStore
     from robot_rl.registry import ENVS
+
+    if cfg.learner.demos:
+        if not any(Path(cfg.learner.demos).glob("*.npz")):
+            log.warning("NO DEMONSTRATIONS: learner.demos=%s holds no episodes; this run learns from its own "
+                        "exploration alone", cfg.learner.demos)
+        return None
+    if cfg.num_demos <= 0:
+        log.info("num_demos=0: training without demonstrations, as asked")
+        return None
+    probe = ENVS.make(cfg.env.name, cfg.env, seed=cfg.env.seed)
+    has_expert = hasattr(probe, "expert")
+    probe.close()
+    if not has_expert:
+        log.warning(
+            "NO DEMONSTRATIONS: env %r has no scripted expert and learner.demos is unset, so this run learns from "
+            "its own exploration alone (RLPD/SAC without demos: no offline warm start, no BC term, no 50/50 demo "
+            "batches; sparse-reward tasks rarely learn this way). Record demos by hand with `robot-rl demos "
+            "teleop=keyboard n=20 out=DIR` (same env overrides) and pass learner.demos=DIR, or give the env a "
+            "scripted expert (env.expert=package.module:make_expert for env=gym); num_demos=0 silences this.",
+            cfg.env.name)
+        return None
+    demo_dir = run_dir / "demos"
+    have = len(EpisodeStore(demo_dir))
+    if have < cfg.num_demos:
+        log.info("recording %d scripted-expert demos into %s", cfg.num_demos - have, demo_dir)
+        generate_demos(cfg, cfg.num_demos - have, demo_dir)
+    return demo_dir
+
+
+def train(cfg: Any) -> int:
+    from robot_rl.evaluate import evaluate_checkpoint
 
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     config_path = run_dir / "config.yaml"
     save_resolved(cfg, config_path)
     extra: list[str] = []
-    if not cfg.learner.demos and cfg.num_demos > 0:
-        probe = ENVS.make(cfg.env.name, cfg.env, seed=cfg.env.seed)
-        has_expert = hasattr(probe, "expert")
-        probe.close()
-        if has_expert:
-            demo_dir = run_dir / "demos"
-            from robot_rl.episode_store import EpisodeStore
-
-            have = len(EpisodeStore(demo_dir))
-            if have < cfg.num_demos:
-                log.info("recording %d scripted-expert demos into %s", cfg.num_demos - have, demo_dir)
-                generate_demos(cfg, cfg.num_demos - have, demo_dir)
-            extra.append(f"learner.demos={demo_dir}")
+    demo_dir = record_expert_demos(cfg, run_dir)
+    if demo_dir is not None:
+        extra.append(f"learner.demos={demo_dir}")
     t = cfg.transport
     if not (_port_free(t.bind, t.transitions_port) and _port_free(t.bind, t.weights_port)):
         # Another run (or program) holds the ports: this run is all on loopback, so any free pair will do.
@@ -223,9 +269,16 @@ def train(cfg: Any) -> int:
         log.error("learner failed with exit code %s; see %s", learner.returncode, logs / "learner.log")
         return 1
     log.info("training took %.0fs; evaluating", time.monotonic() - t0)
-    result = evaluate_checkpoint(run_dir, cfg.eval_episodes, str(run_dir / "eval.mp4"))
-    (run_dir / "eval.json").write_text(json.dumps(result))
-    plot = plot_learning_curve(run_dir)
-    log.info("final success rate %.2f over %d episodes; plot %s; video %s", result["success_rate"],
-             result["episodes"], plot, result.get("video"))
+    plots: list[Path | None] = []
+
+    def write_results(metrics: dict[str, Any]) -> None:
+        # Before the video is encoded: a video that fails (or a run killed while encoding) keeps these.
+        (run_dir / "eval.json").write_text(json.dumps(metrics))
+        plots.append(plot_learning_curve(run_dir))
+
+    result = evaluate_checkpoint(run_dir, cfg.eval_episodes, str(run_dir / "eval.mp4"), on_metrics=write_results)
+    (run_dir / "eval.json").write_text(json.dumps(result))  # now with the video's path, when one was written
+    log.info("final success rate %.2f, mean return %.3g over %d episodes; plot %s; video %s",
+             result["success_rate"], result["mean_return"], result["episodes"], plots[-1] if plots else None,
+             result.get("video", "none"))
     return 0

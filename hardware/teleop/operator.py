@@ -58,21 +58,26 @@ def make_device(cfg: Any) -> DeviceReader:
 
 
 def grip_index(action_spec: Any) -> int | None:
+    """Index of the first action dimension named ``grip...`` (as ``policy.discrete_gripper`` finds it)."""
     names = tuple(getattr(action_spec, "names", ()) or ())
-    return names.index("grip") if "grip" in names else None
+    return next((i for i, name in enumerate(names) if name.startswith("grip")), None)
 
 
 class DeviceOperator:
     """A person at a teleop device; see the module docstring."""
 
     def __init__(self, device: DeviceReader, device_cfg: Any, action_spec: Any,
-                 notifier: OperatorNotifier | None = None) -> None:
+                 notifier: OperatorNotifier | None = None, always_active: bool = False) -> None:
         if device_cfg.intervene_mode not in ("hold", "toggle", "motion"):
             raise ValueError(f"intervene_mode must be hold, toggle or motion, got {device_cfg.intervene_mode!r}")
-        if device_cfg.intervene_mode == "hold" and not device.streams_while_active:
-            raise ValueError(f"a {device.kind} reports no key releases: use intervene_mode=toggle")
-        if device_cfg.intervene_mode != "motion" and "intervene" not in device_cfg.buttons:
-            raise ValueError("map an intervene button (hil.device.buttons.intervene) or use intervene_mode=motion")
+        if not always_active:  # recording demos, the person drives every step: no intervene button needed
+            if device_cfg.intervene_mode == "hold" and not device.streams_while_active:
+                raise ValueError(f"a {device.kind} reports no key releases: use intervene_mode=toggle")
+            if device_cfg.intervene_mode != "motion" and "intervene" not in device_cfg.buttons:
+                raise ValueError("map an intervene button (hil.device.buttons.intervene) or use "
+                                 "intervene_mode=motion")
+        self.always_active = always_active
+        """The person drives every step (``robot-rl demos teleop=...``); the intervene button is ignored."""
         if not 0.0 <= device_cfg.dead_zone < 1.0:
             raise ValueError(f"dead_zone must be in [0, 1), got {device_cfg.dead_zone}")
         self.device, self.cfg = device, device_cfg
@@ -125,7 +130,9 @@ class DeviceOperator:
         if deflected:
             self._last_motion = now
         mode = self.cfg.intervene_mode
-        if mode == "hold":
+        if self.always_active:
+            active = True
+        elif mode == "hold":
             active = "intervene" in s.held
         elif mode == "toggle":
             active = self.toggled
@@ -134,7 +141,8 @@ class DeviceOperator:
         if not s.connected:
             self.toggled = False  # after a reconnect the person takes over again deliberately
             self._set_hold(f"{self.device.kind} disconnected ({s.error})")
-        elif self.device.streams_while_active and (deflected or (active and mode == "hold")) \
+        elif self.device.streams_while_active and (deflected or (active and mode == "hold" and
+                                                                  not self.always_active)) \
                 and now - s.last_report > self.cfg.stale_timeout_s:
             self._set_hold(f"{self.device.kind} silent for {now - s.last_report:.2f}s while in use "
                            f"(deadline {self.cfg.stale_timeout_s}s)")
@@ -158,9 +166,11 @@ class DeviceOperator:
         return Command(active=True, action=np.clip(action, self.low, self.high).astype(np.float32), events=events)
 
     def reset(self) -> None:
-        """New episode: a sticky intervention ends (the policy gets the first say each episode)."""
+        """New episode: a sticky intervention ends (the policy gets the first say each episode) and the
+        gripper command starts open (taking over mid-episode still copies the robot's gripper)."""
         self.toggled = False
         self.was_active = False
+        self.grip_closed = False
 
     def close(self) -> None:
         self.device.close()

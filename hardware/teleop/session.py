@@ -36,6 +36,25 @@ from robot_rl.types import Transition
 log = logging.getLogger("robot_rl.teleop")
 
 
+def open_device_and_window(hil: Any, env: Any, device: Any = None) -> tuple[Any, Any]:
+    """The started teleop device of a ``hil`` config (``device`` when given) and the twin's live window (or
+    None). A keyboard on the terminal with a window open reads the window's keys too, through one pipe."""
+    key_fd = None
+    if device is None and hil.name == "keyboard" and hil.device.path in ("", "stdin"):
+        from robot_rl.hardware.teleop.window import display_available
+
+        if hil.window != "off" and display_available() and hasattr(env, "model"):
+            read_fd, key_fd = os.pipe()  # window keys -> the keyboard parser
+            from robot_rl.hardware.teleop.keyboard import Keyboard
+
+            device = Keyboard("", fd=read_fd, keys=dict(hil.device.keys), buttons=dict(hil.device.buttons),
+                              key_timeout_s=hil.device.key_timeout_s)
+    device = (device if device is not None else make_device(hil)).start()
+    from robot_rl.hardware.teleop.window import open_window
+
+    return device, open_window(hil.window, env, key_fd)
+
+
 class _EpisodeRecord:
     def __init__(self) -> None:
         self.steps = 0
@@ -61,22 +80,9 @@ class HilSession:
         else:
             if len(self.envs) != 1:
                 raise ValueError(f"hil={hil.name}: one person drives one robot; set actor.num_envs=1")
-            key_fd = None
-            if device is None and hil.name == "keyboard" and hil.device.path in ("", "stdin"):
-                from robot_rl.hardware.teleop.window import display_available
-
-                if hil.window != "off" and display_available():
-                    read_fd, key_fd = os.pipe()  # window keys -> the keyboard parser
-                    from robot_rl.hardware.teleop.keyboard import Keyboard
-
-                    device = Keyboard("", fd=read_fd, keys=dict(hil.device.keys), buttons=dict(hil.device.buttons),
-                                      key_timeout_s=hil.device.key_timeout_s)
-            device = device if device is not None else make_device(hil)
-            self.operators = [DeviceOperator(device.start(), hil.device, action_spec, self.notifier)]
+            device, self.window = open_device_and_window(hil, self.envs[0], device)
+            self.operators = [DeviceOperator(device, hil.device, action_spec, self.notifier)]
             self.label_source = "operator"
-            from robot_rl.hardware.teleop.window import open_window
-
-            self.window = open_window(hil.window, self.envs[0], key_fd)
             self.notifier.tell(f"{hil.name} ready: " + ", ".join(f"{r}={b}" for r, b in hil.device.buttons.items()),
                                alarm=False)
         demo_dir = hil.protocol.demos or cfg.learner.demos or str(Path(cfg.run_dir) / "demos")

@@ -38,3 +38,17 @@ def test_resolved_config_round_trip_and_hash(tmp_path):
     assert config_hash(load_config(["env=point_reach", "env.seed=9"])) == config_hash(load_config(["env=point_reach"]))
     assert config_hash(load_config(["env=point_reach", "env.max_episode_steps=7"])) != \
         config_hash(load_config(["env=point_reach"]))
+
+
+def test_free_form_dicts_survive_the_resolved_config_round_trip(tmp_path):
+    """`+env.kwargs.X` and `env.key_map` (accepted on the command line) load again from the saved file, as
+    the learner, the actors (`--config`) and `robot-rl eval` do; dataclass nodes still refuse unknown keys."""
+    cfg = load_config(["env=gym", "env.env_id=Pendulum-v1", "+env.kwargs.g=9.81",
+                       "+env.key_map={pixels/front: front}", "env.action_names=[torque]"])
+    save_resolved(cfg, tmp_path / "config.yaml")
+    again = load_resolved(tmp_path / "config.yaml", ["env.kwargs.render_mode=rgb_array"])
+    assert again.env.kwargs == {"g": 9.81, "render_mode": "rgb_array"}
+    assert again.env.key_map == {"pixels/front": "front"} and again.env.action_names == ("torque",)
+    assert config_hash(load_resolved(tmp_path / "config.yaml")) == config_hash(cfg)
+    with pytest.raises(Exception, match="bogus"):
+        load_resolved(tmp_path / "config.yaml", ["env.bogus=1"])

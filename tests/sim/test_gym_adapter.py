@@ -144,3 +144,177 @@ def test_truncation_limits_and_bad_actions() -> None:
 def test_unsupported_spaces_are_rejected() -> None:
     with pytest.raises(ValueError, match="continuous Box"):
         GymAdapter(GymEnvConfig(env_id="CartPole-v1"))
+
+
+# ---------------------------------------------------------------- nested Dict, success, render, names, expert
+import lab_reach_env  # noqa: E402  (registers LabReach-v0: the README's third-party-style env)
+
+LAB = dict(env_id="LabReach-v0", success_key="succeed", action_names=("dx", "dy", "dz", "grip"))
+
+
+class _Layouts(gym.Env):
+    """Every leaf kind the flattening rule handles, nested: channels-first, grey and RGBA images, Discrete."""
+
+    def __init__(self) -> None:
+        self.observation_space = gym.spaces.Dict({
+            "cams": gym.spaces.Dict({"chw": gym.spaces.Box(0, 255, (3, 6, 5), np.uint8),
+                                     "grey": gym.spaces.Box(0, 255, (6, 5, 1), np.uint8),
+                                     "rgba": gym.spaces.Box(0, 255, (6, 5, 4), np.uint8)}),
+            "mode": gym.spaces.Discrete(3, start=1),
+            "flags": gym.spaces.MultiBinary(2),
+            "joints": gym.spaces.Dict({"q": gym.spaces.Box(-1, 1, (2, 2), np.float32)}),
+        })
+        self.action_space = gym.spaces.Box(-1, 1, (1,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        cams = {"chw": np.arange(90, dtype=np.uint8).reshape(3, 6, 5),
+                "grey": np.full((6, 5, 1), 7, np.uint8), "rgba": np.full((6, 5, 4), 9, np.uint8)}
+        return {"cams": cams, "mode": 2, "flags": np.array([1, 0], np.int8),
+                "joints": {"q": np.array([[0.1, 0.2], [0.3, 0.4]], np.float32)}}, {}
+
+    def step(self, action):
+        return self.reset()[0], 0.0, False, False, {}
+
+
+gym.register(id="RobotRlTestLayouts-v0", entry_point=_Layouts, max_episode_steps=5)
+
+
+def test_nested_dict_flattening_rule_and_kwargs() -> None:
+    env = GymAdapter(GymEnvConfig(**LAB, kwargs={"pixels": True, "image_size": 16, "start_spread": 0.01}, seed=1))
+    assert env.obs_spec.keys() == ["images/front", "images/wrist", "state"]  # cameras keep their own key
+    assert env.state_layout == [("robot/gripper", 0, 1), ("robot/pos", 1, 4), ("target", 4, 7)]
+    obs = env.reset()
+    env.obs_spec.check(obs)
+    inner = env.env.unwrapped
+    assert inner.start_spread == 0.01 and inner.size == 16  # kwargs reached the constructor
+    np.testing.assert_allclose(obs["state"], np.r_[0.0, inner.pos, inner.goal].astype(np.float32))
+    np.testing.assert_array_equal(obs["images/wrist"], inner._frame("wrist"))
+    renamed = GymAdapter(GymEnvConfig(**LAB, kwargs={"pixels": True, "image_size": 16},
+                                      key_map={"pixels/wrist": "hand", "robot": ""}))
+    assert renamed.obs_spec.keys() == ["images/front", "images/hand", "state"]
+    assert renamed.state_layout == [("target", 0, 3)]  # the whole robot/ subtree dropped
+
+
+def test_image_layouts_discrete_and_multibinary_leaves() -> None:
+    env = GymAdapter(GymEnvConfig(env_id="RobotRlTestLayouts-v0"))
+    assert env.obs_spec.keys() == ["images/chw", "images/grey", "images/rgba", "state"]
+    assert env.state_layout == [("flags", 0, 2), ("joints/q", 2, 6), ("mode", 6, 9)]
+    obs = env.reset()
+    env.obs_spec.check(obs)
+    raw = env.last_raw_obs["cams"]
+    np.testing.assert_array_equal(obs["images/chw"], raw["chw"].transpose(1, 2, 0))
+    assert (obs["images/grey"] == 7).all() and (obs["images/rgba"] == 9).all()
+    np.testing.assert_allclose(obs["state"], [1, 0, 0.1, 0.2, 0.3, 0.4, 0, 1, 0])  # Discrete(3, start=1) = 2
+
+
+def test_flattening_errors_name_the_path() -> None:
+    with pytest.raises(ValueError, match="not observation paths.*robot/pos"):
+        GymAdapter(GymEnvConfig(**LAB, key_map={"robot/typo": ""}))
+    with pytest.raises(ValueError, match="not an image"):
+        GymAdapter(GymEnvConfig(**LAB, key_map={"robot/pos": "cam"}))
+    with pytest.raises(ValueError, match="pixels/front.*pixels/wrist.*images/front"):
+        GymAdapter(GymEnvConfig(**LAB, kwargs={"pixels": True}, key_map={"pixels/wrist": "front"}))
+    with pytest.raises(ValueError, match="action_names has 2 names"):
+        GymAdapter(GymEnvConfig(env_id="LabReach-v0", action_names=("dx", "grip")))
+
+
+def _drive_to_goal(env: GymAdapter) -> list:
+    env.reset()
+    results = [env.step(np.array([1.0, 0, 0, -1.0], np.float32)) for _ in range(12)]
+    return results + [env.step(np.array([0, 0, 0, 1.0], np.float32))]
+
+
+def test_custom_success_key_and_success_function() -> None:
+    results = _drive_to_goal(GymAdapter(GymEnvConfig(**LAB, kwargs={"start_spread": 0.0})))
+    assert [r.success for r in results] == [False] * 12 + [True] and results[-1].terminated
+    # The default keys (is_success/success) never see this env's info["succeed"].
+    default = _drive_to_goal(GymAdapter(GymEnvConfig(env_id="LabReach-v0", kwargs={"start_spread": 0.0})))
+    assert not any(r.success for r in default) and default[-1].terminated
+    # A success function decides from the env itself: here "x beyond 0.5", true long before the env's own.
+    hooked = _drive_to_goal(GymAdapter(GymEnvConfig(env_id="LabReach-v0", kwargs={"start_spread": 0.0},
+                                                    success_fn=f"{__name__}:beyond_half")))
+    assert [r.success for r in hooked][:7] == [False] * 5 + [True] * 2
+
+
+def beyond_half(env, obs, reward, terminated, info) -> bool:
+    assert isinstance(info, dict) and isinstance(reward, float) and isinstance(terminated, bool)
+    return bool(obs["robot"]["pos"][0] > 0.5 and env.unwrapped.pos[0] > 0.5)
+
+
+def test_missing_success_key_is_warned_about(caplog) -> None:
+    env = GymAdapter(GymEnvConfig(env_id="LabReach-v0", success_key="sucess"))
+    env.reset()
+    with caplog.at_level("WARNING", logger="robot_rl.sim.gym"):
+        env.step(np.zeros(4, np.float32))
+        env.step(np.zeros(4, np.float32))
+    warnings = [r for r in caplog.records if "sucess" in r.getMessage()]
+    assert len(warnings) == 1 and "succeed" in warnings[0].getMessage()  # once, listing the real keys
+
+
+def test_per_camera_render_selection() -> None:
+    cfg = dict(**LAB, kwargs={"render_mode": "rgb_array", "image_size": 16}, render_cameras=("front", "wrist"))
+    env = GymAdapter(GymEnvConfig(**cfg))
+    env.reset()
+    env.step(np.array([0.5, 0.5, 0, 1], np.float32))
+    inner = env.env.unwrapped
+    np.testing.assert_array_equal(env.render("wrist"), inner._frame("wrist"))
+    np.testing.assert_array_equal(env.render("front"), inner._frame("front"))
+    np.testing.assert_array_equal(env.render("side"), inner._frame("front"))  # unknown camera: the first
+    assert env.render("front", size=8).shape == (8, 8, 3)
+    chosen = GymAdapter(GymEnvConfig(**{**cfg, "render_camera": "wrist"}))
+    chosen.reset()
+    np.testing.assert_array_equal(chosen.render("front"), chosen.env.unwrapped._frame("front"))
+    np.testing.assert_array_equal(chosen.render("side"), chosen.env.unwrapped._frame("wrist"))
+    with pytest.raises(ValueError, match="2 frames but env.render_cameras names 1"):
+        bad = GymAdapter(GymEnvConfig(**{**cfg, "render_cameras": ("front",)}))
+        bad.reset()
+        bad.render("front")
+
+
+def test_no_render_mode_raises_render_unavailable() -> None:
+    from robot_rl.sim.gym_adapter import RenderUnavailable
+
+    env = GymAdapter(GymEnvConfig(env_id="Pendulum-v1"))
+    env.reset()
+    with pytest.raises(RenderUnavailable, match="render_mode=rgb_array"):
+        env.render("front")
+
+
+def test_action_names_let_the_discrete_gripper_policy_and_teleop_find_the_gripper() -> None:
+    from robot_rl.config import load_config
+    from robot_rl.hardware.teleop.operator import grip_index
+    from robot_rl.registry import POLICIES
+
+    env = GymAdapter(GymEnvConfig(**LAB))
+    assert env.action_spec.names == ("dx", "dy", "dz", "grip") and grip_index(env.action_spec) == 3
+    cfg = load_config(["env=gym", "policy.discrete_gripper=true"])
+    policy = POLICIES.make(cfg.policy.name, cfg.policy, env.obs_spec, env.action_spec)
+    assert policy.continuous_dim == 3
+    action = policy.act(env.reset(), deterministic=True)
+    assert action.shape == (4,) and action[3] in tuple(cfg.policy.gripper_commands)
+    unnamed = GymAdapter(GymEnvConfig(env_id="LabReach-v0"))
+    with pytest.raises(ValueError, match="grip"):
+        POLICIES.make(cfg.policy.name, cfg.policy, unnamed.obs_spec, unnamed.action_spec)
+
+
+def test_scripted_expert_hook_records_demos(tmp_path) -> None:
+    from robot_rl.config import load_config
+    from robot_rl.demos import generate_demos
+    from robot_rl.episode_store import EpisodeStore
+
+    assert not hasattr(GymAdapter(GymEnvConfig(**LAB)), "expert")  # only a configured expert is one
+    cfg = load_config(["env=gym", "env.module=lab_reach_env", "env.env_id=LabReach-v0", "env.success_key=succeed",
+                       "env.expert=lab_reach_env:ReachExpert", "+env.kwargs.start_spread=0.3"])
+    stats = generate_demos(cfg, 3, tmp_path / "demos")
+    assert stats["episodes"] == 3 and stats["successes"] == 3
+    for episode in EpisodeStore(tmp_path / "demos").episodes():
+        assert episode.success and episode.action[-1, 3] == 1.0 and np.abs(episode.action).max() <= 1.0
+    with pytest.raises(ValueError, match="has no 'Nope'"):
+        GymAdapter(GymEnvConfig(**LAB, expert="lab_reach_env:Nope"))
+
+
+def test_expert_actions_in_env_units_are_mapped_to_the_policy_space() -> None:
+    env = GymAdapter(GymEnvConfig(env_id="RobotRlTestTwoSensorReach-v0"))  # bounds [-0.1, 0.1] x [0, 0.2]
+    np.testing.assert_allclose(env.to_policy_action([0.1, 0.05]), [1.0, -0.5])
+    np.testing.assert_allclose(env.to_policy_action([0.5, -1.0]), [1.0, -1.0])  # clipped into the bounds
