@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from robot_rl.hardware.mcu import codegen, toolchain
+from robot_rl.hardware.mcu import codegen, dsp_layout, toolchain
 from robot_rl.hardware.mcu.quantize import act_float_wrapper, int8_forward, quantize_input
 
 pytestmark = pytest.mark.skipif(toolchain.host_cc() is None, reason="no host C compiler")
@@ -32,7 +32,9 @@ def test_sources_are_self_contained_c99(built, distilled):
     assert includes <= {"stdint.h", "string.h", "arm_acle.h", "pr_policy.h"}, includes
     assert not re.search(r"\b(malloc|calloc|realloc|free|printf|float\s+\w+\s*\[\s*\w+\s*\]\s*;)", src)
     assert f'#define PR_POLICY_MODEL_HASH "{distilled.qm.model_hash()}"' in hdr
-    assert "__ARM_FEATURE_DSP" in src and "__smlad" in src and "static const int8_t pr_policy_w0" in src
+    assert dsp_layout.supported(distilled.qm)  # so the DSP branch below is the packed kernel, not a fallback
+    assert "__ARM_FEATURE_DSP" in src and "smlad r4, r10, r8, r4" in src and "smmlar" in src
+    assert "static const uint32_t pr_policy_s0" in src and "static const int8_t pr_policy_w0" in src
     assert re.search(r"^static int8_t pr_policy_buf\[2\]\[64\];", src, re.M)  # static scratch, no heap
 
 
