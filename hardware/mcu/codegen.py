@@ -375,8 +375,8 @@ static const uint32_t vec_act_bits[VEC_NF * POLICY_ACT_DIM] = {{
 
 
 FIRMWARE_DIR = Path(__file__).parent / "firmware"
-FIRMWARE_FILES = ("main.c", "startup_stm32f405.c", "stm32f405.ld", "platform.h", "platform_semihost.c",
-                  "platform_host.c")
+FIRMWARE_FILES = ("main.c", "startup_stm32f405.c", "stm32f405.ld", "lm3s6965.ld", "nrf51.ld", "platform.h",
+                  "platform_semihost.c", "platform_host.c")
 
 
 def write_firmware(qm: QuantizedModel, src_dir: str | Path, name: str, x_q: np.ndarray, obs: np.ndarray) -> Path:
