@@ -109,13 +109,13 @@ def test_portable_kernel_on_cortex_m3_and_m0(distilled, tmp_path, core):
                                                                if not l.startswith("ticks")]
 
 
-def test_float_wrapper_bit_exact_under_fast_math_on_the_m4(distilled, tmp_path):
-    """-ffast-math -ffp-contract=fast on the M4F (which has VFMA): the wrapper's results and NaN/inf refusals
-    still match the Python reference bit for bit."""
+@pytest.mark.parametrize("flags", ["-ffast-math -ffp-contract=fast", "-O0", "-Os"])
+def test_bit_exact_whatever_the_m4_build_flags(distilled, tmp_path, flags):
+    """-ffast-math -ffp-contract=fast on the M4F (which has VFMA), and the kernel at -O0 / -Os: int8 outputs and
+    the float wrapper's bits still match the Python reference."""
     obs = np.concatenate([distilled.holdout[:6], distilled.holdout[:2] * 3.0])
     codegen.write_sources(distilled.qm, tmp_path, "rrl_policy")
     fw = codegen.write_firmware(distilled.qm, tmp_path, "rrl_policy",
                                 quantize_input(distilled.qm, distilled.holdout[:8]), obs)
-    flags = "-ffast-math -ffp-contract=fast"
     rc, text = toolchain.run_qemu(toolchain.build_firmware(fw, extra_cflags=flags), timeout=120)
     assert rc == 0 and "mismatches 0" in text.splitlines(), text[-400:]
