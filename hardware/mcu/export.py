@@ -77,9 +77,16 @@ class _TeacherAsPolicy:
 
 
 def computed_sizes(qm: QuantizedModel) -> dict[str, int]:
-    """Flash/RAM of the generated arrays alone (no code): the fallback when arm-none-eabi-size is absent."""
+    """Flash/RAM of the generated arrays alone (no code) for a Cortex-M4 build: the fallback when
+    arm-none-eabi-size is absent. The DSP kernel's packed streams where the model is in its range, else the
+    portable kernel's row-major arrays."""
+    from robot_rl.hardware.mcu import dsp_layout
+
     pad = lambda n: (n + 3) // 4 * 4  # noqa: E731
-    flash = sum(l.weight.shape[0] * pad(l.weight.shape[1]) + 9 * l.weight.shape[0] + 12 for l in qm.layers)
+    if dsp_layout.supported(qm):
+        flash = sum(4 * len(dsp_layout.pack_layer(l).stream) + 12 for l in qm.layers)  # noqa: E741
+    else:
+        flash = sum(l.weight.shape[0] * pad(l.weight.shape[1]) + 9 * l.weight.shape[0] + 12 for l in qm.layers)
     flash += 4 * (2 * qm.obs_dim + 2 * qm.act_dim)
     widest = max(pad(w) for w in qm.widths)
     return {"flash_bytes_data_only": int(flash), "ram_bytes": int(2 * widest + 2 * widest)}
