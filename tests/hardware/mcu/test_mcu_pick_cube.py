@@ -10,20 +10,19 @@ the twin without randomization replays one start state, so a handful of episodes
 from __future__ import annotations
 
 import pytest
-import torch
 
 from robot_rl.hardware.mcu import toolchain
 from robot_rl.hardware.mcu.export import ExportConfig, export
 from robot_rl.hardware.mcu.student import StudentConfig
 from robot_rl.sim.panda_config import PandaPickCubeConfig
 
-pytestmark = pytest.mark.skipif(toolchain.host_cc() is None, reason="no host C compiler (export compiles the C)")
+pytestmark = [pytest.mark.skipif(toolchain.host_cc() is None, reason="no host C compiler (export compiles the C)"),
+              pytest.mark.usefixtures("single_thread")]
 
 
 def test_pick_cube_float_and_int8_students_succeed(tmp_path):
     from robot_rl.sim.panda_pick_cube import PandaPickCube
 
-    torch.set_num_threads(1)  # shares 2 cores with other jobs
     env = PandaPickCube(PandaPickCubeConfig())
     cfg = ExportConfig(calibration_episodes=5, holdout_episodes=5, eval_episodes=3, host_check_inputs=256,
                        firmware_vectors=8, run_qemu=False)
