@@ -43,7 +43,8 @@ test-ros:
 	tests/ros2/run_suite.sh $(ROS_ARGS)
 
 # Microcontroller suite (`mcu` marker): installs gcc-arm-none-eabi, libnewlib-arm-none-eabi and qemu-system-arm
-# from Debian when missing, cross-compiles the generated C for Cortex-M4 and runs it under QEMU netduinoplus2.
+# from Debian when missing, cross-compiles the generated C and runs it under QEMU: Cortex-M4 (netduinoplus2, DSP
+# kernel), Cortex-M3 (lm3s6965evb) and Cortex-M0 (microbit), the last two on the portable kernel.
 test-mcu: $(VENV)/.installed
 	tests/hardware/mcu/run_suite.sh $(PY)
 

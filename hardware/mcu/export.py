@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -76,9 +77,16 @@ class _TeacherAsPolicy:
 
 
 def computed_sizes(qm: QuantizedModel) -> dict[str, int]:
-    """Flash/RAM of the generated arrays alone (no code): the fallback when arm-none-eabi-size is absent."""
+    """Flash/RAM of the generated arrays alone (no code) for a Cortex-M4 build: the fallback when
+    arm-none-eabi-size is absent. The DSP kernel's packed streams where the model is in its range, else the
+    portable kernel's row-major arrays."""
+    from robot_rl.hardware.mcu import dsp_layout
+
     pad = lambda n: (n + 3) // 4 * 4  # noqa: E731
-    flash = sum(l.weight.shape[0] * pad(l.weight.shape[1]) + 9 * l.weight.shape[0] + 12 for l in qm.layers)
+    if dsp_layout.supported(qm):
+        flash = sum(4 * len(dsp_layout.pack_layer(l).stream) + 12 for l in qm.layers)  # noqa: E741
+    else:
+        flash = sum(l.weight.shape[0] * pad(l.weight.shape[1]) + 9 * l.weight.shape[0] + 12 for l in qm.layers)
     flash += 4 * (2 * qm.obs_dim + 2 * qm.act_dim)
     widest = max(pad(w) for w in qm.widths)
     return {"flash_bytes_data_only": int(flash), "ram_bytes": int(2 * widest + 2 * widest)}
@@ -117,13 +125,24 @@ def instructions_per_inference(ticks: dict[str, int]) -> dict[str, float]:
             "act": (ticks["act"] - ticks["base"]) / per_insn / ticks["reps"], "ticks_per_instruction": per_insn}
 
 
-def device_check(src_dir: Path, name: str, timeout: float = 180) -> dict[str, Any]:
-    """Cross-compile, size, run under QEMU and compare with the same firmware built for the host."""
+def device_check(src_dir: Path, name: str, timeout: float = 180, measure_portable: bool = False) -> dict[str, Any]:
+    """Cross-compile, size, run under QEMU and compare with the same firmware built for the host.
+
+    ``measure_portable`` also times the portable kernel on the same M4 (``-D<NAME>_PORTABLE``), the baseline of
+    the DSP kernel's speed-up; the firmware left in ``src_dir/firmware`` is the DSP build either way."""
     fw = src_dir / "firmware"
     obj = toolchain.compile_m4_object(src_dir / f"{name}.c", fw / f"{name}.o", include=[src_dir])
     size = toolchain.arm_size(obj)
+    macs = _macs(src_dir / f"{name}.h", name)
     out: dict[str, Any] = {"flash_bytes": size.flash, "ram_bytes": size.ram, "size_source": "arm-none-eabi-size",
-                           "stack_bytes_upper_bound": toolchain.max_stack(fw / f"{name}.su")}
+                           "stack_bytes_upper_bound": toolchain.max_stack(fw / f"{name}.su"), "macs": macs}
+    portable = None
+    if measure_portable and toolchain.qemu_available():
+        rc, text = toolchain.run_qemu(toolchain.build_firmware(fw, timeout, extra_cflags=f"-D{name.upper()}_PORTABLE"),
+                                      timeout)
+        if rc != 0:
+            raise toolchain.ToolchainError(f"the portable build failed its self-check on QEMU (exit {rc}):\n{text[-500:]}")
+        portable = instructions_per_inference(parse_ticks(text))["infer_q"]
     elf = toolchain.build_firmware(fw, timeout)
     fw_size = toolchain.arm_size(elf)
     out["firmware_flash_bytes"], out["firmware_ram_bytes_static"] = fw_size.flash, fw_size.ram
@@ -136,8 +155,39 @@ def device_check(src_dir: Path, name: str, timeout: float = 180) -> dict[str, An
     insns = instructions_per_inference(parse_ticks(text))
     out.update({"qemu_exit_code": rc, "host_exit_code": host_rc, "device_output_equals_host": strip(text) == strip(host_text),
                 "instructions_per_inference": round(insns["infer_q"]), "instructions_per_act": round(insns["act"]),
+                "instructions_per_mac": round(insns["infer_q"] / macs, 3),
                 "instructions_source": "QEMU netduinoplus2 -icount (SysTick, calibrated by a 2-instruction loop)"})
+    if portable is not None:
+        out["instructions_per_inference_portable"] = round(portable)
+        out["speedup_vs_portable"] = round(portable / insns["infer_q"], 2)
     return out
+
+
+def _macs(header: Path, name: str) -> int:
+    """Multiply-accumulates per inference, from the generated header's ``<NAME>_MACS``."""
+    m = re.search(rf"#define {name.upper()}_MACS (\d+)", header.read_text())
+    if m is None:
+        raise ValueError(f"no {name.upper()}_MACS in {header}")
+    return int(m.group(1))
+
+
+def shape_figures(widths: list[int], out_dir: Path, seed: int = 0, name: str = "rrl_policy") -> dict[str, Any]:
+    """Instructions per MAC (DSP and portable kernel) and flash for a random int8 MLP of ``widths``: the kernel's
+    cost depends only on the shape. The firmware checks every output against the numpy reference."""
+    from robot_rl.hardware.mcu.dsp_layout import supported
+    from robot_rl.hardware.mcu.quantize import synthetic_model
+
+    qm, states = synthetic_model(widths, seed)
+    rng = np.random.default_rng(seed)
+    x_q = np.concatenate([quantize_input(qm, states[:32]), rng.integers(-128, 128, (32, qm.obs_dim)).astype(np.int8)])
+    codegen.write_sources(qm, out_dir, name)
+    codegen.write_firmware(qm, out_dir, name, x_q, states[:4])
+    res = device_check(out_dir, name, measure_portable=True)
+    return {"widths": widths, "dsp_kernel": supported(qm), "macs": res["macs"],
+            "instructions": res.get("instructions_per_inference"), "instructions_per_mac": res.get("instructions_per_mac"),
+            "instructions_portable": res.get("instructions_per_inference_portable"),
+            "speedup_vs_portable": res.get("speedup_vs_portable"), "flash_bytes": res["flash_bytes"],
+            "bit_exact": res.get("qemu_exit_code") == 0 and res.get("device_output_equals_host", False)}
 
 
 def export(env: Any, teacher: Teacher, cfg: ExportConfig, out_dir: str | Path, description: str = "") -> dict[str, Any]:
@@ -205,7 +255,7 @@ def export(env: Any, teacher: Teacher, cfg: ExportConfig, out_dir: str | Path, d
     report.update(computed_sizes(qm))
     report["size_source"] = "computed from the arrays (arm-none-eabi-size not installed)"
     if cfg.run_qemu and toolchain.arm_available():
-        report.update(device_check(out, cfg.name))
+        report.update(device_check(out, cfg.name, measure_portable=True))
     elif cfg.run_qemu:
         report["device"] = "skipped: arm-none-eabi-gcc not installed (apt-get install gcc-arm-none-eabi " \
                            "libnewlib-arm-none-eabi qemu-system-arm)"
@@ -234,7 +284,9 @@ def format_report(r: dict[str, Any]) -> str:
              f"- tflite-micro interpreter: {r['tflite_micro']}",
              f"- flash {f('flash_bytes', '{}')} B, RAM {f('ram_bytes', '{}')} B ({r.get('size_source')}); "
              f"stack <= {f('stack_bytes_upper_bound', '{}')} B",
-             f"- instructions per inference (int8 core): {f('instructions_per_inference', '{}')}; with the float "
+             f"- instructions per inference (int8 core): {f('instructions_per_inference', '{}')} "
+             f"({f('instructions_per_mac', '{}')} per MAC; portable kernel {f('instructions_per_inference_portable', '{}')}); "
+             f"with the float "
              f"wrapper: {f('instructions_per_act', '{}')} ({r.get('instructions_source', r.get('qemu', r.get('device', 'n/a')))})",
              f"- QEMU exit code {f('qemu_exit_code', '{}')} (host {f('host_exit_code', '{}')}), device output equals "
              f"host: {r.get('device_output_equals_host', 'n/a')}", ""]

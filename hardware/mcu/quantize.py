@@ -307,3 +307,16 @@ def quantization_report(model: FloatModel, qm: QuantizedModel, states: np.ndarra
 
 def gate_passed(report: dict[str, float], cfg: QuantConfig) -> bool:
     return report["max_abs_err"] <= cfg.gate_max_abs and report["p99_abs_err"] <= cfg.gate_p99_abs
+
+
+def synthetic_model(widths: list[int], seed: int = 0, n_states: int = 512) -> tuple[QuantizedModel, np.ndarray]:
+    """A random ReLU MLP of ``widths`` (He-initialised, small biases) quantized on Gaussian states, and those
+    states ``(n_states, widths[0])``: kernel tests and per-shape instruction counts, where only the shape and
+    the integer arithmetic matter, not what the network learnt."""
+    rng = np.random.default_rng(seed)
+    weights = [(rng.normal(size=(o, i)) * np.sqrt(2.0 / i)).astype(np.float32) for i, o in zip(widths[:-1], widths[1:])]
+    biases = [(0.1 * rng.normal(size=o)).astype(np.float32) for o in widths[1:]]
+    act = np.ones(widths[-1], np.float32)
+    model = FloatModel(weights, biases, -act, act)
+    states = rng.normal(size=(n_states, widths[0])).astype(np.float32)
+    return quantize(model, states, QuantConfig()), states

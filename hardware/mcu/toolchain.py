@@ -14,9 +14,9 @@ from typing import Sequence
 
 import numpy as np
 
-HOST_CFLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O2", "-ffp-contract=off")
+HOST_CFLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O2")
 M4_FLAGS = ("-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16")
-M4_CFLAGS = (*M4_FLAGS, "-std=c99", "-Wall", "-Wextra", "-Werror", "-O2", "-ffp-contract=off",
+M4_CFLAGS = (*M4_FLAGS, "-std=c99", "-Wall", "-Wextra", "-Werror", "-O2",
              "-ffunction-sections", "-fdata-sections")
 QEMU_MACHINE = "netduinoplus2"
 
@@ -124,22 +124,29 @@ def max_stack(su_file: Path) -> int:
     return total
 
 
-def build_firmware(fw_dir: Path, timeout: float = 180) -> Path:
-    """``make -C fw_dir firmware.elf`` with the Makefile the exporter wrote there."""
-    cmd = ["make", "-s", "-C", fw_dir, "firmware.elf"]
+FIRMWARE_TARGETS = {"cortex-m4": ("firmware.elf", "netduinoplus2"), "cortex-m3": ("firmware_m3.elf", "lm3s6965evb"),
+                    "cortex-m0": ("firmware_m0.elf", "microbit")}
+"""Core -> (Makefile target, QEMU machine): STM32F405 (M4F, DSP kernel), TI LM3S6965 (M3) and nRF51822 (M0),
+the last two without DSP extension or FPU (portable kernel, software floats)."""
+
+
+def build_firmware(fw_dir: Path, timeout: float = 180, core: str = "cortex-m4", extra_cflags: str = "") -> Path:
+    """``make -C fw_dir <target>`` with the Makefile the exporter wrote there (``EXTRA_CFLAGS`` appended)."""
+    target = FIRMWARE_TARGETS[core][0]
+    cmd = ["make", "-s", "-B", "-C", fw_dir, target, f"EXTRA_CFLAGS={extra_cflags}"]
     _check(_run(cmd, timeout), cmd)
-    return fw_dir / "firmware.elf"
+    return fw_dir / target
 
 
-def build_firmware_host(fw_dir: Path, timeout: float = 120) -> Path:
+def build_firmware_host(fw_dir: Path, timeout: float = 120, extra_cflags: str = "") -> Path:
     """The same firmware ``main.c`` against the stdio platform, for the host-vs-device comparison."""
-    cmd = ["make", "-s", "-C", fw_dir, "firmware_host"]
+    cmd = ["make", "-s", "-B", "-C", fw_dir, "firmware_host", f"EXTRA_CFLAGS={extra_cflags}"]
     _check(_run(cmd, timeout), cmd)
     return fw_dir / "firmware_host"
 
 
-def run_qemu(elf: Path, timeout: float = 120, icount_shift: int = 4) -> tuple[int, str]:
-    """Boot ``elf`` on QEMU's netduinoplus2 with semihosting; returns (exit code, semihosting output).
+def run_qemu(elf: Path, timeout: float = 120, icount_shift: int = 4, machine: str = QEMU_MACHINE) -> tuple[int, str]:
+    """Boot ``elf`` on a QEMU machine (netduinoplus2 by default) with semihosting; returns (exit code, output).
 
     ``-icount shift=N`` makes the virtual clock advance ``2^N`` ns per guest instruction, so the SysTick
     counter (CPU clock) the firmware reads counts instructions, which the firmware calibrates itself.
@@ -150,7 +157,7 @@ def run_qemu(elf: Path, timeout: float = 120, icount_shift: int = 4) -> tuple[in
     # exits through SYS_EXIT_EXTENDED.
     log_path = Path(elf).with_suffix(".semihosting.txt")
     log_path.unlink(missing_ok=True)
-    cmd = ["qemu-system-arm", "-M", QEMU_MACHINE, "-display", "none", "-monitor", "none", "-serial", "none",
+    cmd = ["qemu-system-arm", "-M", machine, "-display", "none", "-monitor", "none", "-serial", "none",
            "-chardev", f"file,id=sh0,path={log_path}", "-semihosting-config", "enable=on,target=native,chardev=sh0",
            "-icount", f"shift={icount_shift}", "-kernel", elf]
     proc = _run(cmd, timeout, text=True)

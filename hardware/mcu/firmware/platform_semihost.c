@@ -1,4 +1,4 @@
-/* Platform for the STM32F405: ARM semihosting (works under QEMU and under a debugger such as OpenOCD with
+/* Platform for the STM32F405 (and the LM3S6965 / nRF51822 builds): ARM semihosting (works under QEMU and under a debugger such as OpenOCD with
  * `arm semihosting enable`; without a debugger attached a BKPT faults) and the SysTick counter. */
 #include <stdint.h>
 
@@ -46,5 +46,9 @@ uint32_t platform_ticks(void) { return (0x00FFFFFFu - SYST_CVR) & 0x00FFFFFFu; }
 void platform_spin(uint32_t n)
 {
     if (n == 0) return;
+#if defined(__thumb2__) || defined(__clang__)
     __asm__ volatile("1: subs %0, %0, #1\n\tbne 1b" : "+r"(n) : : "cc");
+#else /* GCC on Thumb-1 (Cortex-M0) writes divided syntax, where this SUB is the flag-setting one */
+    __asm__ volatile("1: sub %0, #1\n\tbne 1b" : "+r"(n) : : "cc");
+#endif
 }

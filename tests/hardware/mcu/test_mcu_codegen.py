@@ -1,16 +1,24 @@
 """Generated C99: compiles warning-free under -pedantic, matches the numpy int8 reference bit for bit."""
 from __future__ import annotations
 
+import platform
 import re
 import shutil
 
 import numpy as np
 import pytest
 
-from robot_rl.hardware.mcu import codegen, toolchain
+from robot_rl.hardware.mcu import codegen, dsp_layout, toolchain
 from robot_rl.hardware.mcu.quantize import act_float_wrapper, int8_forward, quantize_input
 
 pytestmark = pytest.mark.skipif(toolchain.host_cc() is None, reason="no host C compiler")
+
+
+def _host_has_fma() -> bool:
+    try:
+        return platform.machine() == "x86_64" and " fma " in open("/proc/cpuinfo").read().replace("\n", " ")
+    except OSError:
+        return False
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +27,10 @@ def built(distilled, tmp_path_factory):
     h, c = codegen.write_sources(distilled.qm, out, "pr_policy", "PointReach test student")
     (out / "harness.c").write_text(codegen.host_harness("pr_policy"))
     exes = {}
-    for flavour, extra in (("default", ()), ("portable", ("-DPR_POLICY_PORTABLE",)), ("O0", ("-O0",))):
+    # fast-math: contraction into FMA (-mfma where the CPU has it), finite-math-only; the wrapper must not care
+    fma = ("-mfma",) if _host_has_fma() else ()
+    for flavour, extra in (("default", ()), ("portable", ("-DPR_POLICY_PORTABLE",)), ("O0", ("-O0",)),
+                           ("fastmath", ("-ffast-math", "-ffp-contract=fast", *fma))):
         exes[flavour] = toolchain.compile_host([c, out / "harness.c"], out / f"harness_{flavour}", include=[out],
                                                extra=extra)
     return out, h, c, exes
@@ -32,7 +43,9 @@ def test_sources_are_self_contained_c99(built, distilled):
     assert includes <= {"stdint.h", "string.h", "arm_acle.h", "pr_policy.h"}, includes
     assert not re.search(r"\b(malloc|calloc|realloc|free|printf|float\s+\w+\s*\[\s*\w+\s*\]\s*;)", src)
     assert f'#define PR_POLICY_MODEL_HASH "{distilled.qm.model_hash()}"' in hdr
-    assert "__ARM_FEATURE_DSP" in src and "__smlad" in src and "static const int8_t pr_policy_w0" in src
+    assert dsp_layout.supported(distilled.qm)  # so the DSP branch below is the packed kernel, not a fallback
+    assert "__ARM_FEATURE_DSP" in src and "smlad r4, r10, r8, r4" in src and "smmlar" in src
+    assert "static const uint32_t pr_policy_s0" in src and "static const int8_t pr_policy_w0" in src
     assert re.search(r"^static int8_t pr_policy_buf\[2\]\[64\];", src, re.M)  # static scratch, no heap
 
 
@@ -49,17 +62,25 @@ def test_int8_core_bit_exact_on_thousands_of_inputs(built, distilled):
         assert np.array_equal(got, ref), f"{flavour}: {(got != ref).sum()} mismatching outputs"
 
 
-def test_float_wrapper_bit_exact_and_refuses_non_finite(built, distilled):
-    _, _, _, exes = built
+@pytest.mark.parametrize("flavour", ["default", "fastmath"])
+def test_float_wrapper_bit_exact_and_refuses_non_finite(built, distilled, flavour):
+    """Bit-exact and NaN/inf-refusing with and without -ffast-math -ffp-contract=fast (FMA contraction)."""
+    exe = built[3][flavour]
     obs = np.concatenate([distilled.holdout, distilled.holdout * 3.0])  # in range, and saturating
-    got = toolchain.run_harness_f(exes["default"], obs)
+    got = toolchain.run_harness_f(exe, obs)
     ref = act_float_wrapper(distilled.qm, obs)
     assert np.array_equal(got.view(np.uint32), ref.view(np.uint32))
     assert (np.abs(got) <= 1.0).all()  # PointReach bounds
-    bad = distilled.holdout[:3].copy()
-    bad[0, 2], bad[1, 0] = np.nan, np.inf
-    out = toolchain.run_harness_f(exes["default"], bad)
-    assert np.isnan(out[0]).all() and np.isnan(out[1]).all() and np.isfinite(out[2]).all()
+    bad = distilled.holdout[:4].copy()
+    bad[0, 2], bad[1, 0], bad[2, 5] = np.nan, np.inf, -np.inf
+    out = toolchain.run_harness_f(exe, bad)
+    assert np.isnan(out[:3]).all() and np.isfinite(out[3]).all()
+
+
+def test_header_states_the_build_flags(built):
+    hdr = built[1].read_text()
+    assert '#define PR_POLICY_CFLAGS_M4 "-std=c99 -O2 -mcpu=cortex-m4 -mthumb' in hdr
+    assert "-ffp-contract" in hdr and "FLT_EVAL_METHOD" in hdr
 
 
 def test_int8_student_tracks_float_student(built, distilled):
