@@ -8,12 +8,13 @@ import json
 import logging
 import os
 import secrets
+import signal
 import socket
 import time
 from pathlib import Path
 from typing import Any
 
-from robot_rl.dashboard.feed import TOKEN_ENV, dashboard_dir
+from robot_rl.dashboard.feed import TOKEN_ENV, URL_FILE, dashboard_dir
 from robot_rl.dashboard.server import STATIC, FeedClient, is_loopback, validate_control
 
 log = logging.getLogger("robot_rl.dashboard")
@@ -158,7 +159,7 @@ def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8765, requir
     app = make_app(run_dir, token, status_hz, frame_size)
     out = dashboard_dir(run_dir)
     out.mkdir(parents=True, exist_ok=True)
-    url_file = out / "url.txt"
+    url_file = out / URL_FILE
     fd = os.open(url_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(url + "\n")
@@ -166,6 +167,11 @@ def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8765, requir
     print("  on a robot cell: ssh -L {0}:127.0.0.1:{0} USER@CELL, then open the URL above here".format(port),
           flush=True)
     config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=1, access_log=False)
+
+    def exit_on_sigterm(signum, frame):  # noqa: ARG001  (uvicorn re-raises the signal after its own shutdown)
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:

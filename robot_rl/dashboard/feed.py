@@ -30,11 +30,34 @@ from robot_rl.transport.wire import Chunk, Control
 log = logging.getLogger("robot_rl.dashboard")
 
 FEED_FILE = "feed.json"
+URL_FILE = "url.txt"
 TOKEN_ENV = "ROBOT_RL_DASHBOARD_TOKEN"
 
 
 def dashboard_dir(run_dir: str | Path) -> Path:
     return Path(run_dir) / "dashboard"
+
+
+def announce_url(run_dir: str | Path, timeout_s: float = 300.0) -> threading.Thread:
+    """Log the dashboard's URL (with its token) once the server the learner started writes it: ``robot-rl train``
+    shows it in the terminal, where the learner's own log is not."""
+    path = dashboard_dir(run_dir) / URL_FILE
+    since = time.time() - 1.0  # a file left by an earlier server that crashed is not this run's
+
+    def wait() -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if path.exists() and path.stat().st_mtime >= since and path.read_text().strip():
+                log.info("dashboard: %s  (from a robot cell: ssh -L PORT:127.0.0.1:PORT, then open it)",
+                         path.read_text().strip())
+                return
+            time.sleep(0.5)
+        log.warning("the dashboard did not start within %.0fs: see %s", timeout_s,
+                    Path(run_dir) / "logs" / "dashboard.log")
+
+    thread = threading.Thread(target=wait, name="dashboard-url", daemon=True)
+    thread.start()
+    return thread
 
 
 class DashboardFeed:
@@ -101,6 +124,7 @@ class DashboardFeed:
 
     # ------------------------------------------------------------------------------------ server child
     def _launch_server(self) -> None:
+        (self.dir / URL_FILE).unlink(missing_ok=True)  # an earlier server's URL must not be announced
         token = os.environ.get(TOKEN_ENV) or secrets.token_urlsafe(18)
         logs = Path(self.cfg.run_dir) / "logs"
         logs.mkdir(parents=True, exist_ok=True)
