@@ -163,6 +163,8 @@ def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8765, requir
     fd = os.open(url_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(url + "\n")
+    server_file = out / "server.json"  # who serves this run (no token): tools and tests find the process here
+    server_file.write_text(json.dumps({"pid": os.getpid(), "host": host, "port": port, "started_at": time.time()}))
     print(f"robot-rl dashboard for {run_dir}: {url}", flush=True)
     print("  on a robot cell: ssh -L {0}:127.0.0.1:{0} USER@CELL, then open the URL above here".format(port),
           flush=True)
@@ -176,4 +178,5 @@ def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8765, requir
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         url_file.unlink(missing_ok=True)
+        server_file.unlink(missing_ok=True)
     return 0
