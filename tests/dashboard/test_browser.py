@@ -35,6 +35,8 @@ from selenium.webdriver.common.by import By  # noqa: E402
 
 from support import free_ports  # noqa: E402
 
+pytestmark = pytest.mark.browser  # ~80 s with 4 processes and a browser: its own step, not the default suite
+
 
 def _wait(predicate, timeout: float, what: str):
     deadline = time.monotonic() + timeout
