@@ -63,6 +63,13 @@ def announce_url(run_dir: str | Path, timeout_s: float = 300.0) -> threading.Thr
 class DashboardFeed:
     def __init__(self, cfg: Any, learner: Any) -> None:
         self.cfg, self.dcfg, self.learner = cfg, cfg.dashboard, learner
+        if self.dcfg.enabled:
+            import importlib.util
+
+            missing = [m for m in ("starlette", "uvicorn") if importlib.util.find_spec(m) is None]
+            if missing:
+                raise RuntimeError(f"dashboard.enabled=true needs {', '.join(missing)}: pip install "
+                                   "'robot-rl[dashboard]' (or run without dashboard.enabled)")
         self.dir = dashboard_dir(cfg.run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self._images: dict[tuple[str, str], tuple[np.ndarray, int]] = {}  # (actor, camera) -> (H, W, 3), steps
