@@ -65,8 +65,11 @@ def make_app(run_dir: str | Path, token: str | None, status_hz: float = 2.0, fra
         return None
 
     async def index(request: Request) -> Response:
-        return refused(request) or Response(page, media_type="text/html",
-                                            headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY"})
+        return refused(request) or Response(page, media_type="text/html", headers={
+            "Cache-Control": "no-store", "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer",
+            # this origin only: nothing is fetched from elsewhere (no CDN), and no other site may frame the page
+            "Content-Security-Policy": "default-src 'self'; script-src 'self' 'unsafe-inline'; "
+                                       "style-src 'self' 'unsafe-inline'; img-src 'self'; frame-ancestors 'none'"})
 
     def snapshot() -> dict[str, Any]:
         frames = {f"{a}/{c}": steps for (a, c), (_, steps) in list(feed.frames.items())}

@@ -186,23 +186,25 @@ def test_feed_never_blocks_without_a_reader(rig):
     feed = rig["learner"].dashboard_feed
     feed._stop.set()  # this test is the socket's only user now (zmq sockets are single-threaded)
     feed._thread.join(5)
+    payload = np.zeros((600, 600, 3), np.uint8)  # ~1 MB frames
+
+    def flood(done):
+        for i in range(2000):
+            feed._send(encode_frame("flood", "cam", payload, i))
+        done.set()
+
+    nobody = threading.Event()  # no dashboard at all
+    threading.Thread(target=flood, args=(nobody,), daemon=True).start()
+    assert nobody.wait(60), "a feed send blocked with no dashboard"
     ctx = zmq.Context.instance()
     stuck = ctx.socket(zmq.SUB)
     stuck.setsockopt(zmq.SUBSCRIBE, b"")
     stuck.rcvhwm = 4
     stuck.connect(feed.endpoints["status"])
     time.sleep(0.3)  # let it join, so the sends below really face a reader that does not read
-    payload = np.zeros((600, 600, 3), np.uint8)  # ~1 MB frames
     done = threading.Event()
-
-    def flood():
-        for i in range(2000):
-            feed._send(encode_frame("flood", "cam", payload, i))
-        done.set()
-
-    thread = threading.Thread(target=flood, daemon=True)
-    thread.start()
-    assert done.wait(60), "a feed send blocked"
+    threading.Thread(target=flood, args=(done,), daemon=True).start()
+    assert done.wait(60), "a feed send blocked with a dashboard that does not read"
     received = 0
     while stuck.poll(200):
         frames = stuck.recv_multipart()
