@@ -157,6 +157,23 @@ class Actor:
             from robot_rl.hardware.teleop.session import HilSession
 
             self.hil = HilSession(cfg, self.envs, self.action_spec, self.spec_hash, self.actor_id, self.rng)
+        from robot_rl.actor_status import StatusReporter
+
+        self.status = StatusReporter(transport, self.hil.hil.name if self.hil is not None else "none")
+        """Fleet-table figures for the dashboard, sent with the transport's heartbeats."""
+
+    def _apply_controls(self) -> None:
+        """Operator commands from the dashboard, relayed by the learner (wire ``Control``)."""
+        for control in self.transport.poll_controls():
+            log.info("actor %s: dashboard %s (issued %.2fs ago)", self.actor_id, control.action,
+                     time.time() - control.issued_at)
+            if control.action in ("pause", "resume"):
+                self.status.paused = control.action == "pause"
+            elif self.hil is None:
+                log.warning("actor %s: %s ignored: this actor runs without an operator (hil=none)", self.actor_id,
+                            control.action)
+            else:  # the teleop keys' path: labels the current episode of every env at the next step
+                self.hil.push_events(control.action.removeprefix("label_"))
 
     def _reset(self, j: int, episode_id: int) -> dict[str, np.ndarray]:
         seed = env_seed(self.cfg.env.seed, self.actor_id, j) + episode_id
@@ -204,6 +221,12 @@ class Actor:
         while not max_steps or self.stats.steps < max_steps:
             if stop is not None and stop.is_set():
                 break
+            self._apply_controls()
+            self.status.maybe_report(self.envs, self.stats.weights_version)
+            if self.status.paused:  # paused from the dashboard: step nothing, keep reporting
+                self.status.idle()
+                time.sleep(0.05)
+                continue
             if rate is None and self.cfg.actor.pace:
                 self.pacer.wait(stop, len(self.envs))
             t0 = time.perf_counter()
@@ -219,8 +242,10 @@ class Actor:
             if self.hil is not None:  # the operator's command replaces the policy's where they drive
                 decided = self.hil.arbitrate(obs, policy_actions)
                 if decided is None:  # robot held: device lost or silent, or paused (the operator was told)
+                    self.status.hold(self.hil.hold_reason())
                     continue
                 actions, intervened = decided
+            self.status.step(intervened)
             for j, env in enumerate(self.envs):
                 result = env.step(actions[j])
                 tr = Transition(obs=obs[j], action=actions[j], reward=result.reward, next_obs=result.obs,
@@ -274,3 +299,4 @@ class Actor:
         self.store.write(episode)
         self.transport.flush()
         self.stats.record_episode(success, float(episode.reward.sum()))
+        self.status.episode(int(episode.intervened.sum()), len(transitions), success)

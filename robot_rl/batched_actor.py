@@ -46,6 +46,18 @@ class BatchedActor:
         self.high = torch.as_tensor(self.action_spec.high, dtype=torch.float32, device=env.device)  # (A,)
         self.stats = ActorStats()
         self.pacer = UtdPacer(transport)
+        from robot_rl.actor_status import StatusReporter
+
+        self.status = StatusReporter(transport, "none")  # fleet figures for the dashboard (no operator here)
+
+    def _apply_controls(self) -> None:
+        """Dashboard pause/resume relayed by the learner; labels need an operator, which batched envs have not."""
+        for control in self.transport.poll_controls():
+            if control.action in ("pause", "resume"):
+                log.info("batched actor %s: dashboard %s", self.actor_id, control.action)
+                self.status.paused = control.action == "pause"
+            else:
+                log.warning("batched actor %s: %s ignored: no operator (hil) here", self.actor_id, control.action)
 
     def _actions(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         """(N, A) float32 actions on the env's device; uniform random during the exploration phase."""
@@ -83,6 +95,12 @@ class BatchedActor:
         while not max_steps or self.stats.steps < max_steps:
             if stop is not None and stop.is_set():
                 break
+            self._apply_controls()
+            self.status.maybe_report([self.env], self.stats.weights_version)
+            if self.status.paused:
+                self.status.idle()
+                time.sleep(0.05)
+                continue
             if self.cfg.actor.pace:
                 self.pacer.wait(stop, n)  # one batched step spends N env steps of budget
             t0 = time.perf_counter()
@@ -109,6 +127,7 @@ class BatchedActor:
             if bool(term.any() or trunc.any()):
                 self.transport.flush()  # finished episodes' partial chunks go out now (as the single-env actor)
             self.stats.steps += n
+            self.status.step([False] * n)
             obs = result.obs
             self.stats.loop_ms.append((time.perf_counter() - t0) * 1e3)
             if len(self.stats.loop_ms) > 10_000:
@@ -130,3 +149,4 @@ class BatchedActor:
                                            meta=meta)
         self.store.write(episode)
         self.stats.record_episode(success, float(episode.reward.sum()))
+        self.status.episode(0, len(transitions), success)

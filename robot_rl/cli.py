@@ -27,7 +27,8 @@ log = logging.getLogger("robot_rl.cli")
 
 # Modules that add subcommands of their own (``reward``, ``pretrain``, ``export-mcu``, ...): see build_parser.
 FEATURE_COMMANDS: tuple[str, ...] = ("robot_rl.hardware.mcu.cli", "robot_rl.reward_models.cli",
-                                     "robot_rl.policies.cli", "robot_rl.datasets.cli")
+                                     "robot_rl.policies.cli", "robot_rl.datasets.cli",
+                                     "robot_rl.dashboard.cli")
 
 def split_extra(overrides: Sequence[str], keys: Sequence[str]) -> tuple[list[str], dict[str, str]]:
     """Pull subcommand-specific ``key=value`` arguments (e.g. ``n=20``) out of the hydra overrides; feature

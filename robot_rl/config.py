@@ -205,6 +205,31 @@ class RewardConfig(ConfigNode):
 
 
 @dataclass
+class DashboardConfig(ConfigNode):
+    """The operator's live web page (``robot-rl dashboard RUN_DIR``; ``robot_rl/dashboard``)."""
+
+    enabled: bool = False
+    """Start the web server (its own process) with the learner (``robot-rl train|learner dashboard.enabled=true``)."""
+    feed: bool = True
+    """The learner publishes its status for dashboards (a PUB socket that never blocks the update loop), so
+    ``robot-rl dashboard RUN_DIR`` can attach to a running learner. Off: no dashboard can show this run."""
+    feed_bind: str = "127.0.0.1"
+    """Interface of the feed's sockets (random ports, written to ``run_dir/dashboard/feed.json``)."""
+    host: str = "127.0.0.1"
+    """Web server interface: loopback by default (reach it over ``ssh -L``); any other needs the token."""
+    port: int = 8765
+    """Web server port (0: any free port; the URL is printed and written to ``run_dir/dashboard/url.txt``)."""
+    require_token: bool = True
+    """Every request must carry the random access token printed at start. Only a loopback server may drop it."""
+    status_hz: float = 2.0
+    """Status snapshots per second sent by the learner (fleet, counters, evaluations)."""
+    frame_hz: float = 2.0
+    """Camera frames per second per actor sent by the learner (when the env has images)."""
+    frame_size: int = 240
+    """Longest side (px) of the JPEG shown per camera; larger camera images are downsampled."""
+
+
+@dataclass
 class TrainConfig(ConfigNode):
     """Root config of ``robot-rl train | learner | actor``."""
 
@@ -223,6 +248,8 @@ class TrainConfig(ConfigNode):
     """Human in the loop on the actors: teleop device or virtual operator, interventions, graded protocol."""
     reward: RewardConfig = field(default_factory=RewardConfig)
     """Learned reward labelling the learner's batches (``reward=prm reward.checkpoint=...``); ``none`` = env."""
+    dashboard: DashboardConfig = field(default_factory=DashboardConfig)
+    """The operator's live web page fed by the learner (fleet, cameras, learning, controls)."""
     run_dir: str = "runs/${now:%Y-%m-%d_%H-%M-%S}"
     """Where the resolved config, checkpoints, logs, plots and episodes go (a new timestamped directory per
     run by default; give a learner the same ``run_dir`` again to resume it from its latest checkpoint)."""

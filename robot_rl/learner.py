@@ -85,6 +85,11 @@ class Learner:
         self._eval_env: Any = None
         self._resume_or_load_demos()
         self.transport = transport or self._make_transport()
+        self.dashboard_feed = None  # status for `robot-rl dashboard` (robot_rl/dashboard/feed.py); never blocks
+        if getattr(cfg, "dashboard", None) is not None and cfg.dashboard.feed:
+            from robot_rl.dashboard.feed import DashboardFeed
+
+            self.dashboard_feed = DashboardFeed(cfg, self)
 
     # ------------------------------------------------------------------------------------------ setup
     def _make_transport(self) -> LearnerTransport:
@@ -130,6 +135,8 @@ class Learner:
             self.demo.add_batch(batch.select(batch.intervened))  # human corrections are demonstrations too
         self.online_transitions += len(batch)
         self._last_data_time = time.monotonic()
+        if self.dashboard_feed is not None:
+            self.dashboard_feed.observe(chunk)
 
     # ---------------------------------------------------------------------------------- checkpoints
     def save_checkpoint(self) -> Path:
@@ -195,6 +202,8 @@ class Learner:
         if metrics["eval/episodes"] == 0:  # stopped before one episode finished: nothing to report
             return
         logger.log({**metrics, "updates": self.updates}, step=self.online_transitions, force_print=True)
+        if self.dashboard_feed is not None:
+            self.dashboard_feed.eval_point(self.online_transitions, metrics["eval/success_rate"])
 
     def stop(self) -> None:
         self._stop.set()
@@ -238,6 +247,8 @@ class Learner:
         logger = RunLogger(self.run_dir, cfg.logger, "learner", to_dict(cfg))
         self._pretrain_offline(logger)
         self.transport.start()
+        if self.dashboard_feed is not None:
+            self.dashboard_feed.start()
         self.publish()  # actors start from the learner's initial (or resumed, or demo-pretrained) policy
         last_ckpt = last_log = last_publish = t_start = time.monotonic()
         metrics: dict[str, float] = {}
@@ -285,6 +296,8 @@ class Learner:
                    step=self.online_transitions)
 
     def close(self) -> None:
+        if self.dashboard_feed is not None:
+            self.dashboard_feed.close()
         self.transport.close()
         if self._eval_env is not None:
             self._eval_env.close()

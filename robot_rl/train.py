@@ -255,6 +255,10 @@ def train(cfg: Any) -> int:
     actor_args = lambda i: ["actor", "--config", str(config_path), f"actor.actor_id=actor-{i}", *extra_common]
     actors = [_spawn(actor_args(i), logs / f"actor-{i}.log") for i in range(cfg.num_actors)]
     log.info("learner pid %d, actor pids %s; logs in %s", learner.pid, [a.pid for a in actors], logs)
+    if cfg.dashboard.enabled:  # the learner starts the web server; its URL (with the token) goes to this terminal
+        from robot_rl.dashboard.feed import announce_url
+
+        announce_url(run_dir)
     t0 = time.monotonic()
     try:
         with TrainProgress(run_dir, cfg.learner.max_env_steps) as progress:

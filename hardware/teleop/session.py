@@ -152,6 +152,19 @@ class HilSession:
             self.window.sync(self.notifier.overlay)
         return tr, success
 
+    def push_events(self, *events: str) -> None:
+        """Label/reset presses from elsewhere than the device (the dashboard's buttons): they label every env's
+        current episode at its next step, exactly like the device's keys."""
+        for event in events:
+            if event not in ("success", "failure", "reset"):
+                raise ValueError(f"unknown operator event {event!r} (success, failure, reset)")
+            for rec in self.records:
+                rec.events.append(event)
+
+    def hold_reason(self) -> str:
+        """Why the robot is held now ("" when it is not, or the operator cannot hold it: the virtual one)."""
+        return next((op.hold_reason for op in self.operators if getattr(op, "hold_reason", "")), "")
+
     def episode_meta(self, j: int, success: bool, interrupted: bool, episode_id: int) -> dict[str, Any]:
         rec = self.records[j]
         meta = {"hil": self.hil.name, "protocol_mode": self.protocol.mode[j], "label": rec.label,

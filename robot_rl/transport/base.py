@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from robot_rl.types import Transition
-from robot_rl.transport.wire import Chunk, Weights
+from robot_rl.transport.wire import ActorStatus, Chunk, Control, Weights
 
 ChunkSink = Callable[[Chunk], None]
 """Called by the learner transport for every new, validated chunk (under the ledger lock)."""
@@ -86,6 +86,13 @@ class ActorTransport(ABC):
     def stats(self) -> dict[str, float]:
         """queue depth, pending/spilled chunks, acked/committed counts, connection state, weights version."""
 
+    def report_status(self, status: ActorStatus) -> None:
+        """Hand the actor's latest fleet-table figures to the learner (sent with the next heartbeat)."""
+
+    def poll_controls(self) -> list[Control]:
+        """Operator commands relayed by the learner since the last call, oldest first (none by default)."""
+        return []
+
     @property
     @abstractmethod
     def connected(self) -> bool: ...
@@ -121,6 +128,15 @@ class LearnerTransport(ABC):
 
     @abstractmethod
     def connected_actors(self) -> list[str]: ...
+
+    def fleet(self) -> list[dict[str, Any]]:
+        """One record per known actor for the dashboard: ``actor_id``, ``connected``, ``seen_s_ago``,
+        ``transitions`` and ``status`` (the actor's latest :class:`ActorStatus` as a dict, or None)."""
+        return []
+
+    def send_control(self, actor_id: str, control: Control) -> bool:
+        """Relay an operator command to ``actor_id``; False when no connected actor has that id."""
+        return False
 
     @abstractmethod
     def close(self) -> None: ...

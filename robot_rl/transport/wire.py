@@ -12,7 +12,7 @@ and NaN/inf all raise :class:`WireError` with a reason the receiver logs before 
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, fields as dataclass_fields
 from enum import Enum
 from typing import Any, Mapping, Sequence
 
@@ -22,7 +22,9 @@ import numpy as np
 from robot_rl.specs import ActionSpec, ObsSpec, SpecError
 from robot_rl.types import SCALAR_FIELDS, VECTOR_FIELDS, Batch
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+"""1: hello/welcome/reject/heartbeat/chunk/ack/commit/unknown_peer/weights. 2: + control (learner -> actor: the
+dashboard's pause/resume/label) and status (actor -> learner: its fleet-table figures)."""
 MAX_HEADER_BYTES = 64 * 1024
 MAX_CHUNK_TRANSITIONS = 4096
 _ALIGN = 64  # tensor payloads start on a 64-byte boundary inside a weights frame
@@ -43,6 +45,8 @@ class Msg(str, Enum):
     COMMIT = "commit"        # learner -> actor: chunks up to seq are in a durable checkpoint; drop them
     UNKNOWN_PEER = "unknown_peer"  # learner -> actor: data before hello (e.g. learner restarted): say hello
     WEIGHTS = "weights"      # learner -> actors (PUB): versioned policy state_dict
+    CONTROL = "control"      # learner -> actor: an operator's command from the dashboard (pause/resume/label)
+    STATUS = "status"        # actor -> learner: the actor's figures for the dashboard's fleet table (~2 Hz)
 
 
 # ----------------------------------------------------------------------------------------------- headers
@@ -111,6 +115,78 @@ def handshake_mismatch(hello: Hello, spec_hash: str, config_hash: str) -> str | 
         return (f"config hash mismatch: actor {hello.actor_id} has {hello.config_hash}, learner has "
                 f"{config_hash} (env/policy configs differ; compare the resolved config files)")
     return None
+
+
+# ------------------------------------------------------------------------------------- control and status
+CONTROL_ACTIONS = ("pause", "resume", "label_success", "label_failure")
+"""What an operator can ask one actor from the dashboard. ``label_*`` take the same path as the teleop device's
+success/failure keys (:meth:`robot_rl.hardware.teleop.session.HilSession.push_events`)."""
+
+
+@dataclass(frozen=True)
+class Control:
+    """learner -> actor: one operator command (the learner relays it from the dashboard)."""
+
+    action: str
+    """One of :data:`CONTROL_ACTIONS`."""
+    issued_at: float
+    """Unix time the operator asked (logged by the actor, so the command's latency is on record)."""
+
+    def encode(self) -> list[bytes]:
+        return [pack_header(Msg.CONTROL, action=self.action, issued_at=float(self.issued_at))]
+
+    @staticmethod
+    def decode(header: Mapping[str, Any]) -> "Control":
+        action = require(header, "action", str)
+        if action not in CONTROL_ACTIONS:
+            raise WireError(f"control: unknown action {action!r} (expected one of {CONTROL_ACTIONS})")
+        return Control(action, float(require(header, "issued_at", (int, float))))
+
+
+@dataclass(frozen=True)
+class ActorStatus:
+    """actor -> learner: what the dashboard's fleet table shows of one actor (sent with its heartbeats)."""
+
+    steps: int
+    """Env steps so far (summed over the actor's envs)."""
+    steps_per_s: float
+    """Env steps per second over the last few seconds (0 while paused or held)."""
+    episodes: int
+    """Finished episodes."""
+    success_rate: float
+    """Success rate of the last 20 episodes (0 before the first)."""
+    intervention_rate: float
+    """Fraction of intervened steps over the last 20 episodes and the current one."""
+    operator_s: float
+    """Seconds of wall time during which the operator drove (the human cost of the run so far)."""
+    pending_bytes: int
+    """Chunks held in memory until the learner commits them."""
+    spilled: int
+    """Chunks spilled to disk so far (memory bound reached or shutdown)."""
+    weights_version: int
+    """Policy version the actor acts with (-1: initial weights)."""
+    paused: bool
+    """Paused from the dashboard: nothing is stepped."""
+    hil: str
+    """Operator kind (``hil.name``: ``none``, ``keyboard``, ``virtual``, ...): labels need one."""
+    safety_event: str
+    """Latest safety event: ``hold: <reason>``, ``estop``, ``stale: ...`` ("" when none yet)."""
+    safety_event_at: float
+    """Unix time of ``safety_event`` (0.0 when none)."""
+
+    def encode(self) -> list[bytes]:
+        return [pack_header(Msg.STATUS, **{f.name: getattr(self, f.name) for f in dataclass_fields(ActorStatus)})]
+
+    @staticmethod
+    def decode(header: Mapping[str, Any]) -> "ActorStatus":
+        values = {}
+        for f in dataclass_fields(ActorStatus):
+            typ = {"int": int, "float": (int, float), "bool": bool, "str": str}[str(f.type)]
+            value = require(header, f.name, typ)
+            if f.type == "float" and not np.isfinite(value):
+                raise WireError(f"status: field {f.name!r} is {value}")
+            values[f.name] = float(value) if f.type == "float" else value
+        return ActorStatus(**values)
 
 
 # ------------------------------------------------------------------------------------------------ chunks

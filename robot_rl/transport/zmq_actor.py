@@ -21,8 +21,8 @@ from robot_rl.specs import ActionSpec, ObsSpec
 from robot_rl.transport.base import ActorTransport
 from robot_rl.transport.keys import actor_keys, make_client_socket_secure
 from robot_rl.transport.pending import PendingChunks
-from robot_rl.transport.wire import (Hello, Msg, Weights, WireError, decode_weights, encode_chunk, pack_header,
-                                     unpack_header)
+from robot_rl.transport.wire import (ActorStatus, Control, Hello, Msg, Weights, WireError, decode_weights,
+                                     encode_chunk, pack_header, unpack_header)
 from robot_rl.types import Batch, Transition
 
 log = logging.getLogger("robot_rl.actor.transport")
@@ -46,6 +46,8 @@ class ZmqActorClient(ActorTransport):
         self._weights_lock = threading.Lock()
         self._taken_version = -1
         self._progress: dict[str, int] | None = None
+        self._status_frames: list[bytes] | None = None  # latest ActorStatus, sent with the heartbeats
+        self._controls: collections.deque[Control] = collections.deque()  # IO thread -> control loop
         self.pending = PendingChunks(cfg.max_pending_bytes, Path(spill_dir) if spill_dir else None)
         recovered = self.pending.recover_spilled()
         if recovered:
@@ -101,6 +103,15 @@ class ZmqActorClient(ActorTransport):
 
     def learner_progress(self) -> dict[str, int] | None:
         return self._progress
+
+    def report_status(self, status: ActorStatus) -> None:
+        self._status_frames = status.encode()  # a list swap is atomic: the IO thread sends the newest
+
+    def poll_controls(self) -> list[Control]:
+        out = []
+        while self._controls:
+            out.append(self._controls.popleft())
+        return out
 
     @property
     def connected(self) -> bool:
@@ -218,6 +229,9 @@ class ZmqActorClient(ActorTransport):
         if self.rejected_reason is None:
             try:
                 self.dealer.send_multipart(frames, flags=zmq.NOBLOCK)
+                status = self._status_frames
+                if self._welcomed and status is not None:
+                    self.dealer.send_multipart(status, flags=zmq.NOBLOCK)
             except zmq.Again:
                 pass
         silent_for = now - self._last_heard if self._last_heard else 0.0
@@ -254,6 +268,11 @@ class ZmqActorClient(ActorTransport):
             elif kind is Msg.UNKNOWN_PEER:
                 self._welcomed = False
                 self.dealer.send_multipart(self._hello, flags=zmq.NOBLOCK)
+            elif kind is Msg.CONTROL:
+                try:
+                    self._controls.append(Control.decode(header))
+                except WireError as exc:
+                    log.warning("actor %s: refused a control message: %s", self.actor_id, exc)
             elif kind is Msg.REJECT:
                 self.rejected_reason = str(header.get("reason"))
                 log.error("actor %s: learner refused the handshake: %s", self.actor_id, self.rejected_reason)

@@ -7,6 +7,7 @@ actor sends can stop this thread.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -22,8 +23,8 @@ import zmq.auth.thread
 from robot_rl.specs import ActionSpec, ObsSpec
 from robot_rl.transport.base import ChunkSink, DedupLedger, LearnerTransport
 from robot_rl.transport.keys import learner_keys, make_server_socket_secure
-from robot_rl.transport.wire import (Hello, Msg, WeightsEncoder, WireError, decode_chunk, handshake_mismatch,
-                                     pack_header, unpack_header)
+from robot_rl.transport.wire import (ActorStatus, Control, Hello, Msg, WeightsEncoder, WireError, decode_chunk,
+                                     handshake_mismatch, pack_header, unpack_header)
 
 log = logging.getLogger("robot_rl.learner.transport")
 
@@ -36,6 +37,8 @@ class _Peer:
     silent: bool = False
     chunks: int = 0
     transitions: int = 0
+    status: ActorStatus | None = None
+    """The actor's latest fleet-table figures (dashboard), None until its first status message."""
 
 
 @dataclass
@@ -140,6 +143,24 @@ class ZmqLearnerServer(LearnerTransport):
     def stats(self) -> dict[str, float]:
         return {**{k: float(v) for k, v in self.counters.items()}, "actors": float(len(self.connected_actors()))}
 
+    def fleet(self) -> list[dict[str, Any]]:
+        now = time.monotonic()
+        latest: dict[str, _Peer] = {}
+        with self._peers_lock:  # a restarted actor is a new peer under the same id: show its newest connection
+            for peer in self._peers.values():
+                if peer.actor_id not in latest or peer.last_seen > latest[peer.actor_id].last_seen:
+                    latest[peer.actor_id] = peer
+            return [{"actor_id": p.actor_id, "connected": not p.silent, "seen_s_ago": now - p.last_seen,
+                     "transitions": p.transitions, "status": dataclasses.asdict(p.status) if p.status else None}
+                    for _, p in sorted(latest.items())]
+
+    def send_control(self, actor_id: str, control: Control) -> bool:
+        with self._peers_lock:
+            rids = [rid for rid, p in self._peers.items() if p.actor_id == actor_id and not p.silent]
+        for rid in rids:
+            self._outbox.put((rid, control.encode()))
+        return bool(rids)
+
     def close(self) -> None:
         self._stop.set()
         if self._thread is not None:
@@ -225,6 +246,12 @@ class ZmqLearnerServer(LearnerTransport):
             self._send(rid, [hb])
         elif kind is Msg.CHUNK:
             self._on_chunk(rid, peer, header, frames[2:])
+        elif kind is Msg.STATUS:
+            try:
+                peer.status = ActorStatus.decode(header)
+            except WireError as exc:
+                self.counters["bad_frames"] += 1
+                self._warn.warn(f"bad status from actor %s: {exc}", peer.actor_id)
         else:
             self.counters["bad_frames"] += 1
             self._warn.warn(f"unexpected {kind.value} from actor %s", peer.actor_id)

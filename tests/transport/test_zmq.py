@@ -100,7 +100,7 @@ def test_bad_frames_never_stop_the_learner(pixel_env, ports, caplog):
         with caplog.at_level(logging.WARNING):
             raw.send_multipart([b"\x00\x01garbage"])
             raw.send(b"")
-            raw.send_multipart([msgpack.packb({"t": "chunk", "v": 1, "seq": 0})])  # before hello
+            raw.send_multipart([msgpack.packb({"t": "chunk", "v": wire.PROTOCOL_VERSION, "seq": 0})])  # before hello
             hello = wire.Hello("evil", "i1", rig.sh, "cfg", rig.obs_spec.to_dict(), rig.action_spec.to_dict())
             raw.send_multipart(hello.encode())
             frames = wire.encode_chunk(Batch.from_transitions(rollout(pixel_env, 4, "evil")), "evil", "i1", 0,
