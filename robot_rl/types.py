@@ -160,12 +160,13 @@ class Batch(Generic[ArrayT]):
         return Batch(obs=obs, next_obs=next_obs, actor_id=actor_id, **rest)
 
     def check(self, obs_spec: ObsSpec, action_spec: ActionSpec) -> None:
-        """Validate every field against the specs (shape, dtype, finiteness, equal lengths)."""
+        """Validate every field against the specs (shape, dtype, finiteness, action bounds, equal lengths)."""
         n = len(self)
         obs_spec.check(self.obs, batched=True, what="obs")
         obs_spec.check(self.next_obs, batched=True, what="next_obs")
-        action_spec.array.check("action", self.action, batched=True)
-        action_spec.array.check("policy_action", self.policy_action, batched=True)
+        # Bounds too, not only finiteness: a finite 1e30 would otherwise enter replay and wreck the critic.
+        action_spec.check(self.action, batched=True, what="action")
+        action_spec.check(self.policy_action, batched=True, what="policy_action")
         for name, dtype in SCALAR_FIELDS.items():
             value = getattr(self, name)
             if not isinstance(value, np.ndarray) or value.shape != (n,) or value.dtype != np.dtype(dtype):
