@@ -51,6 +51,8 @@ class ActorStats:
     episodes: int = 0
     successes: int = 0
     weights_version: int = -1
+    weights_incarnation: str = ""
+    """Run id of the learner whose weights the policy holds (versions are ordered only within one run)."""
     loop_ms: list[float] = field(default_factory=list)
     recent_returns: list[float] = field(default_factory=list)
     recent_success: list[bool] = field(default_factory=list)
@@ -165,6 +167,7 @@ class Actor:
         if weights is not None:
             load_weights(self.policy, weights.arrays)
             self.stats.weights_version = weights.version
+            self.stats.weights_incarnation = weights.incarnation
 
     def _actions(self, obs: list[dict[str, np.ndarray]]) -> np.ndarray:
         """(N, A) float32 actions within bounds; uniform random during the initial exploration phase."""
@@ -249,7 +252,8 @@ class Actor:
 
     def _finish_episode(self, transitions: list[Transition], success: bool, env: RobotEnv,
                         interrupted: bool = False, index: int = 0) -> None:
-        meta = {"interrupted": interrupted, "weights_version": self.stats.weights_version}
+        meta = {"interrupted": interrupted, "weights_version": self.stats.weights_version,
+                "weights_incarnation": self.stats.weights_incarnation}
         if self.hil is not None:  # label, its source and the intervention rate (reward models read these)
             meta.update(self.hil.episode_meta(index, success, interrupted, transitions[0].episode_id))
         episode = Episode.from_transitions(transitions, self.spec_hash, success=success,

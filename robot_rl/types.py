@@ -6,7 +6,7 @@ observation frame once (``T + 1`` frames for ``T`` steps) so ``next_obs`` never 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, Iterator, Mapping, Sequence, TypeVar
 
 import numpy as np
@@ -253,9 +253,3 @@ class Episode:
     def transitions(self) -> Iterator[Transition]:
         return self.to_batch().transitions()
 
-    def with_rewards(self, reward: np.ndarray) -> "Episode":
-        return replace(self, reward=np.asarray(reward, np.float32))
-
-
-def batch_field_names() -> list[str]:
-    return [f.name for f in fields(Batch)]

@@ -113,10 +113,6 @@ class PendingChunks:
     def __len__(self) -> int:
         return len(self._chunks)
 
-    @property
-    def n_spilled(self) -> int:
-        return sum(1 for c in self._chunks.values() if c.frames is None)
-
     def recover_spilled(self) -> int:
         """Load spilled chunks left by an earlier run of this actor; they will be resent."""
         if self.spill_dir is None:
