@@ -150,6 +150,7 @@ class Actor:
         self.rng = np.random.default_rng(env_seed(cfg.env.seed, self.actor_id, 999))
         self.stats = ActorStats()
         self.pacer = UtdPacer(transport)
+        self._held_since: float | None = None  # monotonic start of a backpressure hold
         self.hil = None  # human in the loop (hil=keyboard|spacemouse|gamepad|virtual): robot_rl.hardware.teleop
         if getattr(cfg, "hil", None) is not None and cfg.hil.name != "none":
             from robot_rl.hardware.teleop.session import HilSession
@@ -168,6 +169,22 @@ class Actor:
             load_weights(self.policy, weights.arrays)
             self.stats.weights_version = weights.version
             self.stats.weights_incarnation = weights.incarnation
+
+    def _hold_for_backpressure(self) -> bool:
+        """True (after a short wait) while the transport cannot hold more uncommitted data: the robot is not
+        stepped (it holds) instead of data being dropped. Logged once when it starts and once when it ends."""
+        reason = self.transport.backpressure()
+        if reason is None:
+            if self._held_since is not None:
+                log.warning("actor %s: resuming after %.1fs held by backpressure", self.actor_id,
+                            time.monotonic() - self._held_since)
+                self._held_since = None
+            return False
+        if self._held_since is None:
+            self._held_since = time.monotonic()
+            log.error("actor %s: holding the robot: %s", self.actor_id, reason)
+        time.sleep(0.05)
+        return True
 
     def _actions(self, obs: list[dict[str, np.ndarray]]) -> np.ndarray:
         """(N, A) float32 actions within bounds; uniform random during the initial exploration phase."""
@@ -198,6 +215,8 @@ class Actor:
                 break
             if rate is None and self.cfg.actor.pace:
                 self.pacer.wait(stop, len(self.envs))
+            if self._hold_for_backpressure():
+                continue
             t0 = time.perf_counter()
             self._maybe_swap_weights()
             actions = self._actions(obs)

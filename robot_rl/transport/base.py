@@ -111,6 +111,10 @@ class ActorTransport(ABC):
         """Progress counters of the newest weights message seen (None before the first)."""
         return None
 
+    def backpressure(self) -> str | None:
+        """Why the producer must pause now (uncommitted data it cannot hold any more), or None to go on."""
+        return None
+
     @abstractmethod
     def stats(self) -> dict[str, float]:
         """queue depth, pending/spilled chunks, acked/committed counts, connection state, weights version."""

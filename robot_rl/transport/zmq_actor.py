@@ -108,6 +108,13 @@ class ZmqActorClient(ActorTransport):
     def learner_progress(self) -> dict[str, int] | None:
         return self._progress
 
+    def backpressure(self) -> str | None:
+        if not self.pending.backpressure:
+            return None
+        return (f"{len(self.pending)} uncommitted chunks ({self.pending.mem_bytes / 2**20:.1f} MB) exceed "
+                f"transport.max_pending_bytes ({self.pending.max_bytes / 2**20:.1f} MB) and the spill directory "
+                f"cannot take more: {self.pending.spill_error or 'no spill directory configured'}")
+
     @property
     def connected(self) -> bool:
         return self._welcomed and not self._lost_reported
@@ -116,6 +123,8 @@ class ZmqActorClient(ActorTransport):
         return {**{k: float(v) for k, v in self.counters.items()},
                 "queue_depth": float(len(self._incoming)), "pending_chunks": float(len(self.pending)),
                 "pending_bytes": float(self.pending.mem_bytes), "spilled": float(self.pending.spilled_total),
+                "spill_failures": float(self.pending.spill_failures),
+                "backpressure": float(self.pending.backpressure),
                 "connected": float(self.connected), "weights_version": float(self._taken.version if self._taken else -1)}
 
     def close(self, drain_s: float = 0.0) -> None:
@@ -154,6 +163,7 @@ class ZmqActorClient(ActorTransport):
         poller.register(self.sub, zmq.POLLIN)
         next_hb = 0.0
         next_resend_scan = 0.0
+        next_spill_retry = 0.0
         oldest_wait = None
         while not self._stop.is_set():
             try:
@@ -171,6 +181,9 @@ class ZmqActorClient(ActorTransport):
                     self._make_chunks(force=True)
                     oldest_wait = None
                 self._flush.clear()
+                if self.pending.backpressure and now >= next_spill_retry:  # the disk may have room again
+                    next_spill_retry = now + 1.0
+                    self.pending.retry_spill()
                 if now >= next_hb:
                     next_hb = now + self.cfg.heartbeat_interval_s
                     self._heartbeat(now)
