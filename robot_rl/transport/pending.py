@@ -64,6 +64,8 @@ class PendingChunk:
     buffers: list[np.ndarray] | None = None
     """Pooled arrays behind ``frames`` (returned to the pool when the chunk is dropped)."""
     sends: int = 0
+    persist_pending: bool = False
+    """Asked to be written at creation, but the write failed (retried by :meth:`PendingChunks.retry_spill`)."""
     tracker: Any = None
     """zmq MessageTracker of the last send: a buffer is reused only once libzmq is done with it."""
 
@@ -111,6 +113,7 @@ class PendingChunks:
         self.spill_error: str | None = None
         """Why the last write to the spill directory failed (None once a write succeeds again)."""
         self.spill_failures = 0
+        self._unpersisted = 0
         self._last_spill_log = -1e9
         # Pooled buffers are what the pending chunks of the next commit period will occupy anyway.
         self.pool = ArrayPool(max_bytes=self.max_bytes)
@@ -188,6 +191,9 @@ class PendingChunks:
         self.unacked += 1
         if persist and self.spill_dir is not None:
             chunk.spill_path = self._write_spill(key, frames)
+            if chunk.spill_path is None:
+                chunk.persist_pending = True
+                self._unpersisted += 1
         self._spill_if_needed()
 
     def _spill_if_needed(self) -> None:
@@ -216,11 +222,29 @@ class PendingChunks:
                 chunk.spill_path = self._write_spill(key, chunk.frames)
                 if chunk.spill_path is None:
                     break  # the disk is full: keep the rest in memory, try again with the next chunk
+                if chunk.persist_pending:
+                    chunk.persist_pending = False
+                    self._unpersisted -= 1
             self._release(chunk)
             self.spilled_total += 1
 
+    @property
+    def unpersisted(self) -> bool:
+        """Some chunk that was to be written at creation (``spill_all_chunks``) is only in memory: its write
+        failed (disk full), so a SIGKILL now would lose it."""
+        return self._unpersisted > 0
+
     def retry_spill(self) -> None:
-        """Try again to move chunks past the memory bound to disk (called while :attr:`backpressure` holds)."""
+        """Try the failed writes again (called periodically while :attr:`backpressure` or :attr:`unpersisted`):
+        chunks that were to be persisted at creation first, then whatever exceeds the memory bound."""
+        if self._unpersisted and self.spill_dir is not None:
+            for key, chunk in self._chunks.items():
+                if chunk.persist_pending and chunk.frames is not None:
+                    chunk.spill_path = self._write_spill(key, chunk.frames)
+                    if chunk.spill_path is None:
+                        break
+                    chunk.persist_pending = False
+                    self._unpersisted -= 1
         self._spill_if_needed()
 
     def spill_all(self) -> int:
@@ -287,6 +311,8 @@ class PendingChunks:
         chunk = self._chunks.pop(key)
         if not chunk.acked:
             self.unacked -= 1
+        if chunk.persist_pending:
+            self._unpersisted -= 1
         self._release(chunk)
         if chunk.spill_path is not None:
             with contextlib.suppress(FileNotFoundError):

@@ -181,7 +181,8 @@ class ZmqActorClient(ActorTransport):
                     self._make_chunks(force=True)
                     oldest_wait = None
                 self._flush.clear()
-                if self.pending.backpressure and now >= next_spill_retry:  # the disk may have room again
+                if (self.pending.backpressure or self.pending.unpersisted) and now >= next_spill_retry:
+                    # the disk may have room again
                     next_spill_retry = now + 1.0
                     self.pending.retry_spill()
                 if now >= next_hb:

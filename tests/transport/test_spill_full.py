@@ -1,6 +1,7 @@
 """The actor's spill directory cannot take more (disk full): backpressure and a clear error, never a crash.
 
-A real write failure, no mock: a child process lowers its RLIMIT_FSIZE soft limit so every spill file write
+Once there is room again, every chunk whose write failed is written (``spill_all_chunks``: nothing a SIGKILL
+could lose stays in memory only). A real write failure, no mock: a child process lowers its RLIMIT_FSIZE soft limit so every spill file write
 fails with EFBIG ("File too large"), the way ENOSPC fails it on a full disk, then raises it again."""
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ SCRIPT = textwrap.dedent("""
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
     env = PointReach(PointReachConfig(obs="pixels", image_size=16))
     p1, p2 = free_ports(2)  # nobody listens: no learner, nothing is ever committed
-    cfg = TransportConfig(transitions_port=p1, weights_port=p2, chunk_size=8, max_pending_bytes=100_000)
+    cfg = TransportConfig(transitions_port=p1, weights_port=p2, chunk_size=8, max_pending_bytes=100_000,
+                          spill_all_chunks=True)
     client = ZmqActorClient(cfg, "a0", env.obs_spec, env.action_spec, spec_hash(env.obs_spec, env.action_spec),
                             "cfg", spill_dir=Path(sys.argv[1]))
     resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))  # the "disk" is full from here on
@@ -52,6 +54,12 @@ SCRIPT = textwrap.dedent("""
     thread.join(30)
     assert not thread.is_alive() and out["steps"] == 50, out
     assert client.backpressure() is None and client.pending.mem_bytes <= 100_000
+    # every chunk whose write at creation failed is on disk again: a SIGKILL now would lose nothing
+    deadline = time.monotonic() + 10
+    while client.pending.unpersisted and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not client.pending.unpersisted
+    assert all(c.spill_path is not None and c.spill_path.exists() for c in client.pending._chunks.values())
     client.close()
     print("OK", flush=True)
 """)
