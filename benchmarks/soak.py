@@ -143,7 +143,7 @@ class Soak:
         return [f"env={a.env}", f"env.control_hz={a.control_hz}", "algo=sac", "policy.hidden_dims=[64,64]",
                 "algo.critic_hidden_dims=[64,64]", f"run_dir={self.run_dir}", "logger.wandb=disabled",
                 "logger.progress=false", "transport.heartbeat_interval_s=0.5", "transport.peer_timeout_s=3",
-                "transport.resend_after_s=2", "transport.spill_all_chunks=true"]
+                "transport.resend_after_s=2", f"transport.spill_all_chunks={str(a.spill_all_chunks).lower()}"]
 
     def setup(self) -> None:
         if self.network:
@@ -350,6 +350,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--disk-mb", type=int, default=8, help="size of actor 3's spill tmpfs")
     p.add_argument("--disk-pending-kb", type=int, default=48, help="actor 3's transport.max_pending_bytes")
     p.add_argument("--checkpoint-every", type=float, default=20.0, help="learner.checkpoint_every_s")
+    p.add_argument("--spill-all-chunks", type=lambda v: v.lower() in ("1", "true", "yes"), default=True,
+                   help="transport.spill_all_chunks (false: a killed actor loses its uncommitted chunks)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="", help="directory for run, logs and traces (default: a temp dir)")
     p.add_argument("--no-network-faults", action="store_true")

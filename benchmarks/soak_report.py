@@ -69,7 +69,9 @@ def _learner_runs(soak: Any, events: list[dict]) -> list[dict]:
     for k, proc in enumerate(learners[1:], start=1):
         killed = learners[k - 1].killed_at
         taken = next((e for e in incarnations if e["t"] >= proc.started), None)
+        before = [e["version"] for e in events if e["t"] < proc.started]
         runs.append({"killed_at": killed, "restarted_at": proc.started,
+                     "previous_learner_max_version": max(before) if before else None,
                      "weights_version_taken": None if taken is None else taken["version"],
                      "taken_s_after_restart": None if taken is None else round(taken["t"] - proc.started, 2),
                      "outage_end": taken["t"] if taken else soak.stopped_at})
@@ -158,8 +160,8 @@ def figures(soak: Any) -> dict:
         "actor_period_nominal_ms": round(1e3 / args.control_hz, 1),
         "actor_period_ratio_outage_vs_normal": (round(_p99(outage) / _p99(normal), 3)
                                                 if len(outage) and len(normal) else None),
-        "weights_after_learner_restart": [{k: r[k] for k in ("weights_version_taken", "taken_s_after_restart")}
-                                          for r in runs],
+        "weights_after_learner_restart": [{k: r[k] for k in ("weights_version_taken", "taken_s_after_restart",
+                                                             "previous_learner_max_version")} for r in runs],
         "spill_full_errors": _log_count(soak, "actor-3", "No space left on device"),
         "backpressure_holds": _log_count(soak, "actor-3", "holding the robot"),
         "network_faults": soak.network, "minutes": args.minutes, "actors": args.actors, "env": args.env,

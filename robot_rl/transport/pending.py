@@ -27,6 +27,10 @@ log = logging.getLogger("robot_rl.actor.transport")
 Key = tuple[str, int]  # (incarnation, seq)
 
 
+def human_bytes(n: float) -> str:
+    return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{n / 2**10:.0f} kB"
+
+
 class ArrayPool:
     """Reuses the actor's chunk buffers. A fresh multi-megabyte allocation is backed by new pages that fault
     on first touch, which costs ~10x the copy itself; buffers of committed chunks are recycled instead."""
@@ -171,9 +175,9 @@ class PendingChunks:
             now = time.monotonic()
             if now - self._last_spill_log >= 5.0:
                 self._last_spill_log = now
-                log.error("actor spill directory %s: %s; keeping %d uncommitted chunks (%.1f MB) in memory "
+                log.error("actor spill directory %s: %s; keeping %d uncommitted chunks (%s) in memory "
                           "(%d failed writes so far)%s", path.parent, exc.strerror or exc, len(self._chunks),
-                          self.mem_bytes / 2**20, self.spill_failures,
+                          human_bytes(self.mem_bytes), self.spill_failures,
                           "; memory bound reached: pausing the actor" if self.backpressure else "")
             return None
         if self.spill_error is not None:

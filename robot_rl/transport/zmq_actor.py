@@ -21,7 +21,7 @@ import zmq
 from robot_rl.specs import ActionSpec, ObsSpec
 from robot_rl.transport.base import ActorTransport, RateLimitedLog
 from robot_rl.transport.keys import actor_keys, make_client_socket_secure
-from robot_rl.transport.pending import PendingChunks
+from robot_rl.transport.pending import PendingChunks, human_bytes
 from robot_rl.transport.wire import (Hello, Msg, Weights, WireError, decode_weights, encode_chunk, pack_header,
                                      unpack_header)
 from robot_rl.types import Batch, Transition
@@ -111,8 +111,8 @@ class ZmqActorClient(ActorTransport):
     def backpressure(self) -> str | None:
         if not self.pending.backpressure:
             return None
-        return (f"{len(self.pending)} uncommitted chunks ({self.pending.mem_bytes / 2**20:.1f} MB) exceed "
-                f"transport.max_pending_bytes ({self.pending.max_bytes / 2**20:.1f} MB) and the spill directory "
+        return (f"{len(self.pending)} uncommitted chunks ({human_bytes(self.pending.mem_bytes)}) exceed "
+                f"transport.max_pending_bytes ({human_bytes(self.pending.max_bytes)}) and the spill directory "
                 f"cannot take more: {self.pending.spill_error or 'no spill directory configured'}")
 
     @property
