@@ -18,7 +18,7 @@ get progress 0 everywhere; every frame of a failure is "not done".
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -257,7 +257,3 @@ class PairSampler:
                          first={v: np.stack(x) for v, x in first.items()}, text=text, phi=phi, phi_mask=phi_mask,
                          delta=delta, delta_mask=delta_mask, done=done)
 
-
-def split_by_success(episodes: Iterable[Episode]) -> tuple[list[Episode], list[Episode]]:
-    eps = list(episodes)
-    return [e for e in eps if e.success], [e for e in eps if not e.success]

@@ -134,6 +134,10 @@ class LabelledSampler(MixedSampler):
     def sample_numpy(self) -> Batch:
         return self.labeller.label(super().sample_numpy())
 
+    def sample_demo_numpy(self) -> Batch:
+        # Offline pre-training must train on the same (learned) reward as the online phase that follows it.
+        return self.labeller.label(super().sample_demo_numpy())
+
 
 # ------------------------------------------------------------------------------------- construction
 def _resolve_device(name: str, learner_device: torch.device) -> torch.device:

@@ -53,6 +53,8 @@ class ActorStats:
     weights_version: int = -1
     non_finite_actions: int = 0
     """Control ticks skipped because the policy produced NaN/inf (nothing sent; the env's watchdog holds)."""
+    weights_incarnation: str = ""
+    """Run id of the learner whose weights the policy holds (versions are ordered only within one run)."""
     loop_ms: list[float] = field(default_factory=list)
     recent_returns: list[float] = field(default_factory=list)
     recent_success: list[bool] = field(default_factory=list)
@@ -152,6 +154,7 @@ class Actor:
         self.stats = ActorStats()
         self.pacer = UtdPacer(transport)
         self._last_bad_actions_log = -np.inf
+        self._held_since: float | None = None  # monotonic start of a backpressure hold
         self.hil = None  # human in the loop (hil=keyboard|spacemouse|gamepad|virtual): robot_rl.hardware.teleop
         if getattr(cfg, "hil", None) is not None and cfg.hil.name != "none":
             from robot_rl.hardware.teleop.session import HilSession
@@ -186,6 +189,23 @@ class Actor:
         if weights is not None:
             load_weights(self.policy, weights.arrays)
             self.stats.weights_version = weights.version
+            self.stats.weights_incarnation = weights.incarnation
+
+    def _hold_for_backpressure(self) -> bool:
+        """True (after a short wait) while the transport cannot hold more uncommitted data: the robot is not
+        stepped (it holds) instead of data being dropped. Logged once when it starts and once when it ends."""
+        reason = self.transport.backpressure()
+        if reason is None:
+            if self._held_since is not None:
+                log.warning("actor %s: resuming after %.1fs held by backpressure", self.actor_id,
+                            time.monotonic() - self._held_since)
+                self._held_since = None
+            return False
+        if self._held_since is None:
+            self._held_since = time.monotonic()
+            log.error("actor %s: holding the robot: %s", self.actor_id, reason)
+        time.sleep(0.05)
+        return True
 
     def _actions(self, obs: list[dict[str, np.ndarray]]) -> np.ndarray | None:
         """(N, A) float32 actions within bounds; uniform random during the initial exploration phase. None when the
@@ -229,6 +249,8 @@ class Actor:
                 continue
             if rate is None and self.cfg.actor.pace:
                 self.pacer.wait(stop, len(self.envs))
+            if self._hold_for_backpressure():
+                continue
             t0 = time.perf_counter()
             self._maybe_swap_weights()
             actions = self._actions(obs)
@@ -291,7 +313,8 @@ class Actor:
 
     def _finish_episode(self, transitions: list[Transition], success: bool, env: RobotEnv,
                         interrupted: bool = False, index: int = 0) -> None:
-        meta = {"interrupted": interrupted, "weights_version": self.stats.weights_version}
+        meta = {"interrupted": interrupted, "weights_version": self.stats.weights_version,
+                "weights_incarnation": self.stats.weights_incarnation}
         if self.hil is not None:  # label, its source and the intervention rate (reward models read these)
             meta.update(self.hil.episode_meta(index, success, interrupted, transitions[0].episode_id))
         episode = Episode.from_transitions(transitions, self.spec_hash, success=success,

@@ -79,6 +79,7 @@ class BatchedActor:
             load_weights(self.policy, weights.arrays)
             self.policy_device = next(self.policy.parameters()).device
             self.stats.weights_version = weights.version
+            self.stats.weights_incarnation = weights.incarnation
 
     def run(self, max_steps: int | None = None, stop: Any = None) -> dict[str, float]:
         """Run until ``max_steps`` env steps (summed over envs), ``stop.is_set()``, or forever."""
@@ -144,7 +145,8 @@ class BatchedActor:
         return self.stats.summary(self.transport, time.perf_counter() - start)
 
     def _finish_episode(self, transitions: list[Transition], success: bool, interrupted: bool = False) -> None:
-        meta = {"interrupted": interrupted, "weights_version": self.stats.weights_version}
+        meta = {"interrupted": interrupted, "weights_version": self.stats.weights_version,
+                "weights_incarnation": self.stats.weights_incarnation}
         episode = Episode.from_transitions(transitions, self.spec_hash, success=success, task=self.env.task,
                                            meta=meta)
         self.store.write(episode)

@@ -4,6 +4,12 @@
 RNG + transport ledger, loaded with ``weights_only=True``) and ``replay_online/``, ``replay_demo/``. It is
 built under a temporary name, fsynced, renamed, and only then is ``LATEST`` atomically rewritten. A crash at
 any point leaves the previous checkpoint complete and pointed to; leftovers are cleaned on the next save.
+
+The same name can be saved twice (no update between two periodic checkpoints, e.g. while every actor is
+away). The live checkpoint is never deleted before its replacement is durable: the new one is written and
+fsynced under ``.tmp-<name>``, the old one is renamed aside to ``.old-<name>``, the new one renamed in, the
+directory fsynced, and only then is the old one removed. A crash between the two renames leaves
+``.old-<name>`` and no ``<name>``: opening the checkpoint directory renames it back (:meth:`_recover`).
 """
 from __future__ import annotations
 
@@ -36,6 +42,20 @@ class Checkpointer:
         self.root = Path(run_dir) / "checkpoints"
         self.root.mkdir(parents=True, exist_ok=True)
         self.keep = keep
+        self._recover()
+
+    def _recover(self) -> None:
+        """Finish or undo a same-name replacement a crash interrupted (see the module docstring)."""
+        for old in self.root.glob(".old-*"):
+            final = self.root / old.name.removeprefix(".old-")
+            if (final / "state.pt").exists():  # the replacement made it: the old copy is garbage
+                shutil.rmtree(old, ignore_errors=True)
+            elif (old / "state.pt").exists():
+                if final.exists():
+                    shutil.rmtree(final)  # an incomplete directory under the live name (cannot be ours)
+                os.replace(old, final)
+                fsync_dir(self.root)
+                log.warning("restored checkpoint %s after a crash while it was being replaced", final.name)
 
     def save(self, name: str, state: dict[str, Any], extra_writers: dict[str, Callable[[Path], None]]) -> Path:
         """Write ``state`` (torch-serialisable, no custom classes) and each ``writer(subdir)`` atomically."""
@@ -52,10 +72,16 @@ class Checkpointer:
                 with open(path, "rb") as f:
                     os.fsync(f.fileno())
         fsync_dir(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        fsync_dir(self.root)
+        if final.exists():  # same name saved again: swap, never delete the live one before the new is in place
+            old = self.root / f".old-{name}"
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(final, old)
+            os.replace(tmp, final)
+            fsync_dir(self.root)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, final)
+            fsync_dir(self.root)
         atomic_write_bytes(self.root / "LATEST", name.encode())
         self._prune(keep_name=name)
         return final

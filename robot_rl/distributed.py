@@ -9,8 +9,12 @@ Design:
 - **Replay lives on rank 0, batches are scattered.** Rank 0 is the :class:`robot_rl.learner.Learner`: it owns the
   transport (exactly-once ingest, acks, commits), replay, checkpoints, evaluation and weight publishing, so
   none of that changes with the number of GPUs. Per update it samples the *global* batch (``algo.batch_size``
-  stays the global batch, so results do not depend on the GPU count) and scatters one contiguous block to
-  each rank. Sharding replay instead would need one transport endpoint and one checkpoint per rank, for a
+  stays the global batch, so results do not depend on the GPU count) and deals its rows out to the ranks
+  (:func:`rank_rows`): within every critic minibatch (rows ``i::k``, see SAC) consecutive rows go to
+  consecutive ranks. The sampler stacks demo rows first; a contiguous block per rank gave rank 0 every demo
+  row, and the masked-mean BC and grasp-margin terms (means over each rank's demo rows, then averaged over
+  ranks) got half their weight with 2 ranks. Dealt out, every rank holds its share of demo rows in every
+  minibatch, and each rank's local minibatch ``i`` is a share of the global minibatch ``i``. Sharding replay instead would need one transport endpoint and one checkpoint per rank, for a
   saving of one batch copy per update (a few MB over NVLink/PCIe, far below an update's compute).
 - **Gradients are averaged at each optimizer step** (a pre-step hook does one flat all-reduce per optimizer),
   which is DDP's arithmetic: every rank's loss is a mean over its equal share of rows, so the averaged
@@ -19,8 +23,10 @@ Design:
   actor), which DDP's forward-hook reducer cannot follow. The price is no overlap of communication with the
   backward pass.
 - **The same random numbers as one process.** Rank 0 sends its generator state with every batch, and
-  ``*_like`` random draws over batch rows (the policy's sampling noise) are drawn for the global batch on every
-  rank and sliced to the rank's rows (:class:`ShardedNoise`). So N ranks compute what one process computes
+  random draws over batch rows (``torch.randn_like/rand_like/randint_like`` of a batch-shaped tensor: the
+  policy's sampling noise; ``torch.rand/randn/randint`` of a batch-shaped size: the pixel shift, the grasp
+  critic's epsilon-greedy) are drawn for the global minibatch on every rank and sliced to the rank's rows
+  (:class:`ShardedNoise`). So N ranks compute what one process computes
   on the whole batch, up to float summation order (``tests/test_distributed_ddp.py``), and replicas never
   drift apart.
 - Only rank 0 publishes weights: the followers' parameters are identical copies.
@@ -43,24 +49,68 @@ log = logging.getLogger("robot_rl.distributed")
 
 _TENSOR_FIELDS = ("action", "reward", "terminated", "truncated", "intervened", "policy_action", "episode_id", "step")
 _LIKE_RANDOM = {torch.randn_like, torch.rand_like, torch.randint_like}
+_SIZED_RANDOM = {torch.rand, torch.randn, torch.randint}
+
+
+def rank_rows(value: torch.Tensor, world: int, minibatches: int) -> list[torch.Tensor]:
+    """Split a global batch field ``(N, ...)`` into ``world`` local fields ``(N / world, ...)``.
+
+    Global row ``g`` belongs to critic minibatch ``i = g % k`` at position ``p = g // k`` (SAC's strided
+    minibatches, ``k = minibatches``); it goes to rank ``p % world`` as its local row ``(p // world) * k + i``.
+    So local minibatch ``i`` (local rows ``i::k``) is rows ``p = r, r + world, ...`` of global minibatch ``i``,
+    which is how :class:`ShardedNoise` slices the global draws."""
+    n = value.shape[0]
+    grouped = value.reshape(n // (world * minibatches), world, minibatches, *value.shape[1:])  # (J, W, k, ...)
+    return [grouped[:, r].reshape(n // world, *value.shape[1:]) for r in range(world)]
+
+
+def _size_argument(func: Any, args: tuple, kwargs: dict) -> tuple[str | int, tuple[int, ...]] | None:
+    """Where the ``size`` of a ``torch.rand/randn/randint`` call is (kwarg name or position) and its value."""
+    if "size" in kwargs:
+        return "size", tuple(kwargs["size"])
+    if func is torch.randint:  # randint(high, size) or randint(low, high, size)
+        for i, a in enumerate(args):
+            if isinstance(a, (tuple, list, torch.Size)):
+                return i, tuple(a)
+        return None
+    if len(args) == 1 and isinstance(args[0], (tuple, list, torch.Size)):
+        return 0, tuple(args[0])
+    if args and all(isinstance(a, int) for a in args):
+        return -1, tuple(args)  # rand(n, d): the whole positional tuple is the size
+    return None
 
 
 class ShardedNoise(TorchFunctionMode):
-    """Inside an update, ``torch.randn_like/rand_like/randint_like(x)`` of a batch-shaped ``x`` ``(n, ...)``
-    draws ``(world * n, ...)`` numbers (what one process would draw for the global batch) and returns this
-    rank's rows ``[rank * n, (rank + 1) * n)``. Every rank consumes the generator identically."""
+    """Inside an update, a random draw over batch rows returns this rank's rows of what one process would draw
+    for the global minibatch. A draw is over batch rows when its leading dimension ``n`` is one of
+    ``batch_rows`` (the local batch and local critic minibatch sizes): ``torch.randn_like/rand_like/
+    randint_like(x)`` of ``x (n, ...)`` and ``torch.rand/randn/randint`` of size ``(n, ...)``. It draws
+    ``(world * n, ...)`` numbers and returns rows ``rank::world`` (see :func:`rank_rows`). Every rank consumes
+    the generator identically. Other draws (REDQ's ``randperm`` of critic members) are the same on all ranks."""
 
-    def __init__(self, rank: int, world: int) -> None:
+    def __init__(self, rank: int, world: int, batch_rows: set[int]) -> None:
         super().__init__()
-        self.rank, self.world = rank, world
+        self.rank, self.world, self.batch_rows = rank, world, batch_rows
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
-        if func in _LIKE_RANDOM and args and isinstance(args[0], torch.Tensor) and args[0].ndim >= 1:
+        if func in _LIKE_RANDOM and args and isinstance(args[0], torch.Tensor) and args[0].ndim >= 1 \
+                and args[0].shape[0] in self.batch_rows:
             x = args[0]
-            n = x.shape[0]
-            full = x.new_empty((self.world * n, *x.shape[1:]))  # (world * n, ...)
-            return func(full, *args[1:], **kwargs)[self.rank * n:(self.rank + 1) * n]
+            full = x.new_empty((self.world * x.shape[0], *x.shape[1:]))  # (world * n, ...)
+            return func(full, *args[1:], **kwargs)[self.rank::self.world]
+        if func in _SIZED_RANDOM:
+            where = _size_argument(func, args, kwargs)
+            if where is not None and where[1] and where[1][0] in self.batch_rows:
+                pos, size = where
+                full = (self.world * size[0], *size[1:])
+                if pos == "size":
+                    kwargs = {**kwargs, "size": full}
+                elif pos == -1:
+                    args = full
+                else:
+                    args = (*args[:pos], full, *args[pos + 1:])
+                return func(*args, **kwargs)[self.rank::self.world]
         return func(*args, **kwargs)
 
 
@@ -156,8 +206,9 @@ class DataParallelAlgorithm(Algorithm):
     def _local_update(self, local: Batch, bc_only: bool, rng: torch.Tensor) -> dict[str, float]:
         _set_rng_state(rng, self.device)
         self._in_update = True
+        rows = {len(local), len(local) // self._critic_steps}
         try:
-            with ShardedNoise(self.rank, self.world):
+            with ShardedNoise(self.rank, self.world, rows):
                 metrics = self.inner.update(local, bc_only=True) if bc_only else self.inner.update(local)
         finally:
             self._in_update = False
@@ -168,7 +219,7 @@ class DataParallelAlgorithm(Algorithm):
 
     def _scatter(self, layout: dict[str, tuple[tuple[int, ...], str]],
                  fields: dict[str, torch.Tensor] | None) -> Batch:
-        """Contiguous block ``rank`` of every field ``(N, ...)`` -> local ``(N / world, ...)`` tensors."""
+        """This rank's rows (:func:`rank_rows`) of every field ``(N, ...)`` -> local ``(N / world, ...)`` tensors."""
         local = {}
         for name, (shape, dtype) in layout.items():
             wire_dtype = torch.uint8 if dtype == "torch.bool" else getattr(torch, dtype.removeprefix("torch."))
@@ -177,7 +228,7 @@ class DataParallelAlgorithm(Algorithm):
             if self.rank == self.src:
                 value = fields[name].to(self.device)
                 value = value.to(torch.uint8) if value.dtype == torch.bool else value
-                chunks = [c.contiguous() for c in value.chunk(self.world)]
+                chunks = [c.contiguous() for c in rank_rows(value, self.world, self._critic_steps)]
             dist.scatter(out, chunks, src=self.src, group=self.group)
             local[name] = out.bool() if dtype == "torch.bool" else out
         return _batch_from_fields(local)

@@ -218,13 +218,17 @@ class MixedSampler:
         batch.from_demo = np.arange(self.batch_size) < n_demo  # demo rows come first
         return batch
 
-    def sample_demo(self) -> Batch:
-        """A batch from the demo buffer alone (offline pre-training before online data exists), on ``device``."""
+    def sample_demo_numpy(self) -> Batch:
+        """A numpy batch from the demo buffer alone (subclasses label it like :meth:`sample_numpy`)."""
         if self.demo is None or len(self.demo) == 0:
             raise ValueError("the demo buffer is empty")
         batch = self.demo.sample(self.batch_size, self.rng)
         batch.from_demo = np.ones(self.batch_size, bool)
-        return self._to_device(batch)
+        return batch
+
+    def sample_demo(self) -> Batch:
+        """A batch from the demo buffer alone (offline pre-training before online data exists), on ``device``."""
+        return self._to_device(self.sample_demo_numpy())
 
     def _to_device(self, batch: Batch) -> Batch:
         # Runs on the prefetch thread, so the host->device copy overlaps the learner's update.

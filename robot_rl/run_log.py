@@ -63,7 +63,3 @@ class RunLogger:
         if self._wandb is not None:
             self._wandb.finish()
 
-
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]

@@ -6,7 +6,7 @@ observation frame once (``T + 1`` frames for ``T`` steps) so ``next_obs`` never 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, Iterator, Mapping, Sequence, TypeVar
 
 import numpy as np
@@ -160,12 +160,13 @@ class Batch(Generic[ArrayT]):
         return Batch(obs=obs, next_obs=next_obs, actor_id=actor_id, **rest)
 
     def check(self, obs_spec: ObsSpec, action_spec: ActionSpec) -> None:
-        """Validate every field against the specs (shape, dtype, finiteness, equal lengths)."""
+        """Validate every field against the specs (shape, dtype, finiteness, action bounds, equal lengths)."""
         n = len(self)
         obs_spec.check(self.obs, batched=True, what="obs")
         obs_spec.check(self.next_obs, batched=True, what="next_obs")
-        action_spec.array.check("action", self.action, batched=True)
-        action_spec.array.check("policy_action", self.policy_action, batched=True)
+        # Bounds too, not only finiteness: a finite 1e30 would otherwise enter replay and wreck the critic.
+        action_spec.check(self.action, batched=True, what="action")
+        action_spec.check(self.policy_action, batched=True, what="policy_action")
         for name, dtype in SCALAR_FIELDS.items():
             value = getattr(self, name)
             if not isinstance(value, np.ndarray) or value.shape != (n,) or value.dtype != np.dtype(dtype):
@@ -252,9 +253,3 @@ class Episode:
     def transitions(self) -> Iterator[Transition]:
         return self.to_batch().transitions()
 
-    def with_rewards(self, reward: np.ndarray) -> "Episode":
-        return replace(self, reward=np.asarray(reward, np.float32))
-
-
-def batch_field_names() -> list[str]:
-    return [f.name for f in fields(Batch)]

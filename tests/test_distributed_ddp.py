@@ -1,4 +1,5 @@
-"""Data-parallel SAC on torch.distributed (gloo, 2 CPU processes) equals one process on the same global batches;
+"""Data-parallel SAC on torch.distributed (gloo, 2 CPU processes) equals one process on the same global batches
+(the default recipe: BC on demo rows, discrete gripper, pixels);
 the torchrun entry point trains end to end with a real actor process over ZeroMQ."""
 from __future__ import annotations
 
@@ -21,18 +22,25 @@ from robot_rl.policies.gaussian import GaussianPolicy, GaussianPolicyConfig
 from robot_rl.specs import ActionSpec, ArraySpec, ObsSpec
 from robot_rl.types import Batch
 
-OBS = ObsSpec({"state": ArraySpec((6,), "float32")})
-ACT = ActionSpec((2,), (-1.0, -1.0), (1.0, 1.0), ("vx", "vy"))
-# REDQ subset (randperm on every rank), 2 critic minibatches per update (strided rows), small nets.
+IMAGE = 16  # pixels, kept tiny: the point is the arithmetic of the split, not the encoder
+OBS = ObsSpec({"state": ArraySpec((6,), "float32"), "images/top": ArraySpec((IMAGE, IMAGE, 3), "uint8")})
+ACT = ActionSpec((4,), (-1.0,) * 4, (1.0,) * 4, ("vx", "vy", "vz", "grip"))
+# The default recipe (algo=rlpd_cpu, policy=gaussian on the Panda twin): a BC term on demo rows (bc_weight=1),
+# the discrete gripper's grasp critic (large-margin loss on demo rows, epsilon-greedy exploration), pixels
+# (random-shift augmentation), REDQ subset (randperm on every rank), 2 critic minibatches per update (strided
+# rows); small nets.
 CFG = SACConfig(num_critics=4, target_subset_size=2, critic_updates_per_actor_update=2, critic_hidden_dims=[32, 32],
-                critic_layer_norm=True, actor_lr=1e-3, critic_lr=1e-3, temperature_lr=1e-3)
+                critic_layer_norm=True, actor_lr=1e-3, critic_lr=1e-3, temperature_lr=1e-3, bc_weight=1.0)
+POLICY = GaussianPolicyConfig(hidden_dims=[32, 32], conv_channels=8, conv_layers=2, image_feature_dim=16,
+                              augment_pad=2, discrete_gripper=True, grasp_hidden_dims=[32, 32], gripper_epsilon=0.3)
 GLOBAL_BATCH = 64  # 2 critic minibatches of 32; each rank gets 32 rows = 2 x 16
+DEMO_ROWS = 32  # stacked first, as the sampler does (replay.demo_ratio=0.5)
 UPDATES = 6
 
 
 def build() -> SAC:
     torch.manual_seed(0)
-    policy = GaussianPolicy(GaussianPolicyConfig(hidden_dims=[32, 32]), OBS, ACT)
+    policy = GaussianPolicy(POLICY, OBS, ACT)
     return SAC(CFG, policy, OBS, ACT, "cpu")
 
 
@@ -42,14 +50,16 @@ def batches() -> list[Batch]:
     for _ in range(UPDATES):
         n = GLOBAL_BATCH
         t = lambda a: torch.as_tensor(a)  # noqa: E731
-        out.append(Batch(obs={"state": t(rng.normal(size=(n, 6)).astype(np.float32))},
-                         next_obs={"state": t(rng.normal(size=(n, 6)).astype(np.float32))},
-                         action=t(rng.uniform(-1, 1, (n, 2)).astype(np.float32)),
-                         reward=t((rng.random(n) < 0.2).astype(np.float32)),
+        images = lambda: t(rng.integers(0, 256, (n, IMAGE, IMAGE, 3), dtype=np.uint8))  # noqa: E731
+        action = rng.uniform(-1, 1, (n, 4)).astype(np.float32)
+        action[:, 3] = np.sign(action[:, 3])  # gripper commands are -1 / +1
+        out.append(Batch(obs={"state": t(rng.normal(size=(n, 6)).astype(np.float32)), "images/top": images()},
+                         next_obs={"state": t(rng.normal(size=(n, 6)).astype(np.float32)), "images/top": images()},
+                         action=t(action), reward=t((rng.random(n) < 0.2).astype(np.float32)),
                          terminated=t(rng.random(n) < 0.1), truncated=t(np.zeros(n, bool)),
-                         intervened=t(np.zeros(n, bool)), policy_action=t(np.zeros((n, 2), np.float32)),
+                         intervened=t(np.zeros(n, bool)), policy_action=t(action),
                          episode_id=t(np.zeros(n, np.int64)), step=t(np.arange(n)),
-                         from_demo=t(np.arange(n) < n // 2)))
+                         from_demo=t(np.arange(n) < DEMO_ROWS)))
     return out
 
 
@@ -57,6 +67,7 @@ def params(algo: SAC) -> dict[str, torch.Tensor]:
     state = {f"policy.{k}": v for k, v in algo.policy.state_dict().items()}
     state.update({f"critic.{k}": v for k, v in algo.critic.state_dict().items()})
     state.update({f"target.{k}": v for k, v in algo.target_critic.state_dict().items()})
+    state.update({f"target_grasp.{k}": v for k, v in algo.target_grasp.state_dict().items()})
     state["log_alpha"] = algo.log_alpha.detach()
     return {k: v.detach().clone() for k, v in state.items()}
 
@@ -105,7 +116,8 @@ def test_two_gloo_ranks_equal_one_process(tmp_path: Path) -> None:
         assert moved > 1e-4 or name.startswith("policy.encoder"), f"{name} did not train ({moved})"
         torch.testing.assert_close(rank0["params"][name], value, atol=2e-5, rtol=1e-4, msg=name)
         torch.testing.assert_close(rank1["params"][name], rank0["params"][name], atol=0, rtol=0, msg=name)
-    for key in ("critic_loss", "actor_loss", "q_mean", "entropy"):
+    # bc_loss and grasp_loss are means over demo rows: with every demo row on rank 0 they came out halved
+    for key in ("critic_loss", "actor_loss", "q_mean", "entropy", "bc_loss", "grasp_loss"):
         assert rank0["metrics"][key] == pytest.approx(ref_metrics[key], rel=1e-4, abs=1e-5), key
 
 
@@ -117,7 +129,7 @@ def test_uneven_global_batch_is_refused(tmp_path: Path) -> None:
     try:
         wrapped = DataParallelAlgorithm(build())
         with pytest.raises(ValueError, match="multiple of 2"):
-            wrapped.update(dataclasses.replace(batches()[0], action=torch.zeros(63, 2)))
+            wrapped.update(dataclasses.replace(batches()[0], action=torch.zeros(63, 4)))
         stray = wrapped.inner.critic_optimizer
         with pytest.raises(RuntimeError, match="outside a data-parallel update"):
             stray.step()

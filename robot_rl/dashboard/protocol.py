@@ -14,7 +14,7 @@ A message with another ``v`` is refused: a dashboard and a learner from differen
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import msgpack
 import numpy as np

@@ -9,7 +9,9 @@ Delivery contract (what replay sees is exactly-once):
 """
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from abc import ABC, abstractmethod
 from typing import Any, Callable, Mapping
 
@@ -17,6 +19,33 @@ import numpy as np
 
 from robot_rl.types import Transition
 from robot_rl.transport.wire import ActorStatus, Chunk, Control, Weights
+
+class RateLimitedLog:
+    """At most one warning per kind of problem per ``period_s``: a flood of bad frames must not flood the log.
+
+    ``kind`` is a fixed string chosen by our code (never peer text), so a peer cannot mint new kinds; the table
+    is still capped at ``max_keys`` kinds, the oldest forgotten first."""
+
+    def __init__(self, logger: logging.Logger, period_s: float = 5.0, max_keys: int = 256) -> None:
+        self.logger, self.period_s, self.max_keys = logger, period_s, max_keys
+        self.last: dict[str, float] = {}
+        self.suppressed: dict[str, int] = {}
+
+    def warn(self, kind: str, detail: str) -> None:
+        """Log ``"<kind>: <detail>"`` unless ``kind`` was logged less than ``period_s`` ago (then count it)."""
+        now = time.monotonic()
+        if now - self.last.get(kind, -1e9) >= self.period_s:
+            extra = self.suppressed.pop(kind, 0)
+            self.logger.warning("%s: %s%s", kind, detail, f" (+{extra} similar suppressed)" if extra else "")
+            self.last.pop(kind, None)
+            self.last[kind] = now  # re-inserted: dict order is oldest-logged first
+            while len(self.last) > self.max_keys:
+                oldest = next(iter(self.last))
+                del self.last[oldest]
+                self.suppressed.pop(oldest, None)
+        else:
+            self.suppressed[kind] = self.suppressed.get(kind, 0) + 1
+
 
 ChunkSink = Callable[[Chunk], None]
 """Called by the learner transport for every new, validated chunk (under the ledger lock)."""
@@ -80,6 +109,10 @@ class ActorTransport(ABC):
 
     def learner_progress(self) -> dict[str, int] | None:
         """Progress counters of the newest weights message seen (None before the first)."""
+        return None
+
+    def backpressure(self) -> str | None:
+        """Why the producer must pause now (uncommitted data it cannot hold any more), or None to go on."""
         return None
 
     @abstractmethod

@@ -33,6 +33,7 @@ class InprocLearnerServer(LearnerTransport):
         self._actors: set[str] = set()
         self.counters = {"chunks": 0, "transitions": 0, "duplicates": 0, "rejected": 0}
         self._thread = threading.Thread(target=self._run, name="inproc-learner", daemon=True)
+        self.incarnation = uuid.uuid4().hex[:16]  # 64 bits: tells a restarted learner's weights apart
 
     def start(self) -> None:
         self._thread.start()
@@ -76,7 +77,7 @@ class InprocLearnerServer(LearnerTransport):
     def publish_weights(self, weights: Mapping[str, np.ndarray], version: int,
                         progress: Mapping[str, int] | None = None) -> None:
         self._weights = Weights(int(version), {k: np.array(v, copy=True) for k, v in weights.items()},
-                                dict(progress or {}))
+                                dict(progress or {}), self.incarnation)
 
     def commit(self, marks: dict[str, dict[str, int]]) -> None:
         """Nothing to release: in-process chunks are never held by the actor after delivery."""
@@ -100,7 +101,7 @@ class InprocActorClient(ActorTransport):
         self.incarnation = uuid.uuid4().hex[:12]
         self._buffer: list[Transition] = []
         self._seq = 0
-        self._taken_version = -1
+        self._taken: Weights | None = None
 
     def send(self, transition: Transition) -> None:
         self._buffer.append(transition)
@@ -116,9 +117,9 @@ class InprocActorClient(ActorTransport):
 
     def poll_weights(self) -> Weights | None:
         w = self.server._weights
-        if w is None or w.version <= self._taken_version:
+        if w is None or not w.supersedes(self._taken):
             return None
-        self._taken_version = w.version
+        self._taken = w
         return w
 
     def learner_progress(self) -> dict[str, int] | None:
@@ -131,7 +132,7 @@ class InprocActorClient(ActorTransport):
 
     def stats(self) -> dict[str, float]:
         return {"queue_depth": float(len(self._buffer)), "sent": float(self._seq),
-                "weights_version": float(self._taken_version), "connected": 1.0}
+                "weights_version": float(self._taken.version if self._taken else -1), "connected": 1.0}
 
     def close(self, drain_s: float = 0.0) -> None:
         self.flush()

@@ -1,7 +1,10 @@
 """The actor's store of chunks the learner has not committed yet: bounded in memory, spilling to disk.
 
 Each chunk is kept as its encoded wire frames. Past ``max_bytes`` in memory the oldest chunks are written to
-``spill_dir`` (one atomically written file per chunk) and their memory is released. Spilled chunks survive an
+``spill_dir`` (one atomically written file per chunk) and their memory is released. When the spill directory
+cannot take them (disk full, read-only, gone) the chunks stay in memory, the error is logged (rate-limited)
+and :attr:`PendingChunks.backpressure` says so once memory passes the bound: the actor then holds its robot
+rather than drop data or die; it resumes by itself once the learner commits chunks or the disk has room. Spilled chunks survive an
 actor restart: a new actor process with the same spill directory picks them up and resends them under their
 original incarnation and seq, which the learner's ledger deduplicates.
 """
@@ -10,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import struct
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +25,10 @@ from robot_rl.storage import atomic_write_with, remove_stale_temporaries
 
 log = logging.getLogger("robot_rl.actor.transport")
 Key = tuple[str, int]  # (incarnation, seq)
+
+
+def human_bytes(n: float) -> str:
+    return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{n / 2**10:.0f} kB"
 
 
 class ArrayPool:
@@ -60,6 +68,8 @@ class PendingChunk:
     buffers: list[np.ndarray] | None = None
     """Pooled arrays behind ``frames`` (returned to the pool when the chunk is dropped)."""
     sends: int = 0
+    persist_pending: bool = False
+    """Asked to be written at creation, but the write failed (retried by :meth:`PendingChunks.retry_spill`)."""
     tracker: Any = None
     """zmq MessageTracker of the last send: a buffer is reused only once libzmq is done with it."""
 
@@ -104,6 +114,11 @@ class PendingChunks:
         """Chunks not yet acked (maintained incrementally: other threads may read it without a lock)."""
         self.dropped_acked = 0
         self._warned_drop = False
+        self.spill_error: str | None = None
+        """Why the last write to the spill directory failed (None once a write succeeds again)."""
+        self.spill_failures = 0
+        self._unpersisted = 0
+        self._last_spill_log = -1e9
         # Pooled buffers are what the pending chunks of the next commit period will occupy anyway.
         self.pool = ArrayPool(max_bytes=self.max_bytes)
         if spill_dir is not None:
@@ -112,10 +127,6 @@ class PendingChunks:
 
     def __len__(self) -> int:
         return len(self._chunks)
-
-    @property
-    def n_spilled(self) -> int:
-        return sum(1 for c in self._chunks.values() if c.frames is None)
 
     def recover_spilled(self) -> int:
         """Load spilled chunks left by an earlier run of this actor; they will be resent."""
@@ -147,16 +158,46 @@ class PendingChunks:
             self.pool.release(chunk.buffers)
         chunk.frames, chunk.buffers = None, None
 
+    @property
+    def backpressure(self) -> bool:
+        """More than ``max_bytes`` of uncommitted chunks are held in memory and none can go to disk: the
+        producer must pause (a robot holds) until the learner commits some or the spill directory has room."""
+        return 0 <= self.max_bytes < self.mem_bytes
+
+    def _write_spill(self, key: Key, frames: list[Any]) -> Path | None:
+        """Write one chunk's spill file; on an OS error (ENOSPC...) log it (rate-limited) and return None."""
+        path = self._spill_path(key)
+        try:
+            write_frames(path, frames)
+        except OSError as exc:
+            self.spill_failures += 1
+            self.spill_error = f"cannot write {path.parent}: {exc.strerror or exc}"
+            now = time.monotonic()
+            if now - self._last_spill_log >= 5.0:
+                self._last_spill_log = now
+                log.error("actor spill directory %s: %s; keeping %d uncommitted chunks (%s) in memory "
+                          "(%d failed writes so far)%s", path.parent, exc.strerror or exc, len(self._chunks),
+                          human_bytes(self.mem_bytes), self.spill_failures,
+                          "; memory bound reached: pausing the actor" if self.backpressure else "")
+            return None
+        if self.spill_error is not None:
+            log.warning("actor spill directory %s is writable again (after %d failed writes)", path.parent,
+                        self.spill_failures)
+            self.spill_error = None
+        return path
+
     def add(self, key: Key, frames: list[Any], n_transitions: int, persist: bool = False,
             buffers: list[np.ndarray] | None = None) -> None:
-        """Hold a new chunk; with ``persist`` also write it to the spill directory right away."""
+        """Hold a new chunk; with ``persist`` also write it to the spill directory right away (if it can)."""
         nbytes = sum(_frame_bytes(f).nbytes for f in frames)
         self._chunks[key] = chunk = PendingChunk(frames, nbytes, n_transitions, buffers=buffers)
-        if persist and self.spill_dir is not None:
-            chunk.spill_path = self._spill_path(key)
-            write_frames(chunk.spill_path, frames)
         self.mem_bytes += nbytes
         self.unacked += 1
+        if persist and self.spill_dir is not None:
+            chunk.spill_path = self._write_spill(key, frames)
+            if chunk.spill_path is None:
+                chunk.persist_pending = True
+                self._unpersisted += 1
         self._spill_if_needed()
 
     def _spill_if_needed(self) -> None:
@@ -181,12 +222,34 @@ class PendingChunks:
                 break
             if chunk.frames is None:
                 continue
-            path = self._spill_path(key)
             if chunk.spill_path is None:  # already on disk when persisted at creation
-                write_frames(path, chunk.frames)
-            chunk.spill_path = path
+                chunk.spill_path = self._write_spill(key, chunk.frames)
+                if chunk.spill_path is None:
+                    break  # the disk is full: keep the rest in memory, try again with the next chunk
+                if chunk.persist_pending:
+                    chunk.persist_pending = False
+                    self._unpersisted -= 1
             self._release(chunk)
             self.spilled_total += 1
+
+    @property
+    def unpersisted(self) -> bool:
+        """Some chunk that was to be written at creation (``spill_all_chunks``) is only in memory: its write
+        failed (disk full), so a SIGKILL now would lose it."""
+        return self._unpersisted > 0
+
+    def retry_spill(self) -> None:
+        """Try the failed writes again (called periodically while :attr:`backpressure` or :attr:`unpersisted`):
+        chunks that were to be persisted at creation first, then whatever exceeds the memory bound."""
+        if self._unpersisted and self.spill_dir is not None:
+            for key, chunk in self._chunks.items():
+                if chunk.persist_pending and chunk.frames is not None:
+                    chunk.spill_path = self._write_spill(key, chunk.frames)
+                    if chunk.spill_path is None:
+                        break
+                    chunk.persist_pending = False
+                    self._unpersisted -= 1
+        self._spill_if_needed()
 
     def spill_all(self) -> int:
         """Write every in-memory chunk to disk (actor shutdown: a later run resends what is uncommitted)."""
@@ -252,6 +315,8 @@ class PendingChunks:
         chunk = self._chunks.pop(key)
         if not chunk.acked:
             self.unacked -= 1
+        if chunk.persist_pending:
+            self._unpersisted -= 1
         self._release(chunk)
         if chunk.spill_path is not None:
             with contextlib.suppress(FileNotFoundError):

@@ -6,15 +6,19 @@ sent/received zero-copy. Weights are the exception: SUB sockets with ZMQ_CONFLAT
 messages, so a weights message is one frame ``[tensor bytes, 64-byte aligned][msgpack header][u32 length]``.
 
 Decoders never trust the peer: unknown type, wrong version or spec hash, a header that is not a msgpack map,
-array descriptions that disagree with the handshake spec, buffers of the wrong length, oversized messages
-and NaN/inf all raise :class:`WireError` with a reason the receiver logs before carrying on.
+array descriptions that disagree with the handshake spec (or are not even lists), buffers of the wrong length,
+oversized messages, NaN/inf and actions outside the :class:`ActionSpec` bounds all raise :class:`WireError`
+with a reason the receiver logs (rate-limited) before carrying on. Nothing else may escape a decoder: any
+other exception inside one is a bug in this module, and it is still turned into a :class:`WireError` (the
+frame is rejected and acked as such, so an actor never resends it forever).
 """
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass, fields as dataclass_fields
 from enum import Enum
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import msgpack
 import numpy as np
@@ -22,17 +26,45 @@ import numpy as np
 from robot_rl.specs import ActionSpec, ObsSpec, SpecError
 from robot_rl.types import SCALAR_FIELDS, VECTOR_FIELDS, Batch
 
-PROTOCOL_VERSION = 2
-"""1: hello/welcome/reject/heartbeat/chunk/ack/commit/unknown_peer/weights. 2: + control (learner -> actor: the
-dashboard's pause/resume/label) and status (actor -> learner: its fleet-table figures)."""
+PROTOCOL_VERSION = 3
+"""1: hello/welcome/reject/heartbeat/chunk/ack/commit/unknown_peer/weights. 2: weights carry the learner incarnation
+(a restarted learner's versions are taken at once). 3: + control (learner -> actor: the dashboard's pause/resume/
+label) and status (actor -> learner: its fleet-table figures)."""
 MAX_HEADER_BYTES = 64 * 1024
 MAX_CHUNK_TRANSITIONS = 4096
 _ALIGN = 64  # tensor payloads start on a 64-byte boundary inside a weights frame
-_WEIGHT_DTYPES = ("float32", "float16", "bfloat16", "float64", "int64", "int32", "uint8", "bool")
+_WEIGHT_DTYPES = ("float32", "float16", "float64", "int64", "int32", "uint8", "bool")  # numpy has no bfloat16
 
 
 class WireError(ValueError):
     """A message that must be rejected; ``str(err)`` is the reason to log."""
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def rejects_malformed(what: str) -> Callable[[_F], _F]:
+    """Decorator for decoders: any exception other than :class:`WireError` (a check this module forgot, e.g.
+    ``len()`` of an int a peer sent where a list belongs) becomes a :class:`WireError` naming ``what``, so the
+    receiver rejects the frame with a reason instead of dying or never answering it."""
+
+    def wrap(fn: _F) -> _F:
+        @functools.wraps(fn)
+        def decoder(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except WireError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - by design: nothing but WireError leaves a decoder
+                raise WireError(f"malformed {what} ({type(exc).__name__}: {str(exc)[:120]})") from None
+
+        return decoder  # type: ignore[return-value]
+
+    return wrap
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class Msg(str, Enum):
@@ -54,6 +86,7 @@ def pack_header(kind: Msg, **fields: Any) -> bytes:
     return msgpack.packb({"t": kind.value, "v": PROTOCOL_VERSION, **fields}, use_bin_type=True)
 
 
+@rejects_malformed("header")
 def unpack_header(frame: bytes | memoryview) -> tuple[Msg, dict[str, Any]]:
     """Decode and sanity-check a header frame. Raises :class:`WireError` on anything unexpected."""
     if len(frame) > MAX_HEADER_BYTES:
@@ -100,6 +133,7 @@ class Hello:
                             obs_spec=self.obs_spec, action_spec=self.action_spec)]
 
     @staticmethod
+    @rejects_malformed("hello")
     def decode(header: Mapping[str, Any]) -> "Hello":
         return Hello(require(header, "actor_id", str), require(header, "incarnation", str),
                      require(header, "spec_hash", str), require(header, "config_hash", str),
@@ -218,6 +252,7 @@ class Chunk:
     batch: Batch
 
 
+@rejects_malformed("chunk")
 def decode_chunk(header: Mapping[str, Any], buffers: Sequence[Any], obs_spec: ObsSpec,
                  action_spec: ActionSpec, spec_hash: str) -> Chunk:
     """Validate a chunk against the handshake spec and return it with zero-copy array views."""
@@ -234,17 +269,16 @@ def decode_chunk(header: Mapping[str, Any], buffers: Sequence[Any], obs_spec: Ob
     if len(fields) != len(expected) or len(buffers) != len(expected):
         raise WireError(f"chunk has {len(fields)} field descriptions and {len(buffers)} buffers, "
                         f"spec expects {len(expected)}")
-    described = {}
     for desc in fields:
-        if not (isinstance(desc, list) and len(desc) == 3 and isinstance(desc[0], str)):
-            raise WireError(f"malformed field description {desc!r}")
-        described[desc[0]] = desc
+        if not (isinstance(desc, list) and len(desc) == 3 and isinstance(desc[0], str)
+                and isinstance(desc[1], list) and all(_is_int(d) for d in desc[1]) and isinstance(desc[2], str)):
+            raise WireError(f"malformed field description {str(desc)[:200]} (want [name, [dims...], dtype])")
     arrays: dict[str, np.ndarray] = {}
     for (name, shape, dtype), desc, buf in zip(expected, fields, buffers):
         if desc[0] != name:
             raise WireError(f"field order: got {desc[0]!r}, expected {name!r}")
         want_shape = [n, *shape]
-        if list(desc[1]) != want_shape or desc[2] != dtype:
+        if desc[1] != want_shape or desc[2] != dtype:
             raise WireError(f"{name}: described as {desc[2]} {desc[1]}, spec says {dtype} {want_shape}")
         view = memoryview(buf)
         nbytes = int(np.prod(want_shape, dtype=np.int64)) * np.dtype(dtype).itemsize
@@ -277,8 +311,10 @@ class WeightsEncoder:
     40 MB allocation per publish costs more in page faults than the copy itself).
     """
 
-    def __init__(self, spec_hash: str, config_hash: str) -> None:
+    def __init__(self, spec_hash: str, config_hash: str, incarnation: str) -> None:
         self.spec_hash, self.config_hash = spec_hash, config_hash
+        self.incarnation = incarnation
+        """The publishing learner's run id: versions are ordered only within one incarnation."""
         self._buffers: list[tuple[bytearray, Any]] = []  # (buffer, zmq tracker of its last send)
         self._layout_key: Any = None
 
@@ -286,7 +322,8 @@ class WeightsEncoder:
                progress: Mapping[str, int] | None = None) -> memoryview:
         arrays = {k: np.ascontiguousarray(v) for k, v in weights.items()}
         entries, payload = _weights_layout(arrays)
-        header = pack_header(Msg.WEIGHTS, version=int(version), spec_hash=self.spec_hash,
+        header = pack_header(Msg.WEIGHTS, version=int(version), incarnation=self.incarnation,
+                             spec_hash=self.spec_hash,
                              config_hash=self.config_hash, tensors=entries, payload=payload,
                              progress={k: int(v) for k, v in (progress or {}).items()})
         if len(header) > MAX_HEADER_BYTES:
@@ -312,21 +349,31 @@ class WeightsEncoder:
 
 
 def encode_weights(weights: Mapping[str, np.ndarray], version: int, spec_hash: str, config_hash: str,
-                   progress: Mapping[str, int] | None = None) -> bytes:
+                   progress: Mapping[str, int] | None = None, incarnation: str = "standalone") -> bytes:
     """A standalone weights frame (tests, tools); the learner reuses buffers through WeightsEncoder."""
-    return bytes(WeightsEncoder(spec_hash, config_hash).encode(weights, version, progress))
+    return bytes(WeightsEncoder(spec_hash, config_hash, incarnation).encode(weights, version, progress))
 
 
 @dataclass
 class Weights:
     version: int
+    """Counter of the publishing learner; compare versions only between messages of the same ``incarnation``."""
     arrays: dict[str, np.ndarray]
     """name -> read-only view into the received frame (copy before the frame is released if kept)."""
     progress: dict[str, int]
     """Learner progress when published: ``updates``, ``env_steps`` ingested, ``allowed_env_steps`` (the
     update-to-data budget sim actors pace themselves by)."""
+    incarnation: str
+    """Random run id of the learner process that published them. A restarted learner resumes its counter from
+    its last checkpoint (or from 0), below versions its predecessor published after that checkpoint: an actor
+    takes the first weights of a new incarnation at once, whatever their version."""
+
+    def supersedes(self, other: "Weights | None") -> bool:
+        """True when these weights should replace ``other``: a newer version, or another learner's."""
+        return other is None or self.incarnation != other.incarnation or self.version > other.version
 
 
+@rejects_malformed("weights")
 def decode_weights(frame: Any, spec_hash: str, config_hash: str, max_bytes: int) -> Weights:
     view = memoryview(frame).cast("B")
     if view.nbytes > max_bytes:
@@ -343,6 +390,7 @@ def decode_weights(frame: Any, spec_hash: str, config_hash: str, max_bytes: int)
         raise WireError(f"weights for spec {header.get('spec_hash')}/config {header.get('config_hash')}, "
                         f"this actor runs {spec_hash}/{config_hash}")
     version = require(header, "version", int)
+    incarnation = require(header, "incarnation", str)
     payload = view[:view.nbytes - 4 - hlen]
     if payload.nbytes != require(header, "payload", int):
         raise WireError(f"weights payload has {payload.nbytes} bytes, header says {header.get('payload')}")
@@ -353,13 +401,14 @@ def decode_weights(frame: Any, spec_hash: str, config_hash: str, max_bytes: int)
         name, dtype, shape, off, nbytes = entry
         if dtype not in _WEIGHT_DTYPES:
             raise WireError(f"{name}: dtype {dtype!r} not allowed")
-        np_dtype = np.dtype("uint16") if dtype == "bfloat16" else np.dtype(dtype)
+        np_dtype = np.dtype(dtype)
         if (not isinstance(off, int) or not isinstance(nbytes, int) or off < 0
-                or off + nbytes > payload.nbytes or not isinstance(shape, list)
+                or off + nbytes > payload.nbytes or not isinstance(shape, list) or not isinstance(name, str)
+                or not all(_is_int(d) and d >= 0 for d in shape)
                 or int(np.prod(shape, dtype=np.int64)) * np_dtype.itemsize != nbytes):
             raise WireError(f"{name}: inconsistent offset/size/shape")
         arrays[name] = np.frombuffer(payload[off:off + nbytes], dtype=np_dtype).reshape(shape)
     progress = header.get("progress", {})
     if not isinstance(progress, dict) or not all(isinstance(v, int) for v in progress.values()):
         raise WireError("weights progress must be a map of integers")
-    return Weights(version, arrays, progress)
+    return Weights(version, arrays, progress, incarnation)

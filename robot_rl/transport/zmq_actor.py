@@ -8,6 +8,7 @@ bound), resends unacked chunks after a timeout and everything uncommitted after 
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import threading
 import time
@@ -18,9 +19,9 @@ from typing import Any
 import zmq
 
 from robot_rl.specs import ActionSpec, ObsSpec
-from robot_rl.transport.base import ActorTransport
+from robot_rl.transport.base import ActorTransport, RateLimitedLog
 from robot_rl.transport.keys import actor_keys, make_client_socket_secure
-from robot_rl.transport.pending import PendingChunks
+from robot_rl.transport.pending import PendingChunks, human_bytes
 from robot_rl.transport.wire import (ActorStatus, Control, Hello, Msg, Weights, WireError, decode_weights,
                                      encode_chunk, pack_header, unpack_header)
 from robot_rl.types import Batch, Transition
@@ -44,7 +45,7 @@ class ZmqActorClient(ActorTransport):
         self._stop = threading.Event()
         self._latest_weights: Weights | None = None
         self._weights_lock = threading.Lock()
-        self._taken_version = -1
+        self._taken: Weights | None = None  # last weights handed to the control loop
         self._progress: dict[str, int] | None = None
         self._status_frames: list[bytes] | None = None  # latest ActorStatus, sent with the heartbeats
         self._controls: collections.deque[Control] = collections.deque()  # IO thread -> control loop
@@ -59,8 +60,10 @@ class ZmqActorClient(ActorTransport):
         self._welcomed = False
         self._last_heard = 0.0
         self._lost_reported = False
+        self._warn = RateLimitedLog(log)
         self.counters = {"sent": 0, "acked": 0, "duplicates": 0, "rejected": 0, "committed": 0,
-                         "resent": 0, "weights": 0, "bad_weights": 0, "reconnects": 0}
+                         "resent": 0, "weights": 0, "bad_weights": 0, "bad_frames": 0,
+                         "reconnects": 0}
 
         self.ctx = zmq.Context()
         self.dealer = self.ctx.socket(zmq.DEALER)
@@ -96,9 +99,12 @@ class ZmqActorClient(ActorTransport):
     def poll_weights(self) -> Weights | None:
         with self._weights_lock:
             w = self._latest_weights
-        if w is None or w.version <= self._taken_version:
+        if w is None or not w.supersedes(self._taken):
             return None
-        self._taken_version = w.version
+        if self._taken is not None and w.incarnation != self._taken.incarnation:
+            log.info("actor %s: weights v%d of a new learner %s (had v%d of %s)", self.actor_id, w.version,
+                     w.incarnation, self._taken.version, self._taken.incarnation)
+        self._taken = w
         return w
 
     def learner_progress(self) -> dict[str, int] | None:
@@ -113,6 +119,13 @@ class ZmqActorClient(ActorTransport):
             out.append(self._controls.popleft())
         return out
 
+    def backpressure(self) -> str | None:
+        if not self.pending.backpressure:
+            return None
+        return (f"{len(self.pending)} uncommitted chunks ({human_bytes(self.pending.mem_bytes)}) exceed "
+                f"transport.max_pending_bytes ({human_bytes(self.pending.max_bytes)}) and the spill directory "
+                f"cannot take more: {self.pending.spill_error or 'no spill directory configured'}")
+
     @property
     def connected(self) -> bool:
         return self._welcomed and not self._lost_reported
@@ -121,7 +134,9 @@ class ZmqActorClient(ActorTransport):
         return {**{k: float(v) for k, v in self.counters.items()},
                 "queue_depth": float(len(self._incoming)), "pending_chunks": float(len(self.pending)),
                 "pending_bytes": float(self.pending.mem_bytes), "spilled": float(self.pending.spilled_total),
-                "connected": float(self.connected), "weights_version": float(self._taken_version)}
+                "spill_failures": float(self.pending.spill_failures),
+                "backpressure": float(self.pending.backpressure),
+                "connected": float(self.connected), "weights_version": float(self._taken.version if self._taken else -1)}
 
     def close(self, drain_s: float = 0.0) -> None:
         """Stop the IO thread. With ``drain_s`` > 0, first wait until everything queued is acked."""
@@ -159,6 +174,7 @@ class ZmqActorClient(ActorTransport):
         poller.register(self.sub, zmq.POLLIN)
         next_hb = 0.0
         next_resend_scan = 0.0
+        next_spill_retry = 0.0
         oldest_wait = None
         while not self._stop.is_set():
             try:
@@ -176,6 +192,10 @@ class ZmqActorClient(ActorTransport):
                     self._make_chunks(force=True)
                     oldest_wait = None
                 self._flush.clear()
+                if (self.pending.backpressure or self.pending.unpersisted) and now >= next_spill_retry:
+                    # the disk may have room again
+                    next_spill_retry = now + 1.0
+                    self.pending.retry_spill()
                 if now >= next_hb:
                     next_hb = now + self.cfg.heartbeat_interval_s
                     self._heartbeat(now)
@@ -249,33 +269,39 @@ class ZmqActorClient(ActorTransport):
                 return
             try:
                 kind, header = unpack_header(frames[0])
-            except WireError as exc:
-                log.warning("actor %s: bad message from learner: %s", self.actor_id, exc)
-                continue
-            self._last_heard = time.monotonic()
-            if kind is Msg.WELCOME:
-                self._on_welcome(header)
-            elif kind is Msg.ACK:
-                self._on_ack(header)
-            elif kind is Msg.COMMIT:
-                self._on_commit(header.get("committed", {}))
-            elif kind is Msg.HEARTBEAT:
-                if header.get("incarnation") != self.learner_incarnation:
-                    self._welcomed = False  # a different learner answers: handshake again
-                if self._lost_reported:
-                    log.info("actor %s: learner is back", self.actor_id)
-                    self._lost_reported = False
-            elif kind is Msg.UNKNOWN_PEER:
-                self._welcomed = False
+                self._dispatch(kind, header)
+            except (WireError, TypeError, ValueError, KeyError) as exc:  # a malformed field in a known message
+                self.counters["bad_frames"] += 1
+                self._warn.warn("bad message from the learner", f"actor {self.actor_id}: {exc!r}")
+
+    def _dispatch(self, kind: Msg, header: dict) -> None:
+        """One decoded learner message (raises TypeError/ValueError/KeyError on malformed fields)."""
+        self._last_heard = time.monotonic()
+        if kind is Msg.WELCOME:
+            self._on_welcome(header)
+        elif kind is Msg.ACK:
+            self._on_ack(header)
+        elif kind is Msg.COMMIT:
+            self._on_commit(header.get("committed", {}))
+        elif kind is Msg.HEARTBEAT:
+            if header.get("incarnation") != self.learner_incarnation:
+                self._welcomed = False  # a different learner answers: handshake again
+            if self._lost_reported:
+                log.info("actor %s: learner is back", self.actor_id)
+                self._lost_reported = False
+        elif kind is Msg.UNKNOWN_PEER:
+            self._welcomed = False
+            with contextlib.suppress(zmq.Again):  # not connected right now: the heartbeat says hello later
                 self.dealer.send_multipart(self._hello, flags=zmq.NOBLOCK)
-            elif kind is Msg.CONTROL:
-                try:
-                    self._controls.append(Control.decode(header))
-                except WireError as exc:
-                    log.warning("actor %s: refused a control message: %s", self.actor_id, exc)
-            elif kind is Msg.REJECT:
-                self.rejected_reason = str(header.get("reason"))
-                log.error("actor %s: learner refused the handshake: %s", self.actor_id, self.rejected_reason)
+        elif kind is Msg.CONTROL:
+            try:
+                self._controls.append(Control.decode(header))
+            except WireError as exc:
+                self.counters["bad_frames"] += 1
+                self._warn.warn("refused a control message", f"actor {self.actor_id}: {exc}")
+        elif kind is Msg.REJECT:
+            self.rejected_reason = str(header.get("reason"))
+            log.error("actor %s: learner refused the handshake: %s", self.actor_id, self.rejected_reason)
 
     def _on_welcome(self, header: dict) -> None:
         incarnation = header.get("incarnation")
@@ -297,8 +323,8 @@ class ZmqActorClient(ActorTransport):
         status = header.get("status")
         if status == "rejected":
             self.counters["rejected"] += 1
-            log.error("actor %s: learner rejected chunk %s: %s (the episode store keeps the data)",
-                      self.actor_id, key, header.get("reason"))
+            self._warn.warn("learner rejected a chunk", f"actor {self.actor_id}, chunk {key}: "
+                            f"{header.get('reason')} (the episode store keeps the data)")
         elif status == "duplicate":
             self.counters["duplicates"] += 1
         else:
@@ -324,11 +350,11 @@ class ZmqActorClient(ActorTransport):
                                          self.cfg.max_message_bytes)
             except WireError as exc:
                 self.counters["bad_weights"] += 1
-                log.warning("actor %s: rejected weights message: %s", self.actor_id, exc)
+                self._warn.warn("rejected weights message", f"actor {self.actor_id}: {exc}")
                 continue
             weights._frame = frame  # type: ignore[attr-defined]  # keeps the zero-copy views alive
             self.counters["weights"] += 1
             self._progress = weights.progress
             with self._weights_lock:
-                if self._latest_weights is None or weights.version > self._latest_weights.version:
+                if weights.supersedes(self._latest_weights):
                     self._latest_weights = weights

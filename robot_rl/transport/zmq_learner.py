@@ -8,12 +8,13 @@ actor sends can stop this thread.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import logging
 import queue
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
@@ -21,12 +22,26 @@ import zmq
 import zmq.auth.thread
 
 from robot_rl.specs import ActionSpec, ObsSpec
-from robot_rl.transport.base import ChunkSink, DedupLedger, LearnerTransport
-from robot_rl.transport.keys import learner_keys, make_server_socket_secure
+from robot_rl.transport.base import ChunkSink, DedupLedger, LearnerTransport, RateLimitedLog
+from robot_rl.transport.keys import AuthorizedKeys, key_may_speak_for, learner_keys, make_server_socket_secure
 from robot_rl.transport.wire import (ActorStatus, Control, Hello, Msg, WeightsEncoder, WireError, decode_chunk,
                                      handshake_mismatch, pack_header, unpack_header)
 
 log = logging.getLogger("robot_rl.learner.transport")
+
+MAX_PEERS = 1024
+"""Connections the learner tracks at once; past it the longest-silent one is forgotten (it says hello again)."""
+FORGET_SILENT_AFTER_S = 600.0
+"""A peer silent this long (an actor process that died, a restarted actor's old connection) is forgotten."""
+
+
+def is_loopback(bind: str) -> bool:
+    if bind == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(bind).is_loopback
+    except ValueError:  # "*", a hostname, an interface name: reachable from elsewhere
+        return False
 
 
 @dataclass
@@ -37,27 +52,10 @@ class _Peer:
     silent: bool = False
     chunks: int = 0
     transitions: int = 0
+    key_name: str | None = None
+    """Name of the authorized CurveZMQ key this connection authenticated with (None without keys)."""
     status: ActorStatus | None = None
     """The actor's latest fleet-table figures (dashboard), None until its first status message."""
-
-
-@dataclass
-class _RateLimitedLog:
-    """At most one warning per reason per ``period_s`` (a flood of bad frames must not flood the log)."""
-
-    period_s: float = 5.0
-    last: dict[str, float] = field(default_factory=dict)
-    suppressed: dict[str, int] = field(default_factory=dict)
-
-    def warn(self, reason: str, *args: Any) -> None:
-        now = time.monotonic()
-        key = reason.split(":")[0][:80]
-        if now - self.last.get(key, -1e9) >= self.period_s:
-            extra = self.suppressed.pop(key, 0)
-            log.warning(reason + (f" (+{extra} similar suppressed)" if extra else ""), *args)
-            self.last[key] = now
-        else:
-            self.suppressed[key] = self.suppressed.get(key, 0) + 1
 
 
 class ZmqLearnerServer(LearnerTransport):
@@ -70,9 +68,9 @@ class ZmqLearnerServer(LearnerTransport):
         self.ledger = ledger or DedupLedger()
         with self.ledger.lock:  # a ledger handed in was restored from a checkpoint: that much is durable
             self._durable: dict[str, dict[str, int]] = self.ledger.marks()
-        self.incarnation = uuid.uuid4().hex[:12]
+        self.incarnation = uuid.uuid4().hex[:16]  # 64-bit run id: in hello answers, heartbeats and weights
         self.weights_version = -1
-        self._weights_encoder = WeightsEncoder(spec_hash, config_hash)
+        self._weights_encoder = WeightsEncoder(spec_hash, config_hash, self.incarnation)
         self._last_weights_frame: memoryview | None = None
         self.ctx = zmq.Context()
         self._auth: zmq.auth.thread.ThreadAuthenticator | None = None
@@ -80,8 +78,10 @@ class ZmqLearnerServer(LearnerTransport):
         self._outbox: queue.SimpleQueue = queue.SimpleQueue()  # (routing_id, frames) sent by the IO thread
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._warn = _RateLimitedLog()
-        self.counters = {"chunks": 0, "transitions": 0, "duplicates": 0, "rejected": 0, "bad_frames": 0}
+        self._warn = RateLimitedLog(log)
+        self.counters = {"chunks": 0, "transitions": 0, "duplicates": 0, "rejected": 0, "bad_frames": 0,
+                         "unauthorized": 0}
+        self._keys: AuthorizedKeys | None = None
         self._peers_lock = threading.Lock()
 
         self.router = self.ctx.socket(zmq.ROUTER)
@@ -98,8 +98,13 @@ class ZmqLearnerServer(LearnerTransport):
             self._auth = zmq.auth.thread.ThreadAuthenticator(self.ctx)
             self._auth.start()
             self._auth.configure_curve(domain="*", location=str(authorized))
+            self._keys = AuthorizedKeys(authorized)
             for sock in (self.router, self.pub):
                 make_server_socket_secure(sock, keys)
+        elif not is_loopback(cfg.bind):
+            log.warning("!!! learner binds %s WITHOUT CurveZMQ keys: anyone who can reach this address can send "
+                        "transitions into replay and read the policy weights, unencrypted. Run `robot-rl keys DIR` "
+                        "and set transport.keys_dir=DIR on the learner and every actor. !!!", cfg.bind)
         for sock, port in ((self.router, cfg.transitions_port), (self.pub, cfg.weights_port)):
             try:
                 sock.bind(f"tcp://{cfg.bind}:{port}")
@@ -211,8 +216,11 @@ class ZmqLearnerServer(LearnerTransport):
                 log.exception("learner transport loop error (continuing)")
 
     def _check_silent(self, now: float) -> None:
+        if self._keys is not None and self._keys.reload_if_changed() and self._auth is not None:
+            # New connections: the ZAP handler's certificate set. Existing ones: _handle checks every message.
+            self._auth.configure_curve(domain="*", location=str(self._keys.directory))
         with self._peers_lock:
-            for peer in self._peers.values():
+            for rid, peer in list(self._peers.items()):
                 silent = now - peer.last_seen > self.cfg.peer_timeout_s
                 if silent and not peer.silent:
                     log.warning("actor %s silent for %.1fs (deadline %.1fs)", peer.actor_id,
@@ -220,26 +228,52 @@ class ZmqLearnerServer(LearnerTransport):
                 elif peer.silent and not silent:
                     log.info("actor %s is back", peer.actor_id)
                 peer.silent = silent
+                if now - peer.last_seen > FORGET_SILENT_AFTER_S:
+                    del self._peers[rid]  # it says hello again if it ever comes back
+
+    def _key_name(self, frame: zmq.Frame) -> str | None:
+        """Name of the authorized key the message came with; None when it is not (or no longer) authorized."""
+        try:
+            user_id = frame.get("User-Id")
+        except zmq.ZMQError:  # no ZAP metadata on this message
+            return None
+        return self._keys.name_of(user_id) if self._keys is not None else None
+
+    def _refuse(self, rid: bytes, reason: str) -> None:
+        self.counters["unauthorized"] += 1
+        self._warn.warn("refused unauthorized message", f"{rid!r}: {reason}")
+        self._send(rid, [pack_header(Msg.REJECT, reason=reason)])
 
     def _handle(self, frames: list[zmq.Frame], hb: bytes) -> None:
         rid = frames[0].bytes
         if len(frames) < 2:
             self.counters["bad_frames"] += 1
-            self._warn.warn("bad message from %r: no header frame", rid)
+            self._warn.warn("bad message", f"from {rid!r}: no header frame")
             return
         try:
             kind, header = unpack_header(frames[1].buffer)
         except WireError as exc:
             self.counters["bad_frames"] += 1
-            self._warn.warn(f"bad message from %r: {exc}", rid)
+            self._warn.warn("bad message", f"from {rid!r}: {exc}")
+            return
+        key_name = None
+        if self._keys is not None:
+            key_name = self._key_name(frames[1])
+            if key_name is None:  # its key was removed from authorized/ after it connected
+                with self._peers_lock:
+                    self._peers.pop(rid, None)
+                self._refuse(rid, "this actor's key is no longer authorized on the learner (revoked)")
+                return
+        if kind is Msg.HELLO:
+            self._on_hello(rid, header, key_name)
             return
         peer = self._peers.get(rid)
-        if kind is Msg.HELLO:
-            self._on_hello(rid, header)
-            return
         if peer is None:
             # Data or heartbeat before hello: a learner restart, or a stranger. Ask for the handshake.
             self._send(rid, [pack_header(Msg.UNKNOWN_PEER, incarnation=self.incarnation)])
+            return
+        if peer.key_name != key_name:  # another key took over this routing id (ROUTER_HANDOVER)
+            self._refuse(rid, f"connection of actor {peer.actor_id} used with key {key_name!r}")
             return
         peer.last_seen = time.monotonic()
         if kind is Msg.HEARTBEAT:
@@ -251,17 +285,21 @@ class ZmqLearnerServer(LearnerTransport):
                 peer.status = ActorStatus.decode(header)
             except WireError as exc:
                 self.counters["bad_frames"] += 1
-                self._warn.warn(f"bad status from actor %s: {exc}", peer.actor_id)
+                self._warn.warn("bad status", f"from actor {peer.actor_id}: {exc}")
         else:
             self.counters["bad_frames"] += 1
-            self._warn.warn(f"unexpected {kind.value} from actor %s", peer.actor_id)
+            self._warn.warn("unexpected message", f"{kind.value} from actor {peer.actor_id}")
 
-    def _on_hello(self, rid: bytes, header: dict) -> None:
+    def _on_hello(self, rid: bytes, header: dict, key_name: str | None) -> None:
         try:
             hello = Hello.decode(header)
         except WireError as exc:
             self.counters["bad_frames"] += 1
-            self._warn.warn(f"bad hello from %r: {exc}", rid)
+            self._warn.warn("bad hello", f"from {rid!r}: {exc}")
+            return
+        if key_name is not None and not key_may_speak_for(key_name, hello.actor_id):
+            self._refuse(rid, f"key {key_name!r} may not speak for actor {hello.actor_id!r} (a key named N "
+                              f"speaks for actor ids N and N-<suffix>)")
             return
         reason = handshake_mismatch(hello, self.spec_hash, self.config_hash)
         if reason:
@@ -270,7 +308,11 @@ class ZmqLearnerServer(LearnerTransport):
             return
         with self._peers_lock:
             known = rid in self._peers
-            self._peers[rid] = _Peer(hello.actor_id, hello.incarnation, time.monotonic())
+            if not known and len(self._peers) >= MAX_PEERS:
+                stalest = min(self._peers, key=lambda r: self._peers[r].last_seen)
+                log.warning("%d peers tracked: forgetting actor %s (silent longest)", len(self._peers),
+                            self._peers.pop(stalest).actor_id)
+            self._peers[rid] = _Peer(hello.actor_id, hello.incarnation, time.monotonic(), key_name=key_name)
         if not known:
             log.info("actor %s (incarnation %s) connected", hello.actor_id, hello.incarnation)
         committed = self._durable.get(hello.actor_id, {})  # durable only: not what arrived since the checkpoint
@@ -279,8 +321,8 @@ class ZmqLearnerServer(LearnerTransport):
 
     def _on_chunk(self, rid: bytes, peer: _Peer, header: dict, buffers: list[zmq.Frame]) -> None:
         seq, incarnation = header.get("seq"), header.get("incarnation")
-        total = sum(f.buffer.nbytes for f in buffers)
         try:
+            total = sum(f.buffer.nbytes for f in buffers)
             if total > self.cfg.max_message_bytes:
                 raise WireError(f"chunk of {total} bytes exceeds cap {self.cfg.max_message_bytes}")
             chunk = decode_chunk(header, [f.buffer for f in buffers], self.obs_spec, self.action_spec,
@@ -289,8 +331,8 @@ class ZmqLearnerServer(LearnerTransport):
                 raise WireError(f"chunk claims actor {chunk.actor_id!r} on {peer.actor_id!r}'s connection")
         except WireError as exc:
             self.counters["rejected"] += 1
-            self._warn.warn(f"rejected chunk seq={seq!r} from actor %s: {exc}", peer.actor_id)
-            if isinstance(seq, int) and isinstance(incarnation, str):
+            self._warn.warn("rejected chunk", f"seq={str(seq)[:40]} from actor {peer.actor_id}: {exc}")
+            if isinstance(seq, int) and not isinstance(seq, bool) and isinstance(incarnation, str):
                 # Ledger it so the actor stops resending (it keeps the data in its episode store).
                 with self.ledger.lock:
                     self.ledger.mark(peer.actor_id, incarnation, seq)

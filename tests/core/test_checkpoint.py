@@ -47,3 +47,35 @@ def test_dangling_latest_falls_back_to_newest_complete(tmp_path):
     ck.save("ckpt-0000000002", {"updates": 2}, {})
     (tmp_path / "checkpoints" / "LATEST").write_text("ckpt-0000000009")
     assert ck.latest().name == "ckpt-0000000002"
+
+
+def test_saving_the_same_name_twice_never_deletes_the_live_checkpoint(tmp_path, monkeypatch):
+    """``ckpt-N`` saved again (no update in between): a crash while the new copy is put in place must leave the
+    old copy, whose ledger the actors were told is durable, loadable under that name."""
+    import robot_rl.checkpoint as checkpoint
+
+    ck = Checkpointer(tmp_path)
+    ck.save("ckpt-0000000005", {"updates": 5, "copy": 1}, {"replay": lambda d: (d.mkdir(),
+                                                                                np.save(d / "x.npy", np.arange(4)))})
+    real_replace = os.replace
+
+    def crash_when_the_new_copy_goes_in(src, dst):
+        if os.path.basename(str(src)).startswith(".tmp-"):
+            raise OSError("simulated power loss")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(checkpoint.os, "replace", crash_when_the_new_copy_goes_in)
+    try:
+        ck.save("ckpt-0000000005", {"updates": 5, "copy": 2}, {})
+    except OSError:
+        pass
+    monkeypatch.setattr(checkpoint.os, "replace", real_replace)
+    reopened = Checkpointer(tmp_path)  # the restarted learner
+    latest = reopened.latest()
+    assert latest is not None and latest.name == "ckpt-0000000005"
+    assert reopened.load_state(latest)["copy"] == 1
+    np.testing.assert_array_equal(np.load(latest / "replay" / "x.npy"), np.arange(4))
+    # without a crash the second save replaces the first and leaves nothing behind
+    reopened.save("ckpt-0000000005", {"updates": 5, "copy": 3}, {})
+    assert reopened.load_state(reopened.latest())["copy"] == 3
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["LATEST", "ckpt-0000000005"]

@@ -40,7 +40,11 @@ def test_interleaved_actors_and_eviction(pixel_env):
     moved = batch.next_obs["state"][:, :2] - batch.obs["state"][:, :2]
     expected = np.clip(batch.obs["state"][:, :2] + 0.1 * batch.action, 0, 1) - batch.obs["state"][:, :2]
     np.testing.assert_allclose(moved, expected, atol=1e-5)
-    assert set(batch.step.tolist()) and batch.episode_id.min() > 0  # oldest data was evicted
+    # eviction is oldest first: exactly the last 128 transitions of each actor remain, and no sample is older
+    expected = {(t.actor_id, t.episode_id, t.step) for t in a[-128:] + b[-128:]}
+    assert set(rb.iter_ids()) == expected
+    sampled = {(actor, int(e), int(s)) for actor, e, s in zip(batch.actor_id, batch.episode_id, batch.step)}
+    assert sampled <= expected
 
 
 def test_save_load_round_trip(pixel_env, tmp_path):

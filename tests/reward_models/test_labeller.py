@@ -49,6 +49,27 @@ def test_learner_samples_potential_shaped_rewards(tmp_path, demo_dir, state_chec
         learner.sampler.close()  # the transport was never started (no run()), so nothing else to close
 
 
+def test_offline_pretraining_batches_are_labelled_too(tmp_path, demo_dir, state_checkpoint):
+    """``algo.offline_pretrain_updates`` samples the demo buffer alone: those batches must carry the learned
+    reward as well, or pre-training fits the recorded rewards and the online phase then switches to shaped ones."""
+    cfg = _cfg(tmp_path, "reward=prm", f"reward.checkpoint={state_checkpoint}", f"learner.demos={demo_dir}",
+               "replay.prefetch=0", "algo.gamma=0.97")
+    learner = Learner(cfg)
+    try:
+        batch = learner.sampler.sample_demo()  # what Learner._pretrain_offline feeds algo.pretrain_offline
+        assert bool(batch.from_demo.all())
+        obs = {k: v.cpu().numpy() for k, v in batch.obs.items()}
+        nxt = {k: v.cpu().numpy() for k, v in batch.next_obs.items()}
+        phi, _ = learner.reward_labeller.potentials(obs)
+        phi_next, _ = learner.reward_labeller.potentials(nxt)
+        term = batch.terminated.cpu().numpy()
+        expected = term.astype(np.float64) + 0.97 * np.where(term, 0.0, phi_next) - phi
+        np.testing.assert_allclose(batch.reward.cpu().numpy(), expected, atol=1e-5)
+        assert not np.allclose(batch.reward.cpu().numpy(), term.astype(np.float32))  # not the recorded reward
+    finally:
+        learner.sampler.close()
+
+
 def test_reward_options_and_model_swap(state_checkpoint, state_heldout_episodes, state_cfg):
     model = load_checkpoint(state_checkpoint)
     fail = next(e for e in state_heldout_episodes if not e.success).to_batch()

@@ -115,3 +115,99 @@ def test_bad_chunks_are_rejected_with_a_reason(pixel_env, case):
         kind, header = wire.unpack_header(frames[0])
         wire.decode_chunk(header, [memoryview(f) for f in frames[1:]], obs_spec, action_spec, sh)
     assert str(err.value)  # a reason the learner can log
+
+
+def _random_value(rng, depth=0):
+    """A random msgpack-able value: what a buggy or hostile peer could put anywhere in a header."""
+    choices = ["int", "neg", "big", "float", "str", "bytes", "none", "bool", "list", "map"]
+    kind = choices[rng.integers(len(choices) if depth < 2 else len(choices) - 2)]
+    if kind == "int":
+        return int(rng.integers(0, 10))
+    if kind == "neg":
+        return -int(rng.integers(1, 2**40))
+    if kind == "big":
+        return 2**63 - 1
+    if kind == "float":
+        return float(rng.choice([0.5, np.nan, np.inf, -1e300]))
+    if kind == "str":
+        return str(rng.choice(["", "obs/state", "float32", "chunk", "x" * 300]))
+    if kind == "bytes":
+        return bytes(rng.integers(0, 256, int(rng.integers(0, 8)), dtype=np.uint8))
+    if kind == "none":
+        return None
+    if kind == "bool":
+        return bool(rng.integers(2))
+    if kind == "list":
+        return [_random_value(rng, depth + 1) for _ in range(int(rng.integers(0, 4)))]
+    return {str(rng.integers(3)): _random_value(rng, depth + 1) for _ in range(int(rng.integers(0, 3)))}
+
+
+def _mutate(value, rng):
+    """Replace one randomly chosen node of a nested header (maps and lists) by a random value."""
+    if isinstance(value, dict) and value and rng.random() < 0.8:
+        key = list(value)[rng.integers(len(value))]
+        return {**value, key: _mutate(value[key], rng)}
+    if isinstance(value, list) and value and rng.random() < 0.8:
+        i = int(rng.integers(len(value)))
+        return value[:i] + [_mutate(value[i], rng)] + value[i + 1:]
+    return _random_value(rng)
+
+
+def test_fuzzed_headers_only_ever_raise_wire_errors(pixel_env):
+    """Thousands of malformed chunk and weights headers (one node replaced by a random msgpack value, at any
+    depth, e.g. a field's shape that is an int or a map): the decoders reject each with a WireError and a
+    reason, and nothing else ever comes out (a TypeError used to leave the chunk un-acked, resent forever)."""
+    frames, batch, obs_spec, action_spec, sh = _chunk(pixel_env)
+    chunk_header = msgpack.unpackb(frames[0])
+    weights = {"layer.weight": np.ones((3, 2), np.float32), "step": np.array(1, np.int64)}
+    wframe = wire.encode_weights(weights, 3, "s", "c")
+    (hlen,) = np.frombuffer(wframe[-4:], "<u4")
+    payload, wheader = wframe[:len(wframe) - 4 - int(hlen)], msgpack.unpackb(wframe[len(wframe) - 4 - int(hlen):-4])
+    rng = np.random.default_rng(0)
+    outcomes = {"chunk": 0, "weights": 0}
+    for _ in range(1500):
+        bad = msgpack.packb(_mutate(chunk_header, rng))
+        try:
+            kind, header = wire.unpack_header(bad)
+            wire.decode_chunk(header, [memoryview(f) for f in frames[1:]], obs_spec, action_spec, sh)
+        except WireError as exc:
+            assert str(exc)
+            outcomes["chunk"] += 1
+        bad_header = msgpack.packb(_mutate(wheader, rng))
+        bad_frame = payload + bad_header + np.uint32(len(bad_header)).tobytes()
+        try:
+            wire.decode_weights(bad_frame, "s", "c", max_bytes=10**8)
+        except WireError as exc:
+            assert str(exc)
+            outcomes["weights"] += 1
+    # Most mutations must be rejected (a few are harmless, e.g. a changed seq or progress counter).
+    assert outcomes["chunk"] > 1000 and outcomes["weights"] > 600, outcomes
+
+
+@pytest.mark.parametrize("shape", [17, None, {"a": 1}, "16", [8.0, 16, 16, 3], [True, 16, 16, 3]])
+def test_a_field_shape_that_is_not_a_list_of_ints_is_a_wire_error(pixel_env, shape):
+    frames, batch, obs_spec, action_spec, sh = _chunk(pixel_env)
+    fields = msgpack.unpackb(frames[0])["fields"]
+    fields[0][1] = shape
+    frames = _mutated_header(frames, fields=fields)
+    with pytest.raises(WireError, match="field description|described"):
+        _decode(frames, obs_spec, action_spec, sh)
+
+
+@pytest.mark.parametrize("field,value", [("action", 1e30), ("action", -1.5), ("policy_action", 1e30)])
+def test_finite_actions_outside_the_bounds_are_rejected(pixel_env, field, value):
+    frames, batch, obs_spec, action_spec, sh = _chunk(pixel_env)
+    getattr(batch, field)[3, 1] = value  # finite, but outside [-1, 1]
+    frames = wire.encode_chunk(batch, "a0", "inc", 7, sh)
+    with pytest.raises(WireError, match=f"{field}: values outside bounds"):
+        _decode(frames, obs_spec, action_spec, sh)
+
+
+def test_weights_carry_the_learner_incarnation():
+    weights = {"w": np.ones(2, np.float32)}
+    old = wire.decode_weights(wire.encode_weights(weights, 80, "s", "c", incarnation="L1"), "s", "c", 10**6)
+    new = wire.decode_weights(wire.encode_weights(weights, 51, "s", "c", incarnation="L2"), "s", "c", 10**6)
+    later = wire.decode_weights(wire.encode_weights(weights, 52, "s", "c", incarnation="L2"), "s", "c", 10**6)
+    assert (old.incarnation, new.incarnation) == ("L1", "L2")
+    assert new.supersedes(old)  # a restarted learner's first weights win despite the lower version
+    assert later.supersedes(new) and not new.supersedes(later) and not later.supersedes(later)

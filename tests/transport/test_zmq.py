@@ -277,3 +277,185 @@ def test_second_learner_on_the_same_ports_fails_clearly(pixel_env, ports):
             Rig(pixel_env, ports).start_server()
     finally:
         server.close()
+
+
+def _recv_until(sock, kind, timeout=5.0):
+    """Headers received on a raw socket until one of ``kind`` arrives (None on timeout)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sock.poll(50):
+            got_kind, header = wire.unpack_header(sock.recv_multipart()[0])
+            if got_kind is kind:
+                return header
+    return None
+
+
+def test_a_malformed_chunk_is_acked_as_rejected_not_resent_forever(pixel_env, ports, caplog):
+    """A field description whose shape is not a list used to raise TypeError in the learner's IO thread: no
+    ack, so the actor resent the chunk forever. It must be a rejected frame with a reason, acked once."""
+    rig = Rig(pixel_env, ports)
+    server = rig.start_server()
+    ctx = zmq.Context()
+    raw = ctx.socket(zmq.DEALER)
+    raw.linger = 0
+    raw.connect(f"tcp://127.0.0.1:{ports[0]}")
+    try:
+        raw.send_multipart(wire.Hello("a0", "i1", rig.sh, "cfg", rig.obs_spec.to_dict(),
+                                      rig.action_spec.to_dict()).encode())
+        assert _recv_until(raw, wire.Msg.WELCOME) is not None
+        frames = wire.encode_chunk(Batch.from_transitions(rollout(pixel_env, 4)), "a0", "i1", 0, rig.sh)
+        header = msgpack.unpackb(frames[0])
+        header["fields"][0][1] = 17
+        with caplog.at_level(logging.WARNING):
+            raw.send_multipart([msgpack.packb(header), *frames[1:]])
+            ack = _recv_until(raw, wire.Msg.ACK)
+        assert ack is not None and ack["status"] == "rejected" and "field description" in ack["reason"]
+        assert server.counters["rejected"] == 1 and len(rig.replay) == 0
+        assert any("rejected chunk" in r.message for r in caplog.records)
+        assert not any(r.exc_info for r in caplog.records)  # a reason, not a traceback
+    finally:
+        raw.close()
+        ctx.term()
+        server.close()
+
+
+def test_a_restarted_learner_weights_are_taken_at_once(pixel_env, ports):
+    """The new learner resumes its version counter from its checkpoint (here: far below what its predecessor
+    published); its weights carry a new incarnation, so the actor takes them at once."""
+    rig = Rig(pixel_env, ports)
+    server = rig.start_server()
+    client = rig.client()
+
+    def take(srv, version, value):
+        srv.publish_weights({"w": np.full(2, value, np.float32)}, version)
+        for _ in range(40):
+            got = client.poll_weights()
+            if got is not None:
+                return got
+            time.sleep(0.05)
+            srv.republish()
+        return None
+
+    try:
+        first = take(server, 80, 1.0)
+        assert first is not None and first.version == 80
+        server.close()
+        server = rig.start_server()  # a new learner process: versions start again below 80
+        second = take(server, 51, 2.0)
+        assert second is not None and second.version == 51 and second.incarnation == server.incarnation
+        np.testing.assert_array_equal(second.arrays["w"], [2.0, 2.0])
+        assert client.stats()["weights_version"] == 51
+    finally:
+        client.close()
+        server.close()
+
+
+def _curve_rig(pixel_env, ports, tmp_path, names):
+    keys = make_keys(tmp_path / "keys", names)
+    rig = Rig(pixel_env, ports)
+    secure = replace(rig.cfg, keys_dir=str(keys))
+    return rig, secure, rig.start_server(cfg=secure)
+
+
+def test_curve_key_speaks_only_for_its_own_actor(pixel_env, ports, tmp_path):
+    if not zmq.has("curve"):
+        pytest.skip("libzmq without CURVE")
+    rig, secure, server = _curve_rig(pixel_env, ports, tmp_path, ("robot1", "robot2"))
+    clients = []
+    try:
+        # robot1's (authorized) key claiming to be robot2: refused, nothing ingested
+        impostor = rig.client("robot2", cfg=secure, actor_key_name="robot1")
+        clients.append(impostor)
+        for tr in rollout(pixel_env, 30, "robot2"):
+            impostor.send(tr)
+        assert _wait(lambda: impostor.rejected_reason is not None)
+        assert "may not speak for actor 'robot2'" in impostor.rejected_reason
+        assert len(rig.replay) == 0 and server.counters["unauthorized"] >= 1
+        # the same key under its own name (and a suffixed id of the same machine) is welcome
+        for actor_id in ("robot1", "robot1-1"):
+            c = rig.client(actor_id, cfg=secure, actor_key_name="robot1")
+            clients.append(c)
+            for tr in rollout(pixel_env, 20, actor_id):
+                c.send(tr)
+            assert c.wait_acked(10)
+        assert len(rig.replay) == 40
+    finally:
+        for c in clients:
+            c.close()
+        server.close()
+
+
+def test_curve_revocation_needs_no_restart(pixel_env, ports, tmp_path):
+    if not zmq.has("curve"):
+        pytest.skip("libzmq without CURVE")
+    rig, secure, server = _curve_rig(pixel_env, ports, tmp_path, ("robot1", "robot2"))
+    clients = []
+    try:
+        robot1 = rig.client("robot1", cfg=secure, actor_key_name="robot1")
+        clients.append(robot1)
+        for tr in rollout(pixel_env, 20, "robot1"):
+            robot1.send(tr)
+        assert robot1.wait_acked(10) and len(rig.replay) == 20
+        (tmp_path / "keys" / "authorized" / "robot1.key").unlink()  # revoke while it is connected
+        # the connected actor is refused from its next message on
+        assert _wait(lambda: robot1.rejected_reason is not None, timeout=5)
+        assert "revoked" in robot1.rejected_reason
+        for tr in rollout(pixel_env, 20, "robot1", first_episode=100):
+            robot1.send(tr)
+        time.sleep(0.5)
+        # a new connection with the revoked key is refused at the CURVE handshake (no welcome ever)
+        again = rig.client("robot1", cfg=secure, actor_key_name="robot1")
+        clients.append(again)
+        for tr in rollout(pixel_env, 20, "robot1", first_episode=200):
+            again.send(tr)
+        time.sleep(1.5)
+        assert not again.connected and len(rig.replay) == 20
+        # other robots are unaffected
+        robot2 = rig.client("robot2", cfg=secure, actor_key_name="robot2")
+        clients.append(robot2)
+        for tr in rollout(pixel_env, 20, "robot2"):
+            robot2.send(tr)
+        assert robot2.wait_acked(10) and len(rig.replay) == 40
+    finally:
+        for c in clients:
+            c.close()
+        server.close()
+
+
+def test_non_loopback_bind_without_keys_warns_loudly(pixel_env, ports, caplog):
+    rig = Rig(pixel_env, ports)
+    with caplog.at_level(logging.WARNING):
+        server = rig.start_server(cfg=replace(rig.cfg, bind="0.0.0.0"))
+    server.close()
+    assert any("WITHOUT CurveZMQ keys" in r.message for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        server = rig.start_server()  # loopback: nothing to warn about
+    server.close()
+    assert not any("WITHOUT CurveZMQ keys" in r.message for r in caplog.records)
+
+
+def test_peer_table_is_bounded(pixel_env, ports, monkeypatch):
+    from robot_rl.transport import zmq_learner
+
+    monkeypatch.setattr(zmq_learner, "MAX_PEERS", 3)
+    rig = Rig(pixel_env, ports)
+    server = rig.start_server()
+    ctx = zmq.Context()
+    socks = []
+    try:
+        for i in range(6):  # six connections (e.g. restarts of one actor, each with a new routing id)
+            s = ctx.socket(zmq.DEALER)
+            s.linger = 0
+            s.connect(f"tcp://127.0.0.1:{ports[0]}")
+            socks.append(s)
+            s.send_multipart(wire.Hello(f"a{i}", "i", rig.sh, "cfg", rig.obs_spec.to_dict(),
+                                        rig.action_spec.to_dict()).encode())
+            assert _recv_until(s, wire.Msg.WELCOME) is not None
+        assert len(server._peers) == 3
+        assert server.connected_actors() == ["a3", "a4", "a5"]  # the longest silent were forgotten
+    finally:
+        for s in socks:
+            s.close()
+        ctx.term()
+        server.close()
