@@ -11,9 +11,14 @@ import torch
 
 from robot_rl.checkpoint import Checkpointer
 from robot_rl.config import load_resolved
+from robot_rl.config_errors import UsageError
 from robot_rl.registry import ENVS, POLICIES
 
 log = logging.getLogger("robot_rl.eval")
+
+
+class CheckpointNotFound(UsageError, FileNotFoundError):
+    """``checkpoint=PATH`` names no checkpoint (``robot-rl`` prints it in one line, exit status 2)."""
 
 
 def run_episodes(env: Any, policy: Any, episodes: int, seed: int, video_path: str | Path | None = None,
@@ -61,9 +66,11 @@ def find_checkpoint(path: str | Path) -> tuple[Path, Path]:
     path = Path(path)
     if (path / "state.pt").exists():
         return path, path.parent.parent
-    latest = Checkpointer(path).latest()
+    latest = Checkpointer(path).latest() if (path / "checkpoints").is_dir() else None
     if latest is None:
-        raise FileNotFoundError(f"no checkpoint under {path}")
+        what = "no checkpoint under" if path.is_dir() else "no such directory:"
+        raise CheckpointNotFound(f"{what} {path} (give a run directory with checkpoints/ in it, or one of its "
+                                 f"checkpoints/ckpt-* directories)")
     return latest, path
 
 

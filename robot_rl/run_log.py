@@ -58,6 +58,11 @@ class RunLogger:
             shown = "  ".join(f"[bold]{k}[/]={v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float)))
             self.console.print(f"[cyan]step {step}[/]  {shown}", highlight=False)
 
+    def phase(self, name: str, step: int, **counts: float) -> None:
+        """Record what the job is doing now (``warm_start``, ``online``, ``evaluation``, ``drain``, ``done``)
+        and its own progress (``done``/``total``) in the metrics file only: ``robot-rl train`` shows it."""
+        self._metrics.write(json.dumps({"step": step, "time": time.time(), "phase": name, **counts}) + "\n")
+
     def close(self) -> None:
         self._metrics.close()
         if self._wandb is not None:
