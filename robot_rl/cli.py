@@ -5,7 +5,7 @@
     robot-rl actor   [overrides]            the actor half (robot PC / sim host)
     robot-rl keys DIR [--actors A B ...]    CurveZMQ keys for actor<->learner links across machines
     robot-rl demos   [overrides] n=20 out=DIR      scripted-expert demonstrations into an episode store
-    robot-rl eval    [overrides] checkpoint=PATH episodes=20 video=PATH
+    robot-rl eval    [overrides] checkpoint=PATH episodes=20 video=PATH video_episodes=3
     robot-rl config  [overrides]            print the resolved config
     robot-rl reward  train|eval [overrides] learned process reward models
     robot-rl pretrain policy=diffusion|flow|vla [overrides] out=PATH    behaviour cloning of chunked policies
@@ -213,19 +213,26 @@ def cmd_demos(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     overrides, extra = split_extra(overrides, ("n", "out"))
     cfg = _config(args, overrides)
     out = extra.get("out") or str(Path(cfg.run_dir) / "demos")
-    stats = generate_demos(cfg, int(extra.get("n", 20)), out)
+    stats = generate_demos(cfg, _int_arg(extra, "n", 20), out)
     print(f"wrote {stats['episodes']} episodes ({stats['successes']} successful) to {out}")
     return 0
+
+
+def _int_arg(extra: dict[str, str], key: str, default: int) -> int:
+    try:
+        return int(extra.get(key, default))
+    except ValueError:
+        raise UsageError(f"{key}={extra[key]}: {key} must be an integer") from None
 
 
 def cmd_eval(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     from robot_rl.evaluate import evaluate_checkpoint
 
-    overrides, extra = split_extra(overrides, ("checkpoint", "episodes", "video"))
+    overrides, extra = split_extra(overrides, ("checkpoint", "episodes", "video", "video_episodes"))
     if "checkpoint" not in extra:
         raise UsageError("robot-rl eval needs checkpoint=PATH (a run_dir or a checkpoints/ckpt-* directory)")
-    result = evaluate_checkpoint(extra["checkpoint"], int(extra.get("episodes", 20)), extra.get("video"),
-                                 list(overrides))
+    result = evaluate_checkpoint(extra["checkpoint"], _int_arg(extra, "episodes", 20), extra.get("video"),
+                                 list(overrides), video_episodes=_int_arg(extra, "video_episodes", 3))
     print(f"success rate {result['success_rate']:.3f} over {result['episodes']} episodes "
           f"(mean return {result['mean_return']:.3f})" + (f"; video {result['video']}" if result.get("video")
                                                            else ""))
@@ -242,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
              "learner": "run the learner (binds transport.bind:transport.transitions_port)",
              "actor": "run one actor (connects to transport.host)",
              "demos": "record scripted-expert demonstrations: n=20 out=DIR",
-             "eval": "evaluate a checkpoint: checkpoint=PATH episodes=20 video=out.mp4",
+             "eval": "evaluate a checkpoint: checkpoint=PATH episodes=20 video=out.mp4 video_episodes=3",
              "config": "print the resolved config"}
     for name, help_text in helps.items():
         p = sub.add_parser(name, help=help_text, description=help_text)

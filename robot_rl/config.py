@@ -241,6 +241,9 @@ class TrainConfig(ConfigNode):
     when ``learner.demos`` is unset and the env has an expert; 0 = train without demos."""
     eval_episodes: int = 10
     """``robot-rl train``: deterministic evaluation episodes at the end (success rate, video)."""
+    eval_video_episodes: int = 3
+    """``robot-rl train``: how many of those final evaluation episodes (the first ones) ``eval.mp4`` shows
+    (0 = no video)."""
 
 
 def store(group: str, name: str, node: type) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -23,12 +23,13 @@ class CheckpointNotFound(UsageError, FileNotFoundError):
 
 def run_episodes(env: Any, policy: Any, episodes: int, seed: int, video_path: str | Path | None = None,
                  video_episodes: int = 3, camera: str = "front",
-                 stop: threading.Event | None = None) -> dict[str, Any]:
+                 stop: threading.Event | None = None,
+                 on_episode: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Deterministic rollouts; records the first ``video_episodes`` through ``env.render`` when asked.
 
     ``stop`` (the learner's SIGTERM/SIGINT event) ends the evaluation after the current step: a pixel eval takes
     minutes on a CPU and must not hold a shutdown. Only finished episodes count; ``episodes`` in the result says
-    how many (0 gives NaN rates)."""
+    how many (0 gives NaN rates). ``on_episode(n)`` is called after each finished episode (progress display)."""
     frames: list[np.ndarray] = []
     successes, returns = [], []
     can_render = video_path is not None and hasattr(env, "render")
@@ -49,6 +50,8 @@ def run_episodes(env: Any, policy: Any, episodes: int, seed: int, video_path: st
             break  # interrupted mid-episode: it does not count
         successes.append(success)
         returns.append(total)
+        if on_episode is not None:
+            on_episode(len(successes))
     done = len(successes)
     out: dict[str, Any] = {"episodes": done, "success_rate": float(np.mean(successes)) if done else float("nan"),
                            "mean_return": float(np.mean(returns)) if done else float("nan")}
@@ -75,7 +78,9 @@ def find_checkpoint(path: str | Path) -> tuple[Path, Path]:
 
 
 def evaluate_checkpoint(checkpoint: str | Path, episodes: int, video: str | None,
-                        overrides: Sequence[str] = ()) -> dict[str, Any]:
+                        overrides: Sequence[str] = (), video_episodes: int = 3,
+                        on_episode: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Deterministic episodes of a checkpoint's policy; ``video`` shows the first ``video_episodes``."""
     ckpt, run_dir = find_checkpoint(checkpoint)
     cfg = load_resolved(run_dir / "config_learner.yaml", overrides)
     env = ENVS.make(cfg.env.name, cfg.env, seed=cfg.env.seed + 12345)
@@ -84,6 +89,7 @@ def evaluate_checkpoint(checkpoint: str | Path, episodes: int, video: str | None
     policy.load_state_dict({k: torch.as_tensor(v) for k, v in state["policy"].items()})
     policy.eval()
     try:
-        return run_episodes(env, policy, episodes, seed=10_000, video_path=video)
+        return run_episodes(env, policy, episodes, seed=10_000, video_path=video if video_episodes > 0 else None,
+                            video_episodes=video_episodes, on_episode=on_episode)
     finally:
         env.close()

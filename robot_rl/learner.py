@@ -301,6 +301,7 @@ class Learner:
                         last_publish = time.monotonic()
                 if next_eval is not None and self.online_transitions >= next_eval:
                     self._log_evaluation(logger)
+                    logger.phase("online", step=self.online_transitions, total=cfg.learner.max_env_steps)
                     next_eval = (self.online_transitions // eval_every + 1) * eval_every
                 if time.monotonic() - last_publish >= 1.0:  # late joiners + a fresh pacing budget
                     self.publish()
