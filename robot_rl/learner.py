@@ -338,8 +338,8 @@ class Learner:
         when no actor is connected, on a stop (``robot-rl train`` sends one once its actors exited) or after
         ``learner.drain_s``."""
         lc = self.cfg.learner
-        if lc.drain_s <= 0 or self._stop.is_set():
-            return
+        if lc.drain_s <= 0 or self._stop.is_set() or self.cfg.transport.kind != "zmq":
+            return  # in-process actors are stopped by their caller; a stop signal means "exit now"
         logger.phase("drain", step=self.online_transitions)
         self._draining = True
         deadline = time.monotonic() + lc.drain_s
