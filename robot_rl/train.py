@@ -280,11 +280,16 @@ def train(cfg: Any) -> int:
         log.error("learner failed with exit code %s; see %s", learner.returncode, logs / "learner.log")
         return 1
     log.info("training took %.0fs; evaluating", time.monotonic() - t0)
-    with progress:
-        progress.set_phase("final_eval", 0, cfg.eval_episodes)
-        result = evaluate_checkpoint(run_dir, cfg.eval_episodes, str(run_dir / "eval.mp4"),
-                                     video_episodes=cfg.eval_video_episodes,
-                                     on_episode=lambda n: progress.set_phase("final_eval", n, cfg.eval_episodes))
+    try:
+        with progress:
+            progress.set_phase("final_eval", 0, cfg.eval_episodes)
+            result = evaluate_checkpoint(run_dir, cfg.eval_episodes, str(run_dir / "eval.mp4"),
+                                         video_episodes=cfg.eval_video_episodes,
+                                         on_episode=lambda n: progress.set_phase("final_eval", n, cfg.eval_episodes))
+    except KeyboardInterrupt:
+        log.info("interrupted during the final evaluation; training is complete and checkpointed: evaluate "
+                 "later with `robot-rl eval checkpoint=%s`", run_dir)
+        return 130
     (run_dir / "eval.json").write_text(json.dumps(result))
     plot = plot_learning_curve(run_dir)
     log.info("final success rate %.2f over %d episodes; plot %s; video %s", result["success_rate"],

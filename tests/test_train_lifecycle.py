@@ -66,15 +66,15 @@ def _episodes(run_dir: Path) -> int:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find the children")
-@pytest.mark.parametrize("how", ["SIGKILL of the process group", "SIGTERM"])
+@pytest.mark.parametrize("how", ["SIGKILL of the process group", "SIGTERM", "SIGINT"])
 def test_children_stop_with_train(tmp_path, how):
     run_dir, log = tmp_path / "run", tmp_path / "train.log"
     train = _start_train(run_dir, "learner.max_env_steps=0", "learner.checkpoint_every_s=1000", log=log)
     try:
         _wait_for(lambda: len(_children(train.pid)) == 2 and _episodes(run_dir) >= 2, 120, "learner and actor")
         children = _children(train.pid)
-        if how == "SIGTERM":
-            train.send_signal(signal.SIGTERM)
+        if how in ("SIGTERM", "SIGINT"):
+            train.send_signal(getattr(signal, how))
             assert train.wait(timeout=90) == 130  # interrupted, after stopping its children
             assert "resume with `robot-rl train run_dir=" in " ".join(log.read_text().split())
         else:
@@ -88,7 +88,7 @@ def test_children_stop_with_train(tmp_path, how):
             os.killpg(train.pid, signal.SIGKILL)
     learner_log = (run_dir / "logs" / "learner.log").read_text()
     actor_log = (run_dir / "logs" / "actor-0.log").read_text()
-    if how == "SIGTERM":
+    if how != "SIGKILL of the process group":  # train stopped them itself, with SIGTERM
         assert "SIGTERM: stopping cleanly" in learner_log and "SIGTERM: stopping cleanly" in actor_log
     else:  # each says why it stopped
         assert f"robot-rl train (pid {train.pid}) has exited" in " ".join(learner_log.split())
