@@ -128,7 +128,8 @@ class TrainProgress:
     def line(self) -> str:
         """The plain-text form: ``[  42s] online training: 1200/8000 env steps  2400 updates (55/s)``."""
         label, unit = PHASES.get(self.phase, (self.phase, ""))
-        count = f": {self.done}/{self.total} {unit}" if self.total else ""
+        count = f": {self.done}/{self.total} {unit}" if self.total else (f": {self.done} {unit}" if unit and self.done
+                                                                          else "")
         info = self.info()
         return f"[{time.monotonic() - self._t0:5.0f}s] {label}{count}" + (f"  {info}" if info else "")
 
