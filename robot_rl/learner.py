@@ -139,8 +139,8 @@ class Learner:
                 seen.setdefault(episode.actor_id, []).append(episode.episode_id)
         self._rebuilt_episodes = {a: np.asarray(ids, np.int64) for a, ids in seen.items()}
         if seen:
-            log.info("no checkpoint in %s: rebuilt replay from %d episodes (%d transitions) in %s", self.checkpointer.root,
-                     sum(map(len, seen.values())), self.online_transitions, root)
+            log.info("no checkpoint in %s: rebuilt replay from %d episodes (%d transitions) in %s",
+                     self.checkpointer.root, sum(map(len, seen.values())), self.online_transitions, root)
         else:
             log.info("no checkpoint and no episodes in %s: starting a new run", self.run_dir)
 
@@ -170,6 +170,7 @@ class Learner:
                      "online_transitions": self.online_transitions, "weights_version": self.weights_version,
                      "ledger": self.ledger.state_dict(), "rng": rng_state(self.np_rng),
                      "spec_hash": self.spec_hash, "config_hash": self.config_hash,
+                     "rebuilt_episodes": {a: ids.tolist() for a, ids in self._rebuilt_episodes.items()},
                      "reward_version": self.reward_labeller.version if self.reward_labeller else "env"}
             marks = self.ledger.marks()
             path = self.checkpointer.save(f"ckpt-{self.updates:010d}", state, {
@@ -186,6 +187,8 @@ class Learner:
         self.online_transitions = int(state["online_transitions"])
         self.weights_version = int(state["weights_version"])
         self.ledger.load_state_dict(state["ledger"])
+        rebuilt = state.get("rebuilt_episodes", {})  # absent in checkpoints written before it existed
+        self._rebuilt_episodes = {a: np.asarray(ids, np.int64) for a, ids in rebuilt.items()}
         restore_rng(state["rng"], self.np_rng)
         self.online.load(path / "replay_online")
         self.demo.load(path / "replay_demo")
@@ -279,6 +282,11 @@ class Learner:
         cfg = self.cfg
         logger = RunLogger(self.run_dir, cfg.logger, "learner", to_dict(cfg))
         warm_started = self._pretrain_offline(logger)
+        if self._stop.is_set():  # stopped mid-way through the warm start: no checkpoint, a resume redoes it
+            log.info("stopped during the offline warm start: nothing checkpointed")
+            self.sampler.close()
+            logger.close()
+            return {"updates": float(self.updates), "env_steps": float(self.online_transitions)}
         self.transport.start()
         if warm_started:  # a restart must not redo a minute of warm start: checkpoint it right away
             self.save_checkpoint()

@@ -57,9 +57,23 @@ def test_no_checkpoint_rebuilds_replay_from_episode_store_once(tmp_path, caplog)
     client.flush()
     second.transport.wait_idle()
     ids = list(second.online.iter_ids())
-    second.close()
     assert len(ids) == len(set(ids)), "a rebuilt transition was added a second time"
     assert len(ids) == len(stored) + len(fresh)
+    second.save_checkpoint()
+    second.close()
+
+    # Resumed from that checkpoint, the learner still knows which episodes came from the store: an actor that
+    # was offline until now resends one of them, and it is still not added twice.
+    third = Learner(cfg)
+    assert third.checkpointer.latest() is not None and len(third.online) == len(ids)
+    third.transport.start()
+    client = third.transport.connect(cfg.transport, "actor-0")
+    for tr in episodes[4].transitions():
+        client.send(tr)
+    client.flush()
+    third.transport.wait_idle()
+    assert len(third.online) == len(ids)
+    third.close()
 
 
 def test_resume_false_starts_fresh_even_with_episodes(tmp_path, caplog):
