@@ -35,7 +35,7 @@ log = logging.getLogger("robot_rl.cli")
 FEATURE_COMMANDS: tuple[str, ...] = ("robot_rl.hardware.mcu.cli", "robot_rl.reward_models.cli",
                                      "robot_rl.policies.cli")
 
-# The example overrides each subcommand's help shows (tests/test_cli.py resolves every one of them).
+# The example overrides each subcommand's help shows (tests/test_cli_usage.py resolves every one of them).
 OVERRIDE_EXAMPLES: dict[str, str] = {
     "train": "env=point_reach learner.utd=2 num_actors=2",
     "learner": "env=panda_pick_cube transport.bind=0.0.0.0 run_dir=runs/exp1",

@@ -3,7 +3,7 @@
 Groups (``robot_rl/conf/<group>/<name>.yaml`` or a dataclass stored under that group): ``env``, ``policy``,
 ``algo``, ``reward``, ``transport``, ``logger``. A component defines its own config dataclass (subclassing
 :class:`EnvConfig`, :class:`PolicyConfig` or :class:`AlgoConfig`) and stores it with :func:`store`.
-:func:`load_config` composes the defaults with command-line overrides (``algo.utd=4``) and returns a frozen
+:func:`load_config` composes the defaults with command-line overrides (``learner.utd=4``) and returns a frozen
 dataclass tree; an unknown key or a wrong type is an error, not a silent default.
 """
 from __future__ import annotations
