@@ -262,6 +262,7 @@ def train(cfg: Any) -> int:
     try:
         with progress:
             extra = _record_demos(cfg, run_dir, progress)
+            progress.set_phase("starting")
             learner_threads = max(1, (os.cpu_count() or 1) - cfg.num_actors)
             learner = _spawn(["learner", "--config", str(config_path), *extra, *extra_common],
                              logs / "learner.log", threads=learner_threads)

@@ -22,7 +22,7 @@ PLAIN_EVERY_S = 15.0
 
 # phase -> (label, unit of its progress counter)
 PHASES: dict[str, tuple[str, str]] = {
-    "starting": ("starting", ""),
+    "starting": ("starting the learner and the actors", ""),
     "demos": ("recording demos", "demos"),
     "warm_start": ("warm start on the demos", "updates"),
     "online": ("online training", "env steps"),
