@@ -83,6 +83,14 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
+def _ignore_stop_signals() -> None:
+    """Everything is saved: a late SIGTERM (``robot-rl train`` stopping a process that already finished) must not
+    turn a clean exit into a kill. Python restores the default action of its own handlers during interpreter
+    teardown (which can take seconds with torch or MuJoCo Warp loaded), but leaves an ignored signal ignored."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _stop_when_learner_finishes(transport, stop: threading.Event, actor_id: str) -> None:
     """The learner announces the end of its budget (``progress["draining"]``): stop stepping, so the last
     chunks reach it and are committed before this actor exits."""
@@ -127,6 +135,7 @@ def cmd_learner(args: argparse.Namespace, overrides: Sequence[str]) -> int:
         result = learner.run()
     finally:
         learner.close()
+    _ignore_stop_signals()
     log.info("learner finished: %s", result)
     return 0
 
@@ -177,6 +186,7 @@ def cmd_actor(args: argparse.Namespace, overrides: Sequence[str]) -> int:
         transport.close(drain_s=5.0)
         for env in envs:
             env.close()
+    _ignore_stop_signals()
     log.info("actor %s finished: %s", cfg.actor.actor_id, {k: round(v, 3) for k, v in result.items()})
     return 0
 

@@ -199,9 +199,10 @@ def _supervise(learner: subprocess.Popen, actors: list[subprocess.Popen], actor_
                             logs / f"actor-{i}.log")
                 actors[i] = _spawn(actor_args(i), logs / f"actor-{i}.log")
         if not learner_stopped and all(a.poll() is not None for a in actors):
-            log.info("all actors have exited: stopping the learner")
-            learner.send_signal(signal.SIGTERM)
             learner_stopped = True
+            if progress.phase != "done":  # "done": it is exiting by itself
+                log.info("all actors have exited: stopping the learner")
+                learner.send_signal(signal.SIGTERM)
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:  # noqa: ARG001
