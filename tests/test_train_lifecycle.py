@@ -140,5 +140,8 @@ def test_killed_before_first_checkpoint_resumes_from_episodes_and_finishes_clean
     assert set(before) <= set(ids), "episodes of the killed session are missing from replay"
     # A clean finish: the learner committed the actor's last chunks before it exited.
     assert not [p for p in (run_dir / "spill").rglob("*") if p.is_file()], "chunks left in spill/"
-    assert sorted(ids) == sorted(_stored_ids(run_dir)), "replay and the episode store disagree"
+    stored = set(_stored_ids(run_dir))
+    assert stored <= set(ids), "stored transitions never reached replay"
+    # Replay may also hold the sent part of the one episode the SIGKILL cut short (never stored; resent from spill/)
+    assert len({episode for _, episode, _ in set(ids) - stored}) <= 1
     assert (run_dir / "learning_curve.png").exists() and (run_dir / "eval.mp4").exists()
