@@ -274,7 +274,7 @@ def train(cfg: Any) -> int:
             _supervise(learner, actors, actor_args, logs, progress)
     except KeyboardInterrupt as exc:
         log.info("interrupted (%s): the learner checkpoints, the actors store their partial episodes; resume "
-                 "with `robot-rl train run_dir=%s`", exc or "SIGINT", run_dir)
+                 "with `robot-rl train run_dir=%s`", str(exc) or "SIGINT", run_dir)
         return 130
     finally:
         _stop_all([(p, 60.0 if p is learner else 15.0) for p in [learner, *actors] if p is not None])
@@ -285,9 +285,9 @@ def train(cfg: Any) -> int:
     try:
         with progress:
             progress.set_phase("final_eval", 0, cfg.eval_episodes)
-            result = evaluate_checkpoint(run_dir, cfg.eval_episodes, str(run_dir / "eval.mp4"),
-                                         video_episodes=cfg.eval_video_episodes,
-                                         on_episode=lambda n: progress.set_phase("final_eval", n, cfg.eval_episodes))
+            result = evaluate_checkpoint(
+                run_dir, cfg.eval_episodes, str(run_dir / "eval.mp4"), video_episodes=cfg.eval_video_episodes,
+                on_episode=lambda n: progress.set_phase("final_eval", n, cfg.eval_episodes))
     except KeyboardInterrupt:
         log.info("interrupted during the final evaluation; training is complete and checkpointed: evaluate "
                  "later with `robot-rl eval checkpoint=%s`", run_dir)
