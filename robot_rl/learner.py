@@ -115,6 +115,10 @@ class Learner:
         else:
             log.info("learner.resume=false: starting fresh in %s", self.run_dir)
         if self.cfg.learner.demos:
+            if not Path(self.cfg.learner.demos).is_dir():  # a typo must not become an empty demo buffer
+                from robot_rl.config_errors import UsageError
+
+                raise UsageError(f"learner.demos={self.cfg.learner.demos}: no such directory")
             store = EpisodeStore(self.cfg.learner.demos)
             n = 0
             for episode in store.episodes(spec_hash=self.spec_hash):
