@@ -214,8 +214,9 @@ class Learner:
         weights = {k: v.detach().cpu().numpy() for k, v in self.algo.policy_weights().items()}
         self.transport.publish_weights(weights, self.weights_version, self.progress())
 
-    def evaluate(self) -> dict[str, float]:
-        """Deterministic episodes on a local copy of the env with the current policy (sim twins only)."""
+    def evaluate(self, on_episode: Any = None) -> dict[str, float]:
+        """Deterministic episodes on a local copy of the env with the current policy (sim twins only);
+        ``on_episode(n)`` after each one (progress)."""
         from robot_rl.evaluate import run_episodes
 
         if self._eval_env is None:
@@ -224,15 +225,16 @@ class Learner:
         self.policy.eval()
         try:
             result = run_episodes(self._eval_env, self.policy, self.cfg.learner.eval_episodes,
-                                  seed=100_000 + self.online_transitions, stop=self._stop)
+                                  seed=100_000 + self.online_transitions, stop=self._stop, on_episode=on_episode)
         finally:
             self.policy.train(was_training)
         return {"eval/success_rate": result["success_rate"], "eval/return": result["mean_return"],
                 "eval/episodes": float(result["episodes"])}
 
     def _log_evaluation(self, logger: RunLogger) -> None:
-        logger.phase("evaluation", step=self.online_transitions, total=self.cfg.learner.eval_episodes)
-        metrics = self.evaluate()
+        step, total = self.online_transitions, self.cfg.learner.eval_episodes
+        logger.phase("evaluation", step=step, done=0, total=total)
+        metrics = self.evaluate(on_episode=lambda n: logger.phase("evaluation", step=step, done=n, total=total))
         if metrics["eval/episodes"] == 0:  # stopped before one episode finished: nothing to report
             return
         logger.log({**metrics, "updates": self.updates}, step=self.online_transitions, force_print=True)
