@@ -139,7 +139,8 @@ def test_killed_before_first_checkpoint_resumes_from_episodes_and_finishes_clean
     assert len(ids) == len(set(ids)), "a transition was ingested twice"
     assert set(before) <= set(ids), "episodes of the killed session are missing from replay"
     # A clean finish: the learner committed the actor's last chunks before it exited.
-    assert not [p for p in (run_dir / "spill").rglob("*") if p.is_file()], "chunks left in spill/"
+    # (A temporary the SIGKILL cut short mid-write may stay: it is no chunk, and a run removes it once it is old.)
+    assert not list((run_dir / "spill").rglob("*.chunk")), "chunks left in spill/"
     stored = set(_stored_ids(run_dir))
     assert stored <= set(ids), "stored transitions never reached replay"
     # Replay may also hold the sent part of the one episode the SIGKILL cut short (never stored; resent from spill/)
