@@ -112,7 +112,7 @@ def test_killed_before_first_checkpoint_resumes_from_episodes_and_finishes_clean
     train = _start_train(run_dir, "learner.max_env_steps=0", *crash, log=log)
     try:
         _wait_for(lambda: len(_children(train.pid)) == 2 and _episodes(run_dir) >= 4, 120, "stored episodes")
-        victims = [train.pid, *_children(train.pid)]
+        victims = [*_children(train.pid), train.pid]  # children first: train's death would SIGTERM them
         for pid in victims:  # a power cut: nobody gets to checkpoint
             os.kill(pid, signal.SIGKILL)
         train.wait()
