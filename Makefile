@@ -9,12 +9,13 @@ TORCH ?= torch==2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu/
 export MUJOCO_GL ?= egl
 
-.PHONY: train test test-default test-ros test-mcu setup clean-venv
+.PHONY: train test test-default test-slow test-ros test-mcu setup clean-venv
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "robot_rl needs Python >= 3.10"'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
+	@# setuptools >= 77 reads the SPDX `license` string of pyproject.toml (the venv seeds an older one, or none).
+	$(PIP) install -q --upgrade pip "setuptools>=77"
 	@# A bare `torch` requirement would pull a multi-GB CUDA build: install the right torch first.
 	@if ! $(PY) -c 'import torch' 2>/dev/null; then \
 	  if ! command -v nvidia-smi >/dev/null 2>&1 && $(PY) -c 'import urllib.request as u; u.urlopen("$(TORCH_CPU_INDEX)", timeout=5)' 2>/dev/null; \
@@ -33,9 +34,14 @@ train: $(VENV)/.installed
 # and the microcontroller suites, each in its own bounded step that installs its own tools.
 test: test-default test-ros test-mcu
 
-# Default suite only (extra pytest arguments: make test-default ARGS="-k replay").
+# Default suite only (extra pytest arguments: make test-default ARGS="-k replay"). -rsx lists every skipped
+# test and expected failure with its reason at the end, so a reader sees what did not run and why.
 test-default: $(VENV)/.installed
-	$(VENV)/bin/python -m pytest -q $(ARGS)
+	$(VENV)/bin/python -m pytest -q -rsx $(ARGS)
+
+# The long tests (`slow` marker: learning and end-to-end runs of several minutes each), in no other target.
+test-slow: $(VENV)/.installed
+	$(VENV)/bin/python -m pytest -q -rsx -m slow $(ARGS)
 
 # ROS 2 suite (`ros` marker): its own venv (.venv-ros: rclpy Jazzy + Fast DDS from PyPI, cyclonedds, rosbags,
 # colcon), run inside a private network namespace (unshare -n, loopback only) under a hard time bound.

@@ -1,1 +1,1 @@
-"""robot_rl.hardware (see DESIGN.md)."""
+"""robot_rl.hardware: ROS 2 robot and twin nodes, teleop, microcontroller export (see docs/architecture.md)."""

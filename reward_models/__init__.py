@@ -1,4 +1,4 @@
-"""Learned reward models (imported as ``robot_rl.reward_models``; see DESIGN.md, "Reward models").
+"""Learned reward models (imported as ``robot_rl.reward_models``; see docs/architecture.md, "Reward models").
 
 Importing this package is light (no torch): it stores the ``reward`` config group and registers the reward
 models by name in ``robot_rl.registry.REWARD_MODELS``; each factory imports torch when called.

@@ -1,4 +1,4 @@
-"""robot_rl: reinforcement learning on real robots (see README.md and DESIGN.md).
+"""robot_rl: reinforcement learning on real robots (see README.md and docs/architecture.md).
 
 Importing the package is light: no torch, mujoco, rclpy or device library is imported here.
 """

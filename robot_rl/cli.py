@@ -6,11 +6,18 @@
     robot-rl keys DIR [--actors A B ...]    CurveZMQ keys for actor<->learner links across machines
     robot-rl demos   [overrides] n=20 out=DIR      scripted-expert demonstrations into an episode store
     robot-rl demos   teleop=keyboard|spacemouse|gamepad [overrides] n=20 out=DIR   demonstrations by hand
-    robot-rl eval    [overrides] checkpoint=PATH episodes=20 video=PATH
+    robot-rl eval    [overrides] checkpoint=PATH episodes=20 video=PATH video_episodes=3
     robot-rl config  [overrides]            print the resolved config
+    robot-rl reward  train|eval [overrides] learned process reward models
+    robot-rl pretrain policy=diffusion|flow|vla [overrides] out=PATH    behaviour cloning of chunked policies
+    robot-rl export-mcu checkpoint=RUN_DIR out=DIR    int8 C99 policy for a Cortex-M microcontroller
+    robot-rl data    import-lerobot|export-lerobot|import-bag SRC OUT    LeRobotDataset / rosbag2 conversion
+    robot-rl dashboard RUN_DIR              the operator's live web page of a run
 
-Overrides use hydra syntax (``algo.utd=4 env=panda_pick_cube transport.host=10.0.0.5``); ``--config FILE``
-starts from a resolved config file written by an earlier run (``run_dir/config.yaml``).
+Overrides use hydra syntax (``learner.utd=2 env=point_reach transport.host=10.0.0.5``); ``--config FILE``
+starts from a resolved config file written by an earlier run (``run_dir/config.yaml``). A bad override or
+path prints one or two lines and exits with status 2; ``--debug`` (or ``HYDRA_FULL_ERROR=1``) shows the
+traceback instead.
 """
 from __future__ import annotations
 
@@ -23,12 +30,25 @@ import threading
 from pathlib import Path
 from typing import Sequence
 
+from robot_rl.config_errors import UsageError
+
 log = logging.getLogger("robot_rl.cli")
 
 # Modules that add subcommands of their own (``reward``, ``pretrain``, ``export-mcu``, ...): see build_parser.
 FEATURE_COMMANDS: tuple[str, ...] = ("robot_rl.hardware.mcu.cli", "robot_rl.reward_models.cli",
                                      "robot_rl.policies.cli", "robot_rl.datasets.cli",
                                      "robot_rl.dashboard.cli")
+
+# The example overrides each subcommand's help shows (tests/test_cli_usage.py resolves every one of them).
+OVERRIDE_EXAMPLES: dict[str, str] = {
+    "train": "env=point_reach learner.utd=2 num_actors=2",
+    "learner": "env=panda_pick_cube transport.bind=0.0.0.0 run_dir=runs/exp1",
+    "actor": "transport.host=10.0.0.5 actor.actor_id=robot1 actor.realtime=true",
+    "demos": "env=point_reach n=20 out=demos",
+    "eval": "checkpoint=runs/exp1 episodes=20 video=eval.mp4",
+    "config": "env=point_reach learner.utd=2",
+}
+
 
 def split_extra(overrides: Sequence[str], keys: Sequence[str]) -> tuple[list[str], dict[str, str]]:
     """Pull subcommand-specific ``key=value`` arguments (e.g. ``n=20``) out of the hydra overrides; feature
@@ -52,15 +72,60 @@ def _config(args: argparse.Namespace, overrides: Sequence[str]):
 
 
 def _stop_on_signals() -> threading.Event:
+    """Event set by SIGTERM/SIGINT, and (in a child of ``robot-rl train``) when that parent exits."""
+    from robot_rl.lifetime import stop_with_parent, why_signal
+
     stop = threading.Event()
 
     def handler(signum, frame):  # noqa: ARG001
-        log.info("signal %d: stopping cleanly", signum)
+        log.info("%s: stopping cleanly", why_signal(signum))
         stop.set()
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+    stop_with_parent(stop)
     return stop
+
+
+def _ignore_stop_signals() -> None:
+    """Everything is saved: a late SIGTERM (``robot-rl train`` stopping a process that already finished) must not
+    turn a clean exit into a kill. Python restores the default action of its own handlers during interpreter
+    teardown (which can take seconds with torch or MuJoCo Warp loaded), but leaves an ignored signal ignored."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _stop_when_learner_finishes(transport, stop: threading.Event, actor_id: str) -> None:
+    """The learner announces the end of its budget (``progress["draining"]``): stop stepping, so the last
+    chunks reach it and are committed before this actor exits."""
+    def watch() -> None:
+        while not stop.wait(0.1):
+            progress = transport.learner_progress()
+            if progress and progress.get("draining"):
+                log.info("actor %s: the learner reached its budget: stopping", actor_id)
+                stop.set()
+
+    threading.Thread(target=watch, name="learner-finished", daemon=True).start()
+
+
+def _wait_committed(transport, timeout_s: float) -> bool:
+    """After the learner's budget: wait (while it is connected) until it committed every chunk we hold, so
+    nothing is left in ``spill/``. True when nothing is pending."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    clear_since = None
+    while time.monotonic() < deadline and transport.connected:
+        transport.flush()
+        stats = transport.stats()
+        if stats["pending_chunks"] == 0 and stats["queue_depth"] == 0:
+            clear_since = clear_since or time.monotonic()
+            if time.monotonic() - clear_since > 0.3:  # not just between dequeuing and chunking
+                return True
+        else:
+            clear_since = None
+        time.sleep(0.05)
+    return transport.stats()["pending_chunks"] == 0
 
 
 def cmd_learner(args: argparse.Namespace, overrides: Sequence[str]) -> int:
@@ -74,6 +139,7 @@ def cmd_learner(args: argparse.Namespace, overrides: Sequence[str]) -> int:
         result = learner.run()
     finally:
         learner.close()
+    _ignore_stop_signals()
     log.info("learner finished: %s", result)
     return 0
 
@@ -107,6 +173,7 @@ def cmd_actor(args: argparse.Namespace, overrides: Sequence[str]) -> int:
                                spec_hash(obs_spec, action_spec), config_hash(cfg), spill_dir=spill,
                                actor_key_name=args.key_name)
     stop = _stop_on_signals()
+    _stop_when_learner_finishes(transport, stop, cfg.actor.actor_id)
     if backend:
         from robot_rl.batched_actor import BatchedActor
 
@@ -115,10 +182,15 @@ def cmd_actor(args: argparse.Namespace, overrides: Sequence[str]) -> int:
         actor = Actor(cfg, transport, envs=envs)
     try:
         result = actor.run(stop=stop)
+        progress = transport.learner_progress() or {}
+        if progress.get("draining") and not _wait_committed(transport, timeout_s=30.0):
+            log.warning("actor %s: the learner did not commit every chunk; the rest stays in %s", cfg.actor.actor_id,
+                        spill)
     finally:
         transport.close(drain_s=5.0)
         for env in envs:
             env.close()
+    _ignore_stop_signals()
     log.info("actor %s finished: %s", cfg.actor.actor_id, {k: round(v, 3) for k, v in result.items()})
     return 0
 
@@ -159,19 +231,26 @@ def cmd_demos(args: argparse.Namespace, overrides: Sequence[str]) -> int:
         return cmd_teleop_demos(args, overrides, extra)
     cfg = _config(args, overrides)
     out = extra.get("out") or str(Path(cfg.run_dir) / "demos")
-    stats = generate_demos(cfg, int(extra.get("n", 20)), out)
+    stats = generate_demos(cfg, _int_arg(extra, "n", 20), out)
     print(f"wrote {stats['episodes']} episodes ({stats['successes']} successful) to {out}")
     return 0
+
+
+def _int_arg(extra: dict[str, str], key: str, default: int) -> int:
+    try:
+        return int(extra.get(key, default))
+    except ValueError:
+        raise UsageError(f"{key}={extra[key]}: {key} must be an integer") from None
 
 
 def cmd_eval(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     from robot_rl.evaluate import evaluate_checkpoint
 
-    overrides, extra = split_extra(overrides, ("checkpoint", "episodes", "video"))
+    overrides, extra = split_extra(overrides, ("checkpoint", "episodes", "video", "video_episodes"))
     if "checkpoint" not in extra:
-        raise SystemExit("robot-rl eval needs checkpoint=PATH (a run_dir or a checkpoints/ckpt-* directory)")
-    result = evaluate_checkpoint(extra["checkpoint"], int(extra.get("episodes", 20)), extra.get("video"),
-                                 list(overrides))
+        raise UsageError("robot-rl eval needs checkpoint=PATH (a run_dir or a checkpoints/ckpt-* directory)")
+    result = evaluate_checkpoint(extra["checkpoint"], _int_arg(extra, "episodes", 20), extra.get("video"),
+                                 list(overrides), video_episodes=_int_arg(extra, "video_episodes", 3))
     print(f"success rate {result['success_rate']:.3f} over {result['episodes']} episodes "
           f"(mean return {result['mean_return']:.3f})" + (f"; video {result['video']}" if result.get("video")
                                                            else ""))
@@ -181,17 +260,19 @@ def cmd_eval(args: argparse.Namespace, overrides: Sequence[str]) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="robot-rl", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true",
+                        help="show full tracebacks for configuration and usage errors (also HYDRA_FULL_ERROR=1)")
     sub = parser.add_subparsers(dest="command", required=True)
     helps = {"train": "whole loop on this machine: learner + actor processes over ZeroMQ",
              "learner": "run the learner (binds transport.bind:transport.transitions_port)",
              "actor": "run one actor (connects to transport.host)",
              "demos": "record demonstrations: n=20 out=DIR (scripted expert), or by hand with "
                       "teleop=keyboard|spacemouse|gamepad",
-             "eval": "evaluate a checkpoint: checkpoint=PATH episodes=20 video=out.mp4",
+             "eval": "evaluate a checkpoint: checkpoint=PATH episodes=20 video=out.mp4 video_episodes=3",
              "config": "print the resolved config"}
     for name, help_text in helps.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("overrides", nargs="*", help="hydra overrides, e.g. algo.utd=4 env=panda_pick_cube")
+        p.add_argument("overrides", nargs="*", help=f"hydra overrides, e.g. {OVERRIDE_EXAMPLES[name]}")
         p.add_argument("--config", help="start from a resolved config file (run_dir/config.yaml)")
         if name == "actor":
             p.add_argument("--key-name", default="actor", help="which actors/<name>.key_secret to use")
@@ -210,10 +291,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from robot_rl.run_log import setup_logging
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("HYDRA_FULL_ERROR") == "1"
+    argv = [a for a in argv if a != "--debug"]  # accepted anywhere on the line
     if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
         os.environ.setdefault("MUJOCO_GL", "egl")  # headless: render offscreen (before mujoco is imported)
     setup_logging()
     parser = build_parser()
+    try:
+        return _dispatch(parser, argv)
+    except UsageError as exc:
+        if debug:
+            raise
+        print(f"robot-rl: error: {exc}\n(--debug shows the traceback)", file=sys.stderr)
+        return 2
+
+
+def _dispatch(parser: argparse.ArgumentParser, argv: list[str]) -> int:
     # Overrides may come before and after options (``actor a=1 --key-name r b=2``): argparse leaves the
     # later ones unparsed, so take back anything shaped like ``key=value``.
     args, rest = parser.parse_known_args(argv)

@@ -3,7 +3,7 @@
 Groups (``robot_rl/conf/<group>/<name>.yaml`` or a dataclass stored under that group): ``env``, ``policy``,
 ``algo``, ``reward``, ``transport``, ``logger``. A component defines its own config dataclass (subclassing
 :class:`EnvConfig`, :class:`PolicyConfig` or :class:`AlgoConfig`) and stores it with :func:`store`.
-:func:`load_config` composes the defaults with command-line overrides (``algo.utd=4``) and returns a frozen
+:func:`load_config` composes the defaults with command-line overrides (``learner.utd=4``) and returns a frozen
 dataclass tree; an unknown key or a wrong type is an error, not a silent default.
 """
 from __future__ import annotations
@@ -148,7 +148,8 @@ class LearnerConfig(ConfigNode):
     checkpoint_every_s: float = 60.0
     """Seconds between atomic checkpoints (policy, optimizers, algorithm, RNG, counters, replay)."""
     resume: bool = True
-    """Resume from ``run_dir/checkpoint`` when it exists."""
+    """Resume from the latest ``run_dir/checkpoints/ckpt-*``; without one, rebuild online replay from the
+    episodes in ``run_dir/episodes/`` (a run killed before its first checkpoint). false: always start fresh."""
     device: str = "auto"
     """torch device: ``auto`` picks CUDA when present."""
     idle_exit_s: float = 0.0
@@ -159,6 +160,9 @@ class LearnerConfig(ConfigNode):
     """Episodes per periodic evaluation."""
     demos: str = ""
     """Episode-store directory whose episodes fill the demo buffer on a fresh start (``robot-rl demos``)."""
+    drain_s: float = 30.0
+    """After the budget is reached: longest wait for the actors' last chunks, each batch checkpointed and
+    committed so the actors keep nothing pending (0 = exit right after the final checkpoint)."""
 
 
 @dataclass
@@ -264,6 +268,9 @@ class TrainConfig(ConfigNode):
     when ``learner.demos`` is unset and the env has an expert; 0 = train without demos."""
     eval_episodes: int = 10
     """``robot-rl train``: deterministic evaluation episodes at the end (success rate, video)."""
+    eval_video_episodes: int = 3
+    """``robot-rl train``: how many of those final evaluation episodes (the first ones) ``eval.mp4`` shows
+    (0 = no video)."""
 
 
 def store(group: str, name: str, node: type) -> None:
@@ -286,13 +293,45 @@ def _register_components() -> None:
 
 
 def load_config(overrides: Sequence[str] = (), config_name: str = "train") -> "TrainConfig":
-    """Compose ``conf/<config_name>.yaml`` + overrides into a frozen, validated :class:`TrainConfig`."""
+    """Compose ``conf/<config_name>.yaml`` + overrides into a frozen, validated :class:`TrainConfig`.
+
+    A bad override raises :class:`robot_rl.config_errors.UsageError` with a one- or two-line explanation (the
+    hydra/OmegaConf exception is its ``__cause__``). ``+key=value`` is treated as ``key=value``: the schema is
+    closed, so adding a key is an error like any unknown key."""
+    from robot_rl.config_errors import UsageError, explain
+
+    overrides = [o.lstrip("+") for o in overrides]
+    try:
+        cfg = _compose(config_name, overrides)
+        return _freeze(OmegaConf.to_object(cfg))
+    except Exception as exc:
+        msg = explain(exc, overrides, lambda: _known_keys(config_name, overrides))
+        if msg is None:
+            raise
+        raise UsageError(msg) from exc
+
+
+def _compose(config_name: str, overrides: Sequence[str]) -> Any:
     from hydra import compose, initialize_config_dir
 
     _register_components()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        cfg = compose(config_name=config_name, overrides=list(overrides))
-    return _freeze(OmegaConf.to_object(cfg))
+        return compose(config_name=config_name, overrides=list(overrides))
+
+
+GROUPS = ("env", "policy", "algo", "hil", "reward")
+"""Config groups (``group=option`` picks a preset): the directories of ``robot_rl/conf`` and the ConfigStore."""
+
+
+def _known_keys(config_name: str, overrides: Sequence[str]) -> list[str]:
+    """Dotted keys of the config the user's group choices select (the defaults' if those are invalid too)."""
+    from robot_rl.config_errors import flat_keys
+
+    groups = [o for o in overrides if o.split("=", 1)[0] in GROUPS]
+    try:
+        return flat_keys(_compose(config_name, groups))
+    except Exception:
+        return flat_keys(_compose(config_name, []))
 
 
 def _freeze(obj: Any) -> Any:
@@ -344,20 +383,27 @@ def _open_free_form_dicts(node: Any) -> None:
 
 def load_resolved(path: str | os.PathLike, overrides: Sequence[str] = ()) -> "TrainConfig":
     """Load a resolved config file (from :func:`save_resolved`) plus overrides, re-validated by the schema."""
+    from robot_rl.config_errors import UsageError, explain
+
+    if not Path(path).is_file():
+        raise UsageError(f"--config {path}: no such file (give the config.yaml of an earlier run)")
     raw = OmegaConf.load(path)
     groups = [f"env={raw.env.name}", f"policy={raw.policy.name}", f"algo={raw.algo.name}"]
     if "hil" in raw:  # configs written before the hil group existed have none
         groups.append(f"hil={raw.hil.name}")
     if "reward" in raw:  # likewise for the reward group
         groups.append(f"reward={raw.reward.name}")
-    _register_components()
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        schema = compose(config_name="train", overrides=groups)
-    _open_free_form_dicts(schema)
-    merged = OmegaConf.merge(schema, raw, OmegaConf.from_dotlist(list(overrides)))
-    return _freeze(OmegaConf.to_object(merged))
+    overrides = [o.lstrip("+") for o in overrides]
+    try:
+        schema = _compose("train", groups)
+        _open_free_form_dicts(schema)  # env.kwargs / env.key_map keep user keys
+        merged = OmegaConf.merge(schema, raw, OmegaConf.from_dotlist(list(overrides)))
+        return _freeze(OmegaConf.to_object(merged))
+    except Exception as exc:
+        msg = explain(exc, overrides, lambda: _known_keys("train", groups))
+        if msg is None:
+            raise
+        raise UsageError(msg) from exc
 
 
 def config_hash(cfg: TrainConfig) -> str:

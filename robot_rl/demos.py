@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -31,8 +31,9 @@ def record_episode(env: Any, policy: Any, seed: int, actor_id: str, episode_id: 
 
 
 def generate_demos(cfg: Any, n: int, out: str | Path, successful_only: bool = True,
-                   max_attempts_factor: int = 3) -> dict[str, int]:
-    """Record ``n`` expert episodes (only successful ones by default) into ``out``.
+                   max_attempts_factor: int = 3, on_episode: Callable[[int], None] | None = None) -> dict[str, int]:
+    """Record ``n`` expert episodes (only successful ones by default) into ``out``; ``on_episode(written)``
+    after each one kept (progress display).
 
     Appends to an existing store (ids continue), so an interrupted run can simply be repeated.
     """
@@ -55,6 +56,8 @@ def generate_demos(cfg: Any, n: int, out: str | Path, successful_only: bool = Tr
                                                  meta={"source": "scripted_expert"}))
             written += 1
             episode_id += 1
+            if on_episode is not None:
+                on_episode(written)
         successes += int(success)
     env.close()
     if written < n:

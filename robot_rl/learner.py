@@ -83,7 +83,12 @@ class Learner:
         self._stop = threading.Event()
         self._last_data_time: float | None = None
         self._eval_env: Any = None
+        # Episodes put back into replay from the actors' episode stores (no checkpoint to resume from), per
+        # actor: their chunks, resent from the actors' spill directories, must not be added a second time.
+        self._rebuilt_episodes: dict[str, np.ndarray] = {}
         self._resume_or_load_demos()
+        self._updates_at_start = self.updates  # updates/s counts this session's updates only
+        self._draining = False  # budget reached: actors are told (progress["draining"]) to finish and stop
         self.transport = transport or self._make_transport()
         self.dashboard_feed = None  # status for `robot-rl dashboard` (robot_rl/dashboard/feed.py); never blocks
         if getattr(cfg, "dashboard", None) is not None and cfg.dashboard.feed:
@@ -110,7 +115,15 @@ class Learner:
         if latest is not None:
             self.load_checkpoint(latest)
             return
+        if self.cfg.learner.resume:
+            self._rebuild_from_episode_stores()
+        else:
+            log.info("learner.resume=false: starting fresh in %s", self.run_dir)
         if self.cfg.learner.demos:
+            if not Path(self.cfg.learner.demos).is_dir():  # a typo must not become an empty demo buffer
+                from robot_rl.config_errors import UsageError
+
+                raise UsageError(f"learner.demos={self.cfg.learner.demos}: no such directory")
             store = EpisodeStore(self.cfg.learner.demos)
             n = 0
             for episode in store.episodes(spec_hash=self.spec_hash):
@@ -126,17 +139,43 @@ class Learner:
             if fit(torch.as_tensor(states).to(self.device)):
                 log.info("state normalisation fitted on %d demo transitions", len(states))
 
+    def _rebuild_from_episode_stores(self) -> None:
+        """No checkpoint, but ``run_dir/episodes/<actor>/`` may hold this run's experience (a run killed before
+        its first checkpoint): put those episodes back into online replay instead of silently starting over."""
+        root = self.run_dir / "episodes"
+        stores = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+        seen: dict[str, list[int]] = {}
+        for directory in stores:
+            for episode in EpisodeStore(directory).episodes(spec_hash=self.spec_hash):
+                self._add_online(episode.to_batch())
+                seen.setdefault(episode.actor_id, []).append(episode.episode_id)
+        self._rebuilt_episodes = {a: np.asarray(ids, np.int64) for a, ids in seen.items()}
+        if seen:
+            log.info("no checkpoint in %s: rebuilt replay from %d episodes (%d transitions) in %s",
+                     self.checkpointer.root, sum(map(len, seen.values())), self.online_transitions, root)
+        else:
+            log.info("no checkpoint and no episodes in %s: starting a new run", self.run_dir)
+
     # ------------------------------------------------------------------------------- ingest (IO thread)
     def _ingest(self, chunk: Chunk) -> None:
         """Called by the transport thread for each new, validated chunk, under the ledger lock."""
         batch = chunk.batch
+        rebuilt = self._rebuilt_episodes.get(chunk.actor_id)
+        self._last_data_time = time.monotonic()
+        if self.dashboard_feed is not None:
+            self.dashboard_feed.observe(chunk)
+        if rebuilt is not None:  # rows of episodes already rebuilt from the episode store: keep them once
+            keep = ~np.isin(batch.episode_id, rebuilt)
+            if not keep.any():
+                return
+            batch = batch if keep.all() else batch.select(keep)
+        self._add_online(batch)
+
+    def _add_online(self, batch: Any) -> None:
         self.online.add_batch(batch)
         if self.cfg.replay.interventions_to_demo and batch.intervened.any():
             self.demo.add_batch(batch.select(batch.intervened))  # human corrections are demonstrations too
         self.online_transitions += len(batch)
-        self._last_data_time = time.monotonic()
-        if self.dashboard_feed is not None:
-            self.dashboard_feed.observe(chunk)
 
     # ---------------------------------------------------------------------------------- checkpoints
     def save_checkpoint(self) -> Path:
@@ -145,6 +184,7 @@ class Learner:
                      "online_transitions": self.online_transitions, "weights_version": self.weights_version,
                      "ledger": self.ledger.state_dict(), "rng": rng_state(self.np_rng),
                      "spec_hash": self.spec_hash, "config_hash": self.config_hash,
+                     "rebuilt_episodes": {a: ids.tolist() for a, ids in self._rebuilt_episodes.items()},
                      "reward_version": self.reward_labeller.version if self.reward_labeller else "env"}
             marks = self.ledger.marks()
             path = self.checkpointer.save(f"ckpt-{self.updates:010d}", state, {
@@ -161,6 +201,8 @@ class Learner:
         self.online_transitions = int(state["online_transitions"])
         self.weights_version = int(state["weights_version"])
         self.ledger.load_state_dict(state["ledger"])
+        rebuilt = state.get("rebuilt_episodes", {})  # absent in checkpoints written before it existed
+        self._rebuilt_episodes = {a: np.asarray(ids, np.int64) for a, ids in rebuilt.items()}
         restore_rng(state["rng"], self.np_rng)
         self.online.load(path / "replay_online")
         self.demo.load(path / "replay_demo")
@@ -168,21 +210,23 @@ class Learner:
 
     # ------------------------------------------------------------------------------------------ loop
     def progress(self) -> dict[str, int]:
-        """Counters sent with the weights; ``allowed_env_steps`` is the UTD budget sim actors pace to."""
+        """Counters sent with the weights; ``allowed_env_steps`` is the UTD budget sim actors pace to;
+        ``draining`` = 1 once the learner reached its budget (actors then send what they hold and stop)."""
         lc = self.cfg.learner
         slack = lc.pace_slack_steps or int(2 * lc.publish_every / max(lc.utd, 1e-6)) + \
             2 * self.cfg.transport.chunk_size
         budget = max(lc.warmup_transitions - len(self.demo), int(self.updates / max(lc.utd, 1e-6)))
         return {"updates": self.updates, "env_steps": self.online_transitions,
-                "allowed_env_steps": budget + slack}
+                "allowed_env_steps": budget + slack, "draining": int(self._draining)}
 
     def publish(self) -> None:
         self.weights_version += 1
         weights = {k: v.detach().cpu().numpy() for k, v in self.algo.policy_weights().items()}
         self.transport.publish_weights(weights, self.weights_version, self.progress())
 
-    def evaluate(self) -> dict[str, float]:
-        """Deterministic episodes on a local copy of the env with the current policy (sim twins only)."""
+    def evaluate(self, on_episode: Any = None) -> dict[str, float]:
+        """Deterministic episodes on a local copy of the env with the current policy (sim twins only);
+        ``on_episode(n)`` after each one (progress)."""
         from robot_rl.evaluate import run_episodes
 
         if self._eval_env is None:
@@ -191,14 +235,16 @@ class Learner:
         self.policy.eval()
         try:
             result = run_episodes(self._eval_env, self.policy, self.cfg.learner.eval_episodes,
-                                  seed=100_000 + self.online_transitions, stop=self._stop)
+                                  seed=100_000 + self.online_transitions, stop=self._stop, on_episode=on_episode)
         finally:
             self.policy.train(was_training)
         return {"eval/success_rate": result["success_rate"], "eval/return": result["mean_return"],
                 "eval/episodes": float(result["episodes"])}
 
     def _log_evaluation(self, logger: RunLogger) -> None:
-        metrics = self.evaluate()
+        step, total = self.online_transitions, self.cfg.learner.eval_episodes
+        logger.phase("evaluation", step=step, done=0, total=total)
+        metrics = self.evaluate(on_episode=lambda n: logger.phase("evaluation", step=step, done=n, total=total))
         if metrics["eval/episodes"] == 0:  # stopped before one episode finished: nothing to report
             return
         logger.log({**metrics, "updates": self.updates}, step=self.online_transitions, force_print=True)
@@ -228,28 +274,44 @@ class Learner:
             return self.updates
         return int(self.cfg.learner.utd * self.online_transitions)
 
-    def _pretrain_offline(self, logger: RunLogger) -> None:
+    def _pretrain_offline(self, logger: RunLogger) -> bool:
         """Offline-to-online warm start on the demo buffer (``algo.offline_pretrain_updates``), fresh runs only:
-        a resumed learner already holds the pre-trained weights in its checkpoint."""
+        a resumed learner already holds the pre-trained weights in its checkpoint. True when it ran."""
         n = int(getattr(self.cfg.algo, "offline_pretrain_updates", 0))
         if n <= 0 or self._resumed or len(self.demo) == 0:
-            return
+            return False
         t0 = time.monotonic()
-        metrics = self.algo.pretrain_offline(self.sampler.sample_demo, n)
+        metrics: dict[str, float] = {}
+        piece = max(1, n // 50)  # report progress ~50 times: the warm start takes a minute on a CPU
+        for done in range(0, n, piece):
+            logger.phase("warm_start", step=0, done=done, total=n)
+            metrics = self.algo.pretrain_offline(self.sampler.sample_demo, min(piece, n - done))
+            if self._stop.is_set():
+                return False
+        logger.phase("warm_start", step=0, done=n, total=n)
         log.info("offline pre-training: %d updates on %d demo transitions in %.1fs: %s", n, len(self.demo),
                  time.monotonic() - t0, {k: round(v, 4) for k, v in metrics.items()})
         logger.log({f"pretrain/{k}": v for k, v in metrics.items()}, step=0)
         if self.cfg.learner.eval_every_env_steps:
             self._log_evaluation(logger)  # the starting point of the learning curve (env step 0)
+        return True
 
     def run(self) -> dict[str, float]:
         cfg = self.cfg
         logger = RunLogger(self.run_dir, cfg.logger, "learner", to_dict(cfg))
-        self._pretrain_offline(logger)
+        warm_started = self._pretrain_offline(logger)
+        if self._stop.is_set():  # stopped mid-way through the warm start: no checkpoint, a resume redoes it
+            log.info("stopped during the offline warm start: nothing checkpointed")
+            self.sampler.close()
+            logger.close()
+            return {"updates": float(self.updates), "env_steps": float(self.online_transitions)}
         self.transport.start()
         if self.dashboard_feed is not None:
             self.dashboard_feed.start()
+        if warm_started:  # a restart must not redo a minute of warm start: checkpoint it right away
+            self.save_checkpoint()
         self.publish()  # actors start from the learner's initial (or resumed, or demo-pretrained) policy
+        logger.phase("online", step=self.online_transitions, total=cfg.learner.max_env_steps)
         last_ckpt = last_log = last_publish = t_start = time.monotonic()
         metrics: dict[str, float] = {}
         eval_every = cfg.learner.eval_every_env_steps
@@ -267,6 +329,7 @@ class Learner:
                         last_publish = time.monotonic()
                 if next_eval is not None and self.online_transitions >= next_eval:
                     self._log_evaluation(logger)
+                    logger.phase("online", step=self.online_transitions, total=cfg.learner.max_env_steps)
                     next_eval = (self.online_transitions // eval_every + 1) * eval_every
                 if time.monotonic() - last_publish >= 1.0:  # late joiners + a fresh pacing budget
                     self.publish()
@@ -282,6 +345,8 @@ class Learner:
             self.save_checkpoint()
             if eval_every and not self._stop.is_set():  # a signal means "exit now", not "evaluate first"
                 self._log_evaluation(logger)
+            self._drain(logger)
+            logger.phase("done", step=self.online_transitions)
         finally:
             self.sampler.close()
             logger.close()
@@ -289,11 +354,38 @@ class Learner:
 
     def _log_progress(self, logger: RunLogger, metrics: dict[str, float], elapsed: float) -> None:
         logger.log({**metrics, "updates": self.updates, "env_steps": self.online_transitions,
-                    "updates_per_s": self.updates / max(elapsed, 1e-9),
+                    "updates_per_s": (self.updates - self._updates_at_start) / max(elapsed, 1e-9),
                     "replay_online": len(self.online), "replay_demo": len(self.demo),
                     **{f"transport/{k}": v for k, v in self.transport.stats().items()},
                     **(self.reward_labeller.stats() if self.reward_labeller else {})},
                    step=self.online_transitions)
+
+    def _drain(self, logger: RunLogger) -> None:
+        """After the budget: tell the actors (``progress["draining"]``), take their last chunks and commit them
+        (a checkpoint each time new data came), so a clean finish leaves nothing pending on the actors. Ends
+        when no actor is connected, on a stop (``robot-rl train`` sends one once its actors exited) or after
+        ``learner.drain_s``."""
+        lc = self.cfg.learner
+        if lc.drain_s <= 0 or self._stop.is_set() or self.cfg.transport.kind != "zmq":
+            return  # in-process actors are stopped by their caller; a stop signal means "exit now"
+        logger.phase("drain", step=self.online_transitions)
+        self._draining = True
+        deadline = time.monotonic() + lc.drain_s
+        saved = self.online_transitions
+        last_publish = 0.0
+        while not self._stop.is_set() and time.monotonic() < deadline and self.transport.connected_actors():
+            if time.monotonic() - last_publish >= 0.5:  # weights are conflated: repeat the news for late readers
+                self.publish()
+                last_publish = time.monotonic()
+            quiet = self._last_data_time is None or time.monotonic() - self._last_data_time > 0.2
+            if self.online_transitions != saved and quiet:
+                saved = self.online_transitions
+                self.save_checkpoint()
+            time.sleep(0.05)
+        if self.online_transitions != saved:
+            self.save_checkpoint()
+        log.info("stopped after draining the actors: %d online transitions in the final checkpoint",
+                 self.online_transitions)
 
     def close(self) -> None:
         if self.dashboard_feed is not None:

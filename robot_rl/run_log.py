@@ -19,13 +19,22 @@ log = logging.getLogger("robot_rl")
 
 
 def setup_logging(level: int = logging.INFO) -> None:
+    """Rich log lines on a terminal; plain one-line records otherwise (``logs/*.log`` of ``robot-rl train``,
+    CI), where rich would wrap every message at 80 columns and make the logs hard to grep."""
     from rich.logging import RichHandler
 
     root = logging.getLogger()
-    if not any(isinstance(h, RichHandler) for h in root.handlers):
-        logging.basicConfig(level=level, format="%(name)s: %(message)s", datefmt="[%X]",
-                            handlers=[RichHandler(rich_tracebacks=False, show_path=False,
-                                                  console=Console(stderr=True))])
+    if any(isinstance(h, RichHandler) or getattr(h, "_robot_rl", False) for h in root.handlers):
+        return
+    console = Console(stderr=True)
+    if console.is_terminal:
+        handler: logging.Handler = RichHandler(rich_tracebacks=False, show_path=False, console=console)
+        logging.basicConfig(level=level, format="%(name)s: %(message)s", datefmt="[%X]", handlers=[handler])
+    else:
+        handler = logging.StreamHandler()
+        handler._robot_rl = True  # type: ignore[attr-defined]
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                            datefmt="%H:%M:%S", handlers=[handler])
 
 
 class RunLogger:
@@ -35,7 +44,7 @@ class RunLogger:
         self.cfg = cfg
         self._metrics = open(self.run_dir / f"metrics_{job}.jsonl", "a", buffering=1)
         self._last_print = 0.0
-        self.console = Console(stderr=True)
+        self.console = Console(stderr=True, soft_wrap=True)  # one line per record, also in a log file
         self._wandb = None
         if cfg.wandb != "disabled":
             try:
@@ -57,6 +66,11 @@ class RunLogger:
             self._last_print = now
             shown = "  ".join(f"[bold]{k}[/]={v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float)))
             self.console.print(f"[cyan]step {step}[/]  {shown}", highlight=False)
+
+    def phase(self, name: str, step: int, **counts: float) -> None:
+        """Record what the job is doing now (``warm_start``, ``online``, ``evaluation``, ``drain``, ``done``)
+        and its own progress (``done``/``total``) in the metrics file only: ``robot-rl train`` shows it."""
+        self._metrics.write(json.dumps({"step": step, "time": time.time(), "phase": name, **counts}) + "\n")
 
     def close(self) -> None:
         self._metrics.close()

@@ -1,11 +1,17 @@
 """``robot-rl train``: the whole loop on one machine, through the real transport and real processes.
 
-1. resolve and save the config (``run_dir/config.yaml``); every child process starts from that file;
+1. resolve and save the config (``run_dir/config.yaml``) and say what the run starts from (a checkpoint, the
+   episodes already on disk, or nothing); every child process starts from that file;
 2. record scripted-expert demos once (cached in ``run_dir/demos``) when the env has an expert; a run left
    without demos (no expert, no ``learner.demos``, or an empty one) says so loudly;
-3. start the learner process, then ``num_actors`` actor processes (ZeroMQ on loopback);
-4. wait for the learner to reach its budget, stop the actors (SIGTERM: they store their partial episodes);
-5. evaluate the final policy deterministically, write ``eval.mp4`` and ``learning_curve.png``.
+3. start the learner process, then ``num_actors`` actor processes (ZeroMQ on loopback). Each has a session of
+   its own and stops when ``train`` exits, however it exits (:mod:`robot_rl.lifetime`);
+4. the learner reaches its budget and says so with its weights; the actors stop, their last chunks are
+   checkpointed and committed (nothing stays in ``spill/``), and once they have exited ``train`` stops the
+   learner. Ctrl-C, SIGTERM or SIGHUP stop everything at once (the learner checkpoints, the actors keep what
+   is uncommitted in ``spill/`` and store their partial episodes);
+5. evaluate the final policy deterministically, write ``eval.json``, ``eval.mp4`` (the first
+   ``eval_video_episodes`` episodes) and ``learning_curve.png``.
 """
 from __future__ import annotations
 
@@ -18,9 +24,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from robot_rl.config import save_resolved
+from robot_rl.config import save_resolved, to_dict
+from robot_rl.episode_store import EpisodeStore
+from robot_rl.lifetime import child_env
+from robot_rl.train_progress import TrainProgress
 
 log = logging.getLogger("robot_rl.train")
 
@@ -47,70 +56,52 @@ def _free_ports(host: str, n: int) -> list[int]:
 
 
 def _spawn(args: list[str], log_path: Path, threads: int | None = None) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    """A child in its own session (a terminal's Ctrl-C reaches only ``train``, which stops the children in
+    order) that still stops when ``train`` dies, however it dies (:mod:`robot_rl.lifetime`)."""
+    env = child_env(dict(os.environ, PYTHONUNBUFFERED="1"))
     if threads is not None:  # oversubscribed torch threads slow a small learner several-fold
         env.setdefault("OMP_NUM_THREADS", str(threads))
-    log_file = open(log_path, "ab")
-    return subprocess.Popen([sys.executable, "-m", "robot_rl.cli", *args], stdout=log_file,
-                            stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    with open(log_path, "ab") as log_file:  # the child holds its own copy of the descriptor
+        return subprocess.Popen([sys.executable, "-m", "robot_rl.cli", *args], stdout=log_file,
+                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
 
-def _stop(proc: subprocess.Popen, timeout: float = 15.0) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
+def _stop_all(procs: list[tuple[subprocess.Popen, float]]) -> None:
+    """SIGTERM every process at once (each stops cleanly on its own), then wait; SIGKILL after its timeout."""
+    for proc, _ in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc, timeout in procs:
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
             log.warning("pid %d did not stop in %.0fs: killing", proc.pid, timeout)
             proc.kill()
             proc.wait()
-    return proc.returncode
 
 
-def _last_metrics(path: Path, state: dict[str, Any]) -> None:
-    """Fold new lines of the learner's metrics file into ``state`` (reads only what was appended)."""
-    if not path.exists():
-        return
-    with open(path) as f:
-        f.seek(state.get("_offset", 0))
-        for line in f:
-            if not line.endswith("\n"):
-                break  # a line still being written: read it next time
-            state["_offset"] = state.get("_offset", 0) + len(line)
-            record = json.loads(line)
-            state.update({k: v for k, v in record.items() if isinstance(v, (int, float))})
+def received_episodes(run_dir: Path) -> Callable[[str, int], bool] | None:
+    """Which stored episodes the learner received, from the online replay of its latest checkpoint: the
+    episodes in it and, once replay has wrapped around, the older ones it overwrote. An episode an actor
+    stored but whose chunks never reached the learner (lost to a kill before they were committed) is not in
+    it. None when there is no checkpoint to tell."""
+    import numpy as np
 
+    from robot_rl.checkpoint import Checkpointer
 
-class TrainProgress:
-    """A rich progress bar in the terminal running ``robot-rl train``, fed by the learner's metrics file."""
+    latest = Checkpointer(run_dir).latest()
+    replay = latest / "replay_online" if latest is not None else None
+    if replay is None or not (replay / "meta.json").exists():
+        return None
+    meta = json.loads((replay / "meta.json").read_text())
+    names = np.asarray(meta["actor_names"] or [""], dtype=object)
+    actor_of = names[np.load(replay / "actor_index.npy")] if len(meta["actor_names"]) else np.array([], object)
+    episode_ids = np.load(replay / "field_episode_id.npy")
+    held = set(zip(actor_of.tolist(), episode_ids.tolist()))
+    wrapped = meta["transitions_written"] > meta["capacity"]
+    oldest = {a: int(episode_ids[actor_of == a].min()) for a in set(actor_of.tolist())} if wrapped else {}
+    return lambda actor, episode: (actor, episode) in held or episode < oldest.get(actor, -1)
 
-    def __init__(self, run_dir: Path, total_env_steps: int) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.path = run_dir / "metrics_learner.jsonl"
-        self.state: dict[str, Any] = {}
-        self.progress = Progress(TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("env steps"), TimeElapsedColumn(), TextColumn("{task.fields[info]}"),
-                                 transient=False)
-        self.task = self.progress.add_task("train", total=total_env_steps or None, info="starting")
-
-    def __enter__(self) -> "TrainProgress":
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.refresh()
-        self.progress.stop()
-
-    def refresh(self) -> None:
-        _last_metrics(self.path, self.state)
-        s = self.state
-        info = f"updates {int(s.get('updates', 0))} ({s.get('updates_per_s', 0):.0f}/s)"
-        if "eval/success_rate" in s:
-            info += f"  eval success {s['eval/success_rate']:.0%}"
-        if "eval/return" in s:
-            info += f" return {s['eval/return']:.3g}"
-        self.progress.update(self.task, completed=int(s.get("env_steps", s.get("step", 0))), info=info)
 
 
 def episode_curves(run_dir: Path) -> dict[str, Any] | None:
@@ -119,15 +110,15 @@ def episode_curves(run_dir: Path) -> dict[str, Any] | None:
     (E,); None when there are none."""
     import numpy as np
 
-    from robot_rl.episode_store import EpisodeStore
-
+    received = received_episodes(run_dir)
     episodes = []
     for store_dir in sorted((run_dir / "episodes").glob("*")):
         for path in EpisodeStore(store_dir).paths():
             with np.load(path) as data:
                 meta = json.loads(bytes(data["meta"]).decode())
                 episode_return = float(np.sum(data["reward"]))
-            episodes.append((meta["written_at"], meta["length"], meta["success"], episode_return))
+            if received is None or received(meta["actor_id"], int(meta["episode_id"])):
+                episodes.append((meta["written_at"], meta["length"], meta["success"], episode_return))
     if not episodes:
         return None
     episodes.sort()
@@ -180,20 +171,66 @@ def plot_learning_curve(run_dir: Path) -> Path | None:
     return out
 
 
+def describe_start(cfg: Any, run_dir: Path, had_config: bool) -> str:
+    """One line saying what this run starts from: a checkpoint, the episodes on disk, or nothing."""
+    from robot_rl.checkpoint import Checkpointer
+
+    episodes = sum(len(EpisodeStore(d)) for d in sorted((run_dir / "episodes").glob("*")) if d.is_dir())
+    latest = Checkpointer(run_dir).latest() if cfg.learner.resume else None
+    if latest is not None:
+        updates = latest.name.rsplit("-", 1)[-1].lstrip("0") or "0"
+        return (f"resuming {run_dir} from checkpoint {latest.name} ({updates} updates); the actors' "
+                f"{episodes} stored episodes stay, and what they had not sent is resent from spill/")
+    if episodes and cfg.learner.resume:
+        return (f"resuming {run_dir}: no checkpoint yet, so the learner rebuilds replay from the {episodes} "
+                f"episodes in {run_dir / 'episodes'}")
+    if had_config:
+        return f"{run_dir} has no checkpoint and no episodes yet: starting it from the beginning"
+    return f"new run in {run_dir}"
+
+
+def _changed_settings(old_yaml: str, cfg: Any) -> list[str]:
+    """``key: old -> new`` for settings that differ from the config an earlier session of this run saved."""
+    from omegaconf import OmegaConf
+
+    def flat(d: Any, prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    old = flat(OmegaConf.to_container(OmegaConf.create(old_yaml)))
+    new = flat(to_dict(cfg))
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+
+
 def _supervise(learner: subprocess.Popen, actors: list[subprocess.Popen], actor_args: Any, logs: Path,
                progress: TrainProgress) -> None:
-    """Wait for the learner; restart an actor that crashed (its spill directory resends what it held)."""
+    """Wait for the learner. Restart an actor that crashed (its spill directory resends what it held) unless
+    the learner is finishing; once every actor has exited (the learner's budget reached, or
+    ``actor.max_env_steps`` done), stop the learner."""
+    learner_stopped = False
     while learner.poll() is None:
         time.sleep(0.5)
         progress.refresh()
+        finishing = progress.phase in ("drain", "done")
         for i, actor in enumerate(actors):
-            if actor.poll() is not None and actor.returncode != 0:
+            if actor.poll() is not None and actor.returncode != 0 and not finishing:
                 log.warning("actor-%d exited with %d; restarting it (see %s)", i, actor.returncode,
                             logs / f"actor-{i}.log")
                 actors[i] = _spawn(actor_args(i), logs / f"actor-{i}.log")
+        if not learner_stopped and all(a.poll() is not None for a in actors):
+            learner_stopped = True
+            if progress.phase != "done":  # "done": it is exiting by itself
+                log.info("all actors have exited: stopping the learner")
+                learner.send_signal(signal.SIGTERM)
 
 
-def record_expert_demos(cfg: Any, run_dir: Path) -> Path | None:
+def _raise_interrupt(signum: int, frame: Any) -> None:  # noqa: ARG001
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def record_expert_demos(cfg: Any, run_dir: Path, progress: TrainProgress | None = None) -> Path | None:
     """Scripted-expert demos into ``run_dir/demos`` (cached) when the env has an expert; else say loudly that
     this run has no demos and what that means. Returns the demo directory or None."""
     from robot_rl.demos import generate_demos
@@ -223,8 +260,12 @@ def record_expert_demos(cfg: Any, run_dir: Path) -> Path | None:
     demo_dir = run_dir / "demos"
     have = len(EpisodeStore(demo_dir))
     if have < cfg.num_demos:
+        if progress is not None:
+            progress.set_phase("demos", have, cfg.num_demos)
         log.info("recording %d scripted-expert demos into %s", cfg.num_demos - have, demo_dir)
-        generate_demos(cfg, cfg.num_demos - have, demo_dir)
+        generate_demos(cfg, cfg.num_demos - have, demo_dir,
+                       on_episode=None if progress is None else
+                       lambda n: progress.set_phase("demos", have + n, cfg.num_demos))
     return demo_dir
 
 
@@ -234,11 +275,13 @@ def train(cfg: Any) -> int:
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     config_path = run_dir / "config.yaml"
+    had_config = config_path.exists()
+    if had_config:
+        changed = _changed_settings(config_path.read_text(), cfg)
+        if changed:
+            log.warning("settings differ from the earlier session of this run: %s", "; ".join(changed))
+    log.info(describe_start(cfg, run_dir, had_config))
     save_resolved(cfg, config_path)
-    extra: list[str] = []
-    demo_dir = record_expert_demos(cfg, run_dir)
-    if demo_dir is not None:
-        extra.append(f"learner.demos={demo_dir}")
     t = cfg.transport
     if not (_port_free(t.bind, t.transitions_port) and _port_free(t.bind, t.weights_port)):
         # Another run (or program) holds the ports: this run is all on loopback, so any free pair will do.
@@ -249,26 +292,35 @@ def train(cfg: Any) -> int:
         extra_common = []
     logs = run_dir / "logs"
     logs.mkdir(exist_ok=True)
-    learner_threads = max(1, (os.cpu_count() or 1) - cfg.num_actors)
-    learner = _spawn(["learner", "--config", str(config_path), *extra, *extra_common], logs / "learner.log",
-                     threads=learner_threads)
-    actor_args = lambda i: ["actor", "--config", str(config_path), f"actor.actor_id=actor-{i}", *extra_common]
-    actors = [_spawn(actor_args(i), logs / f"actor-{i}.log") for i in range(cfg.num_actors)]
-    log.info("learner pid %d, actor pids %s; logs in %s", learner.pid, [a.pid for a in actors], logs)
-    if cfg.dashboard.enabled:  # the learner starts the web server; its URL (with the token) goes to this terminal
-        from robot_rl.dashboard.feed import announce_url
-
-        announce_url(run_dir)
+    # SIGTERM/SIGHUP to train take the same orderly path as Ctrl-C (the children checkpoint and store).
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _raise_interrupt)
+    progress = TrainProgress(run_dir, cfg.learner.max_env_steps, live=None if cfg.logger.progress else False)
+    learner, actors = None, []
     t0 = time.monotonic()
     try:
-        with TrainProgress(run_dir, cfg.learner.max_env_steps) as progress:
+        with progress:
+            demo_dir = record_expert_demos(cfg, run_dir, progress)
+            extra = [f"learner.demos={demo_dir}"] if demo_dir is not None else []
+            progress.set_phase("starting")
+            learner_threads = max(1, (os.cpu_count() or 1) - cfg.num_actors)
+            learner = _spawn(["learner", "--config", str(config_path), *extra, *extra_common],
+                             logs / "learner.log", threads=learner_threads)
+            actor_args = lambda i: ["actor", "--config", str(config_path), f"actor.actor_id=actor-{i}",
+                                    *extra_common]
+            actors = [_spawn(actor_args(i), logs / f"actor-{i}.log") for i in range(cfg.num_actors)]
+            log.info("learner pid %d, actor pids %s; logs in %s", learner.pid, [a.pid for a in actors], logs)
+            if cfg.dashboard.enabled:  # the learner starts the web server; its URL (with its token) goes here
+                from robot_rl.dashboard.feed import announce_url
+
+                announce_url(run_dir)
             _supervise(learner, actors, actor_args, logs, progress)
-    except KeyboardInterrupt:
-        log.info("interrupted: stopping learner (it checkpoints) and actors")
+    except KeyboardInterrupt as exc:
+        log.info("interrupted (%s): the learner checkpoints, the actors store their partial episodes; resume "
+                 "with `robot-rl train run_dir=%s`", str(exc) or "SIGINT", run_dir)
+        return 130
     finally:
-        _stop(learner, timeout=60)
-        for actor in actors:
-            _stop(actor)
+        _stop_all([(p, 60.0 if p is learner else 15.0) for p in [learner, *actors] if p is not None])
     if learner.returncode != 0:
         log.error("learner failed with exit code %s; see %s", learner.returncode, logs / "learner.log")
         return 1
@@ -280,7 +332,17 @@ def train(cfg: Any) -> int:
         (run_dir / "eval.json").write_text(json.dumps(metrics))
         plots.append(plot_learning_curve(run_dir))
 
-    result = evaluate_checkpoint(run_dir, cfg.eval_episodes, str(run_dir / "eval.mp4"), on_metrics=write_results)
+    try:
+        with progress:
+            progress.set_phase("final_eval", 0, cfg.eval_episodes)
+            result = evaluate_checkpoint(
+                run_dir, cfg.eval_episodes, str(run_dir / "eval.mp4"), video_episodes=cfg.eval_video_episodes,
+                on_episode=lambda n: progress.set_phase("final_eval", n, cfg.eval_episodes),
+                on_metrics=write_results)
+    except KeyboardInterrupt:
+        log.info("interrupted during the final evaluation; training is complete and checkpointed: evaluate "
+                 "later with `robot-rl eval checkpoint=%s`", run_dir)
+        return 130
     (run_dir / "eval.json").write_text(json.dumps(result))  # now with the video's path, when one was written
     log.info("final success rate %.2f, mean return %.3g over %d episodes; plot %s; video %s",
              result["success_rate"], result["mean_return"], result["episodes"], plots[-1] if plots else None,

@@ -56,13 +56,20 @@ class PointReach:
         delta = self._goal - self._pos
         obs = {"state": np.concatenate([self._pos, self._goal, delta]).astype(np.float32)}
         if self.cfg.obs == "pixels":
-            s = self.cfg.image_size
-            img = np.zeros((s, s, 3), np.uint8)
-            for (x, y), colour in ((self._goal, (0, 255, 0)), (self._pos, (255, 0, 0))):
-                i, j = int(np.clip(y * (s - 1), 0, s - 1)), int(np.clip(x * (s - 1), 0, s - 1))
-                img[max(i - 1, 0):i + 2, max(j - 1, 0):j + 2] = colour
-            obs["images/top"] = img
+            obs["images/top"] = self._draw(self.cfg.image_size, 1)
         return obs
+
+    def _draw(self, s: int, r: int) -> np.ndarray:
+        """Top-down ``(s, s, 3)`` uint8 image: goal green, point red, each a square of half-width ``r``."""
+        img = np.zeros((s, s, 3), np.uint8)
+        for (x, y), colour in ((self._goal, (0, 255, 0)), (self._pos, (255, 0, 0))):
+            i, j = int(np.clip(y * (s - 1), 0, s - 1)), int(np.clip(x * (s - 1), 0, s - 1))
+            img[max(i - r, 0):i + r + 1, max(j - r, 0):j + r + 1] = colour
+        return img
+
+    def render(self, camera: str = "top", size: int = 128) -> np.ndarray:  # noqa: ARG002 (one camera)
+        """Top-down RGB frame ``(size, size, 3)`` uint8 for evaluation videos (whatever ``obs`` is)."""
+        return self._draw(size, max(1, size // 32))
 
     def reset(self, *, seed: int | None = None) -> dict[str, np.ndarray]:
         if seed is not None:

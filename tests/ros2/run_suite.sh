@@ -41,4 +41,4 @@ export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-4
 export AMENT_PREFIX_PATH="$VENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}" WANDB_MODE=disabled
 exec timeout -k 10 "$LIMIT_S" unshare -n bash -c '
   ip link set lo up && ip link set lo multicast on && ip route add 224.0.0.0/4 dev lo
-  exec "$0" -m pytest -m ros -q -p no:cacheprovider "${@:-tests/ros2}"' "$VENV/bin/python" "$@"
+  exec "$0" -m pytest -m ros -q -rsx -p no:cacheprovider "${@:-tests/ros2}"' "$VENV/bin/python" "$@"

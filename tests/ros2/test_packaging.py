@@ -88,7 +88,7 @@ def test_pip_route_ament_index_finds_launch_files_and_config(tmp_path: Path) -> 
 
 @pytest.mark.skipif(shutil.which("colcon", path=str(VENV / "bin")) is None, reason="colcon not installed")
 @pytest.mark.xfail(strict=False, reason="colcon-python-setup-py 0.2.9 literal_evals the setup() repr and fails on "
-                   "setuptools' SpecifierSet (python_requires); see README 'ROS 2 - what is not exercised here'")
+                   "setuptools' SpecifierSet (python_requires); see README, section 'ROS 2: ros2 launch robot_rl real.launch.py', under 'Not exercised here'")
 def test_colcon_build_installs_launch_files_and_executables(tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     (ws / "src").mkdir(parents=True)

@@ -21,4 +21,4 @@ if [ ${#need[@]} -gt 0 ]; then
   timeout 300 $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 export MUJOCO_GL="${MUJOCO_GL:-egl}"
-exec timeout 240 "$PY" -m pytest tests/hardware/mcu -m mcu -q -p no:cacheprovider
+exec timeout 240 "$PY" -m pytest tests/hardware/mcu -m mcu -q -rsx -p no:cacheprovider
