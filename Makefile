@@ -9,7 +9,7 @@ TORCH ?= torch==2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu/
 export MUJOCO_GL ?= egl
 
-.PHONY: train test test-default test-slow test-ros test-mcu setup clean-venv
+.PHONY: train test test-default test-slow test-ros test-mcu test-dashboard setup clean-venv
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "robot_rl needs Python >= 3.10"'
@@ -30,9 +30,9 @@ setup: $(VENV)/.installed
 train: $(VENV)/.installed
 	$(VENV)/bin/robot-rl train $(ARGS)
 
-# Everything CI runs: the default suite (GPU tests skip with a reason when no GPU is present), then the ROS 2
-# and the microcontroller suites, each in its own bounded step that installs its own tools.
-test: test-default test-ros test-mcu
+# Everything CI runs: the default suite (GPU tests skip with a reason when no GPU is present), then the ROS 2,
+# the microcontroller and the dashboard (real browser) suites, each in its own bounded step that installs its own tools.
+test: test-default test-ros test-mcu test-dashboard
 
 # Default suite only (extra pytest arguments: make test-default ARGS="-k replay"). -rsx lists every skipped
 # test and expected failure with its reason at the end, so a reader sees what did not run and why.
@@ -53,6 +53,11 @@ test-ros:
 # kernel), Cortex-M3 (lm3s6965evb) and Cortex-M0 (microbit), the last two on the portable kernel.
 test-mcu: $(VENV)/.installed
 	tests/hardware/mcu/run_suite.sh $(PY)
+
+# Dashboard in a real browser (`browser` marker): installs Debian's chromium + chromium-driver when missing and
+# drives the operator page with Selenium against a short twin run (2 actors, virtual operator).
+test-dashboard: $(VENV)/.installed
+	tests/dashboard/run_browser_test.sh $(PY)
 
 clean-venv:
 	rm -rf $(VENV)
