@@ -2,8 +2,8 @@
 
     python benchmarks/soak.py [--minutes 10] [--actors 4] [--env panda_pick_cube] [--out DIR]
 
-Real processes, as deployed (``robot-rl learner`` and ``robot-rl actor``, the default durability
-``transport.durability=checkpoint`` with ``transport.spill_all_chunks=true``), and on a schedule:
+Real processes, as deployed (``robot-rl learner`` and ``robot-rl actor``, the default durability:
+``transport.durability=checkpoint``, ``transport.spill_all_chunks=true``), and on a schedule:
 - ``kill -9`` of a random actor about every ``--actor-kill-every`` s (restarted at once, same id and spill dir);
 - ``kill -9`` of the learner twice (restarted after ``--learner-down`` s; it resumes from its checkpoint);
 - network faults, inside private network namespaces (``benchmarks/soak_net.py``): actor 1 partitioned for
@@ -143,7 +143,8 @@ class Soak:
         return [f"env={a.env}", f"env.control_hz={a.control_hz}", "algo=sac", "policy.hidden_dims=[64,64]",
                 "algo.critic_hidden_dims=[64,64]", f"run_dir={self.run_dir}", "logger.wandb=disabled",
                 "logger.progress=false", "transport.heartbeat_interval_s=0.5", "transport.peer_timeout_s=3",
-                "transport.resend_after_s=2", f"transport.spill_all_chunks={str(a.spill_all_chunks).lower()}"]
+                "transport.resend_after_s=2",
+                *([] if a.spill_all_chunks is None else [f"transport.spill_all_chunks={a.spill_all_chunks}"])]
 
     def setup(self) -> None:
         if self.network:
@@ -350,8 +351,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--disk-mb", type=int, default=8, help="size of actor 3's spill tmpfs")
     p.add_argument("--disk-pending-kb", type=int, default=48, help="actor 3's transport.max_pending_bytes")
     p.add_argument("--checkpoint-every", type=float, default=20.0, help="learner.checkpoint_every_s")
-    p.add_argument("--spill-all-chunks", type=lambda v: v.lower() in ("1", "true", "yes"), default=True,
-                   help="transport.spill_all_chunks (false: a killed actor loses its uncommitted chunks)")
+    p.add_argument("--spill-all-chunks", choices=("true", "false"), default=None,
+                   help="override transport.spill_all_chunks (default: the config default, true)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="", help="directory for run, logs and traces (default: a temp dir)")
     p.add_argument("--no-network-faults", action="store_true")

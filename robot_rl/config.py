@@ -110,10 +110,12 @@ class TransportConfig(ConfigNode):
     """``checkpoint``: the actor keeps every chunk until a learner checkpoint holds it (nothing is lost if the
     learner dies; real robots). ``ack``: forget a chunk once the learner acks it (a learner crash loses the
     data since its last checkpoint; for sims stepping thousands of image frames per second)."""
-    spill_all_chunks: bool = False
-    """Also write every chunk to the actor's spill directory when it is made (page cache, no fsync), so an
-    actor process killed with SIGKILL loses nothing it chunked; costs one extra write of all data. Off: a
-    killed actor loses its uncommitted chunks (its episode store still has the finished episodes)."""
+    spill_all_chunks: bool = True
+    """With ``durability=checkpoint``: also write every chunk to the actor's spill directory when it is made
+    (page cache, no fsync), so an actor process killed with SIGKILL loses nothing it chunked; costs one extra
+    write of all data. Off: a killed actor loses its uncommitted chunks (its episode store still has the
+    finished episodes; the soak measured 102 of 6,000 transitions lost to two actor kills). Ignored with
+    ``durability=ack``, which trades durability for speed anyway."""
     keys_dir: str = ""
     """Directory made by ``robot-rl keys``: enables CurveZMQ authentication + encryption when set."""
 

@@ -92,3 +92,18 @@ def run_with_actor_thread(learner, actor, join_s: float = 30.0) -> tuple[dict, d
         thread.join(join_s)
         learner.close()
     return learned, result
+
+
+def spilled_ids(spill_root: Path, obs_spec, action_spec) -> set[tuple[str, int, int]]:
+    """(actor_id, episode_id, step) of every transition in the chunks waiting in ``spill_root/<actor>/``."""
+    from robot_rl.specs import spec_hash
+    from robot_rl.transport import wire
+    from robot_rl.transport.pending import read_frames
+
+    ids = set()
+    for path in sorted(Path(spill_root).glob("*/*.chunk")):
+        frames = read_frames(path)
+        _, header = wire.unpack_header(frames[0])
+        chunk = wire.decode_chunk(header, frames[1:], obs_spec, action_spec, spec_hash(obs_spec, action_spec))
+        ids.update((chunk.actor_id, int(e), int(s)) for e, s in zip(chunk.batch.episode_id, chunk.batch.step))
+    return ids

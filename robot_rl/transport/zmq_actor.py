@@ -215,7 +215,8 @@ class ZmqActorClient(ActorTransport):
             batch = Batch.from_transitions(items, alloc=self.pending.pool.empty)
             frames = encode_chunk(batch, self.actor_id, self.incarnation, self._seq, self.spec_hash)
             buffers = list(batch.obs.values()) + list(batch.next_obs.values())
-            self.pending.add((self.incarnation, self._seq), frames, len(items), self.cfg.spill_all_chunks,
+            persist = self.cfg.spill_all_chunks and self.cfg.durability == "checkpoint"
+            self.pending.add((self.incarnation, self._seq), frames, len(items), persist,
                              buffers=buffers)
             self._unsent.append((self.incarnation, self._seq))
             self._seq += 1
