@@ -24,8 +24,8 @@ from robot_rl.hardware.ros2.bag import EpisodeBag
 from robot_rl.hardware.ros2.config import RobotNodeConfig
 from robot_rl.hardware.ros2.safety import Guard, RateLimitedLog, limiter_for
 from robot_rl.hardware.ros2.sensors import (HOME_QUAT, SensorCache, assemble_state, checked_joint_state,
-                                            checked_pose, compose_chain, joint_vector, node_specs,
-                                            resize_square)
+                                            checked_pose, compose_chain, decode_image_msg, joint_vector,
+                                            node_specs, resize_square)
 
 log = logging.getLogger("robot_rl.ros2.env")
 _TYPES = {"joint_states": "sensor_msgs/msg/JointState", "ee_pose": "geometry_msgs/msg/PoseStamped",
@@ -123,10 +123,10 @@ class RosRobotEnv:
             subscribe("tf", "/tf_static", self._on_tf, static_qos, "reliable")
         for camera, topic in self.cameras.items():
             if topics.compressed_images:
-                subscribe("compressed_image", topic + "/compressed", self._image_handler(camera, True), sensor_qos,
+                subscribe("compressed_image", topic + "/compressed", self._image_handler(camera), sensor_qos,
                           sensor_rel)
             else:
-                subscribe("image", topic, self._image_handler(camera, False), sensor_qos, sensor_rel)
+                subscribe("image", topic, self._image_handler(camera), sensor_qos, sensor_rel)
         reliable = ros_io.qos_profile("reliable", 10)
         node.create_subscription(ros_io.message_type("bool"), topics.success, self._on_success, reliable)
         node.create_subscription(ros_io.message_type("bool"), topics.estop, self._never_raise("estop", self._on_estop),
@@ -154,11 +154,11 @@ class RosRobotEnv:
                 self._bag.add(topic, ros_io.wall_ns(), raw)
         return record
 
-    def _image_handler(self, camera: str, compressed: bool) -> Callable[[Any], None]:
+    def _image_handler(self, camera: str) -> Callable[[Any], None]:
         size = self.cfg.image_size
 
         def handle(msg: Any) -> None:
-            image = ros_io.decode_compressed(msg) if compressed else ros_io.decode_image(msg)
+            image = decode_image_msg(msg)  # Image or CompressedImage -> (H, W, 3) RGB, native size
             self.cache.put(f"images/{camera}", resize_square(image, size), ros_io.stamp_to_s(msg.header.stamp))
         return handle
 
