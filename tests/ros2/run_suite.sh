@@ -10,7 +10,7 @@ VENV="${ROS_VENV:-$ROOT/.venv-ros}"
 PYTHON="${PYTHON:-python3}"
 TORCH="${TORCH:-torch==2.13.0}"
 TORCH_CPU_INDEX="${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu/}"
-LIMIT_S="${ROS_SUITE_TIMEOUT_S:-540}"
+LIMIT_S="${ROS_SUITE_TIMEOUT_S:-900}"
 ROS_PACKAGES=("ros-jazzy-rclpy[fastrtps]" ros-jazzy-std-msgs ros-jazzy-sensor-msgs ros-jazzy-geometry-msgs
               ros-jazzy-trajectory-msgs ros-jazzy-std-srvs ros-jazzy-builtin-interfaces ros-jazzy-ament-index-python
               ros-jazzy-lifecycle-msgs ros-jazzy-rcl-interfaces
