@@ -187,6 +187,8 @@ class SafetyNode:
         measured = self._measured()
         if reason is not None or desired is None or self.limiter.target is None:
             key = (reason or "no_target").split(":")[0]
+            if key == "stale" and self._to_t == 0.0:
+                key = "startup"  # sensors not there yet and no target ever came: not a stall of a running loop
             self.holds[key] = self.holds.get(key, 0) + 1
             if reason and reason != "watchdog":
                 self._warn(f"hold:{key}", f"holding: {reason}")

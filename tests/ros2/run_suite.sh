@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The ROS 2 test step (`make test-ros`): creates/reuses .venv-ros (rclpy Jazzy + Fast DDS and the message
-# packages from PyPI, cyclonedds + rosbags as independent peers, colcon), then runs the `ros`-marked tests inside
+# packages from PyPI, cyclonedds + rosbags as independent peers, colcon, ROS 2's launch stack from
+# ../shared/ros2-launch), then runs the `ros`-marked tests inside
 # a private network namespace (loopback only) under a hard time bound. Idempotent: a stamp file skips the
 # install when nothing it depends on changed.
 set -euo pipefail
