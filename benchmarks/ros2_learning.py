@@ -112,7 +112,11 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 os.killpg(launch.pid, signal.SIGKILL)
         learner.terminate()
-        learner.wait(120)
+        try:
+            learner.wait(120)
+        except subprocess.TimeoutExpired:  # e.g. inside a long offline pre-training phase: its metrics are on disk
+            learner.kill()
+            learner.wait(30)
     evals = _evals(run / "learner" / "metrics_learner.jsonl")
     wall = time.time() - t0
     if evals:
