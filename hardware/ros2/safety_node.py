@@ -93,7 +93,7 @@ class SafetyNode:
         self.target_to_command_ms: list[float] = []  # target arrival -> first command that follows it
         self._fresh_target_t: float | None = None
         self.holds: dict[str, int] = {}
-        topics, t = cfg.topics, cfg.topics
+        t = cfg.topics
         sensor_qos = ros_io.qos_profile(cfg.qos.sensor_reliability, cfg.qos.sensor_depth)
         command_qos = ros_io.qos_profile(cfg.qos.command_reliability, cfg.qos.command_depth)
         reliable = ros_io.qos_profile("reliable", 10)
@@ -102,7 +102,7 @@ class SafetyNode:
             "joint_states", lambda m: self.cache.put("joint_states", checked_joint_state(
                 *ros_io.decode_joint_state(m), joints), ros_io.stamp_to_s(m.header.stamp))), sensor_qos)
         if self.cartesian:
-            if topics.ee_pose_source != "topic":
+            if t.ee_pose_source != "topic":
                 raise ValueError("robot_rl_safety_node reads the TCP from topics.ee_pose (ee_pose_source=topic)")
             node.create_subscription(ros_io.message_type("ee_pose"), t.ee_pose, self._guarded(
                 "ee_pose", lambda m: self.cache.put("ee_pose", checked_pose(*ros_io.decode_pose(m)),
