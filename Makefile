@@ -44,7 +44,8 @@ test-slow: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest -q -rsx -m slow $(ARGS)
 
 # ROS 2 suite (`ros` marker): its own venv (.venv-ros: rclpy Jazzy + Fast DDS from PyPI, cyclonedds, rosbags,
-# colcon), run inside a private network namespace (unshare -n, loopback only) under a hard time bound.
+# colcon, and the real `ros2 launch` from ../shared/ros2-launch when present), run inside a private network
+# namespace (unshare -n, loopback only) under a hard time bound.
 test-ros:
 	tests/ros2/run_suite.sh $(ROS_ARGS)
 

@@ -1,20 +1,32 @@
-"""Control loop through DDS: the rclpy robot env + a Gaussian policy at 10 Hz and 100 Hz against a fake
-ros2_control + two cameras (cyclonedds, in its own process). Run inside the ROS venv and a private network
-namespace, as the ROS suite does:
+"""The command stream to ros2_control with the safety node in its own process, while the actor runs the policy.
+
+Processes, as ``real.launch.py`` runs them: a fake ros2_control + two cameras (cyclonedds, 128x160 rgb8 at 30 Hz,
+joint states at 120 Hz), ``robot_rl_safety_node`` (joint_trajectory commands at ``command_hz``), and the actor
+(this process: the rclpy robot env with ``command.via_safety_node`` + a Gaussian pixel policy on 2 cameras at
+128 px, 10 Hz). Each ``command_hz`` (100, 500) runs idle and again with a learner-like CPU hog (a torch MLP
+training loop on 2 threads, so both cores are busy). The machine is shared: the 1-minute load average before each
+run is printed with it. Baseline in the same run: a bare Python ``sleep``-to-deadline loop at the same rate in its
+own process (what the OS gives any Python process); ``ratio`` = safety-node command jitter p99 / bare-loop p99.
+
+Run inside the ROS venv and a private network namespace, as the ROS suite does:
 
     unshare -n bash -c 'ip link set lo up; ip link set lo multicast on; ip route add 224.0.0.0/4 dev lo;
-        ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST .venv-ros/bin/python benchmarks/ros2_loop.py'
+        ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST .venv-ros/bin/python benchmarks/ros2_loop.py --seconds 20'
 
-Per rate: ``period_jitter_p50/p99_ms`` (|interval between consecutive commands - period|, at publish), and
-``obs_to_command_p50/p99_ms`` (observation handed to the policy -> command published: policy inference + safety +
-serialization + publish). Ends with one JSON line.
+Figures: command period jitter p50/p99 (|interval between consecutive commands - period|, at publish in the
+safety node), stale holds (actor + safety node), policy period jitter p99 (10 Hz actor loop), frame -> command
+p99 (upper bound: camera header stamp -> target published in the actor, p99, plus target arrival -> next command
+in the safety node, p99). Ends with one JSON line.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -23,17 +35,56 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "ros2"))
+COMMAND_TOPIC = "/joint_trajectory_controller/joint_trajectory"
 
 
-def fake_robot_process(mode: str, seconds: float) -> None:
+def fake_robot_process(seconds: float) -> None:
     from ros_rig import FakeRobot
 
-    robot = FakeRobot("/joint_trajectory_controller/joint_trajectory", mode, image_hw=(96, 128))
+    robot = FakeRobot(COMMAND_TOPIC, "joint_trajectory", image_hw=(128, 160), rate_hz=120.0)
     time.sleep(seconds)
     robot.close()
 
 
-def run_rate(hz: float, seconds: float) -> dict[str, float]:
+def hog_process(seconds: float) -> None:
+    """A learner's CPU load: SAC-sized MLP updates on 2 threads, back to back."""
+    import torch
+
+    torch.set_num_threads(2)
+    net = torch.nn.Sequential(torch.nn.Linear(256, 512), torch.nn.ReLU(), torch.nn.Linear(512, 512),
+                              torch.nn.ReLU(), torch.nn.Linear(512, 1))
+    opt = torch.optim.Adam(net.parameters(), 1e-4)
+    x = torch.randn(512, 256)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        loss = net(x).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+def bare_loop_process(hz: float, seconds: float, out: str) -> None:
+    period, sent = 1.0 / hz, []
+    next_t = time.monotonic()
+    deadline = next_t + seconds
+    while time.monotonic() < deadline:
+        sent.append(time.monotonic())
+        next_t += period
+        delay = next_t - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        elif delay < -period:
+            next_t = time.monotonic()
+    jitter = np.abs(np.diff(sent) - period) * 1e3
+    Path(out).write_text(json.dumps({"jitter_p50_ms": float(np.percentile(jitter, 50)),
+                                     "jitter_p99_ms": float(np.percentile(jitter, 99))}))
+
+
+def _spawn(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, __file__, *args])
+
+
+def run(command_hz: float, seconds: float, loaded: bool) -> dict[str, float]:
     import rclpy
     import torch
     from rclpy.executors import SingleThreadedExecutor
@@ -44,10 +95,16 @@ def run_rate(hz: float, seconds: float) -> dict[str, float]:
     from robot_rl.registry import POLICIES
 
     torch.set_num_threads(1)
-    cfg = from_params(RobotNodeConfig, {"command.mode": "joint_trajectory", "control_hz": hz,
-                                        "topics.command": "/joint_trajectory_controller/joint_trajectory",
-                                        "topics.gripper_command": "", "image_size": 64, "reset_time_s": 0.5})
-    robot = subprocess.Popen([sys.executable, __file__, "--fake-robot", str(seconds + 30)])
+    load_before = os.getloadavg()[0]
+    tmp = Path(tempfile.mkdtemp(prefix="ros2_loop_"))
+    params = {"command.mode": "joint_trajectory", "topics.command": COMMAND_TOPIC, "topics.gripper_command": "",
+              "control_hz": 10.0, "command_hz": command_hz, "image_size": 128, "reset_time_s": 0.5}
+    cfg = from_params(RobotNodeConfig, {**params, "command.via_safety_node": True})
+    helpers = [_spawn("--fake-robot", str(seconds + 60))]
+    safety = subprocess.Popen([sys.executable, "-m", "robot_rl.hardware.ros2.safety_node", "--ros-args",
+                               "-r", "__node:=robot_rl_safety", "-p", f"stats_file:={tmp / 'safety.json'}",
+                               *(a for k, v in params.items() for a in ("-p", f"{k}:={v!r}" if isinstance(v, str)
+                                                                         else f"{k}:={v}"))])
     context = rclpy.Context()
     rclpy.init(context=context)
     node = rclpy.create_node("robot_rl_actor", context=context)
@@ -56,44 +113,88 @@ def run_rate(hz: float, seconds: float) -> dict[str, float]:
     threading.Thread(target=executor.spin, daemon=True).start()
     try:
         env = RosRobotEnv(cfg, node)
-        train = load_config(["env.obs=pixels"])
+        train = load_config(["env.obs=pixels", "env.image_size=128"])
         policy = POLICIES.make(train.policy.name, train.policy, env.obs_spec, env.action_spec)
         policy.eval()
+        with torch.no_grad():  # first call initialises torch's kernels: not on the clock
+            policy.act({k: np.zeros((1, *v.shape), v.dtype) for k, v in env.obs_spec.fields.items()},
+                       deterministic=False)
         obs = env.reset()
-        env.latency_ms.clear()
-        env.tick_times.clear()
+        for buf in (env.latency_ms, env.tick_times, env.frame_to_command_ms):
+            buf.clear()
+        env.holds.clear()
+        if loaded:
+            helpers.append(_spawn("--hog", str(seconds + 5)))
+        bare_loop = _spawn("--bare-loop", str(command_hz), str(seconds), str(tmp / "bare.json"))
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            batched = {k: v[None] for k, v in obs.items()}
-            action = policy.act(batched, deterministic=False)[0]
+            with torch.no_grad():
+                action = policy.act({k: v[None] for k, v in obs.items()}, deterministic=False)[0]
             obs = env.step(action).obs
-        stats = env.stats()
+        actor = env.stats()
         steps = len(env.tick_times)
         env.close()
+        bare_loop.wait(60)  # it started a little later; let it finish its own `seconds`
     finally:
+        safety.send_signal(signal.SIGINT)
+        safety.wait(30)
         executor.shutdown(timeout_sec=1.0)
         node.destroy_node()
         rclpy.shutdown(context=context)
-        robot.terminate()
-        robot.wait(10)
-    return {"hz": hz, "steps": steps, **{k: round(v, 3) for k, v in stats.items()}}
+        for p in helpers:
+            if p.poll() is None:
+                p.terminate()
+            p.wait(30)
+    stats = json.loads((tmp / "safety.json").read_text())
+    bare = json.loads((tmp / "bare.json").read_text())
+    stale = actor.get("holds/stale", 0.0) + stats.get("holds/stale", 0.0)
+    return {"command_hz": command_hz, "loaded": loaded, "loadavg_1min_before": round(load_before, 2),
+            "policy_steps": steps, "commands": stats["commands"],
+            "command_jitter_p50_ms": stats["command_jitter_p50_ms"],
+            "command_jitter_p99_ms": stats["command_jitter_p99_ms"],
+            "command_period_max_ms": stats["command_period_max_ms"],
+            "bare_loop_jitter_p99_ms": bare["jitter_p99_ms"],
+            "ratio_vs_bare_loop": stats["command_jitter_p99_ms"] / max(bare["jitter_p99_ms"], 1e-6),
+            "stale_holds": stale, "policy_jitter_p99_ms": actor["period_jitter_p99_ms"],
+            "frame_to_command_p99_ms": actor["frame_to_command_p99_ms"] + stats["target_to_command_p99_ms"],
+            "safety_holds": {k: v for k, v in stats.items() if k.startswith("holds/")}}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--rates", type=float, nargs="+", default=[100.0, 500.0])
     parser.add_argument("--fake-robot", type=float, default=0.0, help=argparse.SUPPRESS)
+    parser.add_argument("--hog", type=float, default=0.0, help=argparse.SUPPRESS)
+    parser.add_argument("--bare-loop", nargs=3, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.fake_robot:
-        fake_robot_process("joint_trajectory", args.fake_robot)
-        return
-    results = {}
-    for hz in (10.0, 100.0):
-        r = run_rate(hz, args.seconds)
-        results[f"{int(hz)}hz"] = r
-        print(f"{int(hz):>4} Hz: {r['steps']} steps, period jitter p50 {r['period_jitter_p50_ms']:.3f} ms "
-              f"p99 {r['period_jitter_p99_ms']:.3f} ms, obs->command p50 {r['obs_to_command_p50_ms']:.3f} ms "
-              f"p99 {r['obs_to_command_p99_ms']:.3f} ms")
+        return fake_robot_process(args.fake_robot)
+    if args.hog:
+        return hog_process(args.hog)
+    if args.bare_loop:
+        return bare_loop_process(float(args.bare_loop[0]), float(args.bare_loop[1]), args.bare_loop[2])
+    results: dict[str, object] = {}
+    for hz in args.rates:
+        for loaded in (False, True):
+            r = run(hz, args.seconds, loaded)
+            key = f"{int(hz)}hz" + ("_loaded" if loaded else "")
+            results[key] = r
+            print(f"{int(hz):>4} Hz {'loaded' if loaded else 'idle  '} (load avg {r['loadavg_1min_before']}): "
+                  f"{int(r['commands'])} commands, jitter p50 {r['command_jitter_p50_ms']:.3f} / p99 "
+                  f"{r['command_jitter_p99_ms']:.3f} ms (bare loop p99 {r['bare_loop_jitter_p99_ms']:.3f}, ratio "
+                  f"{r['ratio_vs_bare_loop']:.2f}), max period {r['command_period_max_ms']:.1f} ms; policy "
+                  f"{r['policy_steps']} steps, jitter p99 {r['policy_jitter_p99_ms']:.2f} ms; frame->command p99 "
+                  f"<= {r['frame_to_command_p99_ms']:.1f} ms; stale holds {int(r['stale_holds'])}", flush=True)
+    idle, busy = results.get("100hz", {}), results.get("100hz_loaded", {})
+    results.update({
+        "command_100hz_jitter_p99_ms": idle.get("command_jitter_p99_ms"),
+        "command_100hz_jitter_p99_ms_loaded": busy.get("command_jitter_p99_ms"),
+        "stale_holds": sum(r["stale_holds"] for k, r in results.items() if isinstance(r, dict)
+                           and not r["loaded"]),
+        "policy_10hz_jitter_p99_ms": idle.get("policy_jitter_p99_ms"),
+        "frame_to_command_p99_ms": idle.get("frame_to_command_p99_ms"),
+    })
     print(json.dumps(results))
 
 

@@ -2,8 +2,8 @@
 
 The whole ROS 2 path without hardware: robot_rl_twin_node (the MuJoCo Panda twin publishing /joint_states, the TCP
 pose, rgb8 camera images and the success flag, following the Cartesian target and gripper commands) and the same
-robot_rl_actor_node as on the real robot, with real.yaml overlaid by sim.yaml. A launch argument left out keeps
-the files' value.
+robot_rl_actor_node and robot_rl_safety_node as on the real robot, with real.yaml overlaid by sim.yaml. A launch
+argument left out keeps the files' value.
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
@@ -20,9 +20,14 @@ def _nodes(context):
     given = launch_overrides({name: LaunchConfiguration(name).perform(context) for name in LAUNCH_FORWARDED})
     twin = Node(package="robot_rl", executable="robot_rl_twin_node", name="robot_rl_twin", output="screen",
                 parameters=[sim_params])
+    safety = Node(package="robot_rl", executable="robot_rl_safety_node", name="robot_rl_safety", output="screen",
+                  parameters=[{"params_files": [real_params, sim_params]}])
+    # On SIGINT the actor finishes its step, flushes the transport (up to 5 s) and leaves the robot holding:
+    # more than launch's default 5 s before it escalates to SIGTERM.
     actor = Node(package="robot_rl", executable="robot_rl_actor_node", name="robot_rl_actor", output="screen",
-                 emulate_tty=True, parameters=[real_params, sim_params, given])
-    return [twin, actor]
+                 emulate_tty=True, sigterm_timeout="15",
+                 parameters=[real_params, sim_params, given, {"command.via_safety_node": True}])
+    return [twin, safety, actor]
 
 
 def generate_launch_description():

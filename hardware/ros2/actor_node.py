@@ -40,7 +40,7 @@ def run(node: Any, cfg: RobotNodeConfig, stop: threading.Event, max_steps: int |
 
     from robot_rl.actor import Actor
     from robot_rl.config import config_hash, save_resolved
-    from robot_rl.hardware.ros2.robot_env import RosRobotEnv
+    from robot_rl.hardware.ros2.robot_env import RosRobotEnv, StoppedDuringReset
     from robot_rl.specs import spec_hash
     from robot_rl.transport.zmq_actor import ZmqActorClient
 
@@ -55,7 +55,13 @@ def run(node: Any, cfg: RobotNodeConfig, stop: threading.Event, max_steps: int |
                                spill_dir=run_dir / "spill" / actor_id, actor_key_name=cfg.key_name or actor_id)
     actor = Actor(train_cfg, transport, envs=[env])
     try:
-        result = actor.run(max_steps=max_steps, stop=stop)
+        try:
+            result = actor.run(max_steps=max_steps, stop=stop)
+        except StoppedDuringReset as e:  # SIGINT while the robot was resetting: a clean stop
+            if not stop.is_set():
+                raise
+            log.info("stopped during a reset (%s)", e)
+            result = {}
     finally:
         env.close()
         transport.close(drain_s=5.0)

@@ -12,7 +12,7 @@ import dataclasses
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from robot_rl.config import ConfigNode, _freeze
 
@@ -59,6 +59,9 @@ class TopicsConfig(ConfigNode):
     """Arm command topic; its type follows ``command.mode``."""
     gripper_command: str = "/gripper_controller/commands"
     """``std_msgs/Float64MultiArray`` with the finger opening (m, sum of both fingers); empty = no gripper."""
+    target: str = "/robot_rl/target"
+    """Actor -> ``robot_rl_safety_node`` position targets (``std_msgs/Float64MultiArray``, layout
+    ``robot_rl_target_v1``: see ``safety_node.target_msg``) when ``command.via_safety_node`` is on."""
     success: str = "/robot_rl/success"
     """``std_msgs/Bool``: True ends the episode as a success (operator key, classifier, or the twin)."""
     estop: str = "/robot_rl/estop"
@@ -84,6 +87,10 @@ class CommandConfig(ConfigNode):
     """Finger opening (m) commanded for grip > 0."""
     trajectory_time_s: float = 0.0
     """``time_from_start`` of JointTrajectory points (0 = one control period)."""
+    via_safety_node: bool = False
+    """The actor publishes its (limited) targets on ``topics.target`` and ``robot_rl_safety_node``, a separate
+    process, interpolates them and commands the controller at ``command_hz`` (both launch files). False: the
+    actor commands the controller itself at ``control_hz`` (single-process route)."""
 
 
 @dataclass
@@ -134,7 +141,10 @@ class RobotNodeConfig(ConfigNode):
     key_name: str = ""
     """CurveZMQ key name (``keys/actors/<name>.key_secret``) when ``transport.keys_dir`` is set."""
     control_hz: float = 10.0
-    """Control rate (Hz): one action per period, as on the twin."""
+    """Policy rate (Hz): one action per period, as on the twin."""
+    command_hz: float = 100.0
+    """Rate (Hz, up to 1000) at which ``robot_rl_safety_node`` sends interpolated, limited commands to the
+    controller, whatever the actor does (``command.via_safety_node``)."""
     max_episode_steps: int = 100
     """Time limit of an episode in control steps."""
     image_size: int = 64
@@ -253,6 +263,8 @@ def validate(cfg: Any) -> None:
                 raise ValueError(f"safety.{what} has {len(getattr(cfg.safety, what))} entries for {n} joints")
         if len(cfg.home_joints) != n:
             raise ValueError(f"home_joints has {len(cfg.home_joints)} entries for {n} joints")
+        if not 0 < cfg.command_hz <= 1000:
+            raise ValueError(f"command_hz must be in (0, 1000], got {cfg.command_hz}")
         if cfg.control_hz <= 0 or cfg.safety.sensor_timeout_s <= 0 or cfg.safety.watchdog_timeout_s <= 0:
             raise ValueError("control_hz, safety.sensor_timeout_s and safety.watchdog_timeout_s must be > 0")
         for what in ("max_ee_speed", "max_ee_accel", "max_target_lead", "max_joint_speed", "max_joint_accel",
@@ -293,12 +305,36 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def load_params_file(path: str | Path, node_name: str, cls: type) -> Any:
-    """Read ``<node_name>: ros__parameters:`` from a ROS 2 parameter file without ROS (PyYAML)."""
+def _file_params(path: str | Path, node_name: str) -> dict[str, Any] | None:
     import yaml
 
-    doc = yaml.safe_load(Path(path).read_text())
+    doc = yaml.safe_load(Path(path).read_text()) or {}
     for key in (node_name, f"/{node_name}", "/**"):
         if key in doc and "ros__parameters" in doc[key]:
-            return from_params(cls, flatten(doc[key]["ros__parameters"]))
-    raise KeyError(f"{path}: no '{node_name}: ros__parameters:' section")
+            return flatten(doc[key]["ros__parameters"])
+    return None
+
+
+def load_params_file(path: str | Path, node_name: str, cls: type) -> Any:
+    """Read ``<node_name>: ros__parameters:`` from a ROS 2 parameter file without ROS (PyYAML)."""
+    flat = _file_params(path, node_name)
+    if flat is None:
+        raise KeyError(f"{path}: no '{node_name}: ros__parameters:' section")
+    return from_params(cls, flat)
+
+
+def load_params_files(paths: Sequence[str | Path], node_name: str, cls: type,
+                      overrides: Mapping[str, Any] | None = None) -> Any:
+    """``node_name``'s parameters from several files, later files winning per parameter (as rcl applies
+    ``--params-file`` in order), then ``overrides``. Files without that node's section contribute nothing; at
+    least one must have it."""
+    flat: dict[str, Any] = {}
+    found = False
+    for path in paths:
+        section = _file_params(path, node_name)
+        if section is not None:
+            flat.update(section)
+            found = True
+    if not found:
+        raise KeyError(f"none of {list(map(str, paths))} has a '{node_name}: ros__parameters:' section")
+    return from_params(cls, {**flat, **(overrides or {})})

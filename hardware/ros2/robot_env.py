@@ -24,8 +24,8 @@ from robot_rl.hardware.ros2.bag import EpisodeBag
 from robot_rl.hardware.ros2.config import RobotNodeConfig
 from robot_rl.hardware.ros2.safety import Guard, RateLimitedLog, limiter_for
 from robot_rl.hardware.ros2.sensors import (HOME_QUAT, SensorCache, assemble_state, checked_joint_state,
-                                            checked_pose, compose_chain, joint_vector, node_specs,
-                                            resize_square)
+                                            checked_pose, compose_chain, decode_image_msg, joint_vector,
+                                            node_specs, resize_square)
 
 log = logging.getLogger("robot_rl.ros2.env")
 _TYPES = {"joint_states": "sensor_msgs/msg/JointState", "ee_pose": "geometry_msgs/msg/PoseStamped",
@@ -34,6 +34,11 @@ _TYPES = {"joint_states": "sensor_msgs/msg/JointState", "ee_pose": "geometry_msg
           "joint_trajectory": "trajectory_msgs/msg/JointTrajectory",
           "forward_position": "std_msgs/msg/Float64MultiArray", "gripper": "std_msgs/msg/Float64MultiArray",
           "float32_array": "std_msgs/msg/Float32MultiArray"}
+
+
+class StoppedDuringReset(RuntimeError):
+    """``stop`` was set (SIGINT/SIGTERM) while ``reset`` waited for sensors or moved home: a clean shutdown,
+    not a failure (the node exits 0)."""
 
 
 class RosRobotEnv:
@@ -79,6 +84,8 @@ class RosRobotEnv:
         self._warn = RateLimitedLog(log.warning, 1.0, clock)  # per topic of complaint: one a second at most
         self._watchdog_holding = False  # the watchdog fired and no action came since: keep commanding the hold
         self.latency_ms: list[float] = []   # obs handed to the policy -> command published
+        self.frame_to_command_ms: list[float] = []  # oldest camera frame's stamp -> command (or target) published
+        self._frame_age_s = self._obs_frame_age_s = 0.0
         self.tick_times: list[float] = []   # command publish times (period jitter)
         self.holds: dict[str, int] = {}
         self._make_io()
@@ -123,21 +130,27 @@ class RosRobotEnv:
             subscribe("tf", "/tf_static", self._on_tf, static_qos, "reliable")
         for camera, topic in self.cameras.items():
             if topics.compressed_images:
-                subscribe("compressed_image", topic + "/compressed", self._image_handler(camera, True), sensor_qos,
+                subscribe("compressed_image", topic + "/compressed", self._image_handler(camera), sensor_qos,
                           sensor_rel)
             else:
-                subscribe("image", topic, self._image_handler(camera, False), sensor_qos, sensor_rel)
+                subscribe("image", topic, self._image_handler(camera), sensor_qos, sensor_rel)
         reliable = ros_io.qos_profile("reliable", 10)
         node.create_subscription(ros_io.message_type("bool"), topics.success, self._on_success, reliable)
         node.create_subscription(ros_io.message_type("bool"), topics.estop, self._never_raise("estop", self._on_estop),
                                  reliable)
         mode = cfg.command.mode
-        self._command_pub = node.create_publisher(ros_io.message_type(mode), topics.command, command_qos)
+        # via_safety_node: our targets go to robot_rl_safety_node, which owns the controller's topics
+        self._target_pub = (node.create_publisher(ros_io.message_type("gripper"), topics.target, reliable)
+                            if cfg.command.via_safety_node else None)
+        self._command_pub = None if self._target_pub is not None else node.create_publisher(
+            ros_io.message_type(mode), topics.command, command_qos)
         self._bag_topics[topics.command] = (_TYPES[mode], command_rel)
         self._gripper_pub = None
+        self._has_gripper = bool(topics.gripper_command)
         if topics.gripper_command:
-            self._gripper_pub = node.create_publisher(ros_io.message_type("gripper"), topics.gripper_command,
-                                                      command_qos)
+            if self._target_pub is None:
+                self._gripper_pub = node.create_publisher(ros_io.message_type("gripper"), topics.gripper_command,
+                                                          command_qos)
             self._bag_topics[topics.gripper_command] = (_TYPES["gripper"], command_rel)
         if cfg.bag_dir:  # record our own commands as they go out on the wire (the bytes a controller receives)
             for topic, kind in ((topics.command, mode), (topics.gripper_command, "gripper")):
@@ -154,11 +167,11 @@ class RosRobotEnv:
                 self._bag.add(topic, ros_io.wall_ns(), raw)
         return record
 
-    def _image_handler(self, camera: str, compressed: bool) -> Callable[[Any], None]:
+    def _image_handler(self, camera: str) -> Callable[[Any], None]:
         size = self.cfg.image_size
 
         def handle(msg: Any) -> None:
-            image = ros_io.decode_compressed(msg) if compressed else ros_io.decode_image(msg)
+            image = decode_image_msg(msg)  # Image or CompressedImage -> (H, W, 3) RGB, native size
             self.cache.put(f"images/{camera}", resize_square(image, size), ros_io.stamp_to_s(msg.header.stamp))
         return handle
 
@@ -223,6 +236,10 @@ class RosRobotEnv:
             return np.full(self.limiter.low.shape, np.nan)
 
     def _publish(self, target: np.ndarray, grip_opening: float | None) -> None:
+        if self._target_pub is not None:  # the safety node interpolates and commands at command_hz
+            from robot_rl.hardware.ros2.safety_node import target_msg
+            self._target_pub.publish(target_msg(target, grip_opening))
+            return
         stamp = ros_io.now_stamp(self.node)
         mode = self.cfg.command.mode
         if mode == "cartesian_pose":
@@ -232,6 +249,7 @@ class RosRobotEnv:
                                         self.period, stamp)
         else:
             msg = ros_io.float64_array_msg(target)
+        assert self._command_pub is not None
         self._command_pub.publish(msg)  # recorded off the wire (see _make_io), as ros2 bag would
         if self._gripper_pub is not None and grip_opening is not None:
             self._gripper_pub.publish(ros_io.float64_array_msg([grip_opening]))
@@ -264,8 +282,12 @@ class RosRobotEnv:
             self._warn("bad-state", f"holding the robot: {e}")
             return None
         obs = {"state": state}
+        stamp_now = self.cache.stamp_clock()
+        self._frame_age_s = 0.0  # the oldest camera frame in this observation (by its header stamp)
         for camera in self.cameras:
-            obs[f"images/{camera}"] = latest[f"images/{camera}"].value
+            sample = latest[f"images/{camera}"]
+            obs[f"images/{camera}"] = sample.value
+            self._frame_age_s = max(self._frame_age_s, stamp_now - sample.stamp)
         return obs
 
     def _wait_until_safe(self) -> tuple[dict[str, np.ndarray] | None, bool]:
@@ -298,7 +320,7 @@ class RosRobotEnv:
         self._watchdog_holding = False
         obs, _ = self._wait_until_safe()
         if obs is None:
-            raise RuntimeError("stopped while waiting for the robot's sensors")
+            raise StoppedDuringReset("stopped while waiting for the robot's sensors")
         deadline = self.clock() + self.cfg.reset_time_s
         with self._cmd_lock:
             self.limiter.reset(self._measured())
@@ -313,14 +335,14 @@ class RosRobotEnv:
             self._sleep_to_tick()
         obs, _ = self._wait_until_safe()
         if obs is None:
-            raise RuntimeError("stopped while resetting")
+            raise StoppedDuringReset("stopped while resetting")
         with self._cmd_lock:
             self.limiter.reset(self._measured())
         self._success, self._steps = False, 0
         self._episode += 1
         if self.cfg.bag_dir:
             self._bag = EpisodeBag(self._bag_topics)
-        self._last_obs, self._obs_time = obs, self.clock()
+        self._last_obs, self._obs_time, self._obs_frame_age_s = obs, self.clock(), self._frame_age_s
         self._next_tick = self._obs_time + self.period
         return obs
 
@@ -338,15 +360,16 @@ class RosRobotEnv:
                 move = np.clip(action[:self.n_move], -1.0, 1.0).astype(np.float64)
                 target = self.limiter(self.limiter.target + self.scale * move, self._measured())
                 grip = None
-                if self._gripper_pub is not None and not self.limiter.holding:
+                if self._has_gripper and not self.limiter.holding:
                     grip = self.cfg.command.gripper_closed if action[-1] > 0 else self.cfg.command.gripper_open
                 self._publish(target, grip)
             self._watchdog_holding = False
             self.guard.action_arrived()  # a bad action is still an action: the step holds, not the watchdog
         now = self.clock()
         self.latency_ms.append((now - self._obs_time) * 1e3)
+        self.frame_to_command_ms.append((now - self._obs_time + self._obs_frame_age_s) * 1e3)
         self.tick_times.append(now)
-        for buf in (self.latency_ms, self.tick_times):
+        for buf in (self.latency_ms, self.tick_times, self.frame_to_command_ms):
             if len(buf) > 20_000:
                 del buf[:10_000]
         if self._bag is not None:
@@ -362,7 +385,7 @@ class RosRobotEnv:
         if self._bag is not None:
             from std_msgs.msg import Float32MultiArray
             self._record("/robot_rl/reward", Float32MultiArray(data=[float(success)]))
-        self._last_obs, self._obs_time = obs, self.clock()
+        self._last_obs, self._obs_time, self._obs_frame_age_s = obs, self.clock(), self._frame_age_s
         return StepResult(obs, float(success), success, truncated, success)
 
     def _finish_bag(self) -> None:
@@ -376,7 +399,9 @@ class RosRobotEnv:
         lat = np.asarray(self.latency_ms[-5000:] or [0.0])
         ticks = np.diff(np.asarray(self.tick_times[-5000:]))
         jitter = np.abs(ticks - self.period) * 1e3 if ticks.size else np.zeros(1)
+        frame = np.asarray(self.frame_to_command_ms[-5000:] or [0.0])
         return {"obs_to_command_p50_ms": float(np.percentile(lat, 50)),
+                "frame_to_command_p99_ms": float(np.percentile(frame, 99)),
                 "obs_to_command_p99_ms": float(np.percentile(lat, 99)),
                 "period_jitter_p50_ms": float(np.percentile(jitter, 50)),
                 "period_jitter_p99_ms": float(np.percentile(jitter, 99)),

@@ -11,7 +11,6 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from robot_rl.hardware.ros2.sensors import image_to_array
 
 
 def qos_profile(reliability: str, depth: int) -> Any:
@@ -87,20 +86,6 @@ def decode_pose(msg: Any) -> tuple[np.ndarray, np.ndarray]:
 def decode_transform(tf: Any) -> tuple[str, str, np.ndarray, np.ndarray]:
     t, q = tf.transform.translation, tf.transform.rotation
     return tf.child_frame_id, tf.header.frame_id, np.array([t.x, t.y, t.z]), np.array([q.w, q.x, q.y, q.z])
-
-
-def decode_image(msg: Any) -> np.ndarray:
-    return image_to_array(msg.encoding, msg.height, msg.width, msg.step, bytes(msg.data) if isinstance(
-        msg.data, list) else msg.data)
-
-
-def decode_compressed(msg: Any) -> np.ndarray:
-    import imageio.v3 as iio
-
-    image = iio.imread(bytes(msg.data))
-    if image.ndim != 3 or image.shape[2] < 3:
-        raise ValueError(f"compressed image decoded to shape {image.shape}, expected colour")
-    return np.ascontiguousarray(image[..., :3])
 
 
 def image_msg(image: np.ndarray, stamp: Any, frame_id: str) -> Any:

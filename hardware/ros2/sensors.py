@@ -129,17 +129,59 @@ def compose_chain(edges: Mapping[str, tuple[str, np.ndarray, np.ndarray]], base:
     return pos, quat
 
 
+_CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1, "8UC1": 1, "8UC3": 3}
+
+
 def image_to_array(encoding: str, height: int, width: int, step: int, data: bytes | np.ndarray) -> np.ndarray:
-    """A raw ``sensor_msgs/Image`` (rgb8, bgr8, rgba8, bgra8) as uint8 (H, W, 3) RGB; other encodings fail."""
-    channels = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4}.get(encoding)
+    """A raw ``sensor_msgs/Image`` (rgb8, bgr8, rgba8, bgra8, mono8) as uint8 (H, W, 3) RGB (mono repeated into
+    three channels; ``8UC3`` is read as bgr8, OpenCV's order); other encodings fail with the list above."""
+    channels = _CHANNELS.get(encoding)
     if channels is None:
-        raise ValueError(f"image encoding {encoding!r} not supported (rgb8, bgr8, rgba8, bgra8)")
+        raise ValueError(f"image encoding {encoding!r} not supported ({', '.join(_CHANNELS)})")
     buf = np.frombuffer(data, np.uint8) if not isinstance(data, np.ndarray) else data.view(np.uint8).reshape(-1)
     if buf.size < height * step or step < width * channels:
         raise ValueError(f"image data of {buf.size} bytes does not hold {height} rows of step {step}")
     rows = buf[:height * step].reshape(height, step)[:, :width * channels].reshape(height, width, channels)
+    if channels == 1:
+        return np.repeat(rows, 3, axis=2)
     rgb = rows[..., :3]
-    return rgb[..., ::-1] if encoding.startswith("bgr") else rgb
+    return rgb[..., ::-1] if encoding.startswith("bgr") or encoding == "8UC3" else rgb
+
+
+def decode_compressed_bytes(fmt: str, data: bytes | np.ndarray) -> np.ndarray:
+    """A ``sensor_msgs/CompressedImage`` payload (JPEG or PNG, as image_transport's compressed plugin sends it)
+    as uint8 (H, W, 3) RGB, through OpenCV's decoder. ``fmt`` is the message's ``format`` field (``jpeg``,
+    ``rgb8; jpeg compressed bgr8``, ``png``...): colour payloads are BGR on the wire, mono ones are repeated."""
+    import cv2
+
+    buf = np.frombuffer(bytes(data) if isinstance(data, (list, bytearray)) else data, np.uint8) \
+        if not isinstance(data, np.ndarray) else data.view(np.uint8).reshape(-1)
+    if buf.size == 0:
+        raise ValueError(f"empty compressed image (format {fmt!r})")
+    image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ValueError(f"compressed image (format {fmt!r}, {buf.size} bytes) is not a JPEG or PNG OpenCV "
+                         "can decode")
+    if image.dtype != np.uint8:  # 16-bit PNG (depth cameras): not a colour camera image
+        raise ValueError(f"compressed image decoded to {image.dtype}, expected 8-bit (format {fmt!r})")
+    if image.ndim == 2:
+        return np.repeat(image[:, :, None], 3, axis=2)
+    if image.shape[2] == 4:
+        return np.ascontiguousarray(cv2.cvtColor(image, cv2.COLOR_BGRA2RGB))
+    return np.ascontiguousarray(image[..., ::-1])  # imdecode returns BGR
+
+
+def decode_image_msg(msg: Any) -> np.ndarray:
+    """A camera message as uint8 (H, W, 3) RGB at its native size: ``sensor_msgs/Image`` (rgb8, bgr8, mono8,
+    rgba8, bgra8) or ``sensor_msgs/CompressedImage`` (JPEG/PNG; told apart by its ``format`` field). Cropping and
+    resizing come after, per camera (``robot_rl.images.prepare_frame``). Bad input raises ValueError."""
+    if hasattr(msg, "format"):
+        return decode_compressed_bytes(str(msg.format), msg.data)
+    data = msg.data
+    data = bytes(data) if isinstance(data, (list, bytearray)) else data
+    if getattr(msg, "is_bigendian", 0) and msg.encoding not in _CHANNELS:
+        raise ValueError(f"big-endian {msg.encoding} images are not supported")
+    return image_to_array(str(msg.encoding), int(msg.height), int(msg.width), int(msg.step), data)
 
 
 def resize_square(image: np.ndarray, size: int) -> np.ndarray:

@@ -207,8 +207,10 @@ def test_images_decode_crop_and_resize() -> None:
     padded = np.concatenate([rgb, np.zeros((4, 2, 3), np.uint8)], axis=1)  # row step with padding
     assert np.array_equal(image_to_array("rgb8", 4, 6, 8 * 3, padded.tobytes()), rgb)
     assert np.array_equal(image_to_array("bgr8", 4, 6, 18, rgb[..., ::-1].tobytes()), rgb)
-    with pytest.raises(ValueError, match="mono8"):
-        image_to_array("mono8", 4, 6, 6, bytes(24))
+    mono = rgb[..., 0]
+    assert np.array_equal(image_to_array("mono8", 4, 6, 6, mono.tobytes()), np.repeat(mono[..., None], 3, 2))
+    with pytest.raises(ValueError, match="mono16"):
+        image_to_array("mono16", 4, 6, 12, bytes(48))
     small = resize_square(rgb, 2)
     assert small.shape == (2, 2, 3) and small.flags.c_contiguous
     # centre crop (columns 1..4), then the centre pixel of each 2x2 cell

@@ -27,3 +27,26 @@ def rclpy_node():
     executor.shutdown(timeout_sec=1.0)
     node.destroy_node()
     rclpy.shutdown(context=context)
+
+
+@pytest.fixture(scope="session")
+def pip_route_prefix(tmp_path_factory):
+    """This tree installed the way the README's pip route does it (``pip install .``, not editable: editable
+    installs carry no data files), into a fresh venv whose other packages come from .venv-ros (a .pth line).
+    Returns the venv: the ament prefix of robot_rl (share/robot_rl, lib/robot_rl, bin/)."""
+    import os
+    import subprocess
+    import sysconfig
+
+    pytest.importorskip("rclpy", reason="ROS 2 tests need rclpy: run `make test-ros`")
+    root = Path(__file__).resolve().parents[2]
+    venv = tmp_path_factory.mktemp("pip-route") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    site = venv / Path(sysconfig.get_paths()["purelib"]).relative_to(sys.prefix)
+    # plain path line: .venv-ros's own .pth files (its editable robot_rl) are not processed, so `robot_rl` in
+    # the new venv is the installed copy
+    (site / "ros_venv_packages.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps",
+                    "--no-build-isolation", "--ignore-installed", "--prefix", str(venv), str(root)],
+                   check=True, timeout=400, cwd=venv.parent, env=dict(os.environ, PIP_NO_INPUT="1"))
+    return venv

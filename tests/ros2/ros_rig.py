@@ -87,6 +87,8 @@ class FakeRobot:
         m, period, n = self.m, 1.0 / self.rate_hz, 0
         while not self._stop.is_set():
             for msg in self.cmd_r.take(N=100):
+                if type(msg).__name__ == "InvalidSample":  # a writer went away (a node stopped): no data
+                    continue
                 with self.lock:
                     self.commands.append((time.monotonic(), msg))
                     if self.mode == "joint_trajectory":

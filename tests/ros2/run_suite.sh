@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The ROS 2 test step (`make test-ros`): creates/reuses .venv-ros (rclpy Jazzy + Fast DDS and the message
-# packages from PyPI, cyclonedds + rosbags as independent peers, colcon), then runs the `ros`-marked tests inside
+# packages from PyPI, cyclonedds + rosbags as independent peers, colcon, ROS 2's launch stack from
+# ../shared/ros2-launch), then runs the `ros`-marked tests inside
 # a private network namespace (loopback only) under a hard time bound. Idempotent: a stamp file skips the
 # install when nothing it depends on changed.
 set -euo pipefail
@@ -10,11 +11,16 @@ VENV="${ROS_VENV:-$ROOT/.venv-ros}"
 PYTHON="${PYTHON:-python3}"
 TORCH="${TORCH:-torch==2.13.0}"
 TORCH_CPU_INDEX="${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu/}"
-LIMIT_S="${ROS_SUITE_TIMEOUT_S:-540}"
+LIMIT_S="${ROS_SUITE_TIMEOUT_S:-900}"
 ROS_PACKAGES=("ros-jazzy-rclpy[fastrtps]" ros-jazzy-std-msgs ros-jazzy-sensor-msgs ros-jazzy-geometry-msgs
               ros-jazzy-trajectory-msgs ros-jazzy-std-srvs ros-jazzy-builtin-interfaces ros-jazzy-ament-index-python
+              ros-jazzy-lifecycle-msgs ros-jazzy-rcl-interfaces
               "cyclonedds==11.0.1" "rosbags>=0.10" "colcon-common-extensions" "mcap>=1.1")
-STAMP="$VENV/.installed-$(cat "$0" pyproject.toml | sha256sum | cut -c1-16)"
+# ROS 2 Jazzy's pure-Python launch stack (launch, launch_ros, ros2launch, ros2cli, ros2pkg: not on PyPI) lives
+# beside the repository in CI and on dev machines; without it the `ros2 launch` tests skip with that reason.
+LAUNCH_SRC="$ROOT/../shared/ros2-launch"
+HAVE_LAUNCH=$(test -x "$LAUNCH_SRC/install.sh" && echo yes || echo no)
+STAMP="$VENV/.installed-$( (cat "$0" pyproject.toml; echo "$HAVE_LAUNCH") | sha256sum | cut -c1-16)"
 
 if [ ! -f "$STAMP" ]; then
   echo "== ROS venv: installing into $VENV (first run only)"
@@ -30,6 +36,8 @@ if [ ! -f "$STAMP" ]; then
     fi
   fi
   timeout 400 "${PIP[@]}" -e ".[test,ros2]" "${ROS_PACKAGES[@]}"
+  if [ "$HAVE_LAUNCH" = yes ]; then timeout 300 "$LAUNCH_SRC/install.sh" "$VENV"
+  else echo "== $LAUNCH_SRC absent: the real \`ros2 launch\` tests will skip"; fi
   rm -f "$VENV"/.installed-*
   touch "$STAMP"
   echo "== ROS venv ready in $(( $(date +%s) - T0 )) s"
@@ -39,6 +47,11 @@ fi
 # lets Cyclone DDS and Fast DDS discover each other; Fast DDS additionally gets ROS's LOCALHOST range.
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-42}" MUJOCO_GL="${MUJOCO_GL:-egl}"
 export AMENT_PREFIX_PATH="$VENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}" WANDB_MODE=disabled
+# launch_ros imports composition_interfaces at load time; the stand-in fails loudly if a composable node is used.
+if [ "$HAVE_LAUNCH" = yes ]; then
+  export ROBOT_RL_LAUNCH_STANDINS="$LAUNCH_SRC/stand-ins"
+  export PYTHONPATH="$LAUNCH_SRC/stand-ins${PYTHONPATH:+:$PYTHONPATH}"
+fi
 exec timeout -k 10 "$LIMIT_S" unshare -n bash -c '
   ip link set lo up && ip link set lo multicast on && ip route add 224.0.0.0/4 dev lo
   exec "$0" -m pytest -m ros -q -rsx -p no:cacheprovider "${@:-tests/ros2}"' "$VENV/bin/python" "$@"

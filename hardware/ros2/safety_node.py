@@ -1,0 +1,282 @@
+"""``robot_rl_safety_node``: the command stream to ros2_control, in its own process, at the controller's rate.
+
+    ros2 launch robot_rl real.launch.py        (starts it next to robot_rl_actor_node)
+
+The actor (``command.via_safety_node``) publishes position targets at the policy rate (``control_hz``, 10 Hz) on
+``topics.target``. This node interpolates between the last two targets over one policy period, passes every
+command through the same safety layer as the actor (:class:`TargetLimiter` at ``1 / command_hz``:
+box, speed, acceleration, lead; :class:`Guard`: e-stop latch, watchdog, stale sensors) and publishes it at
+``command_hz`` (default 100, up to 1000) from a dedicated thread, so a crash, a GC pause or slow inference in the
+actor can delay neither the commands nor a hold. It holds by itself when no target came for
+``safety.watchdog_timeout_s`` (the actor died or stalled), on the e-stop (latched; released only by
+``~/reset_estop``, ``std_srvs/Trigger``), when joint states or the TCP pose are stale or non-finite, and on a
+non-finite target; during a hold commands keep flowing at ``command_hz`` towards the hold position.
+
+Parameters: ``params_files`` (the actor's parameter files, read for node ``robot_rl_actor`` in order, so both
+nodes share one set of limits and topics) and any ``RobotNodeConfig`` name as an override (``command_hz``...).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from robot_rl.hardware.ros2 import ros_io
+from robot_rl.hardware.ros2.config import RobotNodeConfig, from_params, load_params_files
+from robot_rl.hardware.ros2.safety import Guard, RateLimitedLog, TargetLimiter
+from robot_rl.hardware.ros2.sensors import HOME_QUAT, SensorCache, checked_joint_state, checked_pose, joint_vector
+
+log = logging.getLogger("robot_rl.ros2.safety_node")
+TARGET_LAYOUT = "robot_rl_target_v1"
+"""Label of ``layout.dim[0]`` of every target message: the wire version (a mismatch is refused and held)."""
+
+
+def target_msg(target: np.ndarray, grip_opening: float | None) -> Any:
+    """Actor -> safety node: ``data = [*target, grip opening (m) or NaN = unchanged]``, dim[0] labelled
+    ``robot_rl_target_v1``, size = len(target) (TCP xyz in Cartesian mode, one value per arm joint otherwise)."""
+    from std_msgs.msg import Float64MultiArray, MultiArrayDimension
+
+    msg = Float64MultiArray()
+    msg.layout.dim = [MultiArrayDimension(label=TARGET_LAYOUT, size=len(target), stride=len(target) + 1)]
+    msg.data = [*(float(v) for v in target), float("nan") if grip_opening is None else float(grip_opening)]
+    return msg
+
+
+def decode_target(msg: Any, n: int) -> tuple[np.ndarray, float | None]:
+    """``(target (n,), grip opening or None)``; ValueError on another layout version or size."""
+    dims = list(msg.layout.dim)
+    if not dims or dims[0].label != TARGET_LAYOUT or dims[0].size != n or len(msg.data) != n + 1:
+        got = (dims[0].label, dims[0].size) if dims else None
+        raise ValueError(f"target message layout {got} with {len(msg.data)} values, expected "
+                         f"({TARGET_LAYOUT!r}, {n}) with {n + 1}")
+    data = np.asarray(msg.data, np.float64)
+    return data[:n], (None if not np.isfinite(data[n]) else float(data[n]))
+
+
+def safety_limiter(cfg: RobotNodeConfig) -> TargetLimiter:
+    """The actor's limits at the command period (``limiter_for`` uses the policy period)."""
+    s, dt = cfg.safety, 1.0 / float(cfg.command_hz)
+    if cfg.command.mode == "cartesian_pose":
+        return TargetLimiter(np.array(s.workspace_low), np.array(s.workspace_high), s.max_ee_speed,
+                             s.max_ee_accel, dt, s.max_target_lead)
+    return TargetLimiter(np.array(s.joint_lower), np.array(s.joint_upper), s.max_joint_speed, s.max_joint_accel,
+                         dt, s.max_joint_lead)
+
+
+class SafetyNode:
+    """Subscriptions on the executor thread; :meth:`run` (the command loop) on a thread of its own."""
+
+    def __init__(self, node: Any, cfg: RobotNodeConfig, clock: Callable[[], float] = time.monotonic) -> None:
+        self.node, self.cfg, self.clock = node, cfg, clock
+        self.cartesian = cfg.command.mode == "cartesian_pose"
+        self.n = 3 if self.cartesian else len(cfg.arm_joints)
+        self.period = 1.0 / float(cfg.command_hz)
+        self.policy_period = 1.0 / float(cfg.control_hz)
+        self.limiter = safety_limiter(cfg)
+        self.guard = Guard(cfg.safety.watchdog_timeout_s, clock)
+        sensors = ["ee_pose", "joint_states"] if self.cartesian else ["joint_states"]
+        self.cache = SensorCache(sensors, clock, lambda: node.get_clock().now().nanoseconds * 1e-9)
+        self._lock = threading.Lock()
+        self._from: np.ndarray | None = None      # interpolation start (where the previous segment stood)
+        self._to: np.ndarray | None = None        # newest target
+        self._to_t = 0.0
+        self._watchdog_holding = False
+        self._warn = RateLimitedLog(log.warning, 1.0, clock)
+        self.sent = 0
+        self.send_times: list[float] = []
+        self.target_to_command_ms: list[float] = []  # target arrival -> first command that follows it
+        self._fresh_target_t: float | None = None
+        self.holds: dict[str, int] = {}
+        t = cfg.topics
+        sensor_qos = ros_io.qos_profile(cfg.qos.sensor_reliability, cfg.qos.sensor_depth)
+        command_qos = ros_io.qos_profile(cfg.qos.command_reliability, cfg.qos.command_depth)
+        reliable = ros_io.qos_profile("reliable", 10)
+        joints = (*cfg.arm_joints, *cfg.gripper_joints)
+        node.create_subscription(ros_io.message_type("joint_states"), t.joint_states, self._guarded(
+            "joint_states", lambda m: self.cache.put("joint_states", checked_joint_state(
+                *ros_io.decode_joint_state(m), joints), ros_io.stamp_to_s(m.header.stamp))), sensor_qos)
+        if self.cartesian:
+            if t.ee_pose_source != "topic":
+                raise ValueError("robot_rl_safety_node reads the TCP from topics.ee_pose (ee_pose_source=topic)")
+            node.create_subscription(ros_io.message_type("ee_pose"), t.ee_pose, self._guarded(
+                "ee_pose", lambda m: self.cache.put("ee_pose", checked_pose(*ros_io.decode_pose(m)),
+                                                    ros_io.stamp_to_s(m.header.stamp))), sensor_qos)
+        node.create_subscription(ros_io.message_type("gripper"), t.target, self._guarded("target", self._on_target),
+                                 reliable)
+        node.create_subscription(ros_io.message_type("bool"), t.estop, self._guarded("estop", self._on_estop),
+                                 reliable)
+        self._reset_srv = node.create_service(ros_io.message_type("trigger"), "~/reset_estop", self._on_reset)
+        self._command_pub = node.create_publisher(ros_io.message_type(cfg.command.mode), t.command, command_qos)
+        self._gripper_pub = (node.create_publisher(ros_io.message_type("gripper"), t.gripper_command, command_qos)
+                             if t.gripper_command else None)
+        self._last_grip: float | None = None
+
+    # ------------------------------------------------------------------ inputs (executor thread)
+    def _guarded(self, what: str, handler: Callable[[Any], None]) -> Callable[[Any], None]:
+        def run(msg: Any) -> None:
+            try:
+                handler(msg)
+            except Exception as e:  # noqa: BLE001 (bad input is dropped; the sensor goes stale and we hold)
+                self.guard.count("bad_sensor" if what != "target" else "non_finite")
+                self._warn(f"bad:{what}", f"dropped a {what} message: {e}")
+        return run
+
+    def _on_target(self, msg: Any) -> None:
+        target, grip = decode_target(msg, self.n)
+        now = self.clock()
+        with self._lock:
+            if not np.isfinite(target).all():
+                self.guard.count("non_finite")
+                self._to = None  # hold until a finite target comes
+                return
+            # continue from where the interpolation stands now: no jump when a target arrives early or late
+            self._from = self._interpolated(now) if self._to is not None else target
+            self._to, self._to_t = target.copy(), now
+            self._fresh_target_t = now
+            self._watchdog_holding = False
+        self.guard.action_arrived()
+        if grip is not None and self._gripper_pub is not None and grip != self._last_grip and not self.guard.estopped:
+            self._last_grip = grip
+            self._gripper_pub.publish(ros_io.float64_array_msg([grip]))
+
+    def _on_estop(self, msg: Any) -> None:
+        if self.guard.set_estop(bool(msg.data)):
+            log.warning("e-stop: holding until reset (ros2 service call %s std_srvs/srv/Trigger)",
+                        self._reset_srv.service_name)
+
+    def _on_reset(self, request: Any, response: Any) -> Any:  # noqa: ARG002 (Trigger has no request data)
+        response.success, response.message = self.guard.reset_estop()
+        with self._lock:
+            self._to = None  # after a reset, only a fresh target moves the robot
+        log.warning("e-stop reset: %s (%s)", "released" if response.success else "refused", response.message)
+        return response
+
+    # ------------------------------------------------------------------ command loop (own thread)
+    def _interpolated(self, now: float) -> np.ndarray:
+        assert self._to is not None and self._from is not None
+        alpha = min(1.0, max(0.0, (now - self._to_t) / self.policy_period))
+        return self._from + alpha * (self._to - self._from)
+
+    def _measured(self) -> np.ndarray:
+        try:
+            if self.cartesian:
+                return np.asarray(self.cache.get("ee_pose")[0], np.float64)
+            names, positions = self.cache.get("joint_states")
+            return joint_vector(names, positions, self.cfg.arm_joints)
+        except KeyError:
+            return np.full(self.n, np.nan)
+
+    def tick(self) -> np.ndarray | None:
+        """One command: the interpolated target through the limiter, or the hold; None = nothing to send yet."""
+        now = self.clock()
+        if self.guard.watchdog_expired():
+            with self._lock:
+                self._watchdog_holding, self._to = True, None
+            self._warn("watchdog", f"no target for {self.cfg.safety.watchdog_timeout_s} s: holding")
+        reason = self.guard.hold_reason(self.cache.stale(self.cfg.safety.sensor_timeout_s))
+        with self._lock:
+            desired = None if self._to is None else self._interpolated(now)
+            if reason is None and self._watchdog_holding:
+                reason = "watchdog"
+        measured = self._measured()
+        if reason is not None or desired is None or self.limiter.target is None:
+            key = (reason or "no_target").split(":")[0]
+            if key == "stale" and self._to_t == 0.0:
+                key = "startup"  # sensors not there yet and no target ever came: not a stall of a running loop
+            self.holds[key] = self.holds.get(key, 0) + 1
+            if reason and reason != "watchdog":
+                self._warn(f"hold:{key}", f"holding: {reason}")
+            return self.limiter.hold(measured)
+        return self.limiter(desired, measured)
+
+    def _publish(self, target: np.ndarray) -> None:
+        mode, stamp = self.cfg.command.mode, ros_io.now_stamp(self.node)
+        if mode == "cartesian_pose":
+            msg = ros_io.pose_msg(target, HOME_QUAT, stamp, self.cfg.topics.base_frame)
+        elif mode == "joint_trajectory":
+            msg = ros_io.trajectory_msg(self.cfg.arm_joints, target, self.cfg.command.trajectory_time_s or
+                                        self.period, stamp)
+        else:
+            msg = ros_io.float64_array_msg(target)
+        self._command_pub.publish(msg)
+
+    def run(self, stop: threading.Event) -> None:
+        """Send one command per ``1 / command_hz`` against absolute deadlines (a late tick is not made up by a
+        burst: the schedule re-anchors)."""
+        next_t = time.monotonic()
+        while not stop.is_set():
+            target = self.tick()
+            if target is not None:
+                self._publish(target)
+                self.sent += 1
+                now = time.monotonic()
+                if len(self.send_times) < 200_000:
+                    self.send_times.append(now)
+                    with self._lock:
+                        fresh, self._fresh_target_t = self._fresh_target_t, None
+                    if fresh is not None:
+                        self.target_to_command_ms.append((now - fresh) * 1e3)
+            next_t += self.period
+            delay = next_t - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            elif delay < -self.period:
+                next_t = time.monotonic()
+
+    def stats(self) -> dict[str, float]:
+        ticks = np.diff(np.asarray(self.send_times[-100_000:]))
+        jitter = np.abs(ticks - self.period) * 1e3 if ticks.size else np.zeros(1)
+        lag = np.asarray(self.target_to_command_ms[-100_000:] or [0.0])
+        return {"commands": float(self.sent), "command_jitter_p50_ms": float(np.percentile(jitter, 50)),
+                "command_jitter_p99_ms": float(np.percentile(jitter, 99)),
+                "command_period_max_ms": float(ticks.max() * 1e3) if ticks.size else 0.0,
+                "target_to_command_p99_ms": float(np.percentile(lag, 99)),
+                **{f"holds/{k}": float(v) for k, v in self.holds.items()},
+                **{f"guard/{k}": float(v) for k, v in self.guard.counts.items()}}
+
+
+def node_config(parameters: dict[str, Any]) -> tuple[RobotNodeConfig, str]:
+    """``params_files`` (the actor's files, section ``robot_rl_actor``) plus the other parameters as overrides;
+    and ``stats_file`` (this node's own parameter: write :meth:`SafetyNode.stats` there as JSON on exit, for
+    benchmarks/ros2_loop.py; empty = off)."""
+    params = dict(parameters)
+    files = params.pop("params_files", None)
+    stats_file = str(params.pop("stats_file", ""))
+    for name in ("use_sim_time", "start_type_description_service"):
+        params.pop(name, None)
+    if files:
+        return load_params_files(list(files), "robot_rl_actor", RobotNodeConfig, params), stats_file
+    return from_params(RobotNodeConfig, params), stats_file
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from robot_rl.run_log import setup_logging
+
+    setup_logging()
+    with ros_io.node_session("robot_rl_safety", argv) as (node, executor, stop):
+        cfg, stats_file = node_config(ros_io.node_parameters(node))
+        safety = SafetyNode(node, cfg)
+        loop = threading.Thread(target=safety.run, args=(stop,), name="command-loop")
+        loop.start()
+        log.info("commanding %s at %.0f Hz from targets on %s", safety.cfg.topics.command, safety.cfg.command_hz,
+                 safety.cfg.topics.target)
+        try:
+            ros_io.spin_until(executor, stop)
+        finally:
+            stop.set()
+            loop.join(timeout=2.0)
+        stats = safety.stats()
+        log.info("safety node stopped: %s", {k: round(v, 3) for k, v in stats.items()})
+        if stats_file:
+            Path(stats_file).write_text(json.dumps(stats))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
