@@ -304,7 +304,14 @@ def load_config(overrides: Sequence[str] = (), config_name: str = "train") -> "T
 
     overrides = [o.lstrip("+") for o in overrides]
     try:
-        cfg = _compose(config_name, overrides)
+        # Keys inside free-form dicts (env.kwargs.g=9.81, env.key_map.front=cam0) are unknown to the schema by
+        # design: hydra's struct mode would refuse them, so they are merged after those dicts are opened.
+        free = _free_form_paths(_compose(config_name, [o for o in overrides if o.split("=", 1)[0] in GROUPS]))
+        into_free = [o for o in overrides if any(f"{o.split('=', 1)[0]}.".startswith(f + ".") for f in free)]
+        cfg = _compose(config_name, [o for o in overrides if o not in into_free])
+        if into_free:
+            _open_free_form_dicts(cfg)
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(into_free))
         return _freeze(OmegaConf.to_object(cfg))
     except Exception as exc:
         msg = explain(exc, overrides, lambda: _known_keys(config_name, overrides))
@@ -381,6 +388,20 @@ def _open_free_form_dicts(node: Any) -> None:
         OmegaConf.set_struct(node, False)
     for key in node.keys():
         _open_free_form_dicts(node._get_node(key))
+
+
+def _free_form_paths(node: Any, prefix: str = "") -> list[str]:
+    """Dotted paths of the ``dict[str, ...]`` fields (``env.kwargs``, ``env.key_map``) of a composed config."""
+    from omegaconf import DictConfig
+
+    if not isinstance(node, DictConfig):
+        return []
+    if node._metadata.object_type is dict:
+        return [prefix.rstrip(".")]
+    out: list[str] = []
+    for key in node.keys():
+        out += _free_form_paths(node._get_node(key), f"{prefix}{key}.")
+    return out
 
 
 def load_resolved(path: str | os.PathLike, overrides: Sequence[str] = ()) -> "TrainConfig":

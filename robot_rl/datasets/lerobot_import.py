@@ -173,6 +173,8 @@ def episode_from_rows(rows: EpisodeRows, source: LeRobotSource, mapping: LeRobot
                                f"target bounds [{low.reshape(-1)[d]:g}, {high.reshape(-1)[d]:g}] "
                                f"({int(outside.sum())} values); pass clip_actions=true to clip")
         action = np.clip(action, low, high).astype(np.float32)
+    if mapping.clip_actions:  # the policy's own proposal is checked against the same bounds on the wire
+        policy_action = np.clip(policy_action, low, high).astype(np.float32)
     task = next((t for t in rows.tasks if t), "") or (ref.tasks[0] if ref.tasks else "") or mapping.task
     episode = Episode(frames=frames, action=action, policy_action=policy_action, reward=reward,
                       terminated=terminated, truncated=truncated, intervened=intervened, actor_id=mapping.actor_id,

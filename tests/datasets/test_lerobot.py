@@ -2,6 +2,7 @@
 layout LeRobot expects, the feature mapping (crop/resize), and bad input."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -121,7 +122,7 @@ def test_v21_import_maps_lerobot_rows_to_steps(run) -> None:
 
 def test_success_column_decides_termination_under_dense_rewards(run) -> None:
     tmp, obs_spec, action_spec, episodes = run
-    dense = [ep.with_rewards(np.full(len(ep), 0.5, np.float32)) for ep in episodes]  # positive on every step
+    dense = [dataclasses.replace(ep, reward=np.full(len(ep), 0.5, np.float32)) for ep in episodes]  # positive on every step
     write_v21(tmp / "v21", dense, fps=10, camera_names={"images/front": "observation.images.front",
                                                        "images/wrist": "observation.images.wrist"},
               success_column=True)
