@@ -8,6 +8,7 @@ tell actors which chunks are durable (they drop them only then).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -26,6 +27,7 @@ from robot_rl.run_log import RunLogger
 from robot_rl.specs import ActionSpec, ObsSpec, spec_hash
 from robot_rl.transport.base import DedupLedger, LearnerTransport
 from robot_rl.transport.wire import Chunk
+from robot_rl.types import Batch
 
 log = logging.getLogger("robot_rl.learner")
 
@@ -65,14 +67,23 @@ class Learner:
         self.policy = POLICIES.make(cfg.policy.name, cfg.policy, self.obs_spec, self.action_spec).to(self.device)
         self.algo = ALGORITHMS.make(cfg.algo.name, cfg.algo, self.policy, self.obs_spec, self.action_spec,
                                     self.device)
-        self.online = ReplayBuffer(self.obs_spec, self.action_spec, cfg.replay.capacity)
-        self.demo = ReplayBuffer(self.obs_spec, self.action_spec, cfg.replay.demo_capacity)
+        # Frozen camera encoders (policy.encoder=frozen|task): every frame is embedded once, on arrival, and replay
+        # holds the embeddings (``embed/<cam>``) instead of the images; raw frames stay in the episode stores.
+        self.frozen_cameras = dict(getattr(getattr(self.policy, "encoder", None), "frozen_cameras", {}) or {})
+        self.replay_spec = self.policy.encoder.replay_spec(self.obs_spec) if self.frozen_cameras else self.obs_spec
+        self.embed_seconds = 0.0  # time spent embedding frames at ingest (benchmarks report it)
+        self.embedded_frames = 0
+        self.online = ReplayBuffer(self.replay_spec, self.action_spec, cfg.replay.capacity)
+        self.demo = ReplayBuffer(self.replay_spec, self.action_spec, cfg.replay.demo_capacity)
         self.sampler = MixedSampler(self.online, self.demo, self.algo.batch_size_per_update, cfg.replay.demo_ratio,
                                     self.device, cfg.replay.prefetch, seed=cfg.seed)
         self.reward_labeller = None  # learned reward: labels each sampled batch on the prefetch thread
         if getattr(cfg, "reward", None) is not None and cfg.reward.name != "none":
             from robot_rl.reward_models.labeller import make_labeller
 
+            if self.frozen_cameras:
+                raise ValueError(f"reward={cfg.reward.name} labels replay images, but policy.encoder="
+                                 f"{cfg.policy.encoder} stores frame embeddings: use policy.encoder=drq with it")
             self.reward_labeller = make_labeller(cfg, self.obs_spec, self.device)
             self.sampler = self.reward_labeller.wrap(self.sampler)
         self.ledger = DedupLedger()
@@ -105,23 +116,69 @@ class Learner:
         if latest is not None:
             self.load_checkpoint(latest)
             return
+        episodes = []
         if self.cfg.learner.demos:
             store = EpisodeStore(self.cfg.learner.demos)
-            n = 0
-            for episode in store.episodes(spec_hash=self.spec_hash):
-                self.demo.add_episode(episode)
-                n += 1
-            log.info("loaded %d demo episodes (%d transitions) from %s", n, len(self.demo), store.directory)
+            episodes = list(store.episodes(spec_hash=self.spec_hash))
+        if getattr(self.cfg.policy, "encoder", "") == "task" and self.frozen_cameras:
+            from robot_rl.policies.task_pretrain import pretrain_task_encoder
+
+            losses = pretrain_task_encoder(self.policy.encoder, episodes, self.action_spec,
+                                           self.cfg.policy.task_encoder, self.device, self.cfg.seed)
+            log.info("task encoder pretrained on %d demo frames in %.1fs: %s", int(losses["frames"]),
+                     losses["seconds"], {k: round(v, 4) for k, v in losses.items()})
+        for episode in episodes:
+            self.demo.add_batch(self._to_replay(episode.to_batch()))
+        if episodes:
+            log.info("loaded %d demo episodes (%d transitions) from %s", len(episodes), len(self.demo),
+                     self.cfg.learner.demos)
         fit = getattr(self.policy, "fit_state_normalization", None)
         if fit is not None and len(self.demo) and "state" in self.obs_spec.fields:
             states = self.demo.sample(min(len(self.demo), 20_000), self.np_rng).obs["state"]  # (n, S)
             if fit(torch.as_tensor(states).to(self.device)):
                 log.info("state normalisation fitted on %d demo transitions", len(states))
+        sync = getattr(self.algo, "sync_target_encoder", None)
+        if sync is not None:  # the target encoder must start from the fitted/pretrained online encoder
+            sync()
+
+    def _to_replay(self, batch: Batch) -> Batch:
+        """A numpy batch as replay stores it: with frozen cameras, images replaced by their embeddings.
+
+        Each frame is embedded once: ``obs`` of a step that continues the previous row's episode is that row's
+        ``next_obs``, so only episode starts (and chunk starts) embed an ``obs`` frame of their own."""
+        if not self.frozen_cameras:
+            return batch
+        from robot_rl.policies.frozen_encoders import embed_key, embed_numpy_obs
+
+        t0 = time.perf_counter()
+        n = len(batch)
+        actors = batch.actor_id or ("",) * n
+        cont = np.zeros(n, bool)  # (N,): obs[i] is next_obs[i - 1]
+        if n > 1:
+            cont[1:] = (batch.episode_id[1:] == batch.episode_id[:-1]) & (batch.step[1:] == batch.step[:-1] + 1) \
+                & np.array([a == b for a, b in zip(actors[1:], actors[:-1])])
+        fresh = np.flatnonzero(~cont)
+        keys = list(self.frozen_cameras)
+        images = {k: np.concatenate([batch.next_obs[k], batch.obs[k][fresh]]) for k in keys}  # (N + F, H, W, 3)
+        embedded = embed_numpy_obs(self.frozen_cameras, images, self.device)
+        obs = {k: v for k, v in batch.obs.items() if k not in self.frozen_cameras}
+        next_obs = {k: v for k, v in batch.next_obs.items() if k not in self.frozen_cameras}
+        for k in keys:
+            e = embedded[embed_key(k)]  # (N + F, *E)
+            nxt = e[:n]
+            cur = np.empty_like(nxt)
+            cur[fresh] = e[n:]
+            cont_idx = np.flatnonzero(cont)
+            cur[cont_idx] = nxt[cont_idx - 1]
+            obs[embed_key(k)], next_obs[embed_key(k)] = cur, nxt
+        self.embed_seconds += time.perf_counter() - t0
+        self.embedded_frames += n + len(fresh)
+        return dataclasses.replace(batch, obs=obs, next_obs=next_obs)
 
     # ------------------------------------------------------------------------------- ingest (IO thread)
     def _ingest(self, chunk: Chunk) -> None:
         """Called by the transport thread for each new, validated chunk, under the ledger lock."""
-        batch = chunk.batch
+        batch = self._to_replay(chunk.batch)
         self.online.add_batch(batch)
         if self.cfg.replay.interventions_to_demo and batch.intervened.any():
             self.demo.add_batch(batch.select(batch.intervened))  # human corrections are demonstrations too
