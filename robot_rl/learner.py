@@ -334,6 +334,8 @@ class Learner:
         logger.log({**metrics, "updates": self.updates, "env_steps": self.online_transitions,
                     "updates_per_s": self.updates / max(elapsed, 1e-9),
                     "replay_online": len(self.online), "replay_demo": len(self.demo),
+                    **({"embed_ms_per_frame": 1e3 * self.embed_seconds / max(self.embedded_frames, 1)}
+                       if self.frozen_cameras else {}),
                     **{f"transport/{k}": v for k, v in self.transport.stats().items()},
                     **(self.reward_labeller.stats() if self.reward_labeller else {})},
                    step=self.online_transitions)
