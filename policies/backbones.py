@@ -99,8 +99,9 @@ def load_backbone_weights(trunk: ResNetTrunk, path: str | Path) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
-        raise BackboneWeightsError(f"backbone weights file {path} is not a torch state dict ({exc}); "
-                                   f"expected {expected}") from exc
+        first_line = (str(exc).splitlines() or [""])[0][:160]
+        raise BackboneWeightsError(f"backbone weights file {path} is not a torch state dict "
+                                   f"({type(exc).__name__}: {first_line}); expected {expected}") from exc
     for wrapper in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]

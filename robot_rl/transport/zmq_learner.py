@@ -236,7 +236,7 @@ class ZmqLearnerServer(LearnerTransport):
             self.counters["bad_frames"] += 1
             self._warn.warn(f"bad hello from %r: {exc}", rid)
             return
-        reason = handshake_mismatch(hello, self.spec_hash, self.config_hash)
+        reason = handshake_mismatch(hello, self.spec_hash, self.config_hash, self.obs_spec)
         if reason:
             log.error("refusing actor %s: %s", hello.actor_id, reason)
             self._send(rid, [pack_header(Msg.REJECT, reason=reason)])
