@@ -146,6 +146,8 @@ def main() -> int:
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--speed-updates", type=int, default=200, help="timed updates of the new route")
     parser.add_argument("--drq-updates", type=int, default=3, help="timed updates of the drq route (~1/s)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of the updates/s comparison "
+                        "(both routes alike; 1 is fastest for these small networks on a busy 2-core machine)")
     parser.add_argument("--skip-runs", action="store_true", help="only the updates/s comparison")
     parser.add_argument("--reuse", action="store_true", help="summarise finished seed run dirs under --out")
     parser.add_argument("--out", default="", help="directory for the run dirs (default: a fresh temp dir)")
@@ -155,6 +157,9 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     print(f"run dirs under {out}", file=sys.stderr, flush=True)
     extra = list(args.extra)
+    import torch
+
+    torch.set_num_threads(args.threads)
     encoder = next((o.split("=", 1)[1] for o in extra if o.startswith("policy.encoder=")), "task")
     ups = time_updates(encoder, args.speed_updates, args.image_size, extra)
     ups_drq = time_updates("drq", args.drq_updates, args.image_size, extra)
@@ -168,7 +173,7 @@ def main() -> int:
         "final_success_min": None if not finals or any(f is None for f in finals) else min(finals),
         "wall_s_max": max((r["wall_s"] for r in per_seed), default=None),
         "updates_per_s": round(ups, 2), "updates_per_s_drq": round(ups_drq, 3),
-        "speedup_vs_drq": round(ups / ups_drq, 1), "encoder": encoder, "seeds": args.seeds,
+        "speedup_vs_drq": round(ups / ups_drq, 1), "threads": args.threads, "encoder": encoder, "seeds": args.seeds,
         "max_env_steps": args.max_env_steps, "eval_every": args.eval_every, "eval_episodes": args.eval_episodes,
         "num_demos": args.num_demos, "image_size": args.image_size, "extra_overrides": extra,
         "targets": TARGETS, "per_seed": per_seed,
