@@ -20,6 +20,7 @@ Actors and evaluation run both halves on raw frames (``forward``). Two backbones
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,7 @@ from torch import nn
 from robot_rl.config import ConfigNode
 from robot_rl.policies.backbones import LearnedSpatialPooling, ResNetTrunk, SpatialSoftmax, load_backbone_weights
 from robot_rl.specs import IMAGE_PREFIX, ArraySpec, ObsSpec
+from robot_rl.types import Batch
 
 EMBED_PREFIX = "embed/"
 """Replay key prefix of a camera's frozen-backbone embedding: ``images/front`` -> ``embed/front``."""
@@ -215,3 +217,29 @@ def embed_numpy_obs(cameras: dict[str, FrozenCameraEncoder], obs: dict[str, np.n
         out[embed_key(key)] = torch.cat(parts).float().cpu().numpy() if parts else \
             np.zeros((0, *camera.embedding_shape), np.float32)
     return out
+
+
+def embed_batch(cameras: dict[str, FrozenCameraEncoder], batch: Batch, device: Any) -> tuple[Batch, int]:
+    """A numpy batch with every ``images/<cam>`` of ``cameras`` replaced by ``embed/<cam>``, and the number of
+    frames embedded. Each frame is embedded once: the ``obs`` of a row that continues the previous row's episode
+    (same actor and episode, next step) is that row's ``next_obs``, so only episode (and chunk) starts embed an
+    ``obs`` frame of their own; both rows then hold the identical embedding."""
+    n = len(batch)
+    actors = batch.actor_id or ("",) * n
+    cont = np.zeros(n, bool)  # (N,): obs[i] is next_obs[i - 1]
+    if n > 1:
+        cont[1:] = (batch.episode_id[1:] == batch.episode_id[:-1]) & (batch.step[1:] == batch.step[:-1] + 1) \
+            & np.array([a == b for a, b in zip(actors[1:], actors[:-1])])
+    fresh, cont_idx = np.flatnonzero(~cont), np.flatnonzero(cont)
+    images = {k: np.concatenate([batch.next_obs[k], batch.obs[k][fresh]]) for k in cameras}  # (N + F, H, W, 3)
+    embedded = embed_numpy_obs(cameras, images, device)
+    obs = {k: v for k, v in batch.obs.items() if k not in cameras}
+    next_obs = {k: v for k, v in batch.next_obs.items() if k not in cameras}
+    for key in cameras:
+        e = embedded[embed_key(key)]  # (N + F, *E)
+        nxt = e[:n]
+        cur = np.empty_like(nxt)
+        cur[fresh] = e[n:]
+        cur[cont_idx] = nxt[cont_idx - 1]
+        obs[embed_key(key)], next_obs[embed_key(key)] = cur, nxt
+    return dataclasses.replace(batch, obs=obs, next_obs=next_obs), n + len(fresh)
