@@ -51,9 +51,11 @@ def random_buffer(obs_spec: ObsSpec, size: int, rng: np.random.Generator) -> dic
 
 
 def build_ours(obs_spec: ObsSpec, action_spec: ActionSpec, bf16: bool = False):
+    # policy.encoder=drq: the pixel figure is the end-to-end conv encoder (the embedding route's own figure is in
+    # benchmarks/pixel_learning.py); state-only specs ignore the encoder choice.
     cfg = load_config(["algo=sac", f"algo.batch_size={BATCH}", f"algo.critic_hidden_dims=[{HIDDEN},{HIDDEN}]",
                        "algo.num_critics=2", f"policy.hidden_dims=[{HIDDEN},{HIDDEN}]",
-                       f"algo.bf16_matmuls={str(bf16).lower()}"])
+                       f"algo.bf16_matmuls={str(bf16).lower()}", "policy.encoder=drq"])
     policy = POLICIES.make("gaussian", cfg.policy, obs_spec, action_spec)
     return ALGORITHMS.make("sac", cfg.algo, policy, obs_spec, action_spec, "cpu")
 

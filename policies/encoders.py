@@ -8,8 +8,14 @@ weights) and then feeds the policy/critic MLPs directly. Every
 uint8 until they are on the device, where they are normalised to [-0.5, 0.5]. Random-shift augmentation
 (pad 4 with edge replication, then a random crop back to HxW) is applied only when asked (training).
 Features are fused by concatenation: ``[state, cam_0 features, cam_1 features, ...]``.
+
+``camera_factory`` swaps the per-camera encoder for a frozen one (:mod:`robot_rl.policies.frozen_encoders`):
+then :attr:`ObservationEncoder.frozen_cameras` is non-empty, replay stores each frame's embedding under
+``embed/<cam>`` (:meth:`ObservationEncoder.replay_spec`) and :meth:`forward` runs only the trainable head on it.
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 from torch import nn
@@ -64,22 +70,26 @@ class ObservationEncoder(nn.Module):
     """Obs dict -> ``(N, output_dim)`` features. Has no parameters for state-only observations."""
 
     def __init__(self, obs_spec: ObsSpec, conv_channels: int = 32, conv_layers: int = 4,
-                 image_feature_dim: int = 50, augment_pad: int = 4) -> None:
+                 image_feature_dim: int = 50, augment_pad: int = 4,
+                 camera_factory: Callable[[tuple[int, int, int]], nn.Module] | None = None) -> None:
         super().__init__()
         state = obs_spec.fields.get("state")
         if state is not None and len(state.shape) != 1:
             raise ValueError(f"obs['state'] must be a vector, got shape {state.shape}")
         self.state_dim = state.shape[0] if state is not None else 0
         self.image_keys = obs_spec.image_keys
-        self.augment_pad = augment_pad
+        # Frozen encoders embed each frame once (no per-update image augmentation: the embedding is fixed).
+        self.augment_pad = augment_pad if camera_factory is None else 0
         # ModuleDict names may not contain '.', camera names might: keep an explicit key -> module-name map.
         self._module_names = {key: key[len(IMAGE_PREFIX):].replace(".", "_") for key in self.image_keys}
-        self.cameras = nn.ModuleDict({
-            self._module_names[key]: CameraEncoder(obs_spec.fields[key].shape, conv_channels, conv_layers,
-                                                   image_feature_dim)
-            for key in self.image_keys
-        })
-        self.output_dim = self.state_dim + image_feature_dim * len(self.image_keys)
+        make = camera_factory or (lambda shape: CameraEncoder(shape, conv_channels, conv_layers, image_feature_dim))
+        self.cameras = nn.ModuleDict({self._module_names[key]: make(obs_spec.fields[key].shape)
+                                      for key in self.image_keys})
+        self.output_dim = self.state_dim + sum(cam.output_dim for cam in self.cameras.values())
+        # image key -> its frozen camera encoder (empty for the end-to-end DrQ encoder).
+        self.frozen_cameras = {key: self.cameras[self._module_names[key]] for key in self.image_keys
+                               if camera_factory is not None}
+        self._embed_keys = {key: "embed/" + key[len(IMAGE_PREFIX):] for key in self.image_keys}
         if self.output_dim == 0:
             raise ValueError(f"observation spec {obs_spec.keys()} has neither 'state' nor images")
         # Persistent: part of state_dict, so actors receive the same normalisation with the weights.
@@ -103,6 +113,14 @@ class ObservationEncoder(nn.Module):
             self.state_mean.copy_(mean)
             self.state_std.copy_(std.clamp(min=min_std))
 
+    def replay_spec(self, obs_spec: ObsSpec) -> ObsSpec:
+        """What replay stores for ``obs_spec``: frames as frozen embeddings when the cameras are frozen."""
+        if not self.frozen_cameras:
+            return obs_spec
+        from robot_rl.policies.frozen_encoders import replay_obs_spec
+
+        return replay_obs_spec(obs_spec, {k: c.embedding_shape for k, c in self.frozen_cameras.items()})
+
     @property
     def has_images(self) -> bool:
         return bool(self.image_keys)
@@ -125,6 +143,8 @@ class ObservationEncoder(nn.Module):
             state = (obs["state"].float() - self.state_mean) / self.state_std  # (N, S)
             parts.append(state.clamp(-self.STATE_CLIP, self.STATE_CLIP))
         for key in self.image_keys:
-            # (N, H, W, 3) uint8 -> (N, image_feature_dim)
-            parts.append(self.cameras[self._module_names[key]](obs[key]))
+            camera = self.cameras[self._module_names[key]]
+            embedded = obs.get(self._embed_keys[key]) if self.frozen_cameras else None
+            # (N, *E) embedding from replay -> trainable head only; else (N, H, W, 3) uint8 -> (N, feature_dim)
+            parts.append(camera.head(embedded) if embedded is not None else camera(obs[key]))
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)  # (N, output_dim)

@@ -22,6 +22,7 @@ from torch import nn
 from robot_rl.config import PolicyConfig, store
 from robot_rl.policies.base import Policy
 from robot_rl.policies.encoders import ObservationEncoder
+from robot_rl.policies.frozen_encoders import BackboneConfig, TaskEncoderConfig, make_camera_encoder
 from robot_rl.registry import POLICIES
 from robot_rl.specs import ActionSpec, ObsSpec
 from robot_rl.types import Batch
@@ -39,14 +40,25 @@ class GaussianPolicyConfig(PolicyConfig):
     """Lower bound of the pre-tanh log standard deviation (smoothly enforced with a tanh)."""
     log_std_max: float = 2.0
     """Upper bound of the pre-tanh log standard deviation."""
+    encoder: str = "task"
+    """Camera encoder (pixel observations only; ignored for state). ``task`` (default, the fast CPU route): a
+    small conv net + spatial softmax pretrained on this task's demos (actions, progress, success labels; no
+    simulator-only quantity), then frozen; each frame is embedded once and updates run on the embeddings (needs
+    demos). ``frozen``: a pretrained ResNet-18/ResNet-10 from a local file (``backbone.*``), frozen, with a
+    trainable spatial head; same embedding cache. ``drq``: the end-to-end DrQ conv encoder trained by the critic
+    with random shifts (every update re-encodes every image: for GPUs)."""
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    """``encoder=frozen``: the pretrained backbone (architecture, local weights file, pooling head)."""
+    task_encoder: TaskEncoderConfig = field(default_factory=TaskEncoderConfig)
+    """``encoder=task``: the backbone's size and its pretraining on the demos."""
     conv_channels: int = 32
-    """Channels of every conv layer of a camera encoder (pixel observations only)."""
+    """Channels of every conv layer of a camera encoder (``encoder=drq``)."""
     conv_layers: int = 4
     """Conv layers per camera encoder (3x3 kernels, the first with stride 2)."""
     image_feature_dim: int = 50
-    """Per-camera feature size after the linear + LayerNorm + tanh bottleneck (DrQ uses 50)."""
+    """Per-camera feature size after the linear + LayerNorm + tanh bottleneck (DrQ uses 50), every encoder."""
     augment_pad: int = 4
-    """Random-shift augmentation: max shift in pixels (pad + random crop) in training; 0 disables it."""
+    """``encoder=drq`` random-shift augmentation: max shift in pixels (pad + random crop); 0 disables it."""
     discrete_gripper: bool = False
     """HIL-SERL's discrete gripper: the last action dimension comes from a grasp critic over
     ``gripper_commands`` trained by DQN, the Gaussian covers the rest. Needs the last action named ``grip*``."""
@@ -88,8 +100,14 @@ class GaussianPolicy(Policy):
             if not all(lo <= g <= hi for g in cfg.gripper_commands):
                 raise ValueError(f"gripper_commands {cfg.gripper_commands} outside the bounds [{lo}, {hi}]")
         self.continuous_dim = self.action_dim - int(self.discrete_gripper)
+        if cfg.encoder not in ("drq", "frozen", "task"):
+            raise ValueError(f"policy.encoder must be drq, frozen or task, got {cfg.encoder!r}")
+        factory = None
+        if cfg.encoder != "drq":
+            def factory(shape: tuple[int, int, int]) -> nn.Module:
+                return make_camera_encoder(cfg.encoder, shape, cfg.image_feature_dim, cfg.backbone, cfg.task_encoder)
         self.encoder = ObservationEncoder(obs_spec, cfg.conv_channels, cfg.conv_layers, cfg.image_feature_dim,
-                                          cfg.augment_pad)
+                                          cfg.augment_pad, factory)
         layers: list[nn.Module] = []
         width = self.encoder.output_dim
         for hidden in cfg.hidden_dims:

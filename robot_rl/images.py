@@ -16,14 +16,17 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from robot_rl.config import ConfigNode
+
 
 class ImageError(ValueError):
     """A frame that cannot be turned into the configured camera image (wrong dtype, channels, crop)."""
 
 
-@dataclass(frozen=True)
-class CameraConfig:
-    """How one camera's native frames become the policy's image."""
+@dataclass
+class CameraConfig(ConfigNode):
+    """How one camera's native frames become the policy's image (``env.cameras.<name>``; a hydra structured
+    config, read-only once loaded)."""
 
     crop: Optional[tuple[int, int, int, int]] = None
     """Region of interest ``(x, y, width, height)`` in native pixels, applied before resizing; None keeps

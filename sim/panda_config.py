@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from robot_rl.config import ConfigNode, EnvConfig, store
+from robot_rl.images import CameraConfig
 from robot_rl.registry import ENVS
 
 if TYPE_CHECKING:
@@ -62,6 +63,13 @@ class PandaPickCubeConfig(EnvConfig):
     """Default square size (px) of :meth:`render` frames (videos)."""
     randomization: RandomizationConfig = field(default_factory=RandomizationConfig)
     """Domain randomization; every knob is off by default (the deterministic twin)."""
+    cameras: dict[str, CameraConfig] = field(default_factory=lambda: {"front": CameraConfig(),
+                                                                      "wrist": CameraConfig()})
+    """Per camera (``front``, ``wrist``): region of interest ``crop`` (x, y, w, h) and output ``size`` (h, w),
+    applied by :func:`robot_rl.images.prepare_frame` (the same function as the ROS 2 node and dataset import) to a
+    frame rendered at ``camera_native_size``. A camera with neither renders ``image_size`` squares directly."""
+    camera_native_size: tuple[int, int] = (480, 640)
+    """Native (height, width) the twin's cameras render at before a configured crop/resize (a 640x480 sensor)."""
 
 
 @dataclass

@@ -39,6 +39,7 @@ import mujoco  # noqa: E402
 import numpy as np
 
 from robot_rl.env import StepResult
+from robot_rl.images import CameraConfig, prepare_camera
 from robot_rl.sim import panda_model as pm
 from robot_rl.sim.osc import OperationalSpaceController
 from robot_rl.sim.panda_config import PandaPickCubeConfig, PandaPickPlaceCubeConfig
@@ -75,7 +76,10 @@ class PandaPickCube:
         self.n_substeps = int(round(1.0 / (cfg.control_hz * cfg.physics_dt)))
         if self.n_substeps < 1:
             raise ValueError(f"physics_dt={cfg.physics_dt} is longer than one control period")
-        offscreen = max(cfg.render_size, cfg.image_size, 256)
+        unknown = sorted(set(cfg.cameras) - set(CAMERAS))
+        if unknown:
+            raise ValueError(f"env.cameras names unknown cameras {unknown}; this twin has {list(CAMERAS)}")
+        offscreen = max(cfg.render_size, cfg.image_size, 256, *cfg.camera_native_size)
         self.model = mujoco.MjModel.from_xml_string(pm.build_mjcf(cfg.physics_dt, self._with_target, offscreen))
         self.data = mujoco.MjData(self.model)
         m = self.model
@@ -103,7 +107,7 @@ class PandaPickCube:
         fields = {"state": ArraySpec((state_dim,), "float32")}
         if cfg.obs == "pixels":
             for camera in CAMERAS:
-                fields[f"images/{camera}"] = ArraySpec((cfg.image_size, cfg.image_size, 3), "uint8")
+                fields[f"images/{camera}"] = ArraySpec((*self._camera_shape(camera), 3), "uint8")
         self.obs_spec = ObsSpec(fields)
         self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}  # one per frame size, created on first use
         self._rng = np.random.default_rng(cfg.seed if seed is None else seed)
@@ -201,8 +205,32 @@ class PandaPickCube:
         obs = {"state": self._state()}
         if self.cfg.obs == "pixels":
             for camera in CAMERAS:
-                obs[f"images/{camera}"] = self.render(camera, self.cfg.image_size)
+                obs[f"images/{camera}"] = self.camera_image(camera)
         return obs
+
+    def _camera_config(self, camera: str) -> CameraConfig | None:
+        """The camera's crop/resize config, or None when it renders ``image_size`` squares directly."""
+        cam = self.cfg.cameras.get(camera)
+        return cam if cam is not None and (cam.crop is not None or cam.size is not None) else None
+
+    def _camera_shape(self, camera: str) -> tuple[int, int]:
+        """(height, width) of the camera's observation image."""
+        cam = self._camera_config(camera)
+        if cam is None:
+            return (self.cfg.image_size, self.cfg.image_size)
+        if cam.size is not None:
+            return (int(cam.size[0]), int(cam.size[1]))
+        if cam.crop is not None:
+            return (int(cam.crop[3]), int(cam.crop[2]))
+        return tuple(self.cfg.camera_native_size)
+
+    def camera_image(self, camera: str) -> np.ndarray:
+        """The camera's observation image: a native frame through :func:`robot_rl.images.prepare_camera` when
+        ``env.cameras.<camera>`` sets a crop or size, else an ``image_size`` render."""
+        cam = self._camera_config(camera)
+        if cam is None:
+            return self.render(camera, self.cfg.image_size)
+        return prepare_camera(self.render(camera, tuple(self.cfg.camera_native_size)), cam, camera)
 
     # ------------------------------------------------------------------ rendering
     def render(self, camera: str = "front", size: int | tuple[int, int] | None = None) -> np.ndarray:

@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.gpu,
 
 def test_sac_updates_on_cuda_from_prefetched_batches():
     env = PointReach(PointReachConfig(obs="pixels", image_size=32))
-    cfg = load_config(["env=point_reach", "env.obs=pixels", "env.image_size=32", "algo=rlpd",
+    cfg = load_config(["env=point_reach", "env.obs=pixels", "env.image_size=32", "algo=rlpd", "policy.encoder=drq",
                        "algo.batch_size=32", "algo.critic_updates_per_actor_update=2"])
     device = torch.device("cuda")
     policy = POLICIES.make("gaussian", cfg.policy, env.obs_spec, env.action_spec).to(device)

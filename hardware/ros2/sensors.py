@@ -185,12 +185,13 @@ def decode_image_msg(msg: Any) -> np.ndarray:
 
 
 def resize_square(image: np.ndarray, size: int) -> np.ndarray:
-    """Centre-crop to a square, then nearest-neighbour resize to ``size`` x ``size`` (contiguous copy)."""
+    """Centre-crop to a square, then resize to ``size`` x ``size`` with the project's one image path
+    (:func:`robot_rl.images.prepare_frame`: OpenCV, area averaging when shrinking; contiguous copy)."""
+    from robot_rl.images import prepare_frame
+
     h, w = image.shape[:2]
     side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    idx = (np.arange(size) * side / size + side / (2 * size)).astype(np.int64)
-    return np.ascontiguousarray(image[top + idx][:, left + idx])
+    return prepare_frame(image, ((w - side) // 2, (h - side) // 2, side, side), (size, size))
 
 
 def panda_obs_spec(cameras: Sequence[str], image_size: int, n_arm: int = 7) -> ObsSpec:

@@ -206,7 +206,10 @@ class SAC(Algorithm):
         self.critic = EnsembleCritic(self.encoder.output_dim + action_spec.dim, cfg.critic_hidden_dims,
                                      cfg.num_critics, cfg.critic_layer_norm).to(self.device)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
-        encoder_params = list(self.encoder.parameters())
+        # Trainable encoder parameters only: a frozen backbone (``policy.encoder=frozen|task``) has no optimizer
+        # state and no Polyak update; only its head is trained (by the critic loss).
+        trainable = [(n, p) for n, p in self.encoder.named_parameters() if p.requires_grad]
+        encoder_params = [p for _, p in trainable]
         # A parameter-free (state-only) encoder needs no target copy: reuse its output for both critics.
         self._has_target_encoder = bool(encoder_params)
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False) if encoder_params else self.encoder
@@ -229,8 +232,9 @@ class SAC(Algorithm):
         self._actor_opt_params = [p for group in self.actor_optimizer.param_groups for p in group["params"]]
         self._critic_opt_params = list(self.critic_optimizer.param_groups[0]["params"])
         self._online_params = list(self.critic.parameters()) + (encoder_params if self._has_target_encoder else [])
+        target_named = dict(self.target_encoder.named_parameters())
         self._target_params = list(self.target_critic.parameters()) + (
-            list(self.target_encoder.parameters()) if self._has_target_encoder else [])
+            [target_named[n] for n, _ in trainable] if self._has_target_encoder else [])
         self._augment = self.encoder.has_images and getattr(self.encoder, "augment_pad", 0) > 0
         self._float_obs_keys = [k for k, s in obs_spec.fields.items() if s.dtype.startswith("float")]
         self._critic_loss_fn, self._actor_losses_fn = self._critic_loss, self._actor_losses
@@ -435,6 +439,13 @@ class SAC(Algorithm):
             loss, _, _ = self._critic_step(batch.obs, batch.action, batch.reward.float(), batch.next_obs,
                                            torch.logical_not(batch.terminated).float(), alpha)
         return {"critic_loss": float(loss)}
+
+    def sync_target_encoder(self) -> None:
+        """Copy the online encoder (weights and buffers: state normalisation, a pretrained frozen backbone) into
+        the target encoder. Call after anything changes the encoder outside the updates (the learner does after
+        fitting the state normalisation and after pretraining a task encoder)."""
+        if self._has_target_encoder:
+            self.target_encoder.load_state_dict(self.encoder.state_dict())
 
     # ------------------------------------------------------------------ weights and checkpoints
     def load_pretrained(self, policy_state_dict: dict[str, torch.Tensor],

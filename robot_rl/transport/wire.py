@@ -140,11 +140,38 @@ class Hello:
                      require(header, "obs_spec", dict), require(header, "action_spec", dict))
 
 
-def handshake_mismatch(hello: Hello, spec_hash: str, config_hash: str) -> str | None:
-    """Reason to refuse an actor, or None. The message names both hashes so either side can be fixed."""
+def spec_differences(actor_obs: Mapping[str, Any], learner_obs: Mapping[str, Any]) -> list[str]:
+    """Human-readable differences between two ``ObsSpec.to_dict()``s, images first (size, channels, dtype)."""
+    out = []
+    for key in sorted(set(actor_obs) | set(learner_obs), key=lambda k: (not k.startswith("images/"), k)):
+        a, b = actor_obs.get(key), learner_obs.get(key)
+        if a is None:
+            out.append(f"{key}: the actor sends none, the learner expects {tuple(b['shape'])} {b['dtype']}")
+        elif b is None:
+            out.append(f"{key}: the actor sends {tuple(a['shape'])} {a['dtype']}, the learner expects no such key")
+        elif list(a.get("shape", ())) != list(b["shape"]) or a.get("dtype") != b["dtype"]:
+            shape_a, shape_b = tuple(a.get("shape", ())), tuple(b["shape"])
+            what = ""
+            if key.startswith("images/") and len(shape_a) == 3 and len(shape_b) == 3:
+                if shape_a[2] != shape_b[2]:
+                    what = f" ({shape_a[2]} channels instead of {shape_b[2]})"
+                elif shape_a[:2] != shape_b[:2]:
+                    what = (f" ({shape_a[0]}x{shape_a[1]} px instead of {shape_b[0]}x{shape_b[1]}: set the same "
+                            f"env.image_size / env.cameras.<name>.size on both sides)")
+            out.append(f"{key}: the actor sends {shape_a} {a.get('dtype')}, the learner expects {shape_b} "
+                       f"{b['dtype']}{what}")
+    return out
+
+
+def handshake_mismatch(hello: Hello, spec_hash: str, config_hash: str, obs_spec: Any = None) -> str | None:
+    """Reason to refuse an actor, or None. The message names both hashes so either side can be fixed; given the
+    learner's ``obs_spec`` (an :class:`ObsSpec`) it also says which observation differs and how (image size,
+    channel count, dtype)."""
     if hello.spec_hash != spec_hash:
-        return (f"spec hash mismatch: actor {hello.actor_id} has {hello.spec_hash}, learner has {spec_hash} "
-                f"(actor obs={hello.obs_spec} action={hello.action_spec})")
+        diffs = spec_differences(hello.obs_spec, obs_spec.to_dict()) if obs_spec is not None else []
+        return (f"spec hash mismatch: actor {hello.actor_id} has {hello.spec_hash}, learner has {spec_hash}"
+                + (f": {'; '.join(diffs)}" if diffs else "")
+                + f" (actor obs={hello.obs_spec} action={hello.action_spec})")
     if hello.config_hash != config_hash:
         return (f"config hash mismatch: actor {hello.actor_id} has {hello.config_hash}, learner has "
                 f"{config_hash} (env/policy configs differ; compare the resolved config files)")

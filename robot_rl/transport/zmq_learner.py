@@ -301,7 +301,7 @@ class ZmqLearnerServer(LearnerTransport):
             self._refuse(rid, f"key {key_name!r} may not speak for actor {hello.actor_id!r} (a key named N "
                               f"speaks for actor ids N and N-<suffix>)")
             return
-        reason = handshake_mismatch(hello, self.spec_hash, self.config_hash)
+        reason = handshake_mismatch(hello, self.spec_hash, self.config_hash, self.obs_spec)
         if reason:
             log.error("refusing actor %s: %s", hello.actor_id, reason)
             self._send(rid, [pack_header(Msg.REJECT, reason=reason)])

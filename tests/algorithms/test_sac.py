@@ -138,7 +138,7 @@ def test_policy_weights_load_into_fresh_policy() -> None:
 def test_pixel_encoder_is_trained_by_the_critic_only() -> None:
     env = PointReach(PointReachConfig(obs="pixels", image_size=32), seed=3)
     torch.manual_seed(3)
-    algo = build(["algo=sac", "algo.batch_size=16", "algo.critic_hidden_dims=[32,32]",
+    algo = build(["algo=sac", "policy.encoder=drq", "algo.batch_size=16", "algo.critic_hidden_dims=[32,32]",
                   "policy.hidden_dims=[32,32]", "policy.conv_channels=8", "policy.image_feature_dim=16"], env)
     assert algo._has_target_encoder and algo.encoder.output_dim == 6 + 16
     batch = torch_batch(collect(env, 16, seed=3))

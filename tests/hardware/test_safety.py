@@ -213,8 +213,10 @@ def test_images_decode_crop_and_resize() -> None:
         image_to_array("mono16", 4, 6, 12, bytes(48))
     small = resize_square(rgb, 2)
     assert small.shape == (2, 2, 3) and small.flags.c_contiguous
-    # centre crop (columns 1..4), then the centre pixel of each 2x2 cell
-    assert np.array_equal(small[0, 0], rgb[1, 2]) and np.array_equal(small[1, 1], rgb[3, 4])
+    # centre crop (columns 1..4), then each 2x2 cell averaged (OpenCV INTER_AREA, robot_rl.images.prepare_frame)
+    crop = rgb[:, 1:5].astype(np.float64)
+    assert np.array_equal(small[0, 0], np.floor(crop[0:2, 0:2].mean((0, 1)) + 0.5).astype(np.uint8))
+    assert np.array_equal(small[1, 1], np.floor(crop[2:4, 2:4].mean((0, 1)) + 0.5).astype(np.uint8))
 
 
 def test_tf_chain_and_velocity_estimates() -> None:

@@ -125,7 +125,7 @@ def test_pixel_encoder_fuses_cameras_and_state() -> None:
     assert torch.equal(encoder(obs), features)  # no augmentation unless asked
     assert not torch.equal(encoder(obs, augment=True), features)
     action_spec = ActionSpec((4,), -1.0, 1.0)
-    policy = make_policy(obs_spec, action_spec, conv_channels=8, image_feature_dim=12, hidden_dims=[16])
+    policy = make_policy(obs_spec, action_spec, encoder="drq", conv_channels=8, image_feature_dim=12, hidden_dims=[16])
     np_obs = {k: v.numpy() for k, v in obs.items()}
     assert policy.act(np_obs, deterministic=True).shape == (5, 4)
     assert policy.act({k: v[0] for k, v in np_obs.items()}).shape == (4,)

@@ -31,7 +31,7 @@ def test_twin_node_actor_node_and_learner(tmp_path: Path) -> None:
                    capture_output=True, timeout=60)
     p1, p2 = free_ports(2)
     run = tmp_path / "run"
-    learner_args = [*cli, "learner", "env=panda_pick_cube", "env.obs=pixels", "env.image_size=64",
+    learner_args = [*cli, "learner", "env=panda_pick_cube", "env.obs=pixels", "env.image_size=64", "policy.encoder=drq",
                     "learner.utd=0", f"learner.max_env_steps={STEPS}", "learner.checkpoint_every_s=1",
                     f"transport.transitions_port={p1}", f"transport.weights_port={p2}",
                     f"transport.keys_dir={tmp_path / 'keys'}", f"run_dir={run}", "logger.wandb=disabled",
