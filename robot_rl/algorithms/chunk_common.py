@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from robot_rl.algorithms.sac import EnsembleCritic
+from robot_rl.algorithms.critics import EnsembleCritic
 from robot_rl.config import AlgoConfig
 from robot_rl.types import Batch
 
