@@ -69,8 +69,14 @@ class Learner:
                                     self.device)
         self.online = ReplayBuffer(self.obs_spec, self.action_spec, cfg.replay.capacity)
         self.demo = ReplayBuffer(self.obs_spec, self.action_spec, cfg.replay.demo_capacity)
-        self.sampler = MixedSampler(self.online, self.demo, self.algo.batch_size_per_update, cfg.replay.demo_ratio,
-                                    self.device, cfg.replay.prefetch, seed=cfg.seed)
+        if self.algo.sequence_horizon > 0:  # action-sequence critic: executed chunks instead of transitions
+            from robot_rl.sequence_replay import SequenceSampler
+
+            self.sampler = SequenceSampler(self.online, self.demo, self.algo.batch_size_per_update,
+                                           cfg.replay.demo_ratio, self.algo.sequence_horizon, self.device, cfg.seed)
+        else:
+            self.sampler = MixedSampler(self.online, self.demo, self.algo.batch_size_per_update,
+                                        cfg.replay.demo_ratio, self.device, cfg.replay.prefetch, seed=cfg.seed)
         self._mixed_sampler = self.sampler  # the reward labeller may wrap it; drop_offline_data needs this one
         self.reward_labeller = None  # learned reward: labels each sampled batch on the prefetch thread
         if getattr(cfg, "reward", None) is not None and cfg.reward.name != "none":

@@ -35,6 +35,13 @@ class Algorithm(ABC):
         are online only (WSRL: fine-tune without retaining the offline data)."""
         return True
 
+    @property
+    def sequence_horizon(self) -> int:
+        """> 0: the algorithm trains an action-sequence critic and wants :class:`robot_rl.sequence_replay.
+        SequenceBatch` chunks of this many executed steps instead of single transitions (the learner then samples
+        with :class:`robot_rl.sequence_replay.SequenceSampler`). 0: plain transition batches."""
+        return 0
+
     @abstractmethod
     def update(self, batch: Batch) -> dict[str, float]:
         """One gradient update (possibly several critic steps, see the algorithm's UTD); returns metrics."""
