@@ -7,6 +7,8 @@
   interleaved minibatches (rows ``i::k``, so each keeps the batch's demo/online mix), the critic takes one
   step on each, then the actor and the temperature take one step (on the last minibatch), as in RLPD.
   The learner should therefore hand in ``batch_size_per_update`` transitions.
+- Critic network and value loss are switches: ``critic=mlp|simbav2`` (:mod:`robot_rl.algorithms.critics`,
+  :mod:`robot_rl.algorithms.simbav2`) and ``value_loss=mse|hl_gauss`` (:mod:`robot_rl.algorithms.value_heads`).
 - Temperature: ``log_alpha`` auto-tuned toward ``target_entropy_per_action_dim * A``.
 - Pixels: the policy's encoder is shared with the critic and trained by the critic loss only; the actor sees
   detached features. A Polyak-averaged copy of the encoder feeds the target critic. Random-shift augmentation.

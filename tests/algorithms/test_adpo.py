@@ -64,3 +64,29 @@ def test_adpo_uses_adapg_for_the_denoiser() -> None:
     assert isinstance(algo, ADPO) and isinstance(algo.actor_opt, ADAPG)
     assert algo.actor_opt.param_groups[0]["lam"] == 0.5
     assert {id(p) for p in algo.actor_opt.param_groups[0]["params"]} == {id(p) for p in policy.denoiser.parameters()}
+
+
+def test_adpo_trains_through_the_learner(tmp_path) -> None:
+    from robot_rl.actor import Actor
+    from robot_rl.learner import Learner
+    from support import run_with_actor_thread
+
+    cfg = load_config(["env=point_reach", "policy=diffusion", "policy.backbone=mlp", "policy.width=32",
+                       "policy.depth=2", "policy.chunk_size=1", "policy.execute_steps=1", "policy.inference_steps=3",
+                       "algo=adpo", "algo.batch_size=32", "algo.critic_hidden_dims=[32,32]",
+                       "algo.critic_warmup_updates=5", "algo.iteration_updates=5", f"run_dir={tmp_path}",
+                       "logger.wandb=disabled", "logger.progress=false", "learner.warmup_transitions=64",
+                       "learner.max_env_steps=200", "learner.utd=0.25", "learner.publish_every=10",
+                       "replay.prefetch=0", "transport.kind=inproc", "transport.chunk_size=16"])
+    learner = Learner(cfg)
+    before = {k: v.clone() for k, v in learner.algo.policy.denoiser.state_dict().items()}
+    actor = Actor(cfg, learner.transport.connect(cfg.transport, "actor-0"))
+    learned, _ = run_with_actor_thread(learner, actor, join_s=30)
+    algo = learner.algo
+    assert learned["updates"] >= 49 and algo.ppo_updates == algo.updates - 5
+    assert algo.accepted + algo.rejected == algo.ppo_updates // 5  # the OPE gate ran once per iteration
+    steps = [s["step"] for s in algo.actor_opt.state.values()]
+    assert steps and min(steps) == algo.ppo_updates  # every denoiser parameter took every ADAPG step
+    if algo.accepted:  # an accepted iteration moved the denoiser (rejected ones are rolled back)
+        after = algo.policy.denoiser.state_dict()
+        assert any(not torch.equal(before[k], after[k]) for k in before)
