@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from robot_rl.algorithms.base import Algorithm
-from robot_rl.algorithms.sequence_critic import chunk_td_target, flatten_chunk, make_sequence_critic
+from robot_rl.algorithms.sequence_critic import (check_chunks, chunk_td_target, flatten_chunk, make_sequence_critic,
+                                                 scored_actions, sequence_horizon)
 from robot_rl.algorithms.chunk_common import (ChunkFinetuneConfig, adam, check_batch, load_pretrained, make_critic,
                                               polyak, scalar, td_target)
 from robot_rl.config import store
@@ -56,9 +57,6 @@ class DSRLConfig(ChunkFinetuneConfig):
     """Target entropy = this x (H x A), the noise dimension."""
     noise_critic_updates: int = 1
     """Distillation steps of Q_W per update."""
-    sequence_critic: bool = False
-    """Score the executed chunk ``Q_A(s, a_t .. a_{t+E-1})`` (CQN-AS / Q-chunking) instead of the first action: the
-    learner then feeds chunks of ``E = policy.execute_steps`` executed steps (``robot_rl.sequence_replay``)."""
 
 
 store("algo", "dsrl_schema", DSRLConfig)
@@ -83,7 +81,7 @@ class DSRL(Algorithm):
         noise_dim = policy.chunk_size * policy.action_dim
         hidden = tuple(cfg.critic_hidden_dims)
         # Executed steps per chunk the sequence critic scores (0: single-action critic).
-        self.horizon = min(policy.cfg.execute_steps, policy.chunk_size) if cfg.sequence_critic else 0
+        self.horizon = sequence_horizon(policy, cfg.sequence_critic)
         if cfg.sequence_critic:
             self.q_action, self.q_action_target = make_sequence_critic(feat, self.horizon, policy.action_dim, hidden,
                                                                        cfg.num_critics, cfg.critic_layer_norm,
@@ -107,18 +105,11 @@ class DSRL(Algorithm):
     def _first_action(self, cond: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Frozen sampler -> what ``Q_A`` scores: the normalised first action ``(N, A)`` of the chunk generated
         from ``noise``, or with the sequence critic its executed prefix flattened ``(N, E * A)``."""
-        chunk = self.policy.sample(cond, noise)  # (N, H, A)
-        return flatten_chunk(chunk[:, :self.horizon]) if self.horizon else chunk[:, 0]
+        return scored_actions(self.policy.sample(cond, noise), self.horizon)
 
     def _check(self, batch: Batch | SequenceBatch) -> None:
-        if self.horizon and not isinstance(batch, SequenceBatch):
-            raise TypeError("DSRL with sequence_critic=true trains on SequenceBatch chunks (robot_rl.sequence_replay)")
-        if isinstance(batch, SequenceBatch):
-            if not self.horizon or batch.action.shape[1:] != (self.horizon, self.policy.action_dim):
-                raise ValueError(f"expected chunks (N, {self.horizon}, {self.policy.action_dim}) for this DSRL, got "
-                                 f"{tuple(batch.action.shape)}")
-            if not (torch.isfinite(batch.action).all() and torch.isfinite(batch.reward).all()):
-                raise FloatingPointError("batch contains non-finite actions or rewards")
+        if self.horizon:
+            check_chunks(batch, self.horizon, self.policy.action_dim)
         else:
             check_batch(batch, self.policy.action_dim)
 

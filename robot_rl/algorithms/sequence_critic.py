@@ -39,3 +39,27 @@ def make_sequence_critic(feature_dim: int, horizon: int, action_dim: int, hidden
     target = EnsembleCritic(feature_dim + horizon * action_dim, hidden, members, layer_norm).to(device)
     target.load_state_dict(critic.state_dict())
     return critic, target.requires_grad_(False)
+
+
+def sequence_horizon(policy, enabled: bool) -> int:
+    """Executed steps per chunk the sequence critic scores: ``min(execute_steps, chunk_size)``; 0 when off."""
+    return min(int(policy.cfg.execute_steps), int(policy.chunk_size)) if enabled else 0
+
+
+def check_chunks(batch, horizon: int, action_dim: int) -> None:
+    """A sequence critic needs :class:`SequenceBatch` chunks of ``(N, horizon, action_dim)``, finite."""
+    from robot_rl.sequence_replay import SequenceBatch
+
+    if not isinstance(batch, SequenceBatch):
+        raise TypeError("sequence_critic=true trains on SequenceBatch chunks (robot_rl.sequence_replay), got "
+                        f"{type(batch).__name__}")
+    if batch.action.shape[1:] != (horizon, action_dim):
+        raise ValueError(f"expected chunks (N, {horizon}, {action_dim}), got {tuple(batch.action.shape)}")
+    if not (torch.isfinite(batch.action).all() and torch.isfinite(batch.reward).all()):
+        raise FloatingPointError("batch contains non-finite actions or rewards")
+
+
+def scored_actions(chunk: torch.Tensor, horizon: int) -> torch.Tensor:
+    """What the critic scores of a normalised policy chunk ``(N, H, A)``: its executed prefix flattened
+    ``(N, horizon * A)``, or its first action ``(N, A)`` when ``horizon`` is 0 (single-action critic)."""
+    return flatten_chunk(chunk[:, :horizon]) if horizon else chunk[:, 0]

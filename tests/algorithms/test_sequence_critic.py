@@ -1,5 +1,5 @@
 """Action-sequence critic (``algo.sequence_critic=true``): chunks re-assembled from replay, the chunked TD target,
-gradients to every action of the chunk, and DSRL trained on executed chunks through the learner loop."""
+gradients to every action of the chunk, and DSRL / FQL trained on executed chunks through the learner loop."""
 from __future__ import annotations
 
 import numpy as np
@@ -73,10 +73,11 @@ def test_sample_sequences_follows_episodes_and_stops_at_their_end() -> None:
     assert (seq.length == 5).mean() > 0.5
 
 
-def test_dsrl_with_the_sequence_critic_trains_through_the_learner(tmp_path) -> None:
+@pytest.mark.parametrize("algo_name", ["dsrl", "fql"])
+def test_the_sequence_critic_trains_through_the_learner(tmp_path, algo_name: str) -> None:
     cfg = load_config(["env=point_reach", "policy=flow", "policy.backbone=mlp", "policy.width=32", "policy.depth=2",
                        "policy.chunk_size=4", "policy.execute_steps=3", "policy.inference_steps=3",
-                       "policy.noise_actor_hidden_dims=[32,32]", "algo=dsrl", "algo.sequence_critic=true",
+                       "policy.noise_actor_hidden_dims=[32,32]", f"algo={algo_name}", "algo.sequence_critic=true",
                        "algo.batch_size=32", "algo.critic_hidden_dims=[32,32]", f"run_dir={tmp_path}",
                        "logger.wandb=disabled", "logger.progress=false", "learner.warmup_transitions=64",
                        "learner.max_env_steps=200", "learner.utd=0.25", "learner.publish_every=10",
@@ -93,8 +94,20 @@ def test_dsrl_with_the_sequence_critic_trains_through_the_learner(tmp_path) -> N
     algo.update = spy
     actor = Actor(cfg, learner.transport.connect(cfg.transport, "actor-0"))
     learned, _ = run_with_actor_thread(learner, actor, join_s=30)
-    assert learned["updates"] >= 0.25 * 200 - 1 and algo.updates == learned["updates"]
+    assert learned["updates"] >= 0.25 * 200 - 1 and algo.updates == learned["updates"] == len(seen)
     assert all(isinstance(b, SequenceBatch) and b.action.shape == (32, 3, 2) for b in seen)
     assert any(bool((b.length > 1).any()) for b in seen)  # real multi-step chunks reached the critic
     # The learner fed the critic whole chunks: its first layer reads F + 3 x 2 inputs.
-    assert algo.q_action.layers[0].weight.shape[1] == algo.policy.encoder.output_dim + 3 * 2
+    critic = algo.q_action if algo_name == "dsrl" else algo.critic
+    assert critic.layers[0].weight.shape[1] == algo.policy.encoder.output_dim + 3 * 2
+
+
+def test_dppo_refuses_the_sequence_critic() -> None:
+    from robot_rl.registry import ALGORITHMS, POLICIES
+
+    cfg = load_config(["env=point_reach", "policy=diffusion", "policy.backbone=mlp", "policy.width=32",
+                       "policy.depth=2", "algo=dppo", "algo.sequence_critic=true"])
+    env = PointReach(PointReachConfig())
+    policy = POLICIES.make("diffusion", cfg.policy, env.obs_spec, env.action_spec)
+    with pytest.raises(ValueError, match="sequence"):
+        ALGORITHMS.make("dppo", cfg.algo, policy, env.obs_spec, env.action_spec, "cpu")
