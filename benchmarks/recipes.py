@@ -74,10 +74,13 @@ def critic_params(overrides: list[str]) -> int:
     return sum(p.numel() for p in critic.parameters())
 
 
-def run_one(recipe: str, seed: int, args: argparse.Namespace, out: Path) -> dict:
+def run_one(recipe: str, seed: int, args: argparse.Namespace, out: Path) -> dict | None:
     run_dir = out / f"{recipe}-seed{seed}"
     evals = read_evals(run_dir)
-    if args.reuse and evals and evals[-1][0] >= args.max_env_steps:
+    finished = bool(evals) and evals[-1][0] >= args.max_env_steps
+    if args.summarise_only and not finished:
+        return None
+    if (args.reuse or args.summarise_only) and finished:
         print(f"[{recipe} seed {seed}] reused {run_dir}", file=sys.stderr, flush=True)
         rc, wall = 0, None
     else:
@@ -129,7 +132,8 @@ def summarise(recipe: str, runs: list[dict], params: int) -> dict:
         "steps_to_90_max": worst([r["steps_to_90"] for r in runs]),
         "final_success_median": statistics.median(finals) if finals else None,
         "final_success_min": min(finals) if finals else None,
-        "per_seed": [{k: r[k] for k in ("seed", "steps_to_80", "steps_to_90", "final_success", "wall_s")}
+        "per_seed": [{k: r[k] for k in ("seed", "returncode", "steps_to_80", "steps_to_90", "final_success",
+                                        "wall_s", "evals")}
                      for r in runs],
     }
 
@@ -151,13 +155,17 @@ def main() -> int:
     parser.add_argument("--num-demos", type=int, default=20)
     parser.add_argument("--out", default="", help="directory for the run dirs (default: a fresh temp dir)")
     parser.add_argument("--reuse", action="store_true", help="skip (recipe, seed) runs that already finished")
+    parser.add_argument("--summarise-only", action="store_true", help="run nothing: summarise the finished runs "
+                        "under --out (unfinished or missing (recipe, seed) pairs are left out and not listed)")
     args = parser.parse_args()
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="robot_rl_recipes_"))
     out.mkdir(parents=True, exist_ok=True)
     print(f"run dirs under {out}", file=sys.stderr, flush=True)
     per_recipe = {}
     for recipe in args.recipes:
-        runs = [run_one(recipe, seed, args, out) for seed in args.seeds]
+        runs = [r for r in (run_one(recipe, seed, args, out) for seed in args.seeds) if r is not None]
+        if not runs:
+            continue
         per_recipe[recipe] = summarise(recipe, runs, critic_params(RECIPES[recipe]))
     print(f"{'recipe':10s} {'to80 med/max':>14s} {'to90 med/max':>14s} {'final med/min':>14s} {'params':>8s}",
           file=sys.stderr)
@@ -172,7 +180,7 @@ def main() -> int:
         "baseline_steps_to_90_max": per_recipe[BASELINE]["steps_to_90_max"] if BASELINE in per_recipe else None,
         "env": "panda_pick_cube_random", "obs": "state", "max_env_steps": args.max_env_steps,
         "eval_every": args.eval_every, "eval_episodes": args.eval_episodes, "num_demos": args.num_demos,
-        "seeds": args.seeds, "recipes": {name: RECIPES[name] for name in args.recipes}, "per_recipe": per_recipe,
+        "seeds": sorted({s for row in per_recipe.values() for s in row["seeds"]}), "recipes": {name: RECIPES[name] for name in args.recipes}, "per_recipe": per_recipe,
     }
     print(json.dumps(summary), flush=True)
     return 0 if all(r["returncode"] == 0 for row in per_recipe.values() for r in row["per_seed"]
