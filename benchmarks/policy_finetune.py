@@ -167,8 +167,11 @@ def main() -> None:
     parser.add_argument("--eval-episodes", type=int, default=30)
     parser.add_argument("overrides", nargs="*", help="extra hydra overrides for the policy / algorithm")
     args = parser.parse_args()
-    args.overrides = [f"policy.execute_steps={args.execute_steps}", *args.overrides]
-    args.algo_overrides = ["algo.sequence_critic=true"] if args.sequence_critic else []  # fine-tuning config only
+    # algo.* overrides configure the fine-tuning algorithm only (the BC pretraining config is algo=bc).
+    algo_overrides = [o for o in args.overrides if o.lstrip("+~").startswith("algo.")]
+    args.overrides = [f"policy.execute_steps={args.execute_steps}",
+                      *(o for o in args.overrides if o not in algo_overrides)]
+    args.algo_overrides = [*(["algo.sequence_critic=true"] if args.sequence_critic else []), *algo_overrides]
     torch.set_num_threads(1)
     rows = [run_seed(args, s) for s in args.seeds]
     keys = ["bc_success", "final_success", "onestep_success", "latency_ms_10step", "latency_ms_1step",
