@@ -17,10 +17,11 @@ env step, ``learner.utd=1``, batch 256) and a critic of about the same parameter
     python benchmarks/recipes.py --seeds 1 2 --recipes rlpd both --out /tmp/recipes --reuse   # add seeds later
 
 ``--reuse`` skips runs whose run directory already holds a finished run (its final evaluation at or beyond
-``--max-env-steps``), so seeds can be added in several sittings. Per recipe: ``steps_to_80`` / ``steps_to_90``
-(first evaluation at or above the threshold; ``null`` = never within the budget) as median and max (worst seed,
-a never-reached seed counts as infinity -> ``null``), ``final_success`` median and min, and the critic's
-parameter count. The last line is JSON with ``per_recipe``, ``best_recipe`` (lowest worst-seed steps to 90%, then
+``--max-env-steps``), so seeds can be added in several sittings; ``--summarise-only`` runs nothing. Per recipe:
+``steps_to_80`` / ``steps_to_90`` (first evaluation from which success stays at or above the threshold, so a
+collapse after an early high does not count; ``first_to_90`` per seed is the raw first crossing; ``null`` = never
+within the budget) as median and max (worst seed, a never-reached seed counts as infinity -> ``null``),
+``final_success`` median and min, and the critic's parameter count. The last line is JSON with ``per_recipe``, ``best_recipe`` (lowest worst-seed steps to 90%, then
 to 80%, then highest median final success), ``best_steps_to_90_max`` and ``baseline_steps_to_90_max`` (rlpd).
 """
 from __future__ import annotations
@@ -104,11 +105,24 @@ def run_one(recipe: str, seed: int, args: argparse.Namespace, out: Path) -> dict
                                  env=dict(os.environ, PYTHONUNBUFFERED="1"))
         wall = round(time.monotonic() - t0, 1)
         evals = read_evals(run_dir)
-    result = {"recipe": recipe, "seed": seed, "returncode": rc, "steps_to_80": steps_to(evals, 0.8),
-              "steps_to_90": steps_to(evals, 0.9), "final_success": evals[-1][1] if evals else None,
+    result = {"recipe": recipe, "seed": seed, "returncode": rc, "steps_to_80": steps_held(evals, 0.8),
+              "steps_to_90": steps_held(evals, 0.9), "first_to_90": steps_to(evals, 0.9),
+              "final_success": evals[-1][1] if evals else None,
               "wall_s": wall, "evals": [[s, r] for s, r in evals]}
     print(json.dumps(result), file=sys.stderr, flush=True)
     return result
+
+
+def steps_held(evals: list[tuple[int, float]], threshold: float) -> int | None:
+    """First evaluation from which every later evaluation stays at or above ``threshold`` (None: never). A recipe
+    that starts high and then collapses (WSRL after dropping the demos) does not count as having reached it."""
+    held = None
+    for step, rate in evals:
+        if rate >= threshold - 1e-9:
+            held = step if held is None else held
+        else:
+            held = None
+    return held
 
 
 def worst(values: list) -> float | None:
@@ -132,7 +146,8 @@ def summarise(recipe: str, runs: list[dict], params: int) -> dict:
         "steps_to_90_max": worst([r["steps_to_90"] for r in runs]),
         "final_success_median": statistics.median(finals) if finals else None,
         "final_success_min": min(finals) if finals else None,
-        "per_seed": [{k: r[k] for k in ("seed", "returncode", "steps_to_80", "steps_to_90", "final_success",
+        "per_seed": [{k: r[k] for k in ("seed", "returncode", "steps_to_80", "steps_to_90", "first_to_90",
+                                        "final_success",
                                         "wall_s", "evals")}
                      for r in runs],
     }
