@@ -46,6 +46,11 @@ class EnsembleCritic(nn.Module):
         self.norm_shifts = nn.ParameterList(nn.Parameter(torch.zeros(num_members, 1, h)) for h in hidden_dims) \
             if layer_norm else None
 
+    @property
+    def output_bias(self) -> nn.Parameter:
+        """Bias of the output layer, ``(E, 1, K)``."""
+        return self.layers[-1].bias
+
     def forward(self, features: torch.Tensor, action: torch.Tensor, members: torch.Tensor | None = None,
                 detach_weights: bool = False) -> torch.Tensor:
         """``features (N, F)``, ``action (N, A)`` -> Q ``(E, N)`` (or ``(M, N)`` for ``members`` ``(M,)``).

@@ -170,6 +170,9 @@ class SAC(Algorithm):
         self.critic = build_critic(cfg.critic, self.encoder.output_dim + action_spec.dim, cfg.critic_hidden_dims,
                                    cfg.num_critics, cfg.critic_layer_norm, self.value_head.num_outputs,
                                    cfg.simbav2_mlp_ratio).to(self.device)
+        if cfg.value_loss == "hl_gauss":  # start at Q = 0 like the scalar critic, not mid-support
+            with torch.no_grad():
+                self.critic.output_bias.copy_(self.value_head.initial_logits(0.0).expand_as(self.critic.output_bias))
         # SimbaV2 keeps its weights on the unit sphere: re-project after every critic step.
         self._project = getattr(self.critic, "project_weights", None)
         self._scalar_q = cfg.value_loss == "mse"  # fast path: the critic already returns Q (E, N)

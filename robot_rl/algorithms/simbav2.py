@@ -57,6 +57,11 @@ class SimbaV2EnsembleCritic(nn.Module):
         self.out_weight = nn.Parameter(torch.empty(e, h, out_features).uniform_(-bound, bound))  # (E, H, K)
         self.out_bias = nn.Parameter(torch.zeros(e, 1, out_features))  # (E, 1, K)
 
+    @property
+    def output_bias(self) -> nn.Parameter:
+        """Bias of the output layer, ``(E, 1, K)``."""
+        return self.out_bias
+
     def normalized_weights(self) -> list[nn.Parameter]:
         """The weights kept on the unit sphere (normalised along the input dimension, dim 1)."""
         return [self.embed, *self.up, *self.down, self.out_hidden]

@@ -56,6 +56,12 @@ class HLGaussValue(nn.Module):
         mass = cdf[:, 1:] - cdf[:, :-1]  # (N, B)
         return mass / (cdf[:, -1:] - cdf[:, :1]).clamp_min(1e-12)
 
+    def initial_logits(self, value: float = 0.0) -> torch.Tensor:
+        """Logits ``(B,)`` whose softmax is the HL-Gauss target of ``value``: used as the critic's output bias at
+        initialisation, so Q starts at ``value`` (0, like a scalar critic) instead of the support's midpoint. A
+        sparse 0/1 reward cannot pull an optimistic mid-support start down quickly (gamma^n per backup)."""
+        return self.target_probs(torch.tensor([value], device=self.edges.device))[0].clamp_min(1e-6).log()
+
     def value(self, out: torch.Tensor) -> torch.Tensor:
         """Logits ``(E, N, B)`` -> Q ``(E, N)``: expected bin centre."""
         return torch.softmax(out.float(), dim=-1) @ self.centers

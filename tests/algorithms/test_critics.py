@@ -102,3 +102,18 @@ def test_learner_trains_with_the_new_critics(tmp_path, overrides) -> None:
     q = algo._q(algo.critic(torch.zeros(4, algo.encoder.output_dim), torch.zeros(4, 2)))
     assert q.shape == (2, 4) and torch.isfinite(q).all()
     assert np.isfinite(list(algo.state_dict()["critic"].values())[0].numpy()).all()
+
+
+@pytest.mark.parametrize("critic", ["mlp", "simbav2"])
+def test_hl_gauss_critics_start_at_zero_like_the_scalar_critic(critic: str) -> None:
+    """A mid-support start (Q = 0.5 on [-0.25, 1.25]) is optimistic for a 0/1 reward and decays only by gamma per
+    backup; the output bias starts the HL-Gauss critic (and its target) at Q = 0."""
+    env = PointReach(PointReachConfig(), seed=0)
+    algo = build(["algo=rlpd_cpu", f"algo.critic={critic}", "algo.value_loss=hl_gauss", "algo.value_min=-0.25",
+                  "algo.value_max=1.25", "algo.value_bins=61"], env)
+    features = torch.randn(64, algo.encoder.output_dim)
+    action = torch.rand(64, 2) * 2 - 1
+    with torch.no_grad():
+        for net in (algo.critic, algo.target_critic):
+            q = algo._q(net(features, action))  # (E, 64)
+            assert q.abs().max() < 0.05, q.abs().max()
