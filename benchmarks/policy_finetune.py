@@ -2,6 +2,8 @@
 
     MUJOCO_GL=egl python benchmarks/policy_finetune.py [--seeds 0 1 2] [--online-steps 3000] [--algo dsrl]
     MUJOCO_GL=egl python benchmarks/policy_finetune.py --env panda_pick_cube_random --demos 20 --online-steps 20000
+    MUJOCO_GL=egl python benchmarks/policy_finetune.py --algo adpo             # ADPO (DPPO + the ADAPG optimizer)
+    MUJOCO_GL=egl python benchmarks/policy_finetune.py --sequence-critic --execute-steps 4   # DSRL, chunk critic
 
 Per seed, on ``--env`` (state obs; PointReach by default, the Panda pick-cube twin with ``--env
 panda_pick_cube_random``): record ``--demos`` scripted-expert demos, behaviour-clone a flow policy
@@ -9,6 +11,8 @@ panda_pick_cube_random``): record ``--demos`` scripted-expert demos, behaviour-c
 deterministically (``bc_success``), then fine-tune it online with the registered algorithm (DSRL by default) through
 its learner-facing ``update(batch)`` on a real :class:`ReplayBuffer` (demos + the policy's own transitions, one
 update per env step after ``--warmup`` steps, replanning every step) and evaluate again (``final_success``).
+With ``--sequence-critic`` (DSRL) the critic scores the executed chunk: the policy executes ``--execute-steps``
+actions per chunk and the updates train on chunks re-assembled from the same replay (``robot_rl.sequence_replay``).
 Few demos and few BC steps make the BC policy deliberately weak. This is the in-process loop, not the ZeroMQ
 learner/actor (``tests/algorithms/test_chunk_pipeline.py`` covers that path).
 
@@ -39,6 +43,7 @@ from robot_rl.policies.cli import pretrain_policy  # noqa: E402
 from robot_rl.policies.distill import distill_one_step  # noqa: E402
 from robot_rl.registry import ALGORITHMS, ENVS, POLICIES  # noqa: E402
 from robot_rl.replay import ReplayBuffer  # noqa: E402
+from robot_rl.sequence_replay import sample_sequences  # noqa: E402
 from robot_rl.specs import spec_hash  # noqa: E402
 from robot_rl.types import Batch, Episode, Transition  # noqa: E402
 
@@ -90,7 +95,10 @@ def fine_tune(cfg, policy, algo, demos: list[Episode], online_steps: int, warmup
             obs, ep_id, t = env.reset(), ep_id + 1, 0
             policy.reset()
         if step >= warmup:
-            algo.update(replay.sample(cfg.algo.batch_size, rng).to_torch())
+            horizon = algo.sequence_horizon  # > 0: an action-sequence critic wants executed chunks
+            batch = sample_sequences(replay, cfg.algo.batch_size, horizon, rng) if horizon \
+                else replay.sample(cfg.algo.batch_size, rng)
+            algo.update(batch.to_torch())
             policy.eval()
     return {"train_success_last20": float(np.mean(successes[-20:])) if successes else 0.0}
 
@@ -130,7 +138,8 @@ def run_seed(args, seed: int) -> dict[str, float]:
         path = os.path.join(tmp, "bc.pt")
         torch.save({"policy": bc.state_dict()}, path)
         ft_cfg = load_config([f"env={args.env}", *POLICY, f"algo={args.algo}", "algo.batch_size=128", f"algo.pretrained={path}",
-                              "algo.critic_hidden_dims=[128,128]", f"seed={seed}", *args.overrides])
+                              "algo.critic_hidden_dims=[128,128]", f"seed={seed}", *args.overrides,
+                              *args.algo_overrides])
         policy = POLICIES.make(ft_cfg.policy.name, ft_cfg.policy, bc.obs_spec, bc.action_spec)
         algo = ALGORITHMS.make(ft_cfg.algo.name, ft_cfg.algo, policy, bc.obs_spec, bc.action_spec, "cpu")
     t0 = time.perf_counter()
@@ -145,7 +154,10 @@ def run_seed(args, seed: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--algo", default="dsrl", help="dsrl | fql | dppo")
+    parser.add_argument("--algo", default="dsrl", help="dsrl | fql | dppo | adpo")
+    parser.add_argument("--sequence-critic", action="store_true", help="DSRL: score the executed chunk "
+                        "(algo.sequence_critic=true) and execute --execute-steps actions per chunk")
+    parser.add_argument("--execute-steps", type=int, default=1, help="actions executed per chunk (max 4)")
     parser.add_argument("--env", default="point_reach", help="point_reach | panda_pick_cube_random (state obs)")
     parser.add_argument("--demos", type=int, default=3)
     parser.add_argument("--bc-steps", type=int, default=150)
@@ -155,13 +167,19 @@ def main() -> None:
     parser.add_argument("--eval-episodes", type=int, default=30)
     parser.add_argument("overrides", nargs="*", help="extra hydra overrides for the policy / algorithm")
     args = parser.parse_args()
+    # algo.* overrides configure the fine-tuning algorithm only (the BC pretraining config is algo=bc).
+    algo_overrides = [o for o in args.overrides if o.lstrip("+~").startswith("algo.")]
+    args.overrides = [f"policy.execute_steps={args.execute_steps}",
+                      *(o for o in args.overrides if o not in algo_overrides)]
+    args.algo_overrides = [*(["algo.sequence_critic=true"] if args.sequence_critic else []), *algo_overrides]
     torch.set_num_threads(1)
     rows = [run_seed(args, s) for s in args.seeds]
     keys = ["bc_success", "final_success", "onestep_success", "latency_ms_10step", "latency_ms_1step",
             "latency_ratio", "finetune_wall_s"]
     summary = {f"{args.algo}_{k}" if k == "final_success" else k: round(statistics.median(r[k] for r in rows), 4)
                for k in keys}
-    summary.update(env=args.env, algo=args.algo, online_steps=args.online_steps, seeds=args.seeds, per_seed=rows)
+    summary.update(env=args.env, algo=args.algo, sequence_critic=args.sequence_critic,
+                   execute_steps=args.execute_steps, online_steps=args.online_steps, seeds=args.seeds, per_seed=rows)
     print(json.dumps(summary))
 
 

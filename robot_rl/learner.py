@@ -51,6 +51,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 class Learner:
+    _offline_dropped = False  # set once drop_offline_data ran in this process (interventions refill the buffer)
+
     def __init__(self, cfg: Any, transport: LearnerTransport | None = None) -> None:
         self.cfg = cfg
         self.run_dir = Path(cfg.run_dir)
@@ -74,8 +76,15 @@ class Learner:
         self.embedded_frames = 0
         self.online = ReplayBuffer(self.replay_spec, self.action_spec, cfg.replay.capacity)
         self.demo = ReplayBuffer(self.replay_spec, self.action_spec, cfg.replay.demo_capacity)
-        self.sampler = MixedSampler(self.online, self.demo, self.algo.batch_size_per_update, cfg.replay.demo_ratio,
-                                    self.device, cfg.replay.prefetch, seed=cfg.seed)
+        if self.algo.sequence_horizon > 0:  # action-sequence critic: executed chunks instead of transitions
+            from robot_rl.sequence_replay import SequenceSampler
+
+            self.sampler = SequenceSampler(self.online, self.demo, self.algo.batch_size_per_update,
+                                           cfg.replay.demo_ratio, self.algo.sequence_horizon, self.device, cfg.seed)
+        else:
+            self.sampler = MixedSampler(self.online, self.demo, self.algo.batch_size_per_update,
+                                        cfg.replay.demo_ratio, self.device, cfg.replay.prefetch, seed=cfg.seed)
+        self._mixed_sampler = self.sampler  # the reward labeller may wrap it; drop_offline_data needs this one
         self.reward_labeller = None  # learned reward: labels each sampled batch on the prefetch thread
         if getattr(cfg, "reward", None) is not None and cfg.reward.name != "none":
             from robot_rl.reward_models.labeller import make_labeller
@@ -254,7 +263,8 @@ class Learner:
         lc = self.cfg.learner
         slack = lc.pace_slack_steps or int(2 * lc.publish_every / max(lc.utd, 1e-6)) + \
             2 * self.cfg.transport.chunk_size
-        budget = max(lc.warmup_transitions - len(self.demo), int(self.updates / max(lc.utd, 1e-6)))
+        budget = max(lc.warmup_transitions - len(self.demo),
+                     self.algo.warmup_env_steps + int(self.updates / max(lc.utd, 1e-6)))
         return {"updates": self.updates, "env_steps": self.online_transitions,
                 "allowed_env_steps": budget + slack, "draining": int(self._draining)}
 
@@ -300,7 +310,7 @@ class Learner:
         if lc.max_updates and self.updates >= lc.max_updates:
             return True
         if lc.max_env_steps and self.online_transitions >= lc.max_env_steps \
-                and self.updates >= int(lc.utd * lc.max_env_steps):
+                and self.updates >= self._update_budget(lc.max_env_steps):
             return True
         if lc.idle_exit_s and self._last_data_time is not None and not self.transport.connected_actors() \
                 and time.monotonic() - self._last_data_time > lc.idle_exit_s:
@@ -308,10 +318,23 @@ class Learner:
             return True
         return False
 
+    def _update_budget(self, env_steps: int) -> int:
+        """Updates owed after ``env_steps`` online steps: UTD x the steps after the algorithm's warm-up."""
+        return int(self.cfg.learner.utd * max(0, env_steps - self.algo.warmup_env_steps))
+
     def _target_updates(self) -> int:
         if len(self.online) + len(self.demo) < self.cfg.learner.warmup_transitions or len(self.online) == 0:
             return self.updates
-        return int(self.cfg.learner.utd * self.online_transitions)
+        return self._update_budget(self.online_transitions)
+
+    def drop_offline_data(self) -> None:
+        """Replace the demo buffer by an empty one (WSRL): later batches are online only. The prefetch thread
+        may still draw one batch from the old buffer; interventions land in the new one."""
+        self.demo = ReplayBuffer(self.obs_spec, self.action_spec, self.cfg.replay.demo_capacity)
+        self._mixed_sampler.demo = self.demo
+        self._offline_dropped = True
+        log.info("warm-up done at %d env steps: offline data dropped, training on online data only",
+                 self.online_transitions)
 
     def _pretrain_offline(self, logger: RunLogger) -> bool:
         """Offline-to-online warm start on the demo buffer (``algo.offline_pretrain_updates``), fresh runs only:
@@ -357,6 +380,9 @@ class Learner:
         next_eval = eval_every if eval_every else None
         try:
             while not self._done():
+                if not self.algo.keeps_offline_data and not self._offline_dropped \
+                        and self.online_transitions >= self.algo.warmup_env_steps:
+                    self.drop_offline_data()
                 if self.updates >= self._target_updates():
                     time.sleep(0.002)
                 else:

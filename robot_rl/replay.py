@@ -207,11 +207,12 @@ class MixedSampler:
 
     def sample_numpy(self) -> Batch:
         n_demo = 0
-        if self.demo is not None and len(self.demo) > 0:
+        demo = self.demo  # read once: the learner may swap in an empty demo buffer (WSRL) while this runs
+        if demo is not None and len(demo) > 0:
             n_demo = int(round(self.batch_size * self.demo_ratio)) if len(self.online) > 0 else self.batch_size
         parts = []
         if n_demo:
-            parts.append(self.demo.sample(n_demo, self.rng))
+            parts.append(demo.sample(n_demo, self.rng))
         if self.batch_size - n_demo:
             parts.append(self.online.sample(self.batch_size - n_demo, self.rng))
         batch = parts[0] if len(parts) == 1 else concat_batches(parts)

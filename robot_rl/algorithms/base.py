@@ -23,6 +23,25 @@ class Algorithm(ABC):
         """Transitions the learner samples for one :meth:`update` call (RLPD splits them into critic steps)."""
         return int(self.cfg.batch_size)
 
+    @property
+    def warmup_env_steps(self) -> int:
+        """Online env steps collected with the initial (pre-trained) policy before the first update; updates
+        then run at the UTD ratio over the steps after them (WSRL's warm-up rollouts). 0: update from the start."""
+        return 0
+
+    @property
+    def keeps_offline_data(self) -> bool:
+        """False: the learner empties its demo/offline buffer once the warm-up steps are in, and later batches
+        are online only (WSRL: fine-tune without retaining the offline data)."""
+        return True
+
+    @property
+    def sequence_horizon(self) -> int:
+        """> 0: the algorithm trains an action-sequence critic and wants :class:`robot_rl.sequence_replay.
+        SequenceBatch` chunks of this many executed steps instead of single transitions (the learner then samples
+        with :class:`robot_rl.sequence_replay.SequenceSampler`). 0: plain transition batches."""
+        return 0
+
     @abstractmethod
     def update(self, batch: Batch) -> dict[str, float]:
         """One gradient update (possibly several critic steps, see the algorithm's UTD); returns metrics."""

@@ -1,10 +1,11 @@
 """Pieces shared by the fine-tuning algorithms of generative chunk policies (DSRL, FQL, DPPO).
 
-Critics score *single-step* env actions ``Q(s, a_t)`` (normalised to [-1, 1]) on the conditioning features of the
+By default critics score *single-step* env actions ``Q(s, a_t)`` (normalised to [-1, 1]) on the conditioning features of the
 policy's own encoder; the policy's action at ``s`` is the first action of its chunk. That matches what replay
 holds (one executed action per transition) and is exact when the actor replans every step
 (``policy.execute_steps=1``, the fine-tuning configs' default); with longer open-loop execution the later
-actions of a chunk are still valid off-policy data for the critic.
+actions of a chunk are still valid off-policy data for the critic. ``sequence_critic=true`` (DSRL, FQL) scores
+the executed chunk instead (:mod:`robot_rl.algorithms.sequence_critic`).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from robot_rl.algorithms.sac import EnsembleCritic
+from robot_rl.algorithms.critics import EnsembleCritic
 from robot_rl.config import AlgoConfig
 from robot_rl.types import Batch
 
@@ -39,6 +40,10 @@ class ChunkFinetuneConfig(AlgoConfig):
     """Hidden widths of the critics."""
     critic_layer_norm: bool = True
     """LayerNorm in the critics (as RLPD and FQL)."""
+    sequence_critic: bool = False
+    """Action-sequence critic (CQN-AS / Q-chunking; DSRL and FQL): score the executed chunk ``Q(s, a_t ..
+    a_{t+E-1})``, ``E = policy.execute_steps``, instead of the first action, trained on chunks the learner
+    re-assembles from replay (``robot_rl.sequence_replay``), so fine-tuning need not replan every step."""
 
 
 # Parts of a generative policy that fine-tuning (re)creates: a pretrained checkpoint may carry them with other

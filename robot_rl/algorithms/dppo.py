@@ -76,6 +76,9 @@ class DPPO(Algorithm):
                 raise TypeError(f"DPPO needs a diffusion/flow policy; {type(policy).__name__} has no .{attr}")
         if policy.cfg.chain_min_std <= 0:
             raise ValueError("DPPO needs policy.chain_min_std > 0 (the last denoising step must stay stochastic)")
+        if cfg.sequence_critic:
+            raise ValueError("DPPO/ADPO have no action-sequence critic yet (algo.sequence_critic is DSRL/FQL only); "
+                             "fine-tune with policy.execute_steps=1")
         if cfg.clip_first <= 0 or cfg.clip_last <= 0:
             raise ValueError(f"clip ranges must be > 0, got {cfg.clip_first}, {cfg.clip_last}")
         self.cfg = cfg

@@ -9,6 +9,11 @@ noise-aliased variant DSRL-NA, which learns from ordinary replay of executed env
   from ``pi_w`` and from N(0, I) (so it is also right where the latent actor has not been yet);
 - the latent actor maximises ``Q_W(s, w) - alpha log pi_w(w | s)``; alpha auto-tuned.
 
+With ``sequence_critic=true`` ``Q_A`` is an action-sequence critic (:mod:`robot_rl.algorithms.sequence_critic`):
+it scores the executed chunk prefix ``a_t .. a_{t+E-1}`` (``E = policy.execute_steps``) with a chunked TD target on
+chunks re-assembled from replay, and ``Q_W`` is distilled from it on the sampler's chunk prefix, so the actor may
+execute several actions per chunk.
+
 The policy's ``steer_noise`` buffer is set to 1, so actors (which load the published weights) draw their noise
 from the latent actor too. Only ``policy.noise_actor`` gets gradients.
 """
@@ -23,10 +28,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from robot_rl.algorithms.base import Algorithm
+from robot_rl.algorithms.sequence_critic import (check_chunks, chunk_td_target, flatten_chunk, make_sequence_critic,
+                                                 scored_actions, sequence_horizon)
 from robot_rl.algorithms.chunk_common import (ChunkFinetuneConfig, adam, check_batch, load_pretrained, make_critic,
                                               polyak, scalar, td_target)
 from robot_rl.config import store
 from robot_rl.registry import ALGORITHMS
+from robot_rl.sequence_replay import SequenceBatch
 from robot_rl.specs import ActionSpec, ObsSpec
 from robot_rl.types import Batch
 
@@ -72,8 +80,15 @@ class DSRL(Algorithm):
         self.noise_shape = (policy.chunk_size, policy.action_dim)
         noise_dim = policy.chunk_size * policy.action_dim
         hidden = tuple(cfg.critic_hidden_dims)
-        self.q_action, self.q_action_target = make_critic(feat + policy.action_dim, hidden, cfg.num_critics,
-                                                          cfg.critic_layer_norm, self.device)
+        # Executed steps per chunk the sequence critic scores (0: single-action critic).
+        self.horizon = sequence_horizon(policy, cfg.sequence_critic)
+        if cfg.sequence_critic:
+            self.q_action, self.q_action_target = make_sequence_critic(feat, self.horizon, policy.action_dim, hidden,
+                                                                       cfg.num_critics, cfg.critic_layer_norm,
+                                                                       self.device)
+        else:
+            self.q_action, self.q_action_target = make_critic(feat + policy.action_dim, hidden, cfg.num_critics,
+                                                              cfg.critic_layer_norm, self.device)
         self.q_noise, _ = make_critic(feat + noise_dim, hidden, cfg.num_critics, cfg.critic_layer_norm, self.device)
         self.log_alpha = torch.tensor(math.log(cfg.init_temperature), device=self.device, requires_grad=True)
         self.target_entropy = cfg.target_entropy_per_dim * noise_dim
@@ -83,20 +98,37 @@ class DSRL(Algorithm):
         self.alpha_opt = adam([self.log_alpha], cfg.temperature_lr)
         self.updates = 0
 
-    def _first_action(self, cond: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """Frozen sampler: normalised first action ``(N, A)`` of the chunk generated from ``noise``."""
-        return self.policy.sample(cond, noise)[:, 0]
+    @property
+    def sequence_horizon(self) -> int:
+        return self.horizon
 
-    def update(self, batch: Batch) -> dict[str, float]:
+    def _first_action(self, cond: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Frozen sampler -> what ``Q_A`` scores: the normalised first action ``(N, A)`` of the chunk generated
+        from ``noise``, or with the sequence critic its executed prefix flattened ``(N, E * A)``."""
+        return scored_actions(self.policy.sample(cond, noise), self.horizon)
+
+    def _check(self, batch: Batch | SequenceBatch) -> None:
+        if self.horizon:
+            check_chunks(batch, self.horizon, self.policy.action_dim)
+        else:
+            check_batch(batch, self.policy.action_dim)
+
+    def update(self, batch: Batch | SequenceBatch) -> dict[str, float]:
         p = self.policy
-        check_batch(batch, p.action_dim)
+        self._check(batch)
         self.policy.eval()
         with torch.no_grad():
             cond, next_cond = p.features(batch.obs), p.features(batch.next_obs)  # (N, F) frozen encoder
             next_w, _ = p.noise_actor(next_cond)
             next_a = self._first_action(next_cond, next_w)
-            target = td_target(batch, self.q_action_target(next_cond, next_a).min(0).values, self.cfg.gamma)
-        q = self.q_action(cond, p.normalize(batch.action))  # (E, N)
+            next_q = self.q_action_target(next_cond, next_a).min(0).values  # (N,)
+            if self.horizon:  # chunked target: E discounted rewards, bootstrap after the last executed step
+                target = chunk_td_target(batch.reward, batch.valid, batch.terminated, batch.length, next_q,
+                                         self.cfg.gamma)
+            else:
+                target = td_target(batch, next_q, self.cfg.gamma)
+        executed = flatten_chunk(p.normalize(batch.action)) if self.horizon else p.normalize(batch.action)
+        q = self.q_action(cond, executed)  # (E, N)
         q_loss = F.mse_loss(q, target.expand_as(q))
         self.q_action_opt.zero_grad(set_to_none=True)
         q_loss.backward()

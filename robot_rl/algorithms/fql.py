@@ -1,6 +1,8 @@
 """FQL (Park, Li & Levine 2025): flow BC + a one-step actor distilled from the flow + Q maximisation.
 
-- Critic: ensemble ``Q(s, a)`` on env actions; TD target with the one-step actor's action at ``s'``.
+- Critic: ensemble ``Q(s, a)`` on env actions; TD target with the one-step actor's action at ``s'``. With
+  ``sequence_critic=true`` it scores the executed chunk prefix instead (chunked TD target, see
+  :mod:`robot_rl.algorithms.sequence_critic`) and the actor is improved on the prefix it executes.
 - Flow policy: keeps its flow-matching BC loss on the batch actions (exact FQL) when it predicts single actions
   (``chunk_size=1``); a chunked flow (``H > 1``) cannot be cloned from per-step replay and stays as pre-trained
   (its role here is the distillation teacher).
@@ -21,10 +23,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from robot_rl.algorithms.base import Algorithm
+from robot_rl.algorithms.sequence_critic import (check_chunks, chunk_td_target, flatten_chunk, make_sequence_critic,
+                                                 scored_actions, sequence_horizon)
 from robot_rl.algorithms.chunk_common import (ChunkFinetuneConfig, adam, check_batch, load_pretrained, make_critic,
                                               polyak, scalar, td_target)
 from robot_rl.config import store
 from robot_rl.registry import ALGORITHMS
+from robot_rl.sequence_replay import SequenceBatch
 from robot_rl.specs import ActionSpec, ObsSpec
 from robot_rl.types import Batch
 
@@ -57,16 +62,23 @@ class FQL(Algorithm):
         self.policy = policy.to(self.device)
         self.policy.steer_noise.fill_(0.0)
         self.policy.use_onestep.fill_(1.0)
-        self.train_flow = cfg.train_flow and policy.chunk_size == 1
+        self.horizon = sequence_horizon(policy, cfg.sequence_critic)  # 0: single-action critic
+        # Flow BC needs per-step actions of a chunk_size=1 flow; chunk batches never carry those.
+        self.train_flow = cfg.train_flow and policy.chunk_size == 1 and not self.horizon
         self.policy.requires_grad_(False)
         self.policy.onestep.requires_grad_(True)
         if self.train_flow:
             for param in policy.generator_parameters():
                 param.requires_grad_(True)
             self.flow_opt = adam(policy.generator_parameters(), cfg.flow_lr)
-        self.critic, self.target_critic = make_critic(policy.encoder.output_dim + policy.action_dim,
-                                                      tuple(cfg.critic_hidden_dims), cfg.num_critics,
-                                                      cfg.critic_layer_norm, self.device)
+        if self.horizon:
+            self.critic, self.target_critic = make_sequence_critic(
+                policy.encoder.output_dim, self.horizon, policy.action_dim, tuple(cfg.critic_hidden_dims),
+                cfg.num_critics, cfg.critic_layer_norm, self.device)
+        else:
+            self.critic, self.target_critic = make_critic(policy.encoder.output_dim + policy.action_dim,
+                                                          tuple(cfg.critic_hidden_dims), cfg.num_critics,
+                                                          cfg.critic_layer_norm, self.device)
         self.actor_opt = adam(policy.onestep.parameters(), cfg.actor_lr)
         self.critic_opt = adam(self.critic.parameters(), cfg.critic_lr)
         self.updates = 0
@@ -74,9 +86,16 @@ class FQL(Algorithm):
     def _onestep(self, cond: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return self.policy.onestep(z, torch.ones(z.shape[0], device=z.device), cond).clamp(-1.0, 1.0)
 
-    def update(self, batch: Batch) -> dict[str, float]:
+    @property
+    def sequence_horizon(self) -> int:
+        return self.horizon
+
+    def update(self, batch: Batch | SequenceBatch) -> dict[str, float]:
         p = self.policy
-        check_batch(batch, p.action_dim)
+        if self.horizon:
+            check_chunks(batch, self.horizon, p.action_dim)
+        else:
+            check_batch(batch, p.action_dim)
         p.eval()
         shape = (len(batch), p.chunk_size, p.action_dim)
         metrics: dict[str, float] = {}
@@ -90,9 +109,12 @@ class FQL(Algorithm):
             metrics["fql/flow_loss"] = flow_loss.item()
         with torch.no_grad():
             cond, next_cond = p.features(batch.obs), p.features(batch.next_obs)  # (N, F)
-            next_a = self._onestep(next_cond, torch.randn(shape, device=self.device))[:, 0]
-            target = td_target(batch, self.target_critic(next_cond, next_a).min(0).values, self.cfg.gamma)
-        q = self.critic(cond, p.normalize(batch.action))  # (E, N)
+            next_a = scored_actions(self._onestep(next_cond, torch.randn(shape, device=self.device)), self.horizon)
+            next_q = self.target_critic(next_cond, next_a).min(0).values  # (N,)
+            target = chunk_td_target(batch.reward, batch.valid, batch.terminated, batch.length, next_q,
+                                     self.cfg.gamma) if self.horizon else td_target(batch, next_q, self.cfg.gamma)
+        executed = flatten_chunk(p.normalize(batch.action)) if self.horizon else p.normalize(batch.action)
+        q = self.critic(cond, executed)  # (E, N)
         critic_loss = F.mse_loss(q, target.expand_as(q))
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
@@ -104,7 +126,7 @@ class FQL(Algorithm):
             teacher = p.sample(cond, z)  # (N, H, A) the flow's chunk from the same noise
         chunk = self._onestep(cond, z)
         distill = F.mse_loss(chunk, teacher)
-        actor_q = self.critic(cond, chunk[:, 0], detach_weights=True).mean(0)  # (N,)
+        actor_q = self.critic(cond, scored_actions(chunk, self.horizon), detach_weights=True).mean(0)  # (N,)
         q_loss = -actor_q.mean() / actor_q.abs().mean().detach().clamp_min(1e-6)
         actor_loss = self.cfg.alpha * distill + q_loss
         self.actor_opt.zero_grad(set_to_none=True)

@@ -7,6 +7,8 @@
   interleaved minibatches (rows ``i::k``, so each keeps the batch's demo/online mix), the critic takes one
   step on each, then the actor and the temperature take one step (on the last minibatch), as in RLPD.
   The learner should therefore hand in ``batch_size_per_update`` transitions.
+- Critic network and value loss are switches: ``critic=mlp|simbav2`` (:mod:`robot_rl.algorithms.critics`,
+  :mod:`robot_rl.algorithms.simbav2`) and ``value_loss=mse|hl_gauss`` (:mod:`robot_rl.algorithms.value_heads`).
 - Temperature: ``log_alpha`` auto-tuned toward ``target_entropy_per_action_dim * A``.
 - Pixels: the policy's encoder is shared with the critic and trained by the critic loss only; the actor sees
   detached features. A Polyak-averaged copy of the encoder feeds the target critic. Random-shift augmentation.
@@ -28,6 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from robot_rl.algorithms.base import Algorithm
+from robot_rl.algorithms.critics import EnsembleCritic, EnsembleLinear, build_critic  # noqa: F401  (re-exported)
+from robot_rl.algorithms.value_heads import make_value_head
 from robot_rl.config import AlgoConfig, store
 from robot_rl.registry import ALGORITHMS
 from robot_rl.specs import ActionSpec, ObsSpec
@@ -76,6 +80,23 @@ class SACConfig(AlgoConfig):
     """Offline-to-online warm start: updates on demo-buffer batches alone before the first weights go out.
     The critic takes its usual TD steps; the actor is trained by behaviour cloning only (no Q term yet, the
     critic has seen no failures). 0 = start online from the randomly initialised actor."""
+    critic: str = "mlp"
+    """Critic network: ``mlp`` (the batched MLP ensemble below) or ``simbav2`` (SimbaV2, Lee et al. 2025:
+    hyperspherical normalisation of weights and features, ``robot_rl.algorithms.simbav2``; width
+    ``critic_hidden_dims[0]``, ``len(critic_hidden_dims) - 1`` residual blocks, at least one)."""
+    simbav2_mlp_ratio: int = 4
+    """SimbaV2 only: width multiplier of each block's inner layer (the paper uses 4)."""
+    value_loss: str = "mse"
+    """Critic loss: ``mse`` (regression onto the TD target) or ``hl_gauss`` (HL-Gauss classification over bins,
+    "Stop Regressing", Farebrother et al. 2024; ``robot_rl.algorithms.value_heads``)."""
+    value_bins: int = 51
+    """HL-Gauss: number of bins on ``[value_min, value_max]``."""
+    value_sigma: float = 0.0
+    """HL-Gauss: std of the Gaussian smoothing the target; 0 = 0.75 bin widths (the paper's recommendation)."""
+    value_min: float = -1.0
+    """HL-Gauss: lowest representable Q (targets are clipped into the support). 0/1 success rewards: Q in [0, 1]."""
+    value_max: float = 1.0
+    """HL-Gauss: highest representable Q."""
     bf16_matmuls: bool = False
     """Run the loss computations under bfloat16 autocast (fp32 weights, optimizer and losses; matmul
     inputs in bf16). About 1.8x faster matmuls on CPUs with AVX512-BF16/AMX and on GPUs; off by default
@@ -107,65 +128,6 @@ class RLPDConfig(SACConfig):
 
 store("algo", "sac", SACConfig)
 store("algo", "rlpd", RLPDConfig)
-
-
-class EnsembleLinear(nn.Module):
-    """``num_members`` independent linear layers applied in one batched matmul.
-
-    Input ``(N, in)`` (shared by all members, first layer) or ``(E, N, in)``; output ``(E, N, out)``.
-    """
-
-    def __init__(self, num_members: int, in_features: int, out_features: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(num_members, in_features, out_features))  # (E, in, out)
-        self.bias = nn.Parameter(torch.empty(num_members, 1, out_features))  # (E, 1, out)
-        bound = 1.0 / math.sqrt(in_features)  # nn.Linear's default init, per member
-        nn.init.uniform_(self.weight, -bound, bound)
-        nn.init.uniform_(self.bias, -bound, bound)
-
-
-class EnsembleCritic(nn.Module):
-    """E Q-functions ``Q_e(features, action)`` evaluated together: returns ``(E, N)``."""
-
-    def __init__(self, input_dim: int, hidden_dims: list[int] | tuple[int, ...], num_members: int,
-                 layer_norm: bool) -> None:
-        super().__init__()
-        dims = [input_dim, *hidden_dims, 1]
-        self.num_members = num_members
-        self.layers = nn.ModuleList(EnsembleLinear(num_members, d_in, d_out) for d_in, d_out in zip(dims, dims[1:]))
-        # Per-member LayerNorm affine parameters, (E, 1, hidden) each, for the hidden layers.
-        self.norm_scales = nn.ParameterList(nn.Parameter(torch.ones(num_members, 1, h)) for h in hidden_dims) \
-            if layer_norm else None
-        self.norm_shifts = nn.ParameterList(nn.Parameter(torch.zeros(num_members, 1, h)) for h in hidden_dims) \
-            if layer_norm else None
-
-    def forward(self, features: torch.Tensor, action: torch.Tensor, members: torch.Tensor | None = None,
-                detach_weights: bool = False) -> torch.Tensor:
-        """``features (N, F)``, ``action (N, A)`` -> Q ``(E, N)`` (or ``(M, N)`` for ``members`` ``(M,)``).
-
-        ``detach_weights`` lets the actor loss differentiate through the critic to the action without
-        computing gradients for the critic's weights (a third of the backward pass saved).
-        """
-        def select(param: torch.Tensor) -> torch.Tensor:
-            param = param.detach() if detach_weights else param
-            return param if members is None else param[members]  # (E or M, ...)
-
-        x = torch.cat([features, action], dim=-1)  # (N, F + A)
-        for i, layer in enumerate(self.layers[:-1]):
-            weight, bias = select(layer.weight), select(layer.bias)  # (E, in, out), (E, 1, out)
-            if i == 0:
-                # The first layer's input is shared: broadcast it over members without copying.
-                x = torch.baddbmm(bias, x.expand(weight.shape[0], *x.shape), weight)  # (E, N, out)
-            else:
-                x = torch.baddbmm(bias, x, weight)  # (E, N, out)
-            if self.norm_scales is not None:
-                x = torch.addcmul(select(self.norm_shifts[i]), F.layer_norm(x, x.shape[-1:]),
-                                  select(self.norm_scales[i]))
-            x = torch.relu(x)
-        weight, bias = select(self.layers[-1].weight), select(self.layers[-1].bias)  # (E, H, 1), (E, 1, 1)
-        # Output width 1: a multiply-and-sum is ~3x faster than a batched matrix-vector product (the BLAS
-        # gemv path is slow for this shape), forward and backward.
-        return (x * weight.transpose(1, 2)).sum(-1) + bias[:, :, 0]  # (E, N)
 
 
 def _adam(params: list, lr: float) -> torch.optim.Adam:
@@ -203,8 +165,17 @@ class SAC(Algorithm):
         self.device = torch.device(device)
         self.policy = policy.to(self.device)
         self.encoder = policy.encoder
-        self.critic = EnsembleCritic(self.encoder.output_dim + action_spec.dim, cfg.critic_hidden_dims,
-                                     cfg.num_critics, cfg.critic_layer_norm).to(self.device)
+        self.value_head = make_value_head(cfg.value_loss, cfg.value_bins, cfg.value_min, cfg.value_max,
+                                          cfg.value_sigma).to(self.device)
+        self.critic = build_critic(cfg.critic, self.encoder.output_dim + action_spec.dim, cfg.critic_hidden_dims,
+                                   cfg.num_critics, cfg.critic_layer_norm, self.value_head.num_outputs,
+                                   cfg.simbav2_mlp_ratio).to(self.device)
+        if cfg.value_loss == "hl_gauss":  # start at Q = 0 like the scalar critic, not mid-support
+            with torch.no_grad():
+                self.critic.output_bias.copy_(self.value_head.initial_logits(0.0).expand_as(self.critic.output_bias))
+        # SimbaV2 keeps its weights on the unit sphere: re-project after every critic step.
+        self._project = getattr(self.critic, "project_weights", None)
+        self._scalar_q = cfg.value_loss == "mse"  # fast path: the critic already returns Q (E, N)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
         # Trainable encoder parameters only: a frozen backbone (``policy.encoder=frozen|task``) has no optimizer
         # state and no Polyak update; only its head is trained (by the critic loss).
@@ -274,16 +245,22 @@ class SAC(Algorithm):
             next_features = self.encoder(next_obs)  # (n, F): the actor picks the next action
             next_action, next_log_prob = self.policy.sample_from_features(next_features)  # (n, A), (n,)
             target_features = self.target_encoder(next_obs) if self._has_target_encoder else next_features
-            next_value = self.target_critic(target_features, next_action, members).amin(0)  # (n,)
+            next_value = self._q(self.target_critic(target_features, next_action, members)).amin(0)  # (n,)
             if cfg.backup_entropy:
                 next_value = next_value - alpha * next_log_prob
             target = torch.addcmul(reward, not_done, next_value, value=cfg.gamma)  # r + gamma (1 - term) V'
         features = self.encoder(obs)  # (n, F); carries the encoder's gradient for pixel observations
-        q = self.critic(features, action)  # (E, n)
+        out = self.critic(features, action)  # (E, n), or (E, n, bins) for HL-Gauss
+        if not self._scalar_q:  # HL-Gauss: cross-entropy to the smoothed target, summed over members
+            return self.value_head.loss(out, target), self._q(out.detach()).mean(), features.detach()
         # Sum over members of each member's MSE: every critic gets the gradient it would get alone. One
         # mse_loss kernel (sum over (E, n), then / n) instead of sub/square/mean/sum, forward and backward.
-        loss = F.mse_loss(q, target.expand_as(q), reduction="sum") * (0.5 / q.shape[1])
-        return loss, q.detach().mean(), features.detach()
+        loss = F.mse_loss(out, target.expand_as(out), reduction="sum") * (0.5 / out.shape[1])
+        return loss, out.detach().mean(), features.detach()
+
+    def _q(self, out: torch.Tensor) -> torch.Tensor:
+        """Critic output -> Q ``(E, n)`` (identity for scalar critics, expected bin centre for HL-Gauss)."""
+        return out if self._scalar_q else self.value_head.value(out)
 
     def _critic_step(self, obs: dict[str, torch.Tensor], action: torch.Tensor, reward: torch.Tensor,
                      next_obs: dict[str, torch.Tensor], not_done: torch.Tensor,
@@ -299,6 +276,8 @@ class SAC(Algorithm):
         _zero_grad(self._critic_opt_params)
         loss.backward()
         self.critic_optimizer.step()
+        if self._project is not None:  # SimbaV2: back onto the unit sphere (the target follows by Polyak)
+            self._project()
         with torch.no_grad():
             torch._foreach_lerp_(self._target_params, self._online_params, cfg.tau)
         self.num_critic_updates += 1
@@ -347,7 +326,7 @@ class SAC(Algorithm):
         if bc_only:  # offline warm start: imitate; the temperature waits for online data
             return bc, bc.detach(), torch.zeros((), device=features.device), bc.detach()
         action, log_prob = self.policy.sample_from_features(features)  # (n, A), (n,)
-        q = self.critic(features, action, detach_weights=True)  # (E, n)
+        q = self._q(self.critic(features, action, detach_weights=True))  # (E, n)
         q_pi = q.amin(0) if self.cfg.actor_q_reduction == "min" else q.mean(0)
         actor_loss = (alpha * log_prob - q_pi).mean()  # alpha is detached here
         if demo_mask is not None:  # without demo rows the BC term is exactly 0: skip its kernels

@@ -1,4 +1,4 @@
-"""DSRL, FQL and DPPO each improve a weak BC policy on a small task within a small budget (fixed seeds).
+"""DSRL, FQL, DPPO and ADPO each improve a weak BC policy on a small task within a small budget (fixed seeds).
 
 The task is a contextual bandit built from PointReach states: the best action is the unit vector towards the
 goal, reward ``-|a - a*|^2``, one-step episodes. The weak BC policy imitates demos of which half head 100 degrees
@@ -88,6 +88,8 @@ def finetune(algo, policy, updates: int, g: torch.Generator) -> None:
     ("dsrl", "flow", ["algo.actor_lr=1e-3", "algo.critic_lr=1e-3"], 250, 0.4),
     ("fql", "flow", ["algo.alpha=1.0", "algo.actor_lr=1e-3", "algo.critic_lr=1e-3"], 250, 0.3),
     ("dppo", "diffusion", ["algo.critic_warmup_updates=60", "algo.actor_lr=3e-4", "algo.critic_lr=1e-3",
+                           "algo.iteration_updates=10"], 250, 0.3),
+    ("adpo", "diffusion", ["algo.critic_warmup_updates=60", "algo.actor_lr=3e-4", "algo.critic_lr=1e-3",
                            "algo.iteration_updates=10"], 250, 0.3),
 ])
 def test_algorithm_improves_weak_bc_policy(algo_name: str, policy_name: str, overrides: list[str], updates: int,

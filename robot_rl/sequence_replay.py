@@ -1,0 +1,139 @@
+"""Executed action chunks from replay, for action-sequence critics ``Q(s_t, a_t .. a_{t+H-1})``.
+
+Replay holds one env step per transition. Consecutive steps of an episode share a frame (transition ``t``'s
+``next_obs`` frame is transition ``t+1``'s ``obs`` frame, see :mod:`robot_rl.replay`), which is how a chunk is
+re-assembled here without any extra bookkeeping: from a sampled start, follow ``next_fid -> obs_fid`` for up to
+``H - 1`` more steps, stopping at termination, truncation or a broken chain (a step that was overwritten or
+arrived out of order). A :class:`SequenceBatch` row carries the ``H`` actions (padded by repeating the last
+executed one), the rewards (0 past the end), which steps are real (``valid``), the observation after the last
+real step and whether that step terminated: everything the chunked TD target
+``sum_k gamma^k r_{t+k} + gamma^L (1 - terminated) V(s_{t+L})`` needs (``L`` = ``length``).
+
+:class:`SequenceSampler` mixes demo and online sequences like :class:`robot_rl.replay.MixedSampler` and is what
+the learner uses when ``algo.sequence_horizon > 0``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Generic
+
+import numpy as np
+
+from robot_rl.replay import ReplayBuffer
+from robot_rl.types import ArrayT
+
+
+@dataclass
+class SequenceBatch(Generic[ArrayT]):
+    """N executed chunks of horizon H (numpy or torch)."""
+
+    obs: dict[str, ArrayT]
+    """Observation at the chunk's first step, ``(N, ...)``."""
+    action: ArrayT
+    """Executed actions ``(N, H, A)``; steps past the end repeat the last executed action."""
+    reward: ArrayT
+    """Rewards ``(N, H)`` float32, 0 past the end."""
+    valid: ArrayT
+    """``(N, H)`` bool: the step was executed (a prefix of each row)."""
+    next_obs: dict[str, ArrayT]
+    """Observation after the last valid step, ``(N, ...)``."""
+    terminated: ArrayT
+    """``(N,)`` bool: the last valid step terminated (no bootstrap)."""
+    length: ArrayT
+    """``(N,)`` int64, number of valid steps (1 .. H)."""
+    from_demo: ArrayT | None = None
+    """``(N,)`` bool: drawn from the demo buffer."""
+
+    def __len__(self) -> int:
+        return int(self.action.shape[0])
+
+    def to_torch(self, device: Any = "cpu") -> "SequenceBatch":
+        import torch
+
+        def t(x: np.ndarray) -> "torch.Tensor":
+            return torch.from_numpy(np.ascontiguousarray(x)).to(device)
+
+        return SequenceBatch({k: t(v) for k, v in self.obs.items()}, t(self.action), t(self.reward), t(self.valid),
+                             {k: t(v) for k, v in self.next_obs.items()}, t(self.terminated), t(self.length),
+                             None if self.from_demo is None else t(self.from_demo))
+
+
+def sample_sequences(buffer: ReplayBuffer, n: int, horizon: int, rng: np.random.Generator) -> SequenceBatch:
+    """``n`` chunks of up to ``horizon`` consecutive steps starting at uniformly drawn transitions."""
+    if horizon < 1:
+        raise ValueError(f"horizon must be >= 1, got {horizon}")
+    with buffer.lock:
+        size = len(buffer)
+        if size == 0:
+            raise ValueError("cannot sample from an empty replay buffer")
+        valid_start = np.flatnonzero(buffer._valid(np.arange(size)))
+        if valid_start.size == 0:
+            raise ValueError("no sampleable transitions (frame ring too small for this data)")
+        idx = rng.choice(valid_start, n)  # (n,) slots of the first steps
+        # obs frame id -> slot, for following next_fid (ids are unique per slot among valid transitions).
+        obs_fids = buffer.obs_fid[:size]
+        order = np.argsort(obs_fids, kind="stable")
+        sorted_fids = obs_fids[order]
+        slots = np.empty((n, horizon), np.int64)
+        valid = np.zeros((n, horizon), bool)
+        slots[:, 0], valid[:, 0] = idx, True
+        alive = ~(buffer.fields["terminated"][idx] | buffer.fields["truncated"][idx])
+        for k in range(1, horizon):
+            want = buffer.next_fid[slots[:, k - 1]]  # (n,)
+            pos = np.clip(np.searchsorted(sorted_fids, want), 0, size - 1)
+            nxt = order[pos]
+            found = alive & (sorted_fids[pos] == want) & buffer._valid(nxt)
+            slots[:, k] = np.where(found, nxt, slots[:, k - 1])  # padding repeats the last real step
+            valid[:, k] = found
+            alive = found & ~(buffer.fields["terminated"][nxt] | buffer.fields["truncated"][nxt])
+        length = valid.sum(1)  # (n,)
+        last = slots[np.arange(n), length - 1]  # (n,) slot of each chunk's last real step
+        first_frames = buffer.obs_fid[idx] % buffer.frame_capacity
+        next_frames = buffer.next_fid[last] % buffer.frame_capacity
+        return SequenceBatch(
+            obs={k: a[first_frames] for k, a in buffer.frames.items()},
+            action=buffer.fields["action"][slots],  # (n, H, A)
+            reward=np.where(valid, buffer.fields["reward"][slots], 0.0).astype(np.float32),
+            valid=valid,
+            next_obs={k: a[next_frames] for k, a in buffer.frames.items()},
+            terminated=buffer.fields["terminated"][last].copy(),
+            length=length.astype(np.int64),
+        )
+
+
+def concat_sequences(parts: list[SequenceBatch]) -> SequenceBatch:
+    first = parts[0]
+    return SequenceBatch(
+        {k: np.concatenate([p.obs[k] for p in parts]) for k in first.obs},
+        np.concatenate([p.action for p in parts]), np.concatenate([p.reward for p in parts]),
+        np.concatenate([p.valid for p in parts]),
+        {k: np.concatenate([p.next_obs[k] for p in parts]) for k in first.next_obs},
+        np.concatenate([p.terminated for p in parts]), np.concatenate([p.length for p in parts]))
+
+
+class SequenceSampler:
+    """Chunks drawn ``demo_ratio`` from the demo buffer (while it has data), the rest online; sampled inline."""
+
+    def __init__(self, online: ReplayBuffer, demo: ReplayBuffer | None, batch_size: int, demo_ratio: float,
+                 horizon: int, device: Any = "cpu", seed: int = 0) -> None:
+        self.online, self.demo = online, demo
+        self.batch_size, self.demo_ratio, self.horizon = int(batch_size), float(demo_ratio), int(horizon)
+        self.device = device
+        self.rng = np.random.default_rng(seed)
+
+    def next(self) -> SequenceBatch:
+        demo = self.demo  # read once (the learner may swap the demo buffer)
+        n_demo = 0
+        if demo is not None and len(demo) > 0:
+            n_demo = int(round(self.batch_size * self.demo_ratio)) if len(self.online) > 0 else self.batch_size
+        parts = []
+        if n_demo:
+            parts.append(sample_sequences(demo, n_demo, self.horizon, self.rng))
+        if self.batch_size - n_demo:
+            parts.append(sample_sequences(self.online, self.batch_size - n_demo, self.horizon, self.rng))
+        batch = parts[0] if len(parts) == 1 else concat_sequences(parts)
+        batch.from_demo = np.arange(self.batch_size) < n_demo
+        return batch.to_torch(self.device)
+
+    def close(self) -> None:
+        """Nothing to stop (no prefetch thread); same interface as MixedSampler."""
