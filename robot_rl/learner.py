@@ -134,6 +134,8 @@ class Learner:
         if self.cfg.replay.interventions_to_demo and batch.intervened.any():
             self.demo.add_batch(batch.select(batch.intervened))  # human corrections are demonstrations too
         self.online_transitions += len(batch)
+        if self.reward_labeller is not None:
+            self.reward_labeller.observe_online(batch)  # hacking monitor: learned progress vs success labels
         self._last_data_time = time.monotonic()
         if self.dashboard_feed is not None:
             self.dashboard_feed.observe(chunk)
