@@ -181,11 +181,14 @@ class HackingMonitor:
             recent = list(self.recent)
         succ = [v.progress_final for v in recent if v.success]
         fail = [v.progress_final for v in recent if not v.success]
-        return {"reward/hack_rate": sum(v.hacked for v in recent) / len(recent) if recent else 0.0,
-                "reward/hacked_episodes": float(self.hacked_total), "reward/monitored_episodes": float(self.episodes),
-                "reward/final_progress_success": float(np.mean(succ)) if succ else float("nan"),
-                "reward/final_progress_failure": float(np.mean(fail)) if fail else float("nan"),
-                "reward/alarm": float(self.rate_alarm or self.trend_alarm)}
+        out = {"reward/hack_rate": sum(v.hacked for v in recent) / len(recent) if recent else 0.0,
+               "reward/hacked_episodes": float(self.hacked_total), "reward/monitored_episodes": float(self.episodes),
+               "reward/alarm": float(self.rate_alarm or self.trend_alarm)}
+        if succ:  # absent (not NaN) while the window has none: the metrics file stays plain JSON
+            out["reward/final_progress_success"] = float(np.mean(succ))
+        if fail:
+            out["reward/final_progress_failure"] = float(np.mean(fail))
+        return out
 
 
 class ProbeDrift:
