@@ -19,9 +19,10 @@ import numpy as np
 import torch
 
 
-def load_online(ckpt: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """(fields (N,), obs per key (N, ...), next_obs per key (N, ...)) from a saved online replay."""
-    d = ckpt / "replay_online"
+def load_replay(ckpt: Path, name: str = "replay_online"
+                ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(fields (N,), obs per key (N, ...), next_obs per key (N, ...)) from a saved replay buffer."""
+    d = ckpt / name
     fields = {p.stem[len("field_"):]: np.load(p) for p in d.glob("field_*.npy")}
     obs_fid, next_fid = np.load(d / "obs_fid.npy"), np.load(d / "next_fid.npy")
     meta = json.loads((d / "meta.json").read_text())
@@ -47,7 +48,22 @@ def main() -> None:
     ckpt = Checkpointer(args.run_dir / "checkpoints").latest() or Checkpointer(args.run_dir).latest()
     model_path = Path(cfg.reward.checkpoint) if cfg.reward.checkpoint else args.run_dir / "reward_prm.pt"
     labeller = RewardLabeller(load_checkpoint(model_path), cfg.reward, cfg.algo.gamma)
-    fields, obs, nxt = load_online(ckpt)
+    # The success transitions the learner does see: the demos' last steps, base vs learned reward.
+    dfields, dobs, dnxt = load_replay(ckpt, "replay_demo")
+    dterm = dfields["terminated"].astype(bool) & (dfields["reward"] > 0)
+    dviews = labeller.model.encoder.views
+    dshaped = labeller.rewards(Batch(obs={k: dobs[k] for k in dviews}, next_obs={k: dnxt[k] for k in dviews},
+                                     action=dfields["action"], reward=dfields["reward"],
+                                     terminated=dfields["terminated"].astype(bool), truncated=dfields["truncated"],
+                                     intervened=dfields["intervened"], policy_action=dfields["policy_action"],
+                                     episode_id=dfields["episode_id"], step=dfields["step"]))
+    demo_phi_pre = labeller.potentials({k: dobs[k][dterm] for k in dviews})[0]
+    demo = {"demo_successes": int(dterm.sum()), "demo_last_base": float(dfields["reward"][dterm].mean()),
+            "demo_last_learned": float(dshaped[dterm].mean()), "demo_phi_before_success": float(demo_phi_pre.mean()),
+            "demo_learned_return": float(dshaped.sum() / max(dterm.sum(), 1)),
+            "success_terminal_potential": bool(getattr(cfg.reward, "success_terminal_potential", False))}
+    print("demo successes (the only success transitions when online episodes never succeed):", demo)
+    fields, obs, nxt = load_replay(ckpt)
     n = len(fields["reward"])
     views = labeller.model.encoder.views
     with torch.no_grad():
@@ -100,7 +116,7 @@ def main() -> None:
         q_by_k.setdefault(step // 1000, []).append(q)
     print("eval success by env step:", evals)
     print("q_mean by 1k env steps:", {f"{k}k": round(float(np.mean(v)), 3) for k, v in sorted(q_by_k.items())})
-    print(json.dumps({"episodes": len(episodes), "evals": evals,
+    print(json.dumps({"episodes": len(episodes), "evals": evals, **demo,
                       "q_mean_by_1k": {str(k): float(np.mean(v)) for k, v in sorted(q_by_k.items())},
                       "windows": [{k: (v if isinstance(v, str) else round(float(v), 4)) for k, v in r.items()}
                                   for r in rows]}))
