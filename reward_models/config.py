@@ -51,6 +51,15 @@ class LearnedRewardConfig(RewardConfig):
     ``scale_anneal_steps`` online env steps (the learner ends on the plain base reward with 0). < 0 = off."""
     scale_anneal_steps: int = 4000
     """Online env steps of the ``scale_final`` schedule."""
+    refresh_every_episodes: int = 0
+    """Refresh the reward model on online episodes labelled by success (the env's success reward, or the
+    operator's label through HIL): every this many finished online episodes, continue training the model for
+    ``refresh_steps`` on the demos + the last ``refresh_keep`` online episodes (successes get progress labels,
+    failures "never done"), on the labelling thread, and label with it from then on. 0 = off."""
+    refresh_steps: int = 200
+    """Gradient steps of one refresh."""
+    refresh_keep: int = 60
+    """Online episodes kept for refreshing (the newest)."""
     # --- trust tools ---
     monitor: bool = True
     """Run the reward-hacking monitor on finished online episodes (learned progress vs success labels) and the

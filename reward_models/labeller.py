@@ -67,6 +67,10 @@ class RewardLabeller:
         self._probe: dict[str, np.ndarray] | None = None
         self._open: dict[tuple[str, int], list[dict[str, np.ndarray]]] = {}  # (actor, episode) -> obs rows
         self._finished: list[tuple[dict[str, np.ndarray], bool]] = []  # (obs of T+1 frames, success)
+        self.base_episodes: list[Any] = []  # demos the model was trained on (refresh keeps training on them)
+        self.online_episodes: list[Any] = []  # finished online episodes for refreshing (newest last)
+        self._since_refresh = 0
+        self.refreshes = 0
         self._ingest_lock = threading.Lock()
         self._set_model(model)
 
@@ -103,7 +107,8 @@ class RewardLabeller:
     def observe_online(self, batch: Batch) -> None:
         """Transport thread, per ingested online chunk: collect the model's views of each actor's episode
         until it ends (terminated or truncated). No model call here: scoring runs on the prefetch thread."""
-        if self.monitor is None:
+        refresh = getattr(self.cfg, "refresh_every_episodes", 0) > 0
+        if self.monitor is None and not refresh:
             return
         views = self.model.encoder.views
         with self._ingest_lock:
@@ -119,16 +124,67 @@ class RewardLabeller:
                     success = bool(batch.terminated[i] and batch.reward[i] > 0)
                     self._finished.append((obs, success))
                     del self._open[key]
+                    if refresh:
+                        self._keep_for_refresh(obs, len(rows), success, key)
             if len(self._open) > 64:  # actors that died mid-episode: drop their oldest partial episodes
                 for key in list(self._open)[: len(self._open) - 64]:
                     del self._open[key]
 
+    def _keep_for_refresh(self, obs: dict[str, np.ndarray], steps: int, success: bool, key: tuple[str, int]) -> None:
+        """An online episode for the reward model's training data: frames (T+1, ...) and the success label
+        (the model's trainer reads frames, success and task; actions are not kept here, so they are zeros)."""
+        from robot_rl.types import Episode
+
+        z = np.zeros(steps, np.float32)
+        flags = np.zeros(steps, bool)
+        self.online_episodes.append(Episode(
+            frames=obs, action=np.zeros((steps, 1), np.float32), policy_action=np.zeros((steps, 1), np.float32),
+            reward=z, terminated=np.r_[flags[:-1], success], truncated=np.r_[flags[:-1], not success],
+            intervened=flags, actor_id=key[0], episode_id=key[1], spec_hash="online", success=success,
+            task=self.task, meta={"source": "online", "failure": "" if success else "online"}))
+        del self.online_episodes[: -self.cfg.refresh_keep]
+        self._since_refresh += 1
+
+    def _maybe_refresh(self) -> None:
+        """On the labelling thread: continue training a copy of the model on demos + online episodes."""
+        with self._ingest_lock:
+            due = self._since_refresh >= self.cfg.refresh_every_episodes
+            episodes = list(self.online_episodes) if due else []
+            if due:
+                self._since_refresh = 0
+        if not due or not any(e.success for e in [*self.base_episodes, *episodes]):
+            return
+        import copy
+
+        from robot_rl.reward_models.config import RewardTrainConfig
+        from robot_rl.reward_models.train import train_model, weights_version
+
+        t0 = time.perf_counter()
+        model = copy.deepcopy(self.model).cpu()
+        cfg = RewardTrainConfig(steps=self.cfg.refresh_steps, lr=3e-4, seed=self.refreshes,
+                                failure_prob=0.5 if any(not e.success for e in episodes) else 0.0)
+        model = train_model([*self.base_episodes, *episodes], cfg, model=model,
+                            task_embedding=dict(getattr(self.model, "task_embedding", {})))
+        for name in ("tasks", "task_embedding"):
+            if hasattr(self.model, name):
+                setattr(model, name, getattr(self.model, name))
+        model.version = weights_version(model)
+        self.refreshes += 1
+        self._set_model(model)
+        self._check_drift()
+        log.info("reward model refreshed on %d demos + %d online episodes (%d successful) in %.1fs: version %s",
+                 len(self.base_episodes), len(episodes), sum(e.success for e in episodes),
+                 time.perf_counter() - t0, self.version)
+
     def _score_finished(self) -> None:
         with self._ingest_lock:
             finished, self._finished = self._finished, []
-        for obs, success in finished:
-            phi, _ = self.potentials(obs)
-            self.monitor.observe(phi, success)  # logs a warning for each new alarm
+        if self.monitor is not None:
+            for obs, success in finished:
+                phi, _ = self.potentials(obs)
+                self.monitor.observe(phi, success)  # logs a warning for each new alarm
+        if getattr(self.cfg, "refresh_every_episodes", 0) > 0:
+            self._maybe_refresh()
 
     def _check_drift(self) -> None:
         if self._probe is None:
@@ -198,8 +254,7 @@ class RewardLabeller:
             m = min(len(batch), getattr(self.cfg, "probe_size", 256))
             self._probe = {k: np.array(batch.obs[k][:m]) for k in self.model.encoder.views}
             self._check_drift()
-        if self.monitor is not None:
-            self._score_finished()
+        self._score_finished()
         reward = self.rewards(batch)
         self._seconds += time.perf_counter() - t0
         self.labelled += len(batch)
@@ -211,7 +266,8 @@ class RewardLabeller:
         self._sums = np.zeros(4)
         out = {"reward/version": self.version, "reward/labelled": self.labelled,
                "reward/label_us_per_transition": 1e6 * self._seconds / max(self.labelled, 1),
-               "reward/scale": self.current_scale(), "reward/probe_drift": self.drift.last}
+               "reward/scale": self.current_scale(), "reward/probe_drift": self.drift.last,
+               "reward/refreshes": self.refreshes}
         if n:
             out.update({"reward/base_mean": base / n, "reward/shaping_mean": f / n, "reward/shaping_abs_mean": f_abs / n,
                         "reward/shaped_mean": (base + f) / n})
@@ -282,6 +338,10 @@ def labeller_from_checkpoint(kind: str, cfg: Any, obs_spec: ObsSpec, learner_dev
     if model.kind != kind:
         raise ValueError(f"reward={cfg.reward.name} expects a {kind!r} checkpoint, {path} holds {model.kind!r}")
     labeller = RewardLabeller(model, cfg.reward, cfg.algo.gamma, obs_spec, device)
+    if cfg.reward.refresh_every_episodes > 0 and cfg.learner.demos:
+        from robot_rl.episode_store import EpisodeStore
+
+        labeller.base_episodes = list(EpisodeStore(cfg.learner.demos).episodes())
     log.info("learned reward: %s (version %s) for task %r, base=%s shaping=%s scale=%g gamma=%g", path,
              labeller.version, labeller.task, cfg.reward.base, cfg.reward.shaping, cfg.reward.scale,
              cfg.algo.gamma)

@@ -58,3 +58,24 @@ def test_labeller_remedies(trained_state_model, state_train_episodes):
         annealed.observe_online(batch)
     assert annealed.current_scale() == 0.0
     np.testing.assert_allclose(annealed.rewards(batch), batch.reward)  # plain base reward at the end
+
+
+def test_refresh_on_online_episodes_labelled_by_success(trained_state_model, state_train_episodes,
+                                                        state_heldout_episodes):
+    task = state_train_episodes[0].task
+    labeller = RewardLabeller(trained_state_model, _reward_cfg(task, refresh_every_episodes=4, refresh_steps=30),
+                              gamma=0.99)
+    labeller.base_episodes = [e for e in state_train_episodes if e.success][:3]
+    online = [e for e in state_heldout_episodes if e.success][:2] + \
+        [e for e in state_heldout_episodes if not e.success][:2]
+    assert any(e.success for e in online) and any(not e.success for e in online)
+    before = labeller.version
+    for e in online:
+        labeller.observe_online(e.to_batch())
+    assert len(labeller.online_episodes) == 4
+    assert [e.success for e in labeller.online_episodes] == [e.success for e in online]
+    labeller.label(online[0].to_batch())  # the refresh runs on the labelling thread
+    assert labeller.refreshes == 1 and labeller.version != before
+    assert labeller.stats()["reward/refreshes"] == 1
+    phi_final = [labeller.potentials({k: v[-1:] for k, v in e.frames.items()})[0][0] for e in online if e.success]
+    assert min(phi_final) > 0.5  # the refreshed model still calls the online successes finished
