@@ -3,6 +3,12 @@ and (``--rl``) RL with the learned reward vs the sparse reward. Prints a table, 
 
     python benchmarks/reward.py                       # quality (pixels, 64 px) + speed, ~10 min on 2 cores
     python benchmarks/reward.py --rl --seeds 3        # + robot-rl train reward=prm vs sparse (GPU-sized job)
+    python benchmarks/reward.py --rl --rl-only --seeds 3 --train-args num_demos=3 algo.offline_pretrain_updates=0 \
+        learner.max_env_steps=6000 learner.eval_every_env_steps=1000 \
+        --prm-args reward.success_terminal_potential=true reward.refresh_every_episodes=10   # the remedies
+
+The JSON line reports ``speedup`` (median env steps to the first eval >= 80%, sparse / learned; 0 when the
+learned arm never got there), ``final_success_min_prm`` / ``final_success_min_sparse`` (worst seed's last eval).
 """
 from __future__ import annotations
 
