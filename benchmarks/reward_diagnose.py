@@ -33,6 +33,32 @@ def load_replay(ckpt: Path, name: str = "replay_online"
     return fields, obs, nxt
 
 
+@torch.no_grad()
+def critic_vs_returns(cfg, ckpt: Path, fields, obs, shaped, starts, ends, gamma: float, last: int) -> dict:
+    """Mean Q(s, a) of the checkpoint's critic (ensemble mean) against the discounted learned-reward return to
+    go, over the first transitions of the last ``last`` online episodes, split by success."""
+    from robot_rl.checkpoint import Checkpointer
+    from robot_rl.learner import env_specs
+    from robot_rl.registry import ALGORITHMS, POLICIES
+
+    obs_spec, action_spec = env_specs(cfg)
+    policy = POLICIES.make(cfg.policy.name, cfg.policy, obs_spec, action_spec)
+    algo = ALGORITHMS.make(cfg.algo.name, cfg.algo, policy, obs_spec, action_spec, torch.device("cpu"))
+    algo.load_state_dict(Checkpointer.load_state(ckpt)["algo"])
+    out: dict[str, list[float]] = {"q_success": [], "mc_success": [], "q_failure": [], "mc_failure": []}
+    for s, e in list(zip(starts, ends))[-last:]:
+        idx = np.arange(s, min(s + 10, e + 1))  # the first 10 steps of the episode
+        o = {k: torch.as_tensor(v[idx]) for k, v in obs.items()}
+        q = algo.critic(algo.encoder(o), torch.as_tensor(fields["action"][idx])).mean(0).numpy()  # (n,)
+        rew = shaped[s:e + 1].astype(np.float64)
+        mc = np.array([(rew[i - s:] * gamma ** np.arange(e + 1 - i)).sum() for i in idx])
+        tag = "success" if fields["terminated"][e] and fields["reward"][e] > 0 else "failure"
+        for key in (tag, "all"):  # "all": the start-state value the critic should predict, E[return]
+            out.setdefault(f"q_{key}", []).append(float(q.mean()))
+            out.setdefault(f"mc_{key}", []).append(float(mc.mean()))
+    return {k: round(float(np.mean(v)), 4) for k, v in out.items() if v}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", type=Path)
@@ -108,6 +134,8 @@ def main() -> None:
                    ret_fail=np.mean([x["shaped_return"] for x in fail]) if fail else np.nan)
         rows.append(row)
         print("  ".join(f"{v:>10}" if isinstance(v, str) else f"{v:>10.3f}" for v in row.values()))
+    q_gap = critic_vs_returns(cfg, ckpt, fields, obs, shaped, starts, ends, cfg.algo.gamma, last=args.window)
+    print("critic vs Monte-Carlo (last episodes; truncated failures add gamma^k V(s_T) that MC lacks):", q_gap)
     records = [json.loads(line) for line in (args.run_dir / "metrics_learner.jsonl").read_text().splitlines()]
     evals = [(r["step"], r["eval/success_rate"]) for r in records if "eval/success_rate" in r]
     qs = [(r["step"], r["q_mean"]) for r in records if "q_mean" in r]
@@ -116,7 +144,7 @@ def main() -> None:
         q_by_k.setdefault(step // 1000, []).append(q)
     print("eval success by env step:", evals)
     print("q_mean by 1k env steps:", {f"{k}k": round(float(np.mean(v)), 3) for k, v in sorted(q_by_k.items())})
-    print(json.dumps({"episodes": len(episodes), "evals": evals, **demo,
+    print(json.dumps({"episodes": len(episodes), "evals": evals, **demo, **q_gap,
                       "q_mean_by_1k": {str(k): float(np.mean(v)) for k, v in sorted(q_by_k.items())},
                       "windows": [{k: (v if isinstance(v, str) else round(float(v), 4)) for k, v in r.items()}
                                   for r in rows]}))
