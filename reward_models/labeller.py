@@ -65,7 +65,8 @@ class RewardLabeller:
             if getattr(reward_cfg, "monitor", False) else None
         self.drift = ProbeDrift(getattr(reward_cfg, "max_probe_drift", 0.1))
         self._probe: dict[str, np.ndarray] | None = None
-        self._open: dict[tuple[str, int], list[dict[str, np.ndarray]]] = {}  # (actor, episode) -> obs rows
+        # (actor, episode) -> its transitions so far: (obs views, action, policy_action, reward, intervened)
+        self._open: dict[tuple[str, int], list[tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, float, bool]]] = {}
         self._finished: list[tuple[dict[str, np.ndarray], bool]] = []  # (obs of T+1 frames, success)
         self.base_episodes: list[Any] = []  # demos the model was trained on (refresh keeps training on them)
         self.online_episodes: list[Any] = []  # finished online episodes for refreshing (newest last)
@@ -118,30 +119,31 @@ class RewardLabeller:
                 actor = batch.actor_id[i] if len(batch.actor_id) == len(batch) else ""
                 key = (actor, int(batch.episode_id[i]))
                 rows = self._open.setdefault(key, [])
-                rows.append({k: np.array(batch.obs[k][i]) for k in views})  # a copy: chunk arrays are wire views
+                rows.append(({k: np.array(batch.obs[k][i]) for k in views},  # copies: chunk arrays are wire views
+                             np.array(batch.action[i]), np.array(batch.policy_action[i]), float(batch.reward[i]),
+                             bool(batch.intervened[i])))
                 if ends[i]:
-                    obs = {k: np.stack([r[k] for r in rows] + [batch.next_obs[k][i]]) for k in views}  # (T+1, ...)
+                    obs = {k: np.stack([r[0][k] for r in rows] + [batch.next_obs[k][i]]) for k in views}  # (T+1, .)
                     success = bool(batch.terminated[i] and batch.reward[i] > 0)
                     self._finished.append((obs, success))
                     del self._open[key]
                     if refresh:
-                        self._keep_for_refresh(obs, len(rows), success, key)
+                        self._keep_for_refresh(obs, rows, success, key)
             if len(self._open) > 64:  # actors that died mid-episode: drop their oldest partial episodes
                 for key in list(self._open)[: len(self._open) - 64]:
                     del self._open[key]
 
-    def _keep_for_refresh(self, obs: dict[str, np.ndarray], steps: int, success: bool, key: tuple[str, int]) -> None:
-        """An online episode for the reward model's training data: frames (T+1, ...) and the success label
-        (the model's trainer reads frames, success and task; actions are not kept here, so they are zeros)."""
+    def _keep_for_refresh(self, obs: dict[str, np.ndarray], rows: list, success: bool, key: tuple[str, int]) -> None:
+        """An online episode (frames of the model's views, T+1) with its success label, for refreshing."""
         from robot_rl.types import Episode
 
-        z = np.zeros(steps, np.float32)
-        flags = np.zeros(steps, bool)
+        flags = np.zeros(len(rows), bool)
         self.online_episodes.append(Episode(
-            frames=obs, action=np.zeros((steps, 1), np.float32), policy_action=np.zeros((steps, 1), np.float32),
-            reward=z, terminated=np.r_[flags[:-1], success], truncated=np.r_[flags[:-1], not success],
-            intervened=flags, actor_id=key[0], episode_id=key[1], spec_hash="online", success=success,
-            task=self.task, meta={"source": "online", "failure": "" if success else "online"}))
+            frames=obs, action=np.stack([r[1] for r in rows]), policy_action=np.stack([r[2] for r in rows]),
+            reward=np.array([r[3] for r in rows], np.float32), terminated=np.r_[flags[:-1], success],
+            truncated=np.r_[flags[:-1], not success], intervened=np.array([r[4] for r in rows]),
+            actor_id=key[0], episode_id=key[1], spec_hash="online", success=success, task=self.task,
+            meta={"source": "online", "failure": "" if success else "online"}))
         del self.online_episodes[: -self.cfg.refresh_keep]
         self._since_refresh += 1
 
