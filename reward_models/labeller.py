@@ -271,7 +271,8 @@ class RewardLabeller:
                "reward/scale": self.current_scale(), "reward/probe_drift": self.drift.last,
                "reward/refreshes": self.refreshes}
         if n:
-            out.update({"reward/base_mean": base / n, "reward/shaping_mean": f / n, "reward/shaping_abs_mean": f_abs / n,
+            out.update({"reward/base_mean": base / n, "reward/shaping_mean": f / n,
+                        "reward/shaping_abs_mean": f_abs / n,
                         "reward/shaped_mean": (base + f) / n})
         if self.monitor is not None:
             out.update(self.monitor.stats())

@@ -84,7 +84,8 @@ def _as_online(episode, success_label: bool):
 
 def test_labeller_alarms_end_to_end(trained_state_model, state_heldout_episodes):
     """Through the learner's hooks: observe_online on the transport side, scoring on the labelling side."""
-    labeller = RewardLabeller(trained_state_model, state_cfg_reward(state_heldout_episodes[0].task, hack_window=6), gamma=0.99)
+    cfg = state_cfg_reward(state_heldout_episodes[0].task, hack_window=6)
+    labeller = RewardLabeller(trained_state_model, cfg, gamma=0.99)
     for e in state_heldout_episodes:
         labeller.observe_online(_as_online(e, e.success))
     labeller.label(state_heldout_episodes[0].to_batch())  # scoring happens when a batch is labelled
