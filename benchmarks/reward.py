@@ -185,7 +185,9 @@ def main() -> None:
     width = max(map(len, result))
     for k, v in result.items():
         print(f"{k:<{width}}  {v:.4g}" if isinstance(v, float) else f"{k:<{width}}  {v}")
-    print(json.dumps({k: (round(v, 4) if isinstance(v, float) and np.isfinite(v) else v) for k, v in result.items()}))
+    # never reached (inf) -> null: the JSON line stays standard JSON
+    print(json.dumps({k: ((round(v, 4) if np.isfinite(v) else None) if isinstance(v, float) else v)
+                      for k, v in result.items()}))
 
 
 if __name__ == "__main__":
