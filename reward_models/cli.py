@@ -3,7 +3,7 @@
     robot-rl reward train [env overrides] out=reward.pt [data=DIR] [n_success=40 n_failure=20 seed=1]
                           [rm.steps=1500 rm.kind=prm rm.model.image_size=64 ...]
     robot-rl reward eval  [env overrides] checkpoint=reward.pt [data=DIR] [n_success=10 n_failure=10 seed=2]
-                          [plot=progress.png] [json=metrics.json]
+                          [plot=progress.png] [reliability=reliability.png] [json=metrics.json]
 
 Without ``data=DIR`` (an episode store holding successes and failures) episodes are generated from the
 twin (``env`` overrides, e.g. ``env.obs=pixels env.image_size=64``): scripted-expert successes and
@@ -23,7 +23,7 @@ log = logging.getLogger("robot_rl.reward_models")
 
 _TRAIN_KEYS = ("out", "data", "n_success", "n_failure", "seed", "eval_seed", "n_eval_success", "n_eval_failure",
                "plot", "json", "save_data")
-_EVAL_KEYS = ("checkpoint", "data", "n_success", "n_failure", "seed", "plot", "json", "task")
+_EVAL_KEYS = ("checkpoint", "data", "n_success", "n_failure", "seed", "plot", "json", "task", "reliability")
 
 
 def _split(overrides: Sequence[str], keys: Sequence[str]) -> tuple[list[str], dict[str, str], list[str]]:
@@ -111,8 +111,9 @@ def cmd_train(args: argparse.Namespace, overrides: Sequence[str]) -> int:
 
 def cmd_eval(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     from robot_rl.config import load_config
-    from robot_rl.reward_models.evaluate import evaluate, plot_progress
+    from robot_rl.reward_models.evaluate import calibration_data, evaluate, plot_progress
     from robot_rl.reward_models.train import load_checkpoint
+    from robot_rl.reward_models.trust import reliability_diagram
 
     rest, extra, _ = _split(overrides, _EVAL_KEYS)
     if "checkpoint" not in extra:
@@ -126,8 +127,13 @@ def cmd_eval(args: argparse.Namespace, overrides: Sequence[str]) -> int:
         episodes = [replace(e, task=extra["task"]) for e in episodes]
     metrics = evaluate(model, episodes)
     plot = plot_progress(model, episodes, extra.get("plot") or Path(extra["checkpoint"]).with_suffix(".eval.png"))
+    probs, labels = calibration_data(model, episodes)
+    reliability = reliability_diagram(probs, labels, extra.get("reliability") or
+                                      Path(extra["checkpoint"]).with_suffix(".reliability.png"),
+                                      title="P(done) vs success labels")
     _print_metrics(f"{extra['checkpoint']} (version {model.version}) on {len(episodes)} episodes", metrics)
-    result = {"checkpoint": extra["checkpoint"], "version": model.version, "plot": str(plot), **metrics}
+    result = {"checkpoint": extra["checkpoint"], "version": model.version, "plot": str(plot),
+              "reliability_plot": str(reliability), **metrics}
     if extra.get("json"):
         Path(extra["json"]).write_text(json.dumps(result, indent=1))
     print(json.dumps(result))

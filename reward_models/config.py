@@ -37,6 +37,43 @@ class LearnedRewardConfig(RewardConfig):
     train_steps: int = 600
     """With ``checkpoint`` empty: train a model on the learner's demos for this many steps first (cached as
     ``run_dir/reward_<name>.pt``)."""
+    # --- remedies (issue 16): each one a switch, all off by default so old runs reproduce ---
+    success_terminal_potential: bool = False
+    """Success-gated terminal (Robo-Dopamine): a terminated transition whose base reward is > 0 (a success)
+    gets ``Phi(s') = 1`` instead of 0, so the last step keeps ``r + lam * (gamma - Phi(s))`` (about +1) rather
+    than ``r - lam * Phi(s)`` (about 0 when the model rates the pre-success state ~1, which cancels the
+    success reward). Still policy-invariant: every success terminal has the same potential."""
+    phi_cap: float = 1.0
+    """Clip Phi to [0, phi_cap] for states the model does not also call done (P(done) < done_threshold):
+    no unfinished state may look fully finished. 1.0 = off."""
+    scale_final: float = -1.0
+    """Conservative shaping schedule: lam goes linearly from ``scale`` to ``scale_final`` over
+    ``scale_anneal_steps`` online env steps (the learner ends on the plain base reward with 0). < 0 = off."""
+    scale_anneal_steps: int = 4000
+    """Online env steps of the ``scale_final`` schedule."""
+    refresh_every_episodes: int = 0
+    """Refresh the reward model on online episodes labelled by success (the env's success reward, or the
+    operator's label through HIL): every this many finished online episodes, continue training the model for
+    ``refresh_steps`` on the demos + the last ``refresh_keep`` online episodes (successes get progress labels,
+    failures "never done"), on the labelling thread, and label with it from then on. 0 = off."""
+    refresh_steps: int = 200
+    """Gradient steps of one refresh."""
+    refresh_keep: int = 60
+    """Online episodes kept for refreshing (the newest)."""
+    # --- trust tools ---
+    monitor: bool = True
+    """Run the reward-hacking monitor on finished online episodes (learned progress vs success labels) and the
+    probe-set drift check; alarms are logged as warnings and served by ``labeller.alarms()``."""
+    hack_progress: float = 0.8
+    """A failed episode whose final learned progress is at least this is counted as hacked."""
+    hack_window: int = 20
+    """Running window (episodes) of the hacking rate and of the progress-vs-success trend alarm."""
+    max_hack_rate: float = 0.3
+    """Alarm when more than this fraction of the window's episodes is hacked."""
+    probe_size: int = 256
+    """Demo observations kept as the fixed probe set of the drift check (first labelled batch)."""
+    max_probe_drift: float = 0.1
+    """Alarm when the mean |Phi - Phi at start| on the probe set exceeds this (e.g. after ``load``)."""
 
 
 @dataclass

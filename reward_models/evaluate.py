@@ -112,10 +112,22 @@ def evaluate(model: Any, episodes: Sequence[Episode], done_threshold: float = 0.
     if fail:
         result["success_auroc"] = M.auroc(np.asarray(scores), np.asarray(labels))
         result["success_auroc_progress"] = M.auroc(np.asarray(score_prog), np.asarray(labels))
+    from robot_rl.reward_models.trust import expected_calibration_error
+
+    # calibration against the success labels: does "P(done) somewhere in the episode" / "final progress"
+    # match how often such episodes actually succeed (0 = calibrated)
+    result["success_ece"] = expected_calibration_error(np.asarray(scores), np.asarray(labels))
+    result["progress_ece"] = expected_calibration_error(np.clip(score_prog, 0.0, 1.0), np.asarray(labels))
     precision, recall = M.precision_recall(np.concatenate(done_p), np.concatenate(done_y), done_threshold)
     result.update(done_precision=precision, done_recall=recall, episodes=float(len(episodes)),
                   successes=float(len(succ)))
     return result
+
+
+def calibration_data(model: Any, episodes: Sequence[Episode], stride: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """(max P(done) per episode (E,), success label per episode (E,) bool): the reliability diagram's input."""
+    probs = np.array([float(predict_episode(model, e, stride=stride)["done"].max()) for e in episodes])
+    return probs, np.array([bool(e.success) for e in episodes])
 
 
 def plot_progress(model: Any, episodes: Sequence[Episode], path: str | Path, max_episodes: int = 8,

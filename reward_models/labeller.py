@@ -11,7 +11,15 @@ new version. The version of the model that labelled the batches is reported in t
 Reward (``reward`` config): ``base + scale * F`` with ``base`` the recorded reward (``env``), the done
 head's success call ``1[P(done | s') >= done_threshold]`` (``done``) or 0 (``zero``), and ``F`` the
 potential-based term ``gamma * Phi(s') * (1 - terminated) - Phi(s)`` (gamma = ``algo.gamma``), the naive
-delta (``naive_delta``) or nothing (``none``).
+delta (``naive_delta``) or nothing (``none``). Remedies (config switches): a success-gated terminal
+potential, Phi capped below done, an annealed shaping weight.
+
+Trust (``reward.monitor``): the learner hands every ingested online chunk to :meth:`RewardLabeller.observe_online`
+(a cheap append on the transport thread); finished episodes are scored on the prefetch thread by a
+:class:`~robot_rl.reward_models.trust.HackingMonitor` (learned progress vs the success label) and a fixed probe
+set of demo frames checks drift of the model. :meth:`RewardLabeller.alarms` serves the alarms (dashboard) and
+:meth:`RewardLabeller.stats` logs base vs shaped reward, hacking rate, final progress of successful and failed
+episodes and probe drift.
 """
 from __future__ import annotations
 
@@ -28,6 +36,7 @@ import torch
 from robot_rl.registry import REWARD_MODELS
 from robot_rl.replay import MixedSampler
 from robot_rl.reward_models.shaping import SHAPINGS, shape
+from robot_rl.reward_models.trust import HackingMonitor, ProbeDrift
 from robot_rl.specs import ObsSpec
 from robot_rl.types import Batch
 
@@ -49,6 +58,21 @@ class RewardLabeller:
         self._lock = threading.Lock()
         self.labelled = 0
         self._seconds = 0.0
+        self.online_steps = 0  # online env steps seen by observe_online (drives the scale schedule)
+        # running sums of what the learner trains on (reset at every stats() call): base, shaping term F
+        self._sums = np.zeros(4)  # [n, sum base, sum F, sum |F|]
+        self.monitor = HackingMonitor(reward_cfg.hack_progress, reward_cfg.hack_window, reward_cfg.max_hack_rate) \
+            if getattr(reward_cfg, "monitor", False) else None
+        self.drift = ProbeDrift(getattr(reward_cfg, "max_probe_drift", 0.1))
+        self._probe: dict[str, np.ndarray] | None = None
+        # (actor, episode) -> its transitions so far: (obs views, action, policy_action, reward, intervened)
+        self._open: dict[tuple[str, int], list[tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, float, bool]]] = {}
+        self._finished: list[tuple[dict[str, np.ndarray], bool]] = []  # (obs of T+1 frames, success)
+        self.base_episodes: list[Any] = []  # demos the model was trained on (refresh keeps training on them)
+        self.online_episodes: list[Any] = []  # finished online episodes for refreshing (newest last)
+        self._since_refresh = 0
+        self.refreshes = 0
+        self._ingest_lock = threading.Lock()
         self._set_model(model)
 
     # ----------------------------------------------------------------------------------------- model
@@ -77,7 +101,115 @@ class RewardLabeller:
 
         self._set_model(load_checkpoint(checkpoint, self.device))
         log.info("reward model %s (version %s) labels batches from now on", checkpoint, self.version)
+        self._check_drift()
         return self.version
+
+    # ------------------------------------------------------------------------------------------ trust
+    def observe_online(self, batch: Batch) -> None:
+        """Transport thread, per ingested online chunk: collect the model's views of each actor's episode
+        until it ends (terminated or truncated). No model call here: scoring runs on the prefetch thread."""
+        refresh = getattr(self.cfg, "refresh_every_episodes", 0) > 0
+        if self.monitor is None and not refresh:
+            return
+        views = self.model.encoder.views
+        with self._ingest_lock:
+            self.online_steps += len(batch)
+            ends = np.asarray(batch.terminated, bool) | np.asarray(batch.truncated, bool)
+            for i in range(len(batch)):
+                actor = batch.actor_id[i] if len(batch.actor_id) == len(batch) else ""
+                key = (actor, int(batch.episode_id[i]))
+                rows = self._open.setdefault(key, [])
+                rows.append(({k: np.array(batch.obs[k][i]) for k in views},  # copies: chunk arrays are wire views
+                             np.array(batch.action[i]), np.array(batch.policy_action[i]), float(batch.reward[i]),
+                             bool(batch.intervened[i])))
+                if ends[i]:
+                    obs = {k: np.stack([r[0][k] for r in rows] + [batch.next_obs[k][i]]) for k in views}  # (T+1, .)
+                    success = bool(batch.terminated[i] and batch.reward[i] > 0)
+                    self._finished.append((obs, success))
+                    del self._open[key]
+                    if refresh:
+                        self._keep_for_refresh(obs, rows, success, key)
+            if len(self._open) > 64:  # actors that died mid-episode: drop their oldest partial episodes
+                for key in list(self._open)[: len(self._open) - 64]:
+                    del self._open[key]
+
+    def _keep_for_refresh(self, obs: dict[str, np.ndarray], rows: list, success: bool, key: tuple[str, int]) -> None:
+        """An online episode (frames of the model's views, T+1) with its success label, for refreshing."""
+        from robot_rl.types import Episode
+
+        flags = np.zeros(len(rows), bool)
+        self.online_episodes.append(Episode(
+            frames=obs, action=np.stack([r[1] for r in rows]), policy_action=np.stack([r[2] for r in rows]),
+            reward=np.array([r[3] for r in rows], np.float32), terminated=np.r_[flags[:-1], success],
+            truncated=np.r_[flags[:-1], not success], intervened=np.array([r[4] for r in rows]),
+            actor_id=key[0], episode_id=key[1], spec_hash="online", success=success, task=self.task,
+            meta={"source": "online", "failure": "" if success else "online"}))
+        del self.online_episodes[: -self.cfg.refresh_keep]
+        self._since_refresh += 1
+
+    def _maybe_refresh(self) -> None:
+        """On the labelling thread: continue training a copy of the model on demos + online episodes."""
+        with self._ingest_lock:
+            due = self._since_refresh >= self.cfg.refresh_every_episodes
+            episodes = list(self.online_episodes) if due else []
+            if due:
+                self._since_refresh = 0
+        if not due or not any(e.success for e in [*self.base_episodes, *episodes]):
+            return
+        import copy
+
+        from robot_rl.reward_models.config import RewardTrainConfig
+        from robot_rl.reward_models.train import train_model, weights_version
+
+        t0 = time.perf_counter()
+        model = copy.deepcopy(self.model).cpu()
+        cfg = RewardTrainConfig(steps=self.cfg.refresh_steps, lr=3e-4, seed=self.refreshes,
+                                failure_prob=0.5 if any(not e.success for e in episodes) else 0.0)
+        model = train_model([*self.base_episodes, *episodes], cfg, model=model,
+                            task_embedding=dict(getattr(self.model, "task_embedding", {})))
+        for name in ("tasks", "task_embedding"):
+            if hasattr(self.model, name):
+                setattr(model, name, getattr(self.model, name))
+        model.version = weights_version(model)
+        self.refreshes += 1
+        self._set_model(model)
+        self._check_drift()
+        log.info("reward model refreshed on %d demos + %d online episodes (%d successful) in %.1fs: version %s",
+                 len(self.base_episodes), len(episodes), sum(e.success for e in episodes),
+                 time.perf_counter() - t0, self.version)
+
+    def _score_finished(self) -> None:
+        with self._ingest_lock:
+            finished, self._finished = self._finished, []
+        if self.monitor is not None:
+            for obs, success in finished:
+                phi, _ = self.potentials(obs)
+                self.monitor.observe(phi, success)  # logs a warning for each new alarm
+        if getattr(self.cfg, "refresh_every_episodes", 0) > 0:
+            self._maybe_refresh()
+
+    def _check_drift(self) -> None:
+        if self._probe is None:
+            return
+        self.drift.update(self.potentials(self._probe)[0])
+        if self.drift.drifted:
+            log.warning("reward model drift: mean |Phi - Phi at start| = %.3f on the %d-frame probe set (> %.3f)",
+                        self.drift.last, len(next(iter(self._probe.values()))), self.drift.max_drift)
+
+    def alarms(self) -> list[str]:
+        """Current learned-reward alarms (newest last), plain strings; the dashboard lists them."""
+        out = self.monitor.alarms() if self.monitor is not None else []
+        if self.drift.drifted:
+            out.append(f"reward model drifted: mean |Phi change| {self.drift.last:.3f} on the probe set")
+        return out
+
+    def current_scale(self) -> float:
+        """lambda now: ``scale``, or annealed linearly to ``scale_final`` over ``scale_anneal_steps``."""
+        final = getattr(self.cfg, "scale_final", -1.0)
+        if final < 0:
+            return float(self.cfg.scale)
+        frac = min(1.0, self.online_steps / max(1, self.cfg.scale_anneal_steps))
+        return float(self.cfg.scale + frac * (final - self.cfg.scale))
 
     # -------------------------------------------------------------------------------------- labelling
     @torch.no_grad()
@@ -97,6 +229,9 @@ class RewardLabeller:
         n = len(batch)
         both = {k: np.concatenate([batch.obs[k], batch.next_obs[k]]) for k in self.model.encoder.views}
         phi_all, done_all = self.potentials(both)  # (2N,)
+        cap = getattr(self.cfg, "phi_cap", 1.0)
+        if cap < 1.0:  # no state the done head does not call finished may look finished
+            phi_all = np.where(done_all >= self.cfg.done_threshold, phi_all, np.minimum(phi_all, cap))
         phi, phi_next, done_next = phi_all[:n], phi_all[n:], done_all[n:]
         if self.cfg.base == "env":
             base = np.asarray(batch.reward, np.float64)
@@ -104,20 +239,44 @@ class RewardLabeller:
             base = (done_next >= self.cfg.done_threshold).astype(np.float64)
         else:
             base = np.zeros(n)
-        return shape(self.cfg.shaping, base, phi, phi_next, np.asarray(batch.terminated, bool), self.gamma,
-                     self.cfg.scale)
+        terminated = np.asarray(batch.terminated, bool)
+        # success-gated terminal: successes end at potential 1 (the goal), every other terminal at 0
+        terminal_phi = (base > 0).astype(np.float64) if getattr(self.cfg, "success_terminal_potential", False) \
+            else 0.0
+        reward = shape(self.cfg.shaping, base, phi, phi_next, terminated, self.gamma, self.current_scale(),
+                       terminal_phi)
+        f = reward.astype(np.float64) - base
+        self._sums += (n, base.sum(), f.sum(), np.abs(f).sum())
+        return reward
 
     def label(self, batch: Batch) -> Batch:
         """A copy of ``batch`` whose ``reward`` is the learned reward (the buffer's arrays are not touched)."""
         t0 = time.perf_counter()
+        if self._probe is None:  # the first batch (demo rows first) fixes the drift probe set
+            m = min(len(batch), getattr(self.cfg, "probe_size", 256))
+            self._probe = {k: np.array(batch.obs[k][:m]) for k in self.model.encoder.views}
+            self._check_drift()
+        self._score_finished()
         reward = self.rewards(batch)
         self._seconds += time.perf_counter() - t0
         self.labelled += len(batch)
         return replace(batch, reward=reward)
 
     def stats(self) -> dict[str, Any]:
-        return {"reward/version": self.version, "reward/labelled": self.labelled,
-                "reward/label_us_per_transition": 1e6 * self._seconds / max(self.labelled, 1)}
+        """Logged by the learner every second; base/shaping means are over the batches since the last call."""
+        n, base, f, f_abs = self._sums
+        self._sums = np.zeros(4)
+        out = {"reward/version": self.version, "reward/labelled": self.labelled,
+               "reward/label_us_per_transition": 1e6 * self._seconds / max(self.labelled, 1),
+               "reward/scale": self.current_scale(), "reward/probe_drift": self.drift.last,
+               "reward/refreshes": self.refreshes}
+        if n:
+            out.update({"reward/base_mean": base / n, "reward/shaping_mean": f / n,
+                        "reward/shaping_abs_mean": f_abs / n,
+                        "reward/shaped_mean": (base + f) / n})
+        if self.monitor is not None:
+            out.update(self.monitor.stats())
+        return out
 
     def wrap(self, sampler: MixedSampler) -> "LabelledSampler":
         return LabelledSampler(sampler, self)
@@ -182,6 +341,10 @@ def labeller_from_checkpoint(kind: str, cfg: Any, obs_spec: ObsSpec, learner_dev
     if model.kind != kind:
         raise ValueError(f"reward={cfg.reward.name} expects a {kind!r} checkpoint, {path} holds {model.kind!r}")
     labeller = RewardLabeller(model, cfg.reward, cfg.algo.gamma, obs_spec, device)
+    if cfg.reward.refresh_every_episodes > 0 and cfg.learner.demos:
+        from robot_rl.episode_store import EpisodeStore
+
+        labeller.base_episodes = list(EpisodeStore(cfg.learner.demos).episodes())
     log.info("learned reward: %s (version %s) for task %r, base=%s shaping=%s scale=%g gamma=%g", path,
              labeller.version, labeller.task, cfg.reward.base, cfg.reward.shaping, cfg.reward.scale,
              cfg.algo.gamma)

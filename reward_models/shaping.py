@@ -30,10 +30,13 @@ def _check(name: str, x: np.ndarray, n: int | None = None) -> np.ndarray:
 
 
 def potential_shaping(reward: np.ndarray, phi: np.ndarray, phi_next: np.ndarray, terminated: np.ndarray,
-                      gamma: float, scale: float = 1.0) -> np.ndarray:
-    """``r + scale * (gamma * Phi(s') * (1 - terminated) - Phi(s))``; all (N,), float32 out.
+                      gamma: float, scale: float = 1.0,
+                      terminal_potential: np.ndarray | float = 0.0) -> np.ndarray:
+    """``r + scale * (gamma * Phi'(s') - Phi(s))`` with ``Phi'(s') = Phi(s')`` unless terminated, then
+    ``terminal_potential`` (0 by default; (N,) or a scalar); all (N,), float32 out.
 
-    ``terminated`` marks MDP ends (Phi(terminal) = 0). Truncated transitions must NOT be passed as terminated.
+    ``terminated`` marks MDP ends. Truncated transitions must NOT be passed as terminated. Invariance needs
+    every terminal of one kind to share a potential (e.g. 1 for successes, 0 otherwise: success-gated).
     """
     if not 0.0 <= gamma <= 1.0:
         raise ValueError(f"gamma must be in [0, 1], got {gamma}")
@@ -41,7 +44,8 @@ def potential_shaping(reward: np.ndarray, phi: np.ndarray, phi_next: np.ndarray,
     n = len(r)
     p, pn = _check("phi", phi, n).astype(np.float64), _check("phi_next", phi_next, n).astype(np.float64)
     term = _check("terminated", terminated, n).astype(bool)
-    return (r + scale * (gamma * np.where(term, 0.0, pn) - p)).astype(np.float32)
+    end = np.broadcast_to(np.asarray(terminal_potential, np.float64), (n,))
+    return (r + scale * (gamma * np.where(term, end, pn) - p)).astype(np.float32)
 
 
 def naive_delta(reward: np.ndarray, phi: np.ndarray, phi_next: np.ndarray, scale: float = 1.0) -> np.ndarray:
@@ -53,10 +57,10 @@ def naive_delta(reward: np.ndarray, phi: np.ndarray, phi_next: np.ndarray, scale
 
 
 def shape(kind: str, reward: np.ndarray, phi: np.ndarray, phi_next: np.ndarray, terminated: np.ndarray,
-          gamma: float, scale: float = 1.0) -> np.ndarray:
+          gamma: float, scale: float = 1.0, terminal_potential: np.ndarray | float = 0.0) -> np.ndarray:
     """Dispatch on ``kind`` (``potential`` | ``naive_delta`` | ``none``)."""
     if kind == "potential":
-        return potential_shaping(reward, phi, phi_next, terminated, gamma, scale)
+        return potential_shaping(reward, phi, phi_next, terminated, gamma, scale, terminal_potential)
     if kind == "naive_delta":
         return naive_delta(reward, phi, phi_next, scale)
     if kind == "none":

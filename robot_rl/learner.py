@@ -224,6 +224,8 @@ class Learner:
         if self.cfg.replay.interventions_to_demo and batch.intervened.any():
             self.demo.add_batch(batch.select(batch.intervened))  # human corrections are demonstrations too
         self.online_transitions += len(batch)
+        if self.reward_labeller is not None:
+            self.reward_labeller.observe_online(batch)  # hacking monitor: learned progress vs success labels
 
     # ---------------------------------------------------------------------------------- checkpoints
     def save_checkpoint(self) -> Path:

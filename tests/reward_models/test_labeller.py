@@ -25,7 +25,8 @@ def demo_dir(tmp_path, state_train_episodes):
 def _cfg(tmp_path, *extra):
     return load_config(["env.max_episode_steps=40", f"run_dir={tmp_path / 'run'}", "logger.wandb=disabled",
                         "logger.progress=false", "algo.batch_size=32", "learner.warmup_transitions=64",
-                        "transport.kind=inproc", "transport.chunk_size=16", *extra])
+                        "transport.kind=inproc", "transport.chunk_size=16",
+                        "dashboard.feed=false", *extra])  # no zmq feed: these tests do not close the learner
 
 
 def test_learner_samples_potential_shaped_rewards(tmp_path, demo_dir, state_checkpoint):

@@ -1,5 +1,6 @@
 """``robot-rl reward train`` / ``robot-rl reward eval`` end to end (tiny budget: checks the plumbing)."""
 import json
+from pathlib import Path
 
 from robot_rl.cli import main
 
@@ -21,3 +22,7 @@ def test_reward_train_then_eval(tmp_path, capsys):
     evaluated = json.loads((tmp_path / "eval.json").read_text())
     assert evaluated["version"] == trained["version"] and evaluated["episodes"] == 7.0
     assert (tmp_path / "eval.png").stat().st_size > 10_000
+    # trust: calibration against the success labels, with its reliability diagram next to the checkpoint
+    assert 0.0 <= evaluated["success_ece"] <= 1.0 and 0.0 <= evaluated["progress_ece"] <= 1.0
+    assert Path(evaluated["reliability_plot"]) == out.with_suffix(".reliability.png")
+    assert Path(evaluated["reliability_plot"]).read_bytes()[:4] == b"\x89PNG"

@@ -1,0 +1,154 @@
+"""Why does the learned reward's benefit fade? Read a finished ``robot-rl train reward=prm`` run and print, over
+training (online episodes in arrival order, in windows): success rate, the learned progress at the end of
+successful and failed episodes (the hacking signal), base vs potential-shaping reward per transition, the
+last-step reward of successes (the success reward after shaping), and the learner's logged Q-values and
+evaluations. One JSON line at the end.
+
+    python benchmarks/reward_diagnose.py RUN_DIR [--window 20] [--scale 1 --gamma 0.99]
+
+Uses the run's latest checkpoint (its online replay holds every online transition) and its reward model
+(``reward.checkpoint`` or ``RUN_DIR/reward_prm.pt``). Offline analysis: the run itself is not touched.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def load_replay(ckpt: Path, name: str = "replay_online"
+                ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(fields (N,), obs per key (N, ...), next_obs per key (N, ...)) from a saved replay buffer."""
+    d = ckpt / name
+    fields = {p.stem[len("field_"):]: np.load(p) for p in d.glob("field_*.npy")}
+    obs_fid, next_fid = np.load(d / "obs_fid.npy"), np.load(d / "next_fid.npy")
+    meta = json.loads((d / "meta.json").read_text())
+    cap = meta["frame_capacity"]
+    frames = {p.stem[len("frame_"):].replace("__", "/"): np.load(p) for p in d.glob("frame_*.npy")}
+    obs = {k: v[obs_fid % cap] for k, v in frames.items()}
+    nxt = {k: v[next_fid % cap] for k, v in frames.items()}
+    return fields, obs, nxt
+
+
+@torch.no_grad()
+def critic_vs_returns(cfg, ckpt: Path, fields, obs, shaped, starts, ends, gamma: float, last: int) -> dict:
+    """Mean Q(s, a) of the checkpoint's critic (ensemble mean) against the discounted learned-reward return to
+    go, over the first transitions of the last ``last`` online episodes, split by success."""
+    from robot_rl.checkpoint import Checkpointer
+    from robot_rl.learner import env_specs
+    from robot_rl.registry import ALGORITHMS, POLICIES
+
+    obs_spec, action_spec = env_specs(cfg)
+    policy = POLICIES.make(cfg.policy.name, cfg.policy, obs_spec, action_spec)
+    algo = ALGORITHMS.make(cfg.algo.name, cfg.algo, policy, obs_spec, action_spec, torch.device("cpu"))
+    algo.load_state_dict(Checkpointer.load_state(ckpt)["algo"])
+    out: dict[str, list[float]] = {"q_success": [], "mc_success": [], "q_failure": [], "mc_failure": []}
+    for s, e in list(zip(starts, ends))[-last:]:
+        idx = np.arange(s, min(s + 10, e + 1))  # the first 10 steps of the episode
+        o = {k: torch.as_tensor(v[idx]) for k, v in obs.items()}
+        q = algo.critic(algo.encoder(o), torch.as_tensor(fields["action"][idx])).mean(0).numpy()  # (n,)
+        rew = shaped[s:e + 1].astype(np.float64)
+        mc = np.array([(rew[i - s:] * gamma ** np.arange(e + 1 - i)).sum() for i in idx])
+        tag = "success" if fields["terminated"][e] and fields["reward"][e] > 0 else "failure"
+        for key in (tag, "all"):  # "all": the start-state value the critic should predict, E[return]
+            out.setdefault(f"q_{key}", []).append(float(q.mean()))
+            out.setdefault(f"mc_{key}", []).append(float(mc.mean()))
+    return {k: round(float(np.mean(v)), 4) for k, v in out.items() if v}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--window", type=int, default=20, help="episodes per row")
+    args = p.parse_args()
+    from robot_rl.checkpoint import Checkpointer
+    from robot_rl.config import load_resolved
+    from robot_rl.reward_models.labeller import RewardLabeller
+    from robot_rl.reward_models.train import load_checkpoint
+    from robot_rl.types import Batch
+
+    cfg = load_resolved(args.run_dir / "config_learner.yaml")
+    ckpt = Checkpointer(args.run_dir / "checkpoints").latest() or Checkpointer(args.run_dir).latest()
+    model_path = Path(cfg.reward.checkpoint) if cfg.reward.checkpoint else args.run_dir / "reward_prm.pt"
+    labeller = RewardLabeller(load_checkpoint(model_path), cfg.reward, cfg.algo.gamma)
+    # The success transitions the learner does see: the demos' last steps, base vs learned reward.
+    dfields, dobs, dnxt = load_replay(ckpt, "replay_demo")
+    dterm = dfields["terminated"].astype(bool) & (dfields["reward"] > 0)
+    dviews = labeller.model.encoder.views
+    dshaped = labeller.rewards(Batch(obs={k: dobs[k] for k in dviews}, next_obs={k: dnxt[k] for k in dviews},
+                                     action=dfields["action"], reward=dfields["reward"],
+                                     terminated=dfields["terminated"].astype(bool), truncated=dfields["truncated"],
+                                     intervened=dfields["intervened"], policy_action=dfields["policy_action"],
+                                     episode_id=dfields["episode_id"], step=dfields["step"]))
+    demo_phi_pre = labeller.potentials({k: dobs[k][dterm] for k in dviews})[0]
+    demo = {"demo_successes": int(dterm.sum()), "demo_last_base": float(dfields["reward"][dterm].mean()),
+            "demo_last_learned": float(dshaped[dterm].mean()), "demo_phi_before_success": float(demo_phi_pre.mean()),
+            "demo_learned_return": float(dshaped.sum() / max(dterm.sum(), 1)),
+            "success_terminal_potential": bool(getattr(cfg.reward, "success_terminal_potential", False))}
+    print("demo successes (the only success transitions when online episodes never succeed):", demo)
+    fields, obs, nxt = load_replay(ckpt)
+    n = len(fields["reward"])
+    views = labeller.model.encoder.views
+    with torch.no_grad():
+        phi = np.concatenate([labeller.potentials({k: obs[k][i:i + 2048] for k in views})[0]
+                              for i in range(0, n, 2048)])
+        phi_next, done_next = (np.concatenate(x) for x in zip(*[
+            labeller.potentials({k: nxt[k][i:i + 2048] for k in views}) for i in range(0, n, 2048)]))
+    term = fields["terminated"].astype(bool)
+    shaped = labeller.rewards(Batch(obs={k: obs[k] for k in views}, next_obs={k: nxt[k] for k in views},
+                                    action=fields["action"], reward=fields["reward"], terminated=term,
+                                    truncated=fields["truncated"], intervened=fields["intervened"],
+                                    policy_action=fields["policy_action"], episode_id=fields["episode_id"],
+                                    step=fields["step"]))
+    base = fields["reward"].astype(np.float64)
+    ends = np.flatnonzero(term | fields["truncated"].astype(bool))
+    starts = np.r_[0, ends[:-1] + 1]
+    rows = []
+    episodes = []
+    for s, e in zip(starts, ends):
+        success = bool(term[e] and base[e] > 0)
+        episodes.append(dict(start=int(s), success=success, final_phi=float(phi_next[e]),
+                             max_done=float(done_next[s:e + 1].max()), last_reward=float(shaped[e]),
+                             shaped_return=float(shaped[s:e + 1].sum()), length=int(e - s + 1)))
+    print(f"{len(episodes)} online episodes, {n} transitions; reward model {model_path} "
+          f"(scale {cfg.reward.scale}, gamma {cfg.algo.gamma}, shaping {cfg.reward.shaping})")
+    header = ("episodes", "env_step", "success", "phiT_succ", "phiT_fail", "hacked", "base/step", "F/step",
+              "|F|/step", "r_last_succ", "ret_succ", "ret_fail")
+    print("  ".join(f"{h:>10}" for h in header))
+    for i in range(0, len(episodes), args.window):
+        w = episodes[i:i + args.window]
+        lo, hi = w[0]["start"], w[-1]["start"] + w[-1]["length"]
+        succ = [x for x in w if x["success"]]
+        fail = [x for x in w if not x["success"]]
+        f = shaped[lo:hi] - base[lo:hi]
+        row = dict(episodes=f"{i}-{i + len(w) - 1}", env_step=hi, success=np.mean([x["success"] for x in w]),
+                   phiT_succ=np.mean([x["final_phi"] for x in succ]) if succ else np.nan,
+                   phiT_fail=np.mean([x["final_phi"] for x in fail]) if fail else np.nan,
+                   hacked=np.mean([x["final_phi"] >= 0.8 and not x["success"] for x in w]),
+                   base=base[lo:hi].mean(), F=f.mean(), absF=np.abs(f).mean(),
+                   r_last_succ=np.mean([x["last_reward"] for x in succ]) if succ else np.nan,
+                   ret_succ=np.mean([x["shaped_return"] for x in succ]) if succ else np.nan,
+                   ret_fail=np.mean([x["shaped_return"] for x in fail]) if fail else np.nan)
+        rows.append(row)
+        print("  ".join(f"{v:>10}" if isinstance(v, str) else f"{v:>10.3f}" for v in row.values()))
+    q_gap = critic_vs_returns(cfg, ckpt, fields, obs, shaped, starts, ends, cfg.algo.gamma, last=args.window)
+    print("critic vs Monte-Carlo (last episodes; truncated failures add gamma^k V(s_T) that MC lacks):", q_gap)
+    records = [json.loads(line) for line in (args.run_dir / "metrics_learner.jsonl").read_text().splitlines()]
+    evals = [(r["step"], r["eval/success_rate"]) for r in records if "eval/success_rate" in r]
+    qs = [(r["step"], r["q_mean"]) for r in records if "q_mean" in r]
+    q_by_k = {}
+    for step, q in qs:
+        q_by_k.setdefault(step // 1000, []).append(q)
+    print("eval success by env step:", evals)
+    print("q_mean by 1k env steps:", {f"{k}k": round(float(np.mean(v)), 3) for k, v in sorted(q_by_k.items())})
+    print(json.dumps({"episodes": len(episodes), "evals": evals, **demo, **q_gap,
+                      "q_mean_by_1k": {str(k): float(np.mean(v)) for k, v in sorted(q_by_k.items())},
+                      "windows": [{k: (v if isinstance(v, str) else round(float(v), 4)) for k, v in r.items()}
+                                  for r in rows]}))
+
+
+if __name__ == "__main__":
+    main()
