@@ -78,6 +78,12 @@ class DashboardFeed:
         self.stopping = False
         self._thread: threading.Thread | None = None
         self._server: subprocess.Popen | None = None
+        # Sockets open in start() (the learner's run), not here: a Learner built and dropped without running (tests,
+        # tools) must leave no zmq context behind for the garbage collector to terminate.
+        self.ctx: zmq.Context | None = None
+        self.endpoints: dict[str, str] = {}
+
+    def _open(self) -> None:
         self.ctx = zmq.Context()
         self.pub = self.ctx.socket(zmq.PUB)
         self.pub.linger = 0
@@ -109,6 +115,8 @@ class DashboardFeed:
         self._eval.append([int(env_steps), float(success_rate)])
 
     def start(self) -> None:
+        if self.ctx is None:
+            self._open()
         self._thread = threading.Thread(target=self._run, name="dashboard-feed", daemon=True)
         self._thread.start()
         if self.dcfg.enabled:
@@ -124,10 +132,13 @@ class DashboardFeed:
                 self._server.wait(10)
             except subprocess.TimeoutExpired:
                 self._server.kill()
+        if self.ctx is None:  # never started: nothing was opened
+            return
         (self.dir / FEED_FILE).unlink(missing_ok=True)
         self.pub.close(0)
         self.pull.close(0)
         self.ctx.term()
+        self.ctx = None
 
     # ------------------------------------------------------------------------------------ server child
     def _launch_server(self) -> None:
