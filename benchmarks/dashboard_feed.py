@@ -31,7 +31,8 @@ def _learner(run_dir: Path, image_size: int):
     from robot_rl.learner import Learner
 
     torch.set_num_threads(1)
-    common = ["env=point_reach", "env.obs=pixels", f"env.image_size={image_size}", "algo=sac", "algo.batch_size=64",
+    common = ["env=point_reach", "env.obs=pixels", f"env.image_size={image_size}", "policy.encoder=drq", "algo=sac",
+              "algo.batch_size=64",
               "transport.kind=inproc", "replay.prefetch=0", "logger.wandb=disabled", f"run_dir={run_dir}"]
     # The learner is built without a feed; the feed's phases attach one built from the same config with it on.
     return load_config([*common, "dashboard.feed=true"]), Learner(load_config([*common, "dashboard.feed=false"]))

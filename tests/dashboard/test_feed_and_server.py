@@ -53,7 +53,8 @@ def rig(tmp_path_factory):
 
     p1, p2 = free_ports(2)
     run_dir = tmp_path_factory.mktemp("dash") / "run"
-    cfg = load_config(["env=point_reach", "env.obs=pixels", "env.image_size=16", "algo=sac", f"run_dir={run_dir}",
+    cfg = load_config(["env=point_reach", "env.obs=pixels", "env.image_size=16", "policy.encoder=drq", "algo=sac",
+                       f"run_dir={run_dir}",
                        "logger.wandb=disabled", f"transport.transitions_port={p1}", f"transport.weights_port={p2}",
                        "dashboard.status_hz=10", "dashboard.frame_hz=10"])
     learner = Learner(cfg)

@@ -90,7 +90,8 @@ def start_learner(tmp_path: Path) -> LearnerRun:
     p1, p2 = free_ports(2)
     run = tmp_path / "run"
     log = tmp_path / "learner.log"
-    args = [*cli, "learner", "env=panda_pick_cube", "env.obs=pixels", "env.image_size=64", "learner.utd=0",
+    args = [*cli, "learner", "env=panda_pick_cube", "env.obs=pixels", "env.image_size=64", "policy.encoder=drq",
+            "learner.utd=0",
             "learner.checkpoint_every_s=1", f"transport.transitions_port={p1}",
             f"transport.weights_port={p2}", f"transport.keys_dir={keys}", f"run_dir={run}",
             "logger.wandb=disabled", "logger.progress=false"]
