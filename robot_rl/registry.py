@@ -1,4 +1,4 @@
-"""One registry mechanism for policies, algorithms, reward models, envs and robots.
+"""One registry mechanism for policies, algorithms, reward models and envs (a real robot is reached through its ROS 2 env).
 
 Components register a factory under a name; configs refer to them by that name (``env.name=panda_pick_cube``).
 Feature packages register themselves on import; :func:`load_builtin` imports them lazily so that
