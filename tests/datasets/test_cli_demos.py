@@ -38,7 +38,9 @@ def test_exported_then_imported_demos_fill_the_learner_demo_buffer(tmp_path: Pat
     try:
         assert len(learner.demo) == sum(len(e) for e in demos)  # every step of every demo, none skipped
         batch = learner.demo.sample(8, np.random.default_rng(0))
-        assert batch.obs["images/top"].shape == (8, 16, 16, 3) and batch.reward.dtype == np.float32
+        # the default pixel route (policy.encoder=task) pretrains on these demos and keeps each frame's embedding
+        assert batch.obs["embed/top"].shape[0] == 8 and np.isfinite(batch.obs["embed/top"]).all()
+        assert "images/top" not in batch.obs and batch.reward.dtype == np.float32
     finally:
         learner.close()
     back = list(EpisodeStore(tmp_path / "imported").episodes(spec_hash=imported["spec_hash"], skip_bad=False))
