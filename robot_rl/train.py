@@ -292,8 +292,10 @@ def train(cfg: Any) -> int:
         extra_common = []
     logs = run_dir / "logs"
     logs.mkdir(exist_ok=True)
-    # SIGTERM/SIGHUP to train take the same orderly path as Ctrl-C (the children checkpoint and store).
-    for signum in (signal.SIGTERM, signal.SIGHUP):
+    # SIGTERM/SIGHUP to train take the same orderly path as Ctrl-C (the children checkpoint and store). SIGINT is
+    # set too: a process started in the background by a non-interactive shell inherits SIGINT ignored, and
+    # Python then installs no KeyboardInterrupt handler (Ctrl-C or `kill -INT` would do nothing).
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _raise_interrupt)
     progress = TrainProgress(run_dir, cfg.learner.max_env_steps, live=None if cfg.logger.progress else False)
     learner, actors = None, []

@@ -23,9 +23,9 @@ from robot_rl.hardware.ros2 import ros_io
 from robot_rl.hardware.ros2.bag import EpisodeBag
 from robot_rl.hardware.ros2.config import RobotNodeConfig
 from robot_rl.hardware.ros2.safety import Guard, RateLimitedLog, limiter_for
-from robot_rl.hardware.ros2.sensors import (HOME_QUAT, SensorCache, assemble_state, checked_joint_state,
-                                            checked_pose, compose_chain, decode_image_msg, joint_vector,
-                                            node_specs, resize_square)
+from robot_rl.hardware.ros2.sensors import (SensorCache, assemble_state, checked_joint_state, checked_pose,
+                                            compose_chain, decode_image_msg, measured_position, node_specs,
+                                            resize_square)
 
 log = logging.getLogger("robot_rl.ros2.env")
 _TYPES = {"joint_states": "sensor_msgs/msg/JointState", "ee_pose": "geometry_msgs/msg/PoseStamped",
@@ -226,29 +226,15 @@ class RosRobotEnv:
 
     # ------------------------------------------------------------------ commands
     def _measured(self) -> np.ndarray:
-        """The measured TCP position or arm joints; NaNs when there is none yet (the limiter then stays put)."""
-        try:
-            if self.cartesian:
-                return np.asarray(self.cache.get("ee_pose")[0], np.float64)
-            names, positions = self.cache.get("joint_states")
-            return joint_vector(names, positions, self.cfg.arm_joints)
-        except KeyError:
-            return np.full(self.limiter.low.shape, np.nan)
+        return measured_position(self.cache, self.cartesian, self.cfg.arm_joints, self.limiter.low.shape[0])
 
     def _publish(self, target: np.ndarray, grip_opening: float | None) -> None:
         if self._target_pub is not None:  # the safety node interpolates and commands at command_hz
             from robot_rl.hardware.ros2.safety_node import target_msg
             self._target_pub.publish(target_msg(target, grip_opening))
             return
-        stamp = ros_io.now_stamp(self.node)
-        mode = self.cfg.command.mode
-        if mode == "cartesian_pose":
-            msg = ros_io.pose_msg(target, HOME_QUAT, stamp, self.cfg.topics.base_frame)
-        elif mode == "joint_trajectory":
-            msg = ros_io.trajectory_msg(self.cfg.arm_joints, target, self.cfg.command.trajectory_time_s or
-                                        self.period, stamp)
-        else:
-            msg = ros_io.float64_array_msg(target)
+        msg = ros_io.command_msg(self.cfg.command, self.cfg.arm_joints, self.cfg.topics.base_frame, target,
+                                 ros_io.now_stamp(self.node), self.period)
         assert self._command_pub is not None
         self._command_pub.publish(msg)  # recorded off the wire (see _make_io), as ros2 bag would
         if self._gripper_pub is not None and grip_opening is not None:

@@ -144,6 +144,20 @@ def trajectory_msg(names: Sequence[str], positions: np.ndarray, time_from_start_
     return msg
 
 
+def command_msg(command_cfg: Any, arm_joints: Sequence[str], base_frame: str, target: np.ndarray, stamp: Any,
+                period_s: float) -> Any:
+    """The ros2_control command for one target, in the configured ``command.mode``: a PoseStamped
+    (cartesian_pose), a JointTrajectory reaching it in ``trajectory_time_s`` (or one period), or a
+    Float64MultiArray of joint positions."""
+    if command_cfg.mode == "cartesian_pose":
+        from robot_rl.hardware.ros2.sensors import HOME_QUAT
+
+        return pose_msg(target, HOME_QUAT, stamp, base_frame)
+    if command_cfg.mode == "joint_trajectory":
+        return trajectory_msg(arm_joints, target, command_cfg.trajectory_time_s or period_s, stamp)
+    return float64_array_msg(target)
+
+
 def message_type(mode_or_kind: str) -> Any:
     """The message (or service) class of a command mode or sensor kind."""
     if mode_or_kind == "cartesian_pose" or mode_or_kind == "ee_pose":

@@ -30,7 +30,7 @@ import numpy as np
 from robot_rl.hardware.ros2 import ros_io
 from robot_rl.hardware.ros2.config import RobotNodeConfig, from_params, load_params_files
 from robot_rl.hardware.ros2.safety import Guard, RateLimitedLog, TargetLimiter
-from robot_rl.hardware.ros2.sensors import HOME_QUAT, SensorCache, checked_joint_state, checked_pose, joint_vector
+from robot_rl.hardware.ros2.sensors import SensorCache, checked_joint_state, checked_pose, measured_position
 
 log = logging.getLogger("robot_rl.ros2.safety_node")
 TARGET_LAYOUT = "robot_rl_target_v1"
@@ -164,13 +164,7 @@ class SafetyNode:
         return self._from + alpha * (self._to - self._from)
 
     def _measured(self) -> np.ndarray:
-        try:
-            if self.cartesian:
-                return np.asarray(self.cache.get("ee_pose")[0], np.float64)
-            names, positions = self.cache.get("joint_states")
-            return joint_vector(names, positions, self.cfg.arm_joints)
-        except KeyError:
-            return np.full(self.n, np.nan)
+        return measured_position(self.cache, self.cartesian, self.cfg.arm_joints, self.n)
 
     def tick(self) -> np.ndarray | None:
         """One command: the interpolated target through the limiter, or the hold; None = nothing to send yet."""
@@ -196,15 +190,8 @@ class SafetyNode:
         return self.limiter(desired, measured)
 
     def _publish(self, target: np.ndarray) -> None:
-        mode, stamp = self.cfg.command.mode, ros_io.now_stamp(self.node)
-        if mode == "cartesian_pose":
-            msg = ros_io.pose_msg(target, HOME_QUAT, stamp, self.cfg.topics.base_frame)
-        elif mode == "joint_trajectory":
-            msg = ros_io.trajectory_msg(self.cfg.arm_joints, target, self.cfg.command.trajectory_time_s or
-                                        self.period, stamp)
-        else:
-            msg = ros_io.float64_array_msg(target)
-        self._command_pub.publish(msg)
+        self._command_pub.publish(ros_io.command_msg(self.cfg.command, self.cfg.arm_joints, self.cfg.topics.base_frame,
+                                                     target, ros_io.now_stamp(self.node), self.period))
 
     def run(self, stop: threading.Event) -> None:
         """Send one command per ``1 / command_hz`` against absolute deadlines (a late tick is not made up by a

@@ -223,6 +223,18 @@ def joint_vector(names: Sequence[str], positions: Sequence[float], wanted: Seque
     return np.array([positions[index[n]] for n in wanted], np.float64)
 
 
+def measured_position(cache: "SensorCache", cartesian: bool, arm_joints: Sequence[str], n: int) -> np.ndarray:
+    """What the limiter compares a command with: the measured TCP position (cartesian modes) or the arm joints
+    (n,); NaNs while that sensor has not reported yet (the limiter then stays put)."""
+    try:
+        if cartesian:
+            return np.asarray(cache.get("ee_pose")[0], np.float64)
+        names, positions = cache.get("joint_states")
+        return joint_vector(names, positions, arm_joints)
+    except KeyError:
+        return np.full(n, np.nan)
+
+
 def checked_joint_state(names: Sequence[str], positions: np.ndarray, required: Sequence[str]
                         ) -> tuple[list[str], np.ndarray]:
     """``(names, positions)`` unchanged if every ``required`` joint is present with a finite position, else

@@ -31,6 +31,15 @@ SCRIPT = textwrap.dedent("""
                             "cfg", spill_dir=Path(sys.argv[1]))
     resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))  # the "disk" is full from here on
     data = rollout(env, 200)
+
+    def chunks():  # the IO thread keeps reordering the table (resends): copy it, retrying a concurrent change
+        for _ in range(200):
+            try:
+                return list(client.pending._chunks.values())
+            except RuntimeError:
+                time.sleep(0.005)
+        raise AssertionError("could not read the pending table")
+
     for tr in data:
         client.send(tr)
     deadline = time.monotonic() + 20
@@ -40,7 +49,7 @@ SCRIPT = textwrap.dedent("""
     assert reason is not None and "File too large" in reason, reason
     s = client.stats()
     assert s["spill_failures"] > 0 and s["backpressure"] == 1.0, s
-    assert sum(c.n_transitions for c in client.pending._chunks.values()) == 200  # nothing dropped
+    assert sum(c.n_transitions for c in chunks()) == 200  # nothing dropped
     # The control loop holds (does not step, does not crash) while the transport cannot take more data.
     cfg_all = load_config(["env=point_reach", "env.obs=pixels", "env.image_size=16", "actor.actor_id=a0",
                            f"run_dir={sys.argv[2]}", "actor.wait_for_weights=false", "actor.pace=false"])
@@ -59,7 +68,7 @@ SCRIPT = textwrap.dedent("""
     while client.pending.unpersisted and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not client.pending.unpersisted
-    assert all(c.spill_path is not None and c.spill_path.exists() for c in client.pending._chunks.values())
+    assert all(c.spill_path is not None and c.spill_path.exists() for c in chunks())
     client.close()
     print("OK", flush=True)
 """)
