@@ -23,13 +23,11 @@ import tempfile
 from pathlib import Path
 from statistics import median
 
+from robot_rl.run_log import read_metrics
+
 
 def steps_to(run_dir: Path, threshold: float) -> int | None:
-    metrics = run_dir / "metrics_learner.jsonl"
-    if not metrics.exists():
-        return None
-    for line in metrics.read_text().splitlines():
-        record = json.loads(line)
+    for record in read_metrics(run_dir / "metrics_learner.jsonl"):
         if record.get("eval/success_rate", -1.0) >= threshold:
             return int(record["step"])
     return None

@@ -37,22 +37,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from sample_efficiency import free_ports, read_evals, steps_to  # noqa: E402
+from robot_rl.run_log import read_metrics  # noqa: E402
 
 TARGETS = {"steps_to_80_max": 20_000, "final_success_min": 0.8, "wall_s_max": 1800.0, "speedup_vs_drq": 20.0}
 
 
 def learner_stats(run_dir: Path) -> dict[str, float | None]:
     """Last logged learner updates/s and embedding totals from ``metrics_learner.jsonl``."""
-    path = run_dir / "metrics_learner.jsonl"
-    last: dict = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if "updates_per_s" in record:
-                last = record
+    last: dict = next((r for r in reversed(read_metrics(run_dir / "metrics_learner.jsonl"))
+                       if "updates_per_s" in r), {})
     return {"learner_updates_per_s": last.get("updates_per_s"), "embed_ms_per_frame": last.get("embed_ms_per_frame")}
 
 

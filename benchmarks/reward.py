@@ -26,6 +26,8 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import numpy as np
 import torch
 
+from robot_rl.run_log import read_metrics
+
 
 def quality(args) -> tuple[dict, object, list]:
     from robot_rl.config import load_config
@@ -140,7 +142,7 @@ def rl(args) -> dict:
             run = Path(args.runs_dir or tempfile.mkdtemp()) / f"{name}-{seed}"
             subprocess.run([sys.executable, "-m", "robot_rl.cli", "train", f"run_dir={run}", f"seed={seed}",
                             f"env.seed={seed}", "logger.wandb=disabled", *extra, *args.train_args], check=True)
-            records = [json.loads(line) for line in (run / "metrics_learner.jsonl").read_text().splitlines()]
+            records = read_metrics(run / "metrics_learner.jsonl")
             out[name].append(steps_to(records, 0.8))
             final[name].append(final_success(records))
             print(f"{name} seed {seed}: first >= 80% at {out[name][-1]} env steps, final success "

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from robot_rl.run_log import read_metrics
+
 
 def load_replay(ckpt: Path, name: str = "replay_online"
                 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -136,7 +138,7 @@ def main() -> None:
         print("  ".join(f"{v:>10}" if isinstance(v, str) else f"{v:>10.3f}" for v in row.values()))
     q_gap = critic_vs_returns(cfg, ckpt, fields, obs, shaped, starts, ends, cfg.algo.gamma, last=args.window)
     print("critic vs Monte-Carlo (last episodes; truncated failures add gamma^k V(s_T) that MC lacks):", q_gap)
-    records = [json.loads(line) for line in (args.run_dir / "metrics_learner.jsonl").read_text().splitlines()]
+    records = read_metrics(args.run_dir / "metrics_learner.jsonl")
     evals = [(r["step"], r["eval/success_rate"]) for r in records if "eval/success_rate" in r]
     qs = [(r["step"], r["q_mean"]) for r in records if "q_mean" in r]
     q_by_k = {}

@@ -25,14 +25,13 @@ import sys
 import time
 from pathlib import Path
 
+from robot_rl.run_log import read_metrics
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _evals(metrics: Path) -> list[dict[str, float]]:
-    if not metrics.exists():
-        return []
-    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-    return [r for r in rows if "eval/success_rate" in r]
+    return [r for r in read_metrics(metrics) if "eval/success_rate" in r]
 
 
 def _plot(evals: list[dict[str, float]], t0: float, target: float, out: Path) -> None:

@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from robot_rl.run_log import read_metrics
+
 
 def free_ports(n: int) -> list[int]:
     """``n`` distinct TCP ports free on loopback right now (so concurrent runs never share a learner)."""
@@ -47,17 +49,8 @@ def free_ports(n: int) -> list[int]:
 
 def read_evals(run_dir: Path) -> list[tuple[int, float]]:
     """(env steps, eval success rate) records of a run, in order."""
-    path = run_dir / "metrics_learner.jsonl"
-    evals = []
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if "eval/success_rate" in record:
-                evals.append((int(record["step"]), float(record["eval/success_rate"])))
-    return evals
+    return [(int(r["step"]), float(r["eval/success_rate"]))
+            for r in read_metrics(run_dir / "metrics_learner.jsonl") if "eval/success_rate" in r]
 
 
 def steps_to(evals: list[tuple[int, float]], threshold: float) -> int | None:

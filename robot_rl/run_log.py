@@ -77,3 +77,17 @@ class RunLogger:
         if self._wandb is not None:
             self._wandb.finish()
 
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a ``metrics_<role>.jsonl`` file, in order; [] when it does not exist yet. A line that does
+    not decode (the last one, while a live run is still writing it) is skipped."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
