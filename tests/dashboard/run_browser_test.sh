@@ -5,21 +5,12 @@
 #   tests/dashboard/run_browser_test.sh [PYTHON]      (PYTHON defaults to .venv/bin/python, then python3)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-PY="${1:-${PYTHON:-}}"
-if [ -z "$PY" ]; then
-  if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
-fi
+. tests/lib/suite_setup.sh
+PY="$(pick_python "${1:-}")"
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
-if [ ${#need[@]} -gt 0 ]; then
-  echo "browser test: installing ${need[*]}"
-  SUDO=""
-  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo -n"; fi
-  export DEBIAN_FRONTEND=noninteractive
-  timeout 150 $SUDO apt-get update -qq
-  timeout 400 $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+apt_install "browser test" 400 ${need[@]+"${need[@]}"}
 "$PY" -c 'import selenium, starlette, uvicorn' 2>/dev/null || "$PY" -m pip install -q "selenium>=4.20" "starlette>=0.37" "uvicorn>=0.29"
 export MUJOCO_GL="${MUJOCO_GL:-egl}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
