@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from robot_rl.config import ConfigNode, _freeze
+from robot_rl.hardware.ros2.realtime import RealtimeConfig
 
 PANDA_ARM_JOINTS = tuple(f"panda_joint{i}" for i in range(1, 8))
 PANDA_FINGER_JOINTS = ("panda_finger_joint1", "panda_finger_joint2")
@@ -64,6 +65,10 @@ class TopicsConfig(ConfigNode):
     ``robot_rl_target_v1``: see ``safety_node.target_msg``) when ``command.via_safety_node`` is on."""
     success: str = "/robot_rl/success"
     """``std_msgs/Bool``: True ends the episode as a success (operator key, classifier, or the twin)."""
+    episode_reset: str = ""
+    """``std_msgs/Bool`` the actor publishes once its reset has brought the arm home, before it reads the first
+    observation of an episode: a scene reset request (the twin node re-places the cube; on a robot, a reset
+    routine or the operator's cue may listen). Empty = none (the scene is reset by hand)."""
     estop: str = "/robot_rl/estop"
     """``std_msgs/Bool`` e-stop input: True latches a hold (the robot stays where it is). Only the node's
     ``~/reset_estop`` service (``std_srvs/Trigger``) releases it, and only while the input reads False."""
@@ -169,6 +174,11 @@ class RobotNodeConfig(ConfigNode):
     qos: QosConfig = field(default_factory=QosConfig)
     command: CommandConfig = field(default_factory=CommandConfig)
     safety: SafetyConfig = field(default_factory=SafetyConfig)
+    safety_realtime: RealtimeConfig = field(default_factory=RealtimeConfig)
+    """Real-time setup of ``robot_rl_safety_node``'s command loop (SCHED_FIFO 50, memory locked, gc paced)."""
+    policy_realtime: RealtimeConfig = field(default_factory=lambda: RealtimeConfig(priority=40, lock_memory=False))
+    """Real-time setup of the actor's policy loop: below the command loop (SCHED_FIFO 40), memory not locked
+    (torch maps far more than it touches)."""
 
 
 @dataclass
@@ -212,17 +222,20 @@ def _coerce(tp: Any, value: Any, name: str) -> Any:
     raise TypeError(f"parameter {name}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
 
 
-def _build(cls: type, flat: Mapping[str, Any], prefix: str) -> Any:
+def _build(cls: type, flat: Mapping[str, Any], prefix: str, default: Any = None) -> Any:
+    """``cls`` from the flat names under ``prefix``, on top of ``default`` (a nested field's own default, e.g.
+    ``policy_realtime``'s lower priority) or of the class defaults."""
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for f in dataclasses.fields(cls):
         name = prefix + f.name
         tp = hints[f.name]
         if dataclasses.is_dataclass(tp):
-            kwargs[f.name] = _build(tp, flat, name + ".")
+            own = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+            kwargs[f.name] = _build(tp, flat, name + ".", own)
         elif name in flat:
             kwargs[f.name] = _coerce(tp, flat[name], name)
-    return cls(**kwargs)
+    return dataclasses.replace(default, **kwargs) if default is not None else cls(**kwargs)
 
 
 def from_params(cls: type, flat: Mapping[str, Any]) -> Any:
@@ -263,6 +276,12 @@ def validate(cfg: Any) -> None:
                 raise ValueError(f"safety.{what} has {len(getattr(cfg.safety, what))} entries for {n} joints")
         if len(cfg.home_joints) != n:
             raise ValueError(f"home_joints has {len(cfg.home_joints)} entries for {n} joints")
+        for what in ("safety_realtime", "policy_realtime"):
+            rt = getattr(cfg, what)
+            if rt.enabled and not 1 <= rt.priority <= 99:
+                raise ValueError(f"{what}.priority must be 1-99 (SCHED_FIFO), got {rt.priority}")
+            if rt.spin_s < 0 or rt.gc_every_s <= 0:
+                raise ValueError(f"{what}.spin_s must be >= 0 and {what}.gc_every_s > 0")
         if not 0 < cfg.command_hz <= 1000:
             raise ValueError(f"command_hz must be in (0, 1000], got {cfg.command_hz}")
         if cfg.control_hz <= 0 or cfg.safety.sensor_timeout_s <= 0 or cfg.safety.watchdog_timeout_s <= 0:

@@ -22,6 +22,8 @@ from robot_rl.env import StepResult
 from robot_rl.hardware.ros2 import ros_io
 from robot_rl.hardware.ros2.bag import EpisodeBag
 from robot_rl.hardware.ros2.config import RobotNodeConfig
+from robot_rl.hardware.ros2.realtime import (DeadlineSchedule, GcPacer, RealtimeStatus, enter_realtime,
+                                             spin_window, wait_until)
 from robot_rl.hardware.ros2.safety import Guard, RateLimitedLog, limiter_for
 from robot_rl.hardware.ros2.sensors import (SensorCache, assemble_state, checked_joint_state, checked_pose,
                                             compose_chain, decode_image_msg, measured_position, node_specs,
@@ -78,7 +80,10 @@ class RosRobotEnv:
         self._bag_topics: dict[str, tuple[str, str]] = {}
         self._episode = 0
         self._steps = 0
-        self._next_tick = 0.0
+        self._schedule = DeadlineSchedule(self.period, clock())
+        self.realtime: RealtimeStatus | None = None  # the policy loop's real-time setup, from the first reset
+        self._spin_s = 0.0
+        self._gc = GcPacer(False, 1.0)
         self._obs_time = 0.0
         self._last_obs: dict[str, np.ndarray] | None = None
         self._warn = RateLimitedLog(log.warning, 1.0, clock)  # per topic of complaint: one a second at most
@@ -138,6 +143,8 @@ class RosRobotEnv:
         node.create_subscription(ros_io.message_type("bool"), topics.success, self._on_success, reliable)
         node.create_subscription(ros_io.message_type("bool"), topics.estop, self._never_raise("estop", self._on_estop),
                                  reliable)
+        self._episode_reset_pub = (node.create_publisher(ros_io.message_type("bool"), topics.episode_reset, reliable)
+                                   if topics.episode_reset else None)
         mode = cfg.command.mode
         # via_safety_node: our targets go to robot_rl_safety_node, which owns the controller's topics
         self._target_pub = (node.create_publisher(ros_io.message_type("gripper"), topics.target, reliable)
@@ -291,16 +298,38 @@ class RosRobotEnv:
             if self.stop.wait(self.period):
                 return None, True
 
+    def _enter_realtime(self) -> None:
+        """The policy loop's real-time setup (``policy_realtime``), once, from the thread that runs the loop
+        (at the first ``reset``); the executor and transport threads stay normal."""
+        if self.realtime is None:
+            rt = self.cfg.policy_realtime
+            self.realtime = enter_realtime(rt, "robot_rl_actor_node policy loop")
+            self._spin_s = spin_window(rt, self.period)
+            self._gc = GcPacer(self.realtime.gc_frozen, rt.gc_every_s)
+
     def _sleep_to_tick(self) -> None:
-        now = self.clock()
-        if now < self._next_tick:
-            time.sleep(self._next_tick - now)
-            self._next_tick += self.period
-        else:
-            self._next_tick = now + self.period  # overrun: restart the clock rather than burst
+        """Hybrid wait to the current deadline of the control schedule (absolute, no drift; an overrun skips
+        to the next deadline ahead rather than bursting), then advance it."""
+        wait_until(self._schedule.deadline, self._spin_s, self.clock)
+        self._schedule.advance(self.clock())
+
+    def _request_scene_reset(self) -> None:
+        """``topics.episode_reset``, then wait (at most ``reset_time_s``) until every camera has a frame stamped
+        after the request, so the episode's first observation shows the reset scene."""
+        assert self._episode_reset_pub is not None
+        requested = self.cache.stamp_clock()
+        self._episode_reset_pub.publish(ros_io.message_type("bool")(data=True))
+        deadline = self.clock() + self.cfg.reset_time_s
+        while self.clock() < deadline and not self.stop.is_set():
+            latest, _ = self.cache.snapshot()
+            if all(f"images/{c}" in latest and latest[f"images/{c}"].stamp > requested for c in self.cameras):
+                return
+            self.stop.wait(0.005)
+        self._warn("scene-reset", f"no camera frame after the scene reset request within {self.cfg.reset_time_s} s")
 
     # ------------------------------------------------------------------ RobotEnv
     def reset(self, *, seed: int | None = None) -> dict[str, np.ndarray]:  # noqa: ARG002 (a robot has no seed)
+        self._enter_realtime()
         self._finish_bag()
         self.guard.arm()
         self._watchdog_holding = False
@@ -310,7 +339,7 @@ class RosRobotEnv:
         deadline = self.clock() + self.cfg.reset_time_s
         with self._cmd_lock:
             self.limiter.reset(self._measured())
-        self._next_tick = self.clock() + self.period
+        self._schedule = DeadlineSchedule(self.period, self.clock() + self.period)
         while self.clock() < deadline and not self.stop.is_set():
             with self._cmd_lock:
                 if self.guard.hold_reason(self.cache.stale(self.cfg.safety.sensor_timeout_s)) is None:
@@ -319,6 +348,8 @@ class RosRobotEnv:
                         break
                     self._publish(self.limiter(self.home, measured), self._grip_open)
             self._sleep_to_tick()
+        if self._episode_reset_pub is not None:
+            self._request_scene_reset()
         obs, _ = self._wait_until_safe()
         if obs is None:
             raise StoppedDuringReset("stopped while resetting")
@@ -329,7 +360,7 @@ class RosRobotEnv:
         if self.cfg.bag_dir:
             self._bag = EpisodeBag(self._bag_topics)
         self._last_obs, self._obs_time, self._obs_frame_age_s = obs, self.clock(), self._frame_age_s
-        self._next_tick = self._obs_time + self.period
+        self._schedule = DeadlineSchedule(self.period, self._obs_time + self.period)
         return obs
 
     def step(self, action: np.ndarray) -> StepResult:
@@ -361,6 +392,7 @@ class RosRobotEnv:
         if self._bag is not None:
             from std_msgs.msg import Float32MultiArray
             self._record("/robot_rl/action", Float32MultiArray(data=[float(a) for a in action]))
+        self._gc.after_tick()  # the command is out: the slack of this period is here
         self._sleep_to_tick()
         obs, interrupted = self._wait_until_safe()
         if obs is None:  # stopping: hand back the last observation, episode cut
@@ -393,6 +425,8 @@ class RosRobotEnv:
                 "period_jitter_p99_ms": float(np.percentile(jitter, 99)),
                 **{f"holds/{k}": float(v) for k, v in self.holds.items()},
                 **{f"guard/{k}": float(v) for k, v in self.guard.counts.items()},
+                "missed_ticks": float(self._schedule.missed),
+                **(self.realtime.stats("realtime") if self.realtime is not None else {}),
                 "limiter/refused": float(self.limiter.refused),
                 "limiter/bad_measured": float(self.limiter.bad_measured)}
 

@@ -29,6 +29,8 @@ import numpy as np
 
 from robot_rl.hardware.ros2 import ros_io
 from robot_rl.hardware.ros2.config import RobotNodeConfig, from_params, load_params_files
+from robot_rl.hardware.ros2.realtime import (DeadlineSchedule, GcPacer, RealtimeStatus, enter_realtime,
+                                             spin_window, wait_until)
 from robot_rl.hardware.ros2.safety import Guard, RateLimitedLog, TargetLimiter
 from robot_rl.hardware.ros2.sensors import SensorCache, checked_joint_state, checked_pose, measured_position
 
@@ -93,6 +95,8 @@ class SafetyNode:
         self.target_to_command_ms: list[float] = []  # target arrival -> first command that follows it
         self._fresh_target_t: float | None = None
         self.holds: dict[str, int] = {}
+        self.realtime = RealtimeStatus()  # what run() obtained (logged there, and in stats())
+        self.schedule: DeadlineSchedule | None = None
         t = cfg.topics
         sensor_qos = ros_io.qos_profile(cfg.qos.sensor_reliability, cfg.qos.sensor_depth)
         command_qos = ros_io.qos_profile(cfg.qos.command_reliability, cfg.qos.command_depth)
@@ -194,10 +198,17 @@ class SafetyNode:
                                                      target, ros_io.now_stamp(self.node), self.period))
 
     def run(self, stop: threading.Event) -> None:
-        """Send one command per ``1 / command_hz`` against absolute deadlines (a late tick is not made up by a
-        burst: the schedule re-anchors)."""
-        next_t = time.monotonic()
+        """Send one command per ``1 / command_hz`` on absolute deadlines (:class:`DeadlineSchedule`: no drift, a
+        late tick skips ahead instead of bursting), under the real-time setup of ``safety_realtime``: SCHED_FIFO
+        where permitted, a hybrid sleep-then-spin wait to each deadline, garbage collection right after a
+        command, never before one."""
+        rt = self.cfg.safety_realtime
+        self.realtime = enter_realtime(rt, "robot_rl_safety_node command loop")
+        spin = spin_window(rt, self.period)
+        pacer = GcPacer(self.realtime.gc_frozen, rt.gc_every_s)
+        self.schedule = DeadlineSchedule(self.period, time.monotonic())
         while not stop.is_set():
+            wait_until(self.schedule.deadline, spin)
             target = self.tick()
             if target is not None:
                 self._publish(target)
@@ -209,12 +220,8 @@ class SafetyNode:
                         fresh, self._fresh_target_t = self._fresh_target_t, None
                     if fresh is not None:
                         self.target_to_command_ms.append((now - fresh) * 1e3)
-            next_t += self.period
-            delay = next_t - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            elif delay < -self.period:
-                next_t = time.monotonic()
+            pacer.after_tick()
+            self.schedule.advance(time.monotonic())
 
     def stats(self) -> dict[str, float]:
         ticks = np.diff(np.asarray(self.send_times[-100_000:]))
@@ -224,6 +231,8 @@ class SafetyNode:
                 "command_jitter_p99_ms": float(np.percentile(jitter, 99)),
                 "command_period_max_ms": float(ticks.max() * 1e3) if ticks.size else 0.0,
                 "target_to_command_p99_ms": float(np.percentile(lag, 99)),
+                "missed_deadlines": float(self.schedule.missed if self.schedule is not None else 0),
+                **self.realtime.stats("realtime"),
                 **{f"holds/{k}": float(v) for k, v in self.holds.items()},
                 **{f"guard/{k}": float(v) for k, v in self.guard.counts.items()}}
 
