@@ -72,7 +72,16 @@ def _plot(evals: list[dict[str, float]], actor: list[tuple[float, bool]], t0: fl
     fig.savefig(out)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main() -> None:
+    # Started in the background by a non-interactive shell, SIGINT arrives ignored (and would stay ignored in
+    # `ros2 launch` and the learner): handle SIGINT and SIGTERM explicitly, so either one stops the launch and
+    # the learner through the cleanup below and still writes the figures.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=40.0)
     parser.add_argument("--target", type=float, default=0.8)
@@ -129,6 +138,8 @@ def main() -> None:
                 if args.stop_at_target:
                     break
             time.sleep(5)
+    except KeyboardInterrupt as e:
+        print(f"interrupted ({e}): stopping the launch and the learner", flush=True)
     finally:
         if launch.poll() is None:
             launch.send_signal(signal.SIGINT)

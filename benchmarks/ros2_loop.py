@@ -80,6 +80,28 @@ def bare_loop_process(hz: float, seconds: float, out: str) -> None:
                                      "jitter_p99_ms": float(np.percentile(jitter, 99))}))
 
 
+def bare_rt_loop_process(hz: float, seconds: float, out: str) -> None:
+    """The same loop under the safety node's real-time setup (SCHED_FIFO 50, mlockall, frozen gc, hybrid wait on
+    absolute deadlines): what the OS gives a real-time Python thread on this machine."""
+    from robot_rl.hardware.ros2.realtime import (DeadlineSchedule, RealtimeConfig, enter_realtime, spin_window,
+                                                 wait_until)
+
+    cfg = RealtimeConfig()
+    status = enter_realtime(cfg, "bare real-time loop")
+    period, sent = 1.0 / hz, []
+    spin = spin_window(cfg, period)
+    schedule = DeadlineSchedule(period, time.monotonic())
+    deadline = schedule.start + seconds
+    while time.monotonic() < deadline:
+        wait_until(schedule.deadline, spin)
+        sent.append(time.monotonic())
+        schedule.advance(time.monotonic())
+    jitter = np.abs(np.diff(sent) - period) * 1e3
+    Path(out).write_text(json.dumps({"jitter_p50_ms": float(np.percentile(jitter, 50)),
+                                     "jitter_p99_ms": float(np.percentile(jitter, 99)),
+                                     "realtime": status.active}))
+
+
 def _spawn(*args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, __file__, *args])
 
@@ -120,12 +142,13 @@ def run(command_hz: float, seconds: float, loaded: bool) -> dict[str, float]:
             policy.act({k: np.zeros((1, *v.shape), v.dtype) for k, v in env.obs_spec.fields.items()},
                        deterministic=False)
         obs = env.reset()
-        for buf in (env.latency_ms, env.tick_times, env.frame_to_command_ms):
+        for buf in (env.latency_ms, env.tick_times, env.frame_to_command_ms, env.frame_age_ms):
             buf.clear()
         env.holds.clear()
         if loaded:
             helpers.append(_spawn("--hog", str(seconds + 5)))
         bare_loop = _spawn("--bare-loop", str(command_hz), str(seconds), str(tmp / "bare.json"))
+        bare_rt_loop = _spawn("--bare-rt-loop", str(command_hz), str(seconds), str(tmp / "bare_rt.json"))
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             with torch.no_grad():
@@ -134,7 +157,8 @@ def run(command_hz: float, seconds: float, loaded: bool) -> dict[str, float]:
         actor = env.stats()
         steps = len(env.tick_times)
         env.close()
-        bare_loop.wait(60)  # it started a little later; let it finish its own `seconds`
+        bare_loop.wait(60)  # they started a little later; let them finish their own `seconds`
+        bare_rt_loop.wait(60)
     finally:
         safety.send_signal(signal.SIGINT)
         safety.wait(30)
@@ -147,15 +171,22 @@ def run(command_hz: float, seconds: float, loaded: bool) -> dict[str, float]:
             p.wait(30)
     stats = json.loads((tmp / "safety.json").read_text())
     bare = json.loads((tmp / "bare.json").read_text())
+    bare_rt = json.loads((tmp / "bare_rt.json").read_text())
     stale = actor.get("holds/stale", 0.0) + stats.get("holds/stale", 0.0)
     return {"command_hz": command_hz, "loaded": loaded, "loadavg_1min_before": round(load_before, 2),
             "policy_steps": steps, "commands": stats["commands"],
             "command_jitter_p50_ms": stats["command_jitter_p50_ms"],
             "command_jitter_p99_ms": stats["command_jitter_p99_ms"],
             "command_period_max_ms": stats["command_period_max_ms"],
+            "missed_deadlines": stats["missed_deadlines"], "realtime": bool(stats.get("realtime/active", 0.0)),
+            "policy_realtime": bool(actor.get("realtime/active", 0.0)),
             "bare_loop_jitter_p99_ms": bare["jitter_p99_ms"],
             "ratio_vs_bare_loop": stats["command_jitter_p99_ms"] / max(bare["jitter_p99_ms"], 1e-6),
+            "bare_rt_loop_jitter_p99_ms": bare_rt["jitter_p99_ms"],
+            "ratio_vs_bare_rt_loop": stats["command_jitter_p99_ms"] / max(bare_rt["jitter_p99_ms"], 1e-6),
             "stale_holds": stale, "policy_jitter_p99_ms": actor["period_jitter_p99_ms"],
+            "frame_age_p99_ms": actor["frame_age_p99_ms"], "obs_to_target_p99_ms": actor["obs_to_command_p99_ms"],
+            "target_to_command_p99_ms": stats["target_to_command_p99_ms"],
             "frame_to_command_p99_ms": actor["frame_to_command_p99_ms"] + stats["target_to_command_p99_ms"],
             "safety_holds": {k: v for k, v in stats.items() if k.startswith("holds/")}}
 
@@ -167,11 +198,14 @@ def main() -> None:
     parser.add_argument("--fake-robot", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--hog", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--bare-loop", nargs=3, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--bare-rt-loop", nargs=3, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.fake_robot:
         return fake_robot_process(args.fake_robot)
     if args.hog:
         return hog_process(args.hog)
+    if args.bare_rt_loop:
+        return bare_rt_loop_process(float(args.bare_rt_loop[0]), float(args.bare_rt_loop[1]), args.bare_rt_loop[2])
     if args.bare_loop:
         return bare_loop_process(float(args.bare_loop[0]), float(args.bare_loop[1]), args.bare_loop[2])
     results: dict[str, object] = {}
@@ -182,10 +216,14 @@ def main() -> None:
             results[key] = r
             print(f"{int(hz):>4} Hz {'loaded' if loaded else 'idle  '} (load avg {r['loadavg_1min_before']}): "
                   f"{int(r['commands'])} commands, jitter p50 {r['command_jitter_p50_ms']:.3f} / p99 "
-                  f"{r['command_jitter_p99_ms']:.3f} ms (bare loop p99 {r['bare_loop_jitter_p99_ms']:.3f}, ratio "
-                  f"{r['ratio_vs_bare_loop']:.2f}), max period {r['command_period_max_ms']:.1f} ms; policy "
-                  f"{r['policy_steps']} steps, jitter p99 {r['policy_jitter_p99_ms']:.2f} ms; frame->command p99 "
-                  f"<= {r['frame_to_command_p99_ms']:.1f} ms; stale holds {int(r['stale_holds'])}", flush=True)
+                  f"{r['command_jitter_p99_ms']:.3f} ms (real-time {r['realtime']}; bare sleep loop p99 "
+                  f"{r['bare_loop_jitter_p99_ms']:.3f}, ratio {r['ratio_vs_bare_loop']:.2f}; bare real-time loop "
+                  f"p99 {r['bare_rt_loop_jitter_p99_ms']:.3f}), max period {r['command_period_max_ms']:.1f} ms, "
+                  f"{int(r['missed_deadlines'])} missed; policy {r['policy_steps']} steps, jitter p99 "
+                  f"{r['policy_jitter_p99_ms']:.2f} ms; frame->command p99 <= {r['frame_to_command_p99_ms']:.1f} ms "
+                  f"(frame age {r['frame_age_p99_ms']:.1f} + obs->target {r['obs_to_target_p99_ms']:.1f} + "
+                  f"target->command {r['target_to_command_p99_ms']:.1f}); stale holds {int(r['stale_holds'])}",
+                  flush=True)
     idle, busy = results.get("100hz", {}), results.get("100hz_loaded", {})
     results.update({
         "command_100hz_jitter_p99_ms": idle.get("command_jitter_p99_ms"),

@@ -153,7 +153,12 @@ class RobotNodeConfig(ConfigNode):
     max_episode_steps: int = 100
     """Time limit of an episode in control steps."""
     image_size: int = 64
-    """Square size (px) of image observations: camera frames are centre-cropped and resized to it."""
+    """Square size (px) of image observations: each camera's frame is cropped (``camera_crops``) and resized to
+    it by the pixel route's per-camera function (``robot_rl.images.prepare_camera``)."""
+    camera_crops: tuple[int, ...] = ()
+    """Region of interest per camera in native pixels, ``x, y, width, height`` for each camera of
+    ``topics.cameras`` in order, flattened (a ROS parameter holds no nested list): 8 integers for two cameras.
+    Empty = every camera's centre square. A crop that does not fit a frame drops it (the camera goes stale)."""
     task: str = "pick up the red cube and lift it"
     """Natural-language task description stored with each episode."""
     arm_joints: tuple[str, ...] = PANDA_ARM_JOINTS
@@ -270,6 +275,13 @@ def validate(cfg: Any) -> None:
         if cfg.command.mode not in ("cartesian_pose", "joint_trajectory", "forward_position"):
             raise ValueError(f"command.mode {cfg.command.mode!r} is not cartesian_pose, joint_trajectory or "
                              "forward_position")
+        n_cameras = len(topics.cameras)
+        if cfg.camera_crops and len(cfg.camera_crops) != 4 * n_cameras:
+            raise ValueError(f"camera_crops has {len(cfg.camera_crops)} values; expected 4 (x, y, width, height) "
+                             f"for each of the {n_cameras} cameras {list(topics.cameras)}, or none")
+        if any(v < 0 for v in cfg.camera_crops) or any(cfg.camera_crops[i] <= 0 for i in range(len(
+                cfg.camera_crops)) if i % 4 >= 2):
+            raise ValueError(f"camera_crops {list(cfg.camera_crops)}: x, y must be >= 0 and width, height > 0")
         n = len(cfg.arm_joints)
         for what in ("joint_lower", "joint_upper"):
             if len(getattr(cfg.safety, what)) != n:

@@ -26,8 +26,8 @@ from robot_rl.hardware.ros2.realtime import (DeadlineSchedule, GcPacer, Realtime
                                              spin_window, wait_until)
 from robot_rl.hardware.ros2.safety import Guard, RateLimitedLog, limiter_for
 from robot_rl.hardware.ros2.sensors import (SensorCache, assemble_state, checked_joint_state, checked_pose,
-                                            compose_chain, decode_image_msg, measured_position, node_specs,
-                                            resize_square)
+                                            camera_configs, camera_image, compose_chain, decode_image_msg,
+                                            measured_position, node_specs)
 
 log = logging.getLogger("robot_rl.ros2.env")
 _TYPES = {"joint_states": "sensor_msgs/msg/JointState", "ee_pose": "geometry_msgs/msg/PoseStamped",
@@ -90,6 +90,7 @@ class RosRobotEnv:
         self._watchdog_holding = False  # the watchdog fired and no action came since: keep commanding the hold
         self.latency_ms: list[float] = []   # obs handed to the policy -> command published
         self.frame_to_command_ms: list[float] = []  # oldest camera frame's stamp -> command (or target) published
+        self.frame_age_ms: list[float] = []  # its part before the observation: that frame's age at observation time
         self._frame_age_s = self._obs_frame_age_s = 0.0
         self.tick_times: list[float] = []   # command publish times (period jitter)
         self.holds: dict[str, int] = {}
@@ -175,11 +176,12 @@ class RosRobotEnv:
         return record
 
     def _image_handler(self, camera: str) -> Callable[[Any], None]:
-        size = self.cfg.image_size
+        config = camera_configs(self.cfg)[camera]
 
         def handle(msg: Any) -> None:
             image = decode_image_msg(msg)  # Image or CompressedImage -> (H, W, 3) RGB, native size
-            self.cache.put(f"images/{camera}", resize_square(image, size), ros_io.stamp_to_s(msg.header.stamp))
+            self.cache.put(f"images/{camera}", camera_image(image, config, camera),
+                           ros_io.stamp_to_s(msg.header.stamp))
         return handle
 
     def _on_tf(self, msg: Any) -> None:
@@ -385,8 +387,9 @@ class RosRobotEnv:
         now = self.clock()
         self.latency_ms.append((now - self._obs_time) * 1e3)
         self.frame_to_command_ms.append((now - self._obs_time + self._obs_frame_age_s) * 1e3)
+        self.frame_age_ms.append(self._obs_frame_age_s * 1e3)
         self.tick_times.append(now)
-        for buf in (self.latency_ms, self.tick_times, self.frame_to_command_ms):
+        for buf in (self.latency_ms, self.tick_times, self.frame_to_command_ms, self.frame_age_ms):
             if len(buf) > 20_000:
                 del buf[:10_000]
         if self._bag is not None:
@@ -418,7 +421,9 @@ class RosRobotEnv:
         ticks = np.diff(np.asarray(self.tick_times[-5000:]))
         jitter = np.abs(ticks - self.period) * 1e3 if ticks.size else np.zeros(1)
         frame = np.asarray(self.frame_to_command_ms[-5000:] or [0.0])
+        age = np.asarray(self.frame_age_ms[-5000:] or [0.0])
         return {"obs_to_command_p50_ms": float(np.percentile(lat, 50)),
+                "frame_age_p99_ms": float(np.percentile(age, 99)),
                 "frame_to_command_p99_ms": float(np.percentile(frame, 99)),
                 "obs_to_command_p99_ms": float(np.percentile(lat, 99)),
                 "period_jitter_p50_ms": float(np.percentile(jitter, 50)),
