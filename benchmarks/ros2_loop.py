@@ -1,7 +1,8 @@
 """The command stream to ros2_control with the safety node in its own process, while the actor runs the policy.
 
-Processes, as ``real.launch.py`` runs them: a fake ros2_control + two cameras (cyclonedds, 128x160 rgb8 at 30 Hz,
-joint states at 120 Hz), ``robot_rl_safety_node`` (joint_trajectory commands at ``command_hz``), and the actor
+Processes, as ``real.launch.py`` runs them: a fake ros2_control (cyclonedds, joint states at 120 Hz) and two
+cameras (rclpy, 128x160 rgb8 at 30 Hz), both at SCHED_FIFO (45, 30) as ros2_control and native camera drivers
+would be on a robot PC, ``robot_rl_safety_node`` (joint_trajectory commands at ``command_hz``), and the actor
 (this process: the rclpy robot env with ``command.via_safety_node`` + a Gaussian pixel policy on 2 cameras at
 128 px, 10 Hz). Each ``command_hz`` (100, 500) runs idle and again with a learner-like CPU hog (a torch MLP
 training loop on 2 threads, so both cores are busy). The machine is shared: the 1-minute load average before each
@@ -38,12 +39,56 @@ sys.path.insert(0, str(ROOT / "tests" / "ros2"))
 COMMAND_TOPIC = "/joint_trajectory_controller/joint_trajectory"
 
 
+def _sensor_priority(priority: int) -> None:
+    """SCHED_FIFO for this sensor process (threads started later inherit it): on a robot PC ros2_control's
+    controller manager, which publishes /joint_states, runs real-time, and camera drivers are native code that
+    the learner's load does not starve. Without the privilege the process stays normal (said once)."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+    except OSError as e:
+        print(f"sensor process at normal priority ({e})", flush=True)
+
+
 def fake_robot_process(seconds: float) -> None:
+    """The fake ros2_control (cyclonedds, an independent DDS peer): joint states + TCP pose at 120 Hz, following
+    the joint_trajectory commands."""
+    _sensor_priority(45)
     from ros_rig import FakeRobot
 
-    robot = FakeRobot(COMMAND_TOPIC, "joint_trajectory", image_hw=(128, 160), rate_hz=120.0)
+    robot = FakeRobot(COMMAND_TOPIC, "joint_trajectory", rate_hz=120.0)
+    robot.publish_images = False  # the cameras are their own process (camera_process)
     time.sleep(seconds)
     robot.close()
+
+
+def camera_process(seconds: float, hz: float = 30.0) -> None:
+    """Two cameras (front, wrist), 128x160 rgb8 at ``hz`` on absolute deadlines, each frame stamped when it is
+    taken and published at once, as a camera driver does (rclpy: its C serialisation costs what a driver's
+    does; cyclonedds' Python one takes 10-20 ms a frame)."""
+    _sensor_priority(30)
+    import rclpy
+
+    from robot_rl.hardware.ros2 import ros_io
+
+    from rclpy.signals import SignalHandlerOptions
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
+    node = rclpy.create_node("fake_cameras")
+    qos = ros_io.qos_profile("best_effort", 1)
+    pubs = [node.create_publisher(ros_io.message_type("image"), f"/cameras/{c}/image_raw", qos)
+            for c in ("front", "wrist")]
+    image = (np.arange(128 * 160 * 3) % 251).astype(np.uint8).reshape(128, 160, 3)
+    period, next_t = 1.0 / hz, time.monotonic()
+    end = next_t + seconds
+    while time.monotonic() < end and not stop.is_set():
+        for pub, name in zip(pubs, ("front", "wrist")):
+            pub.publish(ros_io.image_msg(image, ros_io.now_stamp(node), name))
+        next_t += period
+        time.sleep(max(0.0, next_t - time.monotonic()))
+    node.destroy_node()
+    rclpy.shutdown()
 
 
 def hog_process(seconds: float) -> None:
@@ -113,6 +158,7 @@ def run(command_hz: float, seconds: float, loaded: bool) -> dict[str, float]:
 
     from robot_rl.config import load_config
     from robot_rl.hardware.ros2.config import RobotNodeConfig, from_params
+    from robot_rl.hardware.ros2.realtime import enter_executor_realtime
     from robot_rl.hardware.ros2.robot_env import RosRobotEnv
     from robot_rl.registry import POLICIES
 
@@ -122,7 +168,7 @@ def run(command_hz: float, seconds: float, loaded: bool) -> dict[str, float]:
     params = {"command.mode": "joint_trajectory", "topics.command": COMMAND_TOPIC, "topics.gripper_command": "",
               "control_hz": 10.0, "command_hz": command_hz, "image_size": 128, "reset_time_s": 0.5}
     cfg = from_params(RobotNodeConfig, {**params, "command.via_safety_node": True})
-    helpers = [_spawn("--fake-robot", str(seconds + 60))]
+    helpers = [_spawn("--fake-robot", str(seconds + 60)), _spawn("--cameras", str(seconds + 60))]
     safety = subprocess.Popen([sys.executable, "-m", "robot_rl.hardware.ros2.safety_node", "--ros-args",
                                "-r", "__node:=robot_rl_safety", "-p", f"stats_file:={tmp / 'safety.json'}",
                                *(a for k, v in params.items() for a in ("-p", f"{k}:={v!r}" if isinstance(v, str)
@@ -132,7 +178,14 @@ def run(command_hz: float, seconds: float, loaded: bool) -> dict[str, float]:
     node = rclpy.create_node("robot_rl_actor", context=context)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
-    threading.Thread(target=executor.spin, daemon=True).start()
+    stop = threading.Event()
+
+    def spin() -> None:  # as the actor node's executor thread (ros_io.spin_until), on this context
+        enter_executor_realtime(cfg.policy_realtime, "actor executor")
+        while not stop.is_set() and context.ok():
+            executor.spin_once(timeout_sec=0.05)
+    spinner = threading.Thread(target=spin)
+    spinner.start()
     try:
         env = RosRobotEnv(cfg, node)
         train = load_config(["env.obs=pixels", "env.image_size=128"])
@@ -162,6 +215,8 @@ def run(command_hz: float, seconds: float, loaded: bool) -> dict[str, float]:
     finally:
         safety.send_signal(signal.SIGINT)
         safety.wait(30)
+        stop.set()
+        spinner.join(5.0)
         executor.shutdown(timeout_sec=1.0)
         node.destroy_node()
         rclpy.shutdown(context=context)
@@ -197,6 +252,7 @@ def main() -> None:
     parser.add_argument("--rates", type=float, nargs="+", default=[100.0, 500.0])
     parser.add_argument("--fake-robot", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--hog", type=float, default=0.0, help=argparse.SUPPRESS)
+    parser.add_argument("--cameras", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--bare-loop", nargs=3, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--bare-rt-loop", nargs=3, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -204,6 +260,8 @@ def main() -> None:
         return fake_robot_process(args.fake_robot)
     if args.hog:
         return hog_process(args.hog)
+    if args.cameras:
+        return camera_process(args.cameras)
     if args.bare_rt_loop:
         return bare_rt_loop_process(float(args.bare_rt_loop[0]), float(args.bare_rt_loop[1]), args.bare_rt_loop[2])
     if args.bare_loop:

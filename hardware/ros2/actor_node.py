@@ -78,10 +78,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     with node_session("robot_rl_actor", argv) as (node, executor, stop):
         # The spinner is joined before node_session tears down: a daemon thread still blocked in rcl_wait at
         # interpreter exit made the process abort ("terminate called without an active exception", exit -6).
-        spinner = threading.Thread(target=spin_until, args=(executor, stop), name="ros-executor")
+        cfg = from_params(RobotNodeConfig, node_parameters(node))
+        spinner = threading.Thread(target=spin_until, name="ros-executor",
+                                   args=(executor, stop, cfg.policy_realtime, "robot_rl_actor_node executor"))
         spinner.start()
         try:
-            cfg = from_params(RobotNodeConfig, node_parameters(node))
             run(node, cfg, stop, cfg.max_steps or None)
         finally:
             stop.set()

@@ -70,8 +70,15 @@ class TopicsConfig(ConfigNode):
     observation of an episode: a scene reset request (the twin node re-places the cube; on a robot, a reset
     routine or the operator's cue may listen). Empty = none (the scene is reset by hand)."""
     estop: str = "/robot_rl/estop"
-    """``std_msgs/Bool`` e-stop input: True latches a hold (the robot stays where it is). Only the node's
-    ``~/reset_estop`` service (``std_srvs/Trigger``) releases it, and only while the input reads False."""
+    """``std_msgs/Bool`` e-stop input: True latches a hold (the robot stays where it is). Only the
+    ``~/reset_estop`` service (``std_srvs/Trigger``) of the node that owns the command stream releases it
+    (``robot_rl_safety_node``, or the actor without ``command.via_safety_node``), and only while the input
+    reads False."""
+    estop_latched: str = "/robot_rl/estop_latched"
+    """``std_msgs/Bool`` that ``robot_rl_safety_node`` publishes (reliable, transient local) on every change of
+    its e-stop latch and every 0.1 s: True while latched. With ``command.via_safety_node`` the actor reflects it
+    (pauses the policy, episode interrupted) and keeps no latch of its own; no message within
+    ``safety.sensor_timeout_s`` (no safety node) holds the actor too."""
 
 
 @dataclass
@@ -150,6 +157,18 @@ class RobotNodeConfig(ConfigNode):
     command_hz: float = 100.0
     """Rate (Hz, up to 1000) at which ``robot_rl_safety_node`` sends interpolated, limited commands to the
     controller, whatever the actor does (``command.via_safety_node``)."""
+    camera_sync: bool = True
+    """Phase-lock the policy tick to the frames of the first camera in ``topics.cameras``: each tick moves the
+    control schedule by at most 1 ms so that the observation is taken ``camera_sync_margin_s`` after that
+    camera's frame arrived, a fresh frame instead of one up to a camera period old. Applies while the measured
+    camera rate is a whole multiple of ``control_hz`` (30 Hz at 10 Hz); otherwise the schedule is left alone."""
+    camera_sync_margin_s: float = 0.003
+    """How long after the synced frame's arrival (decoded, in the cache) the observation is taken: room for the
+    jitter of the frames' arrival."""
+    align_commands: bool = True
+    """``robot_rl_safety_node`` moves its command schedule by at most 0.2 ms per target so that a command goes
+    out about 1 ms after each target arrives (target -> command latency ~1 ms instead of up to one command
+    period). Applies while ``command_hz`` is a whole multiple of ``control_hz``."""
     max_episode_steps: int = 100
     """Time limit of an episode in control steps."""
     image_size: int = 64
@@ -179,11 +198,14 @@ class RobotNodeConfig(ConfigNode):
     qos: QosConfig = field(default_factory=QosConfig)
     command: CommandConfig = field(default_factory=CommandConfig)
     safety: SafetyConfig = field(default_factory=SafetyConfig)
-    safety_realtime: RealtimeConfig = field(default_factory=RealtimeConfig)
-    """Real-time setup of ``robot_rl_safety_node``'s command loop (SCHED_FIFO 50, memory locked, gc paced)."""
-    policy_realtime: RealtimeConfig = field(default_factory=lambda: RealtimeConfig(priority=40, lock_memory=False))
-    """Real-time setup of the actor's policy loop: below the command loop (SCHED_FIFO 40), memory not locked
-    (torch maps far more than it touches)."""
+    safety_realtime: RealtimeConfig = field(default_factory=lambda: RealtimeConfig(priority=50,
+                                                                                   executor_priority=49))
+    """Real-time setup of ``robot_rl_safety_node``: command loop SCHED_FIFO 50 (memory locked, gc paced), its
+    executor 49."""
+    policy_realtime: RealtimeConfig = field(default_factory=lambda: RealtimeConfig(priority=40, executor_priority=39,
+                                                                                   lock_memory=False))
+    """Real-time setup of the actor: policy loop SCHED_FIFO 40, below the command loop, its executor (camera
+    decoding) 39; memory not locked (torch maps far more than it touches)."""
 
 
 @dataclass
@@ -292,6 +314,9 @@ def validate(cfg: Any) -> None:
             rt = getattr(cfg, what)
             if rt.enabled and not 1 <= rt.priority <= 99:
                 raise ValueError(f"{what}.priority must be 1-99 (SCHED_FIFO), got {rt.priority}")
+            if rt.enabled and not 0 <= rt.executor_priority < rt.priority:
+                raise ValueError(f"{what}.executor_priority must be 0 (normal) or below {what}.priority "
+                                 f"({rt.priority}), got {rt.executor_priority}")
             if rt.spin_s < 0 or rt.gc_every_s <= 0:
                 raise ValueError(f"{what}.spin_s must be >= 0 and {what}.gc_every_s > 0")
         if not 0 < cfg.command_hz <= 1000:

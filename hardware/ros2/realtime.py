@@ -30,6 +30,7 @@ import logging
 import math
 import os
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -52,6 +53,11 @@ class RealtimeConfig(ConfigNode):
     """``SCHED_FIFO`` priority, 1-99 (ros2_control's controller manager uses 50). Keep the safety node's command
     loop above the actor's policy loop; both below the kernel's own threads (IRQ threads run at 50 on
     PREEMPT_RT, so a real robot PC gives the NIC's IRQ thread a higher value than these)."""
+    executor_priority: int = 0
+    """``SCHED_FIFO`` priority of the node's ROS executor thread (sensor and target callbacks) and of the DDS
+    threads already running when it starts (they hand it every message); 0 = normal scheduling. Python runs one thread at a time (the GIL): a normal executor thread that the machine's load
+    preempts while it holds the GIL stalls the loop until it gets a CPU back (priority inversion). Just below
+    ``priority``, it is never preempted by ordinary load, and the loop still preempts it."""
     cpus: tuple[int, ...] = ()
     """Pin the loop thread to these CPUs (``os.sched_setaffinity``); empty = any CPU. On a robot PC isolate one
     core (``isolcpus=``) and put the command loop alone on it."""
@@ -149,7 +155,9 @@ def enter_realtime(cfg: RealtimeConfig, what: str) -> RealtimeStatus:
         gc.freeze()
         gc.disable()
         status.gc_frozen = True
-    if status.refused:
+    if status.refused and _privilege_warned(status.refused):
+        log.info("%s: %s (refused: %s)", what, status.describe(), "; ".join(status.refused))
+    elif status.refused:
         log.warning("%s runs WITHOUT full real-time setup (%s); now %s. Grant it as ros2_control needs: run as "
                     "root, or give the user CAP_SYS_NICE + CAP_IPC_LOCK, or `@realtime - rtprio 99` and "
                     "`@realtime - memlock unlimited` in /etc/security/limits.conf", what,
@@ -157,6 +165,48 @@ def enter_realtime(cfg: RealtimeConfig, what: str) -> RealtimeStatus:
     else:
         log.info("%s: %s", what, status.describe())
     return status
+
+
+_WARNED: list[str] = []  # the process's one warning about missing privilege has been given (by which loop)
+
+
+def _privilege_warned(refused: list[str]) -> bool:
+    """False the first time a part was refused in this process (that caller warns), True afterwards (INFO)."""
+    if _WARNED:
+        return True
+    _WARNED.extend(refused)
+    return False
+
+
+def enter_executor_realtime(cfg: RealtimeConfig, what: str) -> bool:
+    """``SCHED_FIFO`` at ``cfg.executor_priority`` for the calling thread (a node's executor) and the process's
+    other threads still at normal priority (the middleware's), nothing else: True if in effect. A refusal is part of the process's one privilege warning (see :func:`enter_realtime`)."""
+    if not cfg.enabled or cfg.executor_priority <= 0 or not sys.platform.startswith("linux"):
+        return False
+    try:
+        policy, param = os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(cfg.executor_priority)
+        os.sched_setscheduler(0, policy, param)
+        # the middleware's threads (DDS receive and event threads, started with the node) hand every message to
+        # the executor: starved by other load, they would delay it just the same. Threads already real-time
+        # (the loop) keep their priority.
+        me = threading.get_native_id()
+        for tid in (int(t) for t in os.listdir("/proc/self/task")):
+            try:
+                if tid != me and os.sched_getscheduler(tid) & ~os.SCHED_RESET_ON_FORK == os.SCHED_OTHER:
+                    os.sched_setscheduler(tid, policy, param)
+            except OSError:  # a thread that ended meanwhile
+                continue
+    except OSError as e:
+        refused = [f"SCHED_FIFO {cfg.executor_priority} for the executor: {e}"]
+        if _privilege_warned(refused):
+            log.info("%s: normal scheduling (%s)", what, refused[0])
+        else:
+            log.warning("%s runs WITHOUT real-time priority (%s). Grant it as ros2_control needs: run as root, or "
+                        "give the user CAP_SYS_NICE, or `@realtime - rtprio 99` in /etc/security/limits.conf",
+                        what, refused[0])
+        return False
+    log.info("%s: SCHED_FIFO %d", what, cfg.executor_priority)
+    return True
 
 
 class DeadlineSchedule:
@@ -171,6 +221,10 @@ class DeadlineSchedule:
         self.k = 0          # index of the current deadline
         self.missed = 0     # deadlines skipped after overruns
 
+    def shift(self, delta: float) -> None:
+        """Move every later deadline by ``delta`` seconds (phase alignment, :func:`phase_correction`)."""
+        self.start += delta
+
     @property
     def deadline(self) -> float:
         return self.start + self.k * self.period
@@ -184,6 +238,36 @@ class DeadlineSchedule:
             self.missed += first_ahead - self.k
             self.k = first_ahead
         return self.deadline
+
+
+def phase_correction(lag: float, margin: float, period: float, gain: float = 0.3,
+                     max_step: float = 0.001) -> float:
+    """How far to move a schedule (negative = earlier) so that its deadlines come ``margin`` after a periodic
+    event (a camera frame, the actor's target) instead of ``lag`` after it. The error ``lag - margin`` is taken
+    modulo the event ``period`` into (-period/2, period/2] (an event just after a deadline is the next one, not
+    one period late), then a fraction ``gain`` of it, at most ``max_step``, is corrected per tick: the loop's
+    period changes by at most ``max_step``, and noise on the event's arrival is smoothed."""
+    error = math.remainder(lag - margin, period) if period > 0 else lag - margin
+    return -max(-max_step, min(max_step, gain * error))
+
+
+class ArrivalRate:
+    """The period of a periodic input (camera frames), measured: an exponential average of the intervals between
+    arrivals, ignoring gaps over 1 s (a stopped sensor). ``period`` is None until 10 intervals were seen."""
+
+    def __init__(self, smoothing: float = 0.1) -> None:
+        self.smoothing, self._last, self._mean, self._n = smoothing, None, 0.0, 0
+
+    def arrived(self, t: float) -> None:
+        if self._last is not None and 0.0 < t - self._last < 1.0:
+            dt = t - self._last
+            self._mean = dt if self._n == 0 else self._mean + self.smoothing * (dt - self._mean)
+            self._n += 1
+        self._last = t
+
+    @property
+    def period(self) -> float | None:
+        return self._mean if self._n >= 10 else None
 
 
 def spin_window(cfg: RealtimeConfig, period: float) -> float:

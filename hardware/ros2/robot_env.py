@@ -6,8 +6,11 @@ finite vector (hold and report), otherwise turn the action into a position targe
 the next tick of the control clock and assemble the observation from the newest sensor messages. A watchdog timer
 on the node's executor holds the robot while no action arrived for ``safety.watchdog_timeout_s``. Sensor messages
 with a non-finite or missing value are dropped (counted, logged at most once a second): the sensor goes stale
-and the robot holds, nothing raises. The e-stop latch is released only by the ``~/reset_estop`` service
-(``std_srvs/Trigger``). Sensor QoS is best-effort keep-last-1, command QoS reliable (both from the parameter file).
+and the robot holds, nothing raises. The e-stop latch lives in the node that owns the command stream: with
+``command.via_safety_node`` that is ``robot_rl_safety_node``, and this env only reflects its state
+(``topics.estop_latched``: the policy pauses while it is latched, and while the safety node is silent); otherwise
+it is this node's own, released only by its ``~/reset_estop`` service (``std_srvs/Trigger``). Sensor QoS is
+best-effort keep-last-1, command QoS reliable (both from the parameter file).
 """
 from __future__ import annotations
 
@@ -22,8 +25,8 @@ from robot_rl.env import StepResult
 from robot_rl.hardware.ros2 import ros_io
 from robot_rl.hardware.ros2.bag import EpisodeBag
 from robot_rl.hardware.ros2.config import RobotNodeConfig
-from robot_rl.hardware.ros2.realtime import (DeadlineSchedule, GcPacer, RealtimeStatus, enter_realtime,
-                                             spin_window, wait_until)
+from robot_rl.hardware.ros2.realtime import (ArrivalRate, DeadlineSchedule, GcPacer, RealtimeStatus,
+                                             enter_realtime, phase_correction, spin_window, wait_until)
 from robot_rl.hardware.ros2.safety import Guard, RateLimitedLog, limiter_for
 from robot_rl.hardware.ros2.sensors import (SensorCache, assemble_state, checked_joint_state, checked_pose,
                                             camera_configs, camera_image, compose_chain, decode_image_msg,
@@ -69,8 +72,13 @@ class RosRobotEnv:
             self.scale, self.home = cfg.command.joint_action_scale, np.array(cfg.home_joints)
         self.guard = Guard(s.watchdog_timeout_s, clock)
         self.cameras = dict(zip(topics.cameras, topics.camera_topics))
+        self._sync_camera = topics.cameras[0] if topics.cameras else None
+        self._frame_interval = ArrivalRate()  # the synced camera's frame period, measured
         # Header stamps are on the node's ROS clock (system time, or /clock with use_sim_time).
-        self.cache = SensorCache(["joint_states", "ee_pose", *(f"images/{c}" for c in self.cameras)], clock,
+        # via the safety node, its e-stop latch state is a required input too: no word from it = hold
+        self.via_safety_node = cfg.command.via_safety_node
+        self.cache = SensorCache(["joint_states", "ee_pose", *(f"images/{c}" for c in self.cameras),
+                                  *(["safety_node"] if self.via_safety_node else [])], clock,
                                  lambda: node.get_clock().now().nanoseconds * 1e-9)
         self._sensor_joints = (*cfg.arm_joints, *cfg.gripper_joints)
         self._tf_edges: dict[str, tuple[str, np.ndarray, np.ndarray]] = {}
@@ -97,8 +105,9 @@ class RosRobotEnv:
         self._make_io()
         self._watchdog = node.create_timer(min(self.period, s.watchdog_timeout_s / 3),
                                            self._never_raise("watchdog", self._watchdog_tick))
-        self._reset_estop_srv = node.create_service(ros_io.message_type("trigger"), "~/reset_estop",
-                                                    self._on_reset_estop)
+        # One e-stop latch per robot, in the node that owns the command stream: ours only without the safety node
+        self._reset_estop_srv = None if self.via_safety_node else node.create_service(
+            ros_io.message_type("trigger"), "~/reset_estop", self._on_reset_estop)
 
     # ------------------------------------------------------------------ ROS wiring
     def _make_io(self) -> None:
@@ -142,8 +151,15 @@ class RosRobotEnv:
                 subscribe("image", topic, self._image_handler(camera), sensor_qos, sensor_rel)
         reliable = ros_io.qos_profile("reliable", 10)
         node.create_subscription(ros_io.message_type("bool"), topics.success, self._on_success, reliable)
-        node.create_subscription(ros_io.message_type("bool"), topics.estop, self._never_raise("estop", self._on_estop),
-                                 reliable)
+        if cfg.command.via_safety_node:  # the safety node owns the latch; we reflect it
+            from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+            latched_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+            node.create_subscription(ros_io.message_type("bool"), topics.estop_latched,
+                                     self._never_raise("estop_latched", self._on_estop_latched), latched_qos)
+        else:
+            node.create_subscription(ros_io.message_type("bool"), topics.estop,
+                                     self._never_raise("estop", self._on_estop), reliable)
         self._episode_reset_pub = (node.create_publisher(ros_io.message_type("bool"), topics.episode_reset, reliable)
                                    if topics.episode_reset else None)
         mode = cfg.command.mode
@@ -178,11 +194,29 @@ class RosRobotEnv:
     def _image_handler(self, camera: str) -> Callable[[Any], None]:
         config = camera_configs(self.cfg)[camera]
 
+        sync = camera == self._sync_camera
+
         def handle(msg: Any) -> None:
             image = decode_image_msg(msg)  # Image or CompressedImage -> (H, W, 3) RGB, native size
             self.cache.put(f"images/{camera}", camera_image(image, config, camera),
                            ros_io.stamp_to_s(msg.header.stamp))
+            if sync:
+                self._frame_interval.arrived(self.clock())
         return handle
+
+    def _align_to_camera(self) -> None:
+        """``camera_sync``: move the control schedule towards ``camera_sync_margin_s`` after the synced camera's
+        newest frame arrived (:func:`phase_correction`, at most 1 ms per tick)."""
+        cam_period = self._frame_interval.period
+        if not self.cfg.camera_sync or cam_period is None:
+            return
+        frames_per_tick = self.period / cam_period
+        if round(frames_per_tick) < 1 or abs(frames_per_tick - round(frames_per_tick)) > 0.05:
+            return  # the camera rate is not a multiple of control_hz: no phase to lock to
+        sample = self.cache.snapshot()[0].get(f"images/{self._sync_camera}")
+        if sample is not None:
+            lag = self.clock() - sample.received
+            self._schedule.shift(phase_correction(lag, self.cfg.camera_sync_margin_s, cam_period))
 
     def _on_tf(self, msg: Any) -> None:
         for tf in msg.transforms:
@@ -211,6 +245,7 @@ class RosRobotEnv:
             self._success = True
 
     def _on_estop(self, msg: Any) -> None:
+        assert self._reset_estop_srv is not None  # subscribed only when this node owns the latch
         if self.guard.set_estop(bool(msg.data)):
             log.warning("e-stop: holding until reset (ros2 service call %s std_srvs/srv/Trigger)",
                         self._reset_estop_srv.service_name)
@@ -219,6 +254,17 @@ class RosRobotEnv:
             if not msg.data:
                 self._warn("estop-input", "e-stop input released; the hold stays latched until "
                            f"{self._reset_estop_srv.service_name} is called")
+
+    def _on_estop_latched(self, msg: Any) -> None:
+        """robot_rl_safety_node's latch: the policy pauses while it is set (the safety node holds the robot)."""
+        self.cache.put("safety_node", bool(msg.data))
+        if self.guard.reflect_estop(bool(msg.data)):
+            if msg.data:
+                log.warning("e-stop latched in robot_rl_safety_node: policy paused until its reset "
+                            "(ros2 service call /robot_rl_safety/reset_estop std_srvs/srv/Trigger)")
+                self._hold("estop")
+            else:
+                log.warning("e-stop released by robot_rl_safety_node: the policy resumes with the next episode")
 
     def _on_reset_estop(self, request: Any, response: Any) -> Any:  # noqa: ARG002 (Trigger has no request data)
         response.success, response.message = self.guard.reset_estop()
@@ -398,6 +444,7 @@ class RosRobotEnv:
         self._gc.after_tick()  # the command is out: the slack of this period is here
         self._sleep_to_tick()
         obs, interrupted = self._wait_until_safe()
+        self._align_to_camera()
         if obs is None:  # stopping: hand back the last observation, episode cut
             obs, interrupted = self._last_obs, True
         self._steps += 1

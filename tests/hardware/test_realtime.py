@@ -104,15 +104,18 @@ CHILD = textwrap.dedent("""
         def emit(self, record): records.append((record.levelname, record.getMessage()))
     logging.getLogger("robot_rl.ros2.realtime").addHandler(Keep())
     logging.getLogger("robot_rl.ros2.realtime").setLevel(logging.INFO)
-    from robot_rl.hardware.ros2.realtime import RealtimeConfig, DeadlineSchedule, enter_realtime, wait_until
-    status = enter_realtime(RealtimeConfig(priority=10), "test loop")
+    from robot_rl.hardware.ros2.realtime import (RealtimeConfig, DeadlineSchedule, enter_executor_realtime,
+                                                 enter_realtime, wait_until)
+    cfg = RealtimeConfig(priority=10, executor_priority=9)
+    executor = enter_executor_realtime(cfg, "test executor")  # a node's two threads: one warning between them
+    status = enter_realtime(cfg, "test loop")
     schedule = DeadlineSchedule(0.002, time.monotonic())
     for _ in range(20):  # the loop still runs, whatever was refused
         wait_until(schedule.deadline, 0.0005)
         schedule.advance(time.monotonic())
     print(json.dumps({"active": status.active, "policy": os.sched_getscheduler(0), "refused": status.refused,
                       "locked": status.memory_locked, "gc_enabled": gc.isenabled(), "records": records,
-                      "ticks": schedule.k}))
+                      "ticks": schedule.k, "executor": executor}))
 """)
 
 
@@ -142,7 +145,10 @@ def test_without_the_privilege_the_loop_falls_back_with_one_warning() -> None:
     assert any(r.startswith("mlockall") for r in result["refused"]) and not result["locked"]
     warnings = [m for level, m in result["records"] if level == "WARNING"]
     assert len(warnings) == 1, result["records"]
-    assert "WITHOUT full real-time setup" in warnings[0] and "CAP_SYS_NICE" in warnings[0]
+    assert "WITHOUT real-time priority" in warnings[0] and "CAP_SYS_NICE" in warnings[0]
+    assert not result["executor"]
+    loop_info = [m for level, m in result["records"] if level == "INFO" and m.startswith("test loop")]
+    assert loop_info and "normal scheduling" in loop_info[0] and "mlockall" in loop_info[0]
     assert not result["gc_enabled"]  # the gc part needs no privilege
     assert result["ticks"] >= 20  # (more when a late tick skipped deadlines)
 
@@ -151,5 +157,5 @@ def test_without_the_privilege_the_loop_falls_back_with_one_warning() -> None:
 def test_with_the_privilege_the_loop_runs_sched_fifo_with_memory_locked() -> None:
     result = _run_child()
     assert result["active"] and result["policy"] == os.SCHED_FIFO | os.SCHED_RESET_ON_FORK
-    assert result["locked"] and result["refused"] == []
-    assert [level for level, _ in result["records"]] == ["INFO"]
+    assert result["locked"] and result["refused"] == [] and result["executor"]
+    assert [level for level, _ in result["records"]] == ["INFO", "INFO"]

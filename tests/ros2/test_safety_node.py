@@ -72,3 +72,64 @@ def test_safety_node_follows_targets_holds_on_nan_and_latches_the_estop(rclpy_no
         stop.set()
         loop.join(2.0)
         robot.close()
+
+
+def test_the_actor_reflects_the_safety_nodes_estop_latch_and_owns_none(rclpy_node) -> None:
+    """One latch per robot, in the node that owns the command stream: with ``via_safety_node`` the actor has no
+    ``~/reset_estop`` and no e-stop subscription; it pauses the policy while robot_rl_safety_node's latch (on
+    ``topics.estop_latched``) is set, resumes when that node's reset releases it, and holds while the safety node
+    is silent."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    from robot_rl.hardware.ros2 import ros_io
+    from robot_rl.hardware.ros2.robot_env import RosRobotEnv
+    from robot_rl.hardware.ros2.safety_node import SafetyNode
+
+    cfg = node_config("joint_trajectory", command_hz=100.0, **{"command.via_safety_node": True})
+    robot = FakeRobot(cfg.topics.command, "joint_trajectory")
+    context = rclpy.Context()  # the safety node in a context of its own, as in its own process
+    rclpy.init(context=context)
+    safety_ros = rclpy.create_node("robot_rl_safety", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(safety_ros)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    safety = SafetyNode(safety_ros, cfg)
+    stop = threading.Event()
+    loop = threading.Thread(target=safety.run, args=(stop,), daemon=True)
+    loop.start()
+    env = RosRobotEnv(cfg, rclpy_node)
+    reset = rclpy_node.create_client(ros_io.message_type("trigger"), "/robot_rl_safety/reset_estop")
+    try:
+        env.reset()
+        env.step(np.zeros(7, np.float32))
+        names = dict(rclpy_node.get_service_names_and_types())
+        assert "/robot_rl_actor/reset_estop" not in names and env._reset_estop_srv is None
+        robot.estop(True)
+        wait_for(lambda: safety.guard.estopped and env.guard.estopped, 5.0, "the latch reflected in the actor")
+        out = {}
+        stepper = threading.Thread(target=lambda: out.setdefault("r", env.step(np.ones(7, np.float32))))
+        stepper.start()
+        robot.estop(False)
+        time.sleep(0.5)
+        assert stepper.is_alive() and env.guard.estopped  # paused: the input's False does not release anything
+        assert reset.wait_for_service(timeout_sec=5.0)
+        future = reset.call_async(ros_io.message_type("trigger").Request())
+        wait_for(future.done, 5.0, "reset_estop response")
+        assert future.result().success, future.result().message
+        stepper.join(5.0)
+        assert not stepper.is_alive() and out["r"].truncated and not env.guard.estopped
+        assert not env.step(np.ones(7, np.float32)).truncated  # the policy runs again
+        # the safety node goes silent (gone): the actor holds on its stale latch state
+        stop.set()
+        loop.join(2.0)
+        executor.shutdown(timeout_sec=1.0)
+        safety_ros.destroy_node()
+        wait_for(lambda: any(s.startswith("safety_node") for s in env.cache.stale(cfg.safety.sensor_timeout_s)),
+                 5.0, "the safety node's state to go stale")
+    finally:
+        stop.set()
+        env.close()
+        rclpy.try_shutdown(context=context)
+        robot.close()
