@@ -62,7 +62,7 @@ class TopicsConfig(ConfigNode):
     """``std_msgs/Float64MultiArray`` with the finger opening (m, sum of both fingers); empty = no gripper."""
     target: str = "/robot_rl/target"
     """Actor -> ``robot_rl_safety_node`` position targets (``std_msgs/Float64MultiArray``, layout
-    ``robot_rl_target_v1``: see ``safety_node.target_msg``) when ``command.via_safety_node`` is on."""
+    ``robot_rl_target_v2``: see ``safety_node.target_msg``) when ``command.via_safety_node`` is on."""
     success: str = "/robot_rl/success"
     """``std_msgs/Bool``: True ends the episode as a success (operator key, classifier, or the twin)."""
     episode_reset: str = ""
@@ -162,9 +162,13 @@ class RobotNodeConfig(ConfigNode):
     control schedule by at most 1 ms so that the observation is taken ``camera_sync_margin_s`` after that
     camera's frame arrived, a fresh frame instead of one up to a camera period old. Applies while the measured
     camera rate is a whole multiple of ``control_hz`` (30 Hz at 10 Hz); otherwise the schedule is left alone."""
-    camera_sync_margin_s: float = 0.003
+    camera_sync_margin_s: float = 0.002
     """How long after the synced frame's arrival (decoded, in the cache) the observation is taken: room for the
     jitter of the frames' arrival."""
+    camera_sync_wait_s: float = 0.004
+    """With ``camera_sync``: the longest wait at a tick for a synced frame that is late (the newest one is more
+    than half a camera period old): a few ms of policy-period jitter instead of acting on a frame one camera
+    period old."""
     align_commands: bool = True
     """``robot_rl_safety_node`` moves its command schedule by at most 0.2 ms per target so that a command goes
     out about 1 ms after each target arrives (target -> command latency ~1 ms instead of up to one command

@@ -251,6 +251,33 @@ def phase_correction(lag: float, margin: float, period: float, gain: float = 0.3
     return -max(-max_step, min(max_step, gain * error))
 
 
+class PhaseLock:
+    """Keeps a :class:`DeadlineSchedule`'s deadlines ``margin`` after a periodic event (the synced camera's
+    frames; the actor's targets). :meth:`event` gets ``lag``, how long before the current deadline the newest
+    event came. The first event, and an event after ``relock_after`` in a row that were off by more than a
+    quarter of ``event_period``, lock at once by moving the schedule *later* (one longer period, never a shorter
+    one); otherwise :func:`phase_correction` nudges it by at most ``max_step``."""
+
+    def __init__(self, schedule: DeadlineSchedule, margin: float, max_step: float, gain: float = 0.3,
+                 relock_after: int = 5) -> None:
+        self.schedule, self.margin, self.max_step, self.gain = schedule, margin, max_step, gain
+        self.relock_after = relock_after
+        self.locked, self._off, self.relocks = False, 0, 0
+
+    def event(self, lag: float, event_period: float) -> float:
+        """Apply and return the shift (s) of the schedule for an event ``lag`` before the deadline."""
+        error = math.remainder(lag - self.margin, event_period)
+        self._off = self._off + 1 if abs(error) > event_period / 4 else 0
+        if not self.locked or self._off >= self.relock_after:
+            delta = (self.margin - lag) % event_period  # later only: no period is ever cut short
+            self.locked, self._off = True, 0
+            self.relocks += 1
+        else:
+            delta = phase_correction(lag, self.margin, event_period, self.gain, self.max_step)
+        self.schedule.shift(delta)
+        return delta
+
+
 class ArrivalRate:
     """The period of a periodic input (camera frames), measured: an exponential average of the intervals between
     arrivals, ignoring gaps over 1 s (a stopped sensor). ``period`` is None until 10 intervals were seen."""

@@ -25,8 +25,8 @@ from robot_rl.env import StepResult
 from robot_rl.hardware.ros2 import ros_io
 from robot_rl.hardware.ros2.bag import EpisodeBag
 from robot_rl.hardware.ros2.config import RobotNodeConfig
-from robot_rl.hardware.ros2.realtime import (ArrivalRate, DeadlineSchedule, GcPacer, RealtimeStatus,
-                                             enter_realtime, phase_correction, spin_window, wait_until)
+from robot_rl.hardware.ros2.realtime import (ArrivalRate, DeadlineSchedule, GcPacer, PhaseLock, RealtimeStatus,
+                                             enter_realtime, spin_window, wait_until)
 from robot_rl.hardware.ros2.safety import Guard, RateLimitedLog, limiter_for
 from robot_rl.hardware.ros2.sensors import (SensorCache, assemble_state, checked_joint_state, checked_pose,
                                             camera_configs, camera_image, compose_chain, decode_image_msg,
@@ -89,6 +89,7 @@ class RosRobotEnv:
         self._episode = 0
         self._steps = 0
         self._schedule = DeadlineSchedule(self.period, clock())
+        self._camera_lock = PhaseLock(self._schedule, cfg.camera_sync_margin_s, max_step=0.001)
         self.realtime: RealtimeStatus | None = None  # the policy loop's real-time setup, from the first reset
         self._spin_s = 0.0
         self._gc = GcPacer(False, 1.0)
@@ -100,6 +101,8 @@ class RosRobotEnv:
         self.frame_to_command_ms: list[float] = []  # oldest camera frame's stamp -> command (or target) published
         self.frame_age_ms: list[float] = []  # its part before the observation: that frame's age at observation time
         self._frame_age_s = self._obs_frame_age_s = 0.0
+        self._frame_stamp: float | None = None
+        self._obs_frame_stamp: float | None = None  # oldest frame stamp of the observation the policy acts on
         self.tick_times: list[float] = []   # command publish times (period jitter)
         self.holds: dict[str, int] = {}
         self._make_io()
@@ -204,9 +207,23 @@ class RosRobotEnv:
                 self._frame_interval.arrived(self.clock())
         return handle
 
-    def _align_to_camera(self) -> None:
-        """``camera_sync``: move the control schedule towards ``camera_sync_margin_s`` after the synced camera's
-        newest frame arrived (:func:`phase_correction`, at most 1 ms per tick)."""
+    def _wait_for_late_frame(self) -> None:
+        """``camera_sync``: at a tick whose synced frame has not come yet (the newest is more than half a camera
+        period old), wait for it up to ``camera_sync_wait_s``."""
+        cam_period = self._frame_interval.period
+        if not self.cfg.camera_sync or cam_period is None or not self._camera_lock.locked:
+            return
+        key, give_up = f"images/{self._sync_camera}", self.clock() + self.cfg.camera_sync_wait_s
+        while self.clock() < give_up:
+            sample = self.cache.snapshot()[0].get(key)
+            if sample is None or self.clock() - sample.received < cam_period / 2:
+                return
+            time.sleep(0.0002)
+
+    def _align_to_camera(self, tick: float) -> None:
+        """``camera_sync``: move the control schedule so that its ticks come ``camera_sync_margin_s`` after the
+        synced camera's frames arrive (:class:`PhaseLock`: at most 1 ms per tick once locked); ``tick`` is the
+        deadline of the tick just taken."""
         cam_period = self._frame_interval.period
         if not self.cfg.camera_sync or cam_period is None:
             return
@@ -215,8 +232,7 @@ class RosRobotEnv:
             return  # the camera rate is not a multiple of control_hz: no phase to lock to
         sample = self.cache.snapshot()[0].get(f"images/{self._sync_camera}")
         if sample is not None:
-            lag = self.clock() - sample.received
-            self._schedule.shift(phase_correction(lag, self.cfg.camera_sync_margin_s, cam_period))
+            self._camera_lock.event(tick - sample.received, cam_period)
 
     def _on_tf(self, msg: Any) -> None:
         for tf in msg.transforms:
@@ -283,10 +299,10 @@ class RosRobotEnv:
     def _measured(self) -> np.ndarray:
         return measured_position(self.cache, self.cartesian, self.cfg.arm_joints, self.limiter.low.shape[0])
 
-    def _publish(self, target: np.ndarray, grip_opening: float | None) -> None:
+    def _publish(self, target: np.ndarray, grip_opening: float | None, frame_stamp: float | None = None) -> None:
         if self._target_pub is not None:  # the safety node interpolates and commands at command_hz
             from robot_rl.hardware.ros2.safety_node import target_msg
-            self._target_pub.publish(target_msg(target, grip_opening))
+            self._target_pub.publish(target_msg(target, grip_opening, frame_stamp))
             return
         msg = ros_io.command_msg(self.cfg.command, self.cfg.arm_joints, self.cfg.topics.base_frame, target,
                                  ros_io.now_stamp(self.node), self.period)
@@ -325,10 +341,12 @@ class RosRobotEnv:
         obs = {"state": state}
         stamp_now = self.cache.stamp_clock()
         self._frame_age_s = 0.0  # the oldest camera frame in this observation (by its header stamp)
+        self._frame_stamp: float | None = None
         for camera in self.cameras:
             sample = latest[f"images/{camera}"]
             obs[f"images/{camera}"] = sample.value
             self._frame_age_s = max(self._frame_age_s, stamp_now - sample.stamp)
+            self._frame_stamp = sample.stamp if self._frame_stamp is None else min(self._frame_stamp, sample.stamp)
         return obs
 
     def _wait_until_safe(self) -> tuple[dict[str, np.ndarray] | None, bool]:
@@ -408,7 +426,11 @@ class RosRobotEnv:
         if self.cfg.bag_dir:
             self._bag = EpisodeBag(self._bag_topics)
         self._last_obs, self._obs_time, self._obs_frame_age_s = obs, self.clock(), self._frame_age_s
-        self._schedule = DeadlineSchedule(self.period, self._obs_time + self.period)
+        self._obs_frame_stamp = self._frame_stamp
+        self._schedule = DeadlineSchedule(self.period, self._obs_time)
+        self._camera_lock = PhaseLock(self._schedule, self.cfg.camera_sync_margin_s, max_step=0.001)
+        self._align_to_camera(self._obs_time)  # lock to the frames now (a free jump: no step is timed yet)
+        self._schedule.advance(self._obs_time)
         return obs
 
     def step(self, action: np.ndarray) -> StepResult:
@@ -427,7 +449,7 @@ class RosRobotEnv:
                 grip = None
                 if self._has_gripper and not self.limiter.holding:
                     grip = self.cfg.command.gripper_closed if action[-1] > 0 else self.cfg.command.gripper_open
-                self._publish(target, grip)
+                self._publish(target, grip, self._obs_frame_stamp)
             self._watchdog_holding = False
             self.guard.action_arrived()  # a bad action is still an action: the step holds, not the watchdog
         now = self.clock()
@@ -443,8 +465,9 @@ class RosRobotEnv:
             self._record("/robot_rl/action", Float32MultiArray(data=[float(a) for a in action]))
         self._gc.after_tick()  # the command is out: the slack of this period is here
         self._sleep_to_tick()
+        self._wait_for_late_frame()
         obs, interrupted = self._wait_until_safe()
-        self._align_to_camera()
+        self._align_to_camera(self._schedule.deadline - self.period)
         if obs is None:  # stopping: hand back the last observation, episode cut
             obs, interrupted = self._last_obs, True
         self._steps += 1
@@ -454,6 +477,7 @@ class RosRobotEnv:
             from std_msgs.msg import Float32MultiArray
             self._record("/robot_rl/reward", Float32MultiArray(data=[float(success)]))
         self._last_obs, self._obs_time, self._obs_frame_age_s = obs, self.clock(), self._frame_age_s
+        self._obs_frame_stamp = self._frame_stamp
         return StepResult(obs, float(success), success, truncated, success)
 
     def _finish_bag(self) -> None:

@@ -29,36 +29,42 @@ import numpy as np
 
 from robot_rl.hardware.ros2 import ros_io
 from robot_rl.hardware.ros2.config import RobotNodeConfig, from_params, load_params_files
-from robot_rl.hardware.ros2.realtime import (DeadlineSchedule, GcPacer, RealtimeStatus, enter_realtime,
-                                             phase_correction, spin_window, wait_until)
+from robot_rl.hardware.ros2.realtime import (DeadlineSchedule, GcPacer, PhaseLock, RealtimeStatus,
+                                             enter_realtime, spin_window, wait_until)
 from robot_rl.hardware.ros2.safety import Guard, RateLimitedLog, TargetLimiter
 from robot_rl.hardware.ros2.sensors import SensorCache, checked_joint_state, checked_pose, measured_position
 
 log = logging.getLogger("robot_rl.ros2.safety_node")
-TARGET_LAYOUT = "robot_rl_target_v1"
-"""Label of ``layout.dim[0]`` of every target message: the wire version (a mismatch is refused and held)."""
+TARGET_LAYOUT = "robot_rl_target_v2"
+"""Label of ``layout.dim[0]`` of every target message: the wire version (a mismatch is refused and held).
+v2 added the frame stamp (v1 had ``[*target, grip]``)."""
 
 
-def target_msg(target: np.ndarray, grip_opening: float | None) -> Any:
-    """Actor -> safety node: ``data = [*target, grip opening (m) or NaN = unchanged]``, dim[0] labelled
-    ``robot_rl_target_v1``, size = len(target) (TCP xyz in Cartesian mode, one value per arm joint otherwise)."""
+def target_msg(target: np.ndarray, grip_opening: float | None, frame_stamp: float | None = None) -> Any:
+    """Actor -> safety node: ``data = [*target, grip opening (m) or NaN = unchanged, frame stamp]``, dim[0]
+    labelled ``robot_rl_target_v2``, size = len(target) (TCP xyz in Cartesian mode, one value per arm joint
+    otherwise). The frame stamp (s, ROS time; NaN for a hold) is the header stamp of the oldest camera frame the
+    target was computed from: the safety node measures camera frame -> command with it."""
     from std_msgs.msg import Float64MultiArray, MultiArrayDimension
 
     msg = Float64MultiArray()
-    msg.layout.dim = [MultiArrayDimension(label=TARGET_LAYOUT, size=len(target), stride=len(target) + 1)]
-    msg.data = [*(float(v) for v in target), float("nan") if grip_opening is None else float(grip_opening)]
+    msg.layout.dim = [MultiArrayDimension(label=TARGET_LAYOUT, size=len(target), stride=len(target) + 2)]
+    msg.data = [*(float(v) for v in target), float("nan") if grip_opening is None else float(grip_opening),
+                float("nan") if frame_stamp is None else float(frame_stamp)]
     return msg
 
 
-def decode_target(msg: Any, n: int) -> tuple[np.ndarray, float | None]:
-    """``(target (n,), grip opening or None)``; ValueError on another layout version or size."""
+def decode_target(msg: Any, n: int) -> tuple[np.ndarray, float | None, float | None]:
+    """``(target (n,), grip opening or None, frame stamp or None)``; ValueError on another layout version or
+    size."""
     dims = list(msg.layout.dim)
-    if not dims or dims[0].label != TARGET_LAYOUT or dims[0].size != n or len(msg.data) != n + 1:
+    if not dims or dims[0].label != TARGET_LAYOUT or dims[0].size != n or len(msg.data) != n + 2:
         got = (dims[0].label, dims[0].size) if dims else None
         raise ValueError(f"target message layout {got} with {len(msg.data)} values, expected "
-                         f"({TARGET_LAYOUT!r}, {n}) with {n + 1}")
+                         f"({TARGET_LAYOUT!r}, {n}) with {n + 2}")
     data = np.asarray(msg.data, np.float64)
-    return data[:n], (None if not np.isfinite(data[n]) else float(data[n]))
+    finite = lambda v: None if not np.isfinite(v) else float(v)  # noqa: E731
+    return data[:n], finite(data[n]), finite(data[n + 1])
 
 
 def safety_limiter(cfg: RobotNodeConfig) -> TargetLimiter:
@@ -94,9 +100,12 @@ class SafetyNode:
         self.send_times: list[float] = []
         self.target_to_command_ms: list[float] = []  # target arrival -> first command that follows it
         self._fresh_target_t: float | None = None
+        self._fresh_frame_stamp: float | None = None
+        self.frame_to_command_ms: list[float] = []  # camera frame stamp -> first command that follows its target
         self.holds: dict[str, int] = {}
         self.realtime = RealtimeStatus()  # what run() obtained (logged there, and in stats())
         self.schedule: DeadlineSchedule | None = None
+        self.phase_lock: PhaseLock | None = None
         t = cfg.topics
         sensor_qos = ros_io.qos_profile(cfg.qos.sensor_reliability, cfg.qos.sensor_depth)
         command_qos = ros_io.qos_profile(cfg.qos.command_reliability, cfg.qos.command_depth)
@@ -138,7 +147,7 @@ class SafetyNode:
         return run
 
     def _on_target(self, msg: Any) -> None:
-        target, grip = decode_target(msg, self.n)
+        target, grip, frame_stamp = decode_target(msg, self.n)
         now = self.clock()
         with self._lock:
             if not np.isfinite(target).all():
@@ -148,7 +157,7 @@ class SafetyNode:
             # continue from where the interpolation stands now: no jump when a target arrives early or late
             self._from = self._interpolated(now) if self._to is not None else target
             self._to, self._to_t = target.copy(), now
-            self._fresh_target_t = now
+            self._fresh_target_t, self._fresh_frame_stamp = now, frame_stamp
             self._watchdog_holding = False
         self.guard.action_arrived()
         if grip is not None and self._gripper_pub is not None and grip != self._last_grip and not self.guard.estopped:
@@ -220,7 +229,10 @@ class SafetyNode:
         self.schedule = DeadlineSchedule(self.period, time.monotonic())
         ratio = self.policy_period / self.period
         align = self.cfg.align_commands and round(ratio) >= 1 and abs(ratio - round(ratio)) < 1e-6
-        margin, max_step = min(0.001, self.period / 4), min(0.0002, self.period / 20)
+        # margin: room for the jitter of the targets' arrival (the actor's inference time varies by a few ms)
+        lock = PhaseLock(self.schedule, margin=min(0.003, 0.3 * self.period), max_step=min(0.0005, self.period / 20))
+        self.phase_lock = lock
+        last_fresh = -float("inf")
         while not stop.is_set():
             wait_until(self.schedule.deadline, spin)
             target = self.tick()
@@ -230,12 +242,19 @@ class SafetyNode:
                 now = time.monotonic()
                 with self._lock:
                     fresh, self._fresh_target_t = self._fresh_target_t, None
+                    frame_stamp, self._fresh_frame_stamp = self._fresh_frame_stamp, None
                 if fresh is not None and align:  # the next targets arrive with the same phase: meet them ~1 ms on
-                    self.schedule.shift(phase_correction(now - fresh, margin, self.period, 0.3, max_step))
+                    if fresh - last_fresh > 2.5 * self.policy_period:
+                        lock.locked = False  # targets resume after a gap (start, a stalled actor): lock afresh
+                    lock.event(now - fresh, self.period)
+                    last_fresh = fresh
                 if len(self.send_times) < 200_000:  # statistics (benchmarks): bounded memory
                     self.send_times.append(now)
                     if fresh is not None:
                         self.target_to_command_ms.append((now - fresh) * 1e3)
+                    if frame_stamp is not None:  # on the ROS clock, as the camera's header stamp
+                        ros_now = self.node.get_clock().now().nanoseconds * 1e-9
+                        self.frame_to_command_ms.append((ros_now - frame_stamp) * 1e3)
             pacer.after_tick()
             self.schedule.advance(time.monotonic())
 
@@ -243,11 +262,16 @@ class SafetyNode:
         ticks = np.diff(np.asarray(self.send_times[-100_000:]))
         jitter = np.abs(ticks - self.period) * 1e3 if ticks.size else np.zeros(1)
         lag = np.asarray(self.target_to_command_ms[-100_000:] or [0.0])
+        frame = np.asarray(self.frame_to_command_ms[-100_000:] or [0.0])
         return {"commands": float(self.sent), "command_jitter_p50_ms": float(np.percentile(jitter, 50)),
                 "command_jitter_p99_ms": float(np.percentile(jitter, 99)),
                 "command_period_max_ms": float(ticks.max() * 1e3) if ticks.size else 0.0,
+                "frame_to_command_p50_ms": float(np.percentile(frame, 50)),
+                "frame_to_command_p99_ms": float(np.percentile(frame, 99)),
+                "target_to_command_p50_ms": float(np.percentile(lag, 50)),
                 "target_to_command_p99_ms": float(np.percentile(lag, 99)),
                 "missed_deadlines": float(self.schedule.missed if self.schedule is not None else 0),
+                "command_phase_relocks": float(self.phase_lock.relocks if self.phase_lock is not None else 0),
                 **self.realtime.stats("realtime"),
                 **{f"holds/{k}": float(v) for k, v in self.holds.items()},
                 **{f"guard/{k}": float(v) for k, v in self.guard.counts.items()}}
@@ -274,12 +298,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     with ros_io.node_session("robot_rl_safety", argv) as (node, executor, stop):
         cfg, stats_file = node_config(ros_io.node_parameters(node))
         safety = SafetyNode(node, cfg)
+        # the executor (this thread) and the DDS threads real-time, and the executor's first rounds (its
+        # imports, the first callbacks) done before the command loop starts: none of that can stall it later
+        from robot_rl.hardware.ros2.realtime import enter_executor_realtime
+        enter_executor_realtime(cfg.safety_realtime, "robot_rl_safety_node executor")
+        for _ in range(3):
+            executor.spin_once(timeout_sec=0.01)
         loop = threading.Thread(target=safety.run, args=(stop,), name="command-loop")
         loop.start()
         log.info("commanding %s at %.0f Hz from targets on %s", safety.cfg.topics.command, safety.cfg.command_hz,
                  safety.cfg.topics.target)
         try:
-            ros_io.spin_until(executor, stop, cfg.safety_realtime, "robot_rl_safety_node executor")
+            ros_io.spin_until(executor, stop)
         finally:
             stop.set()
             loop.join(timeout=2.0)

@@ -15,8 +15,8 @@ import textwrap
 import pytest
 
 from robot_rl.hardware.ros2.config import RobotNodeConfig, from_params
-from robot_rl.hardware.ros2.realtime import (DeadlineSchedule, GcPacer, RealtimeConfig, spin_window,
-                                             wait_until)
+from robot_rl.hardware.ros2.realtime import (ArrivalRate, DeadlineSchedule, GcPacer, PhaseLock, RealtimeConfig,
+                                             phase_correction, spin_window, wait_until)
 
 
 def test_deadlines_stay_on_the_grid_however_long_each_tick_takes() -> None:
@@ -65,6 +65,53 @@ def test_hybrid_wait_sleeps_to_the_spin_window_then_spins_to_the_deadline() -> N
     clock = FakeClock(1.0, 1e-6)
     wait_until(0.5, 0.0008, clock, clock.sleep)  # a deadline in the past returns at once
     assert clock.sleeps == [] and clock.t < 1.0 + 3e-6
+
+
+def test_phase_correction_takes_the_short_way_round_and_is_bounded() -> None:
+    cam = 1 / 30
+    assert phase_correction(0.010, 0.003, cam) == pytest.approx(-0.001)   # frame 10 ms old: tick earlier (capped)
+    assert phase_correction(0.004, 0.003, cam) == pytest.approx(-0.0003)  # 1 ms off: 30 % of it
+    assert phase_correction(0.003, 0.003, cam) == 0.0
+    # a frame that came just after the tick shows up one camera period old: move later, not 30 ms earlier
+    assert phase_correction(cam - 0.001, 0.003, cam) == pytest.approx(0.001)
+
+
+def test_phase_lock_locks_later_only_then_tracks_a_drifting_event() -> None:
+    """Events (frames) every 100 ms arrive with a phase that drifts by 0.1 ms per period; the schedule locks at
+    once (moving later), then follows the drift with small steps, so each tick comes `margin` after its event."""
+    period, margin = 0.1, 0.003
+    schedule = DeadlineSchedule(period, start=0.0)
+    lock = PhaseLock(schedule, margin, max_step=0.001)
+    event_t, shifts = 0.0437, []
+    for k in range(200):
+        tick = schedule.deadline
+        newest = event_t if event_t <= tick else event_t - period  # the newest event at or before the tick
+        shifts.append(lock.event(tick - newest, period))
+        schedule.advance(tick)
+        event_t += period + 0.0001
+    assert 0 < shifts[0] < period and lock.relocks == 1  # the first lock only ever lengthens a period
+    assert max(abs(x) for x in shifts[1:]) <= 0.001 + 1e-12
+    tick = schedule.deadline
+    newest = event_t if event_t <= tick else event_t - period
+    assert abs(tick - newest - margin) < 0.001  # locked: ~margin after the newest event
+    # the event's phase jumps (a camera restarted): five ticks off by more than a quarter period re-lock later
+    for _ in range(6):
+        tick = schedule.deadline
+        lock.event(tick - (tick - 0.05), period)
+        schedule.advance(tick)
+    assert lock.relocks == 2
+
+
+def test_arrival_rate_measures_the_period_and_ignores_gaps() -> None:
+    rate = ArrivalRate()
+    t = 0.0
+    for k in range(30):
+        rate.arrived(t)
+        t += 1 / 30 + (0.002 if k % 2 else -0.002)
+    assert rate.period == pytest.approx(1 / 30, abs=0.002)
+    rate.arrived(t + 5.0)  # a stopped camera: the gap is not an interval
+    assert rate.period == pytest.approx(1 / 30, abs=0.002)
+    assert ArrivalRate().period is None
 
 
 def test_the_spin_never_takes_more_than_a_quarter_of_the_period() -> None:

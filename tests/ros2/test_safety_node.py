@@ -39,7 +39,7 @@ def test_safety_node_follows_targets_holds_on_nan_and_latches_the_estop(rclpy_no
     def send(target, seconds: float) -> None:
         end = time.monotonic() + seconds
         while time.monotonic() < end:  # at the policy rate (20 Hz in node_config)
-            pub.publish(target_msg(np.asarray(target, np.float64), None))
+            pub.publish(target_msg(np.asarray(target, np.float64), None, time.time() - 0.005))
             time.sleep(0.05)
 
     try:
@@ -67,7 +67,10 @@ def test_safety_node_follows_targets_holds_on_nan_and_latches_the_estop(rclpy_no
         send(start + [0.15, 0.0, 0.0], 0.6)
         assert _x(robot)[-1] > latched[-1] + 0.02  # moving again after the reset
         # commands kept flowing at command_hz throughout (holds included)
-        assert safety.stats()["commands"] >= 0.5 * 100.0 * 3.0
+        stats = safety.stats()
+        assert stats["commands"] >= 0.5 * 100.0 * 3.0
+        # frame -> command from the stamp the targets carry (5 ms old when sent), the first command after each
+        assert 5.0 <= stats["frame_to_command_p50_ms"] < 200.0
     finally:
         stop.set()
         loop.join(2.0)
@@ -133,3 +136,17 @@ def test_the_actor_reflects_the_safety_nodes_estop_latch_and_owns_none(rclpy_nod
         env.close()
         rclpy.try_shutdown(context=context)
         robot.close()
+
+
+def test_target_wire_v2_carries_the_frame_stamp_and_refuses_v1() -> None:
+    from std_msgs.msg import Float64MultiArray, MultiArrayDimension
+
+    from robot_rl.hardware.ros2.safety_node import decode_target, target_msg
+
+    target, grip, stamp = decode_target(target_msg(np.array([0.1, 0.2, 0.3]), 0.04, 1234.5), 3)
+    assert np.allclose(target, [0.1, 0.2, 0.3]) and grip == 0.04 and stamp == 1234.5
+    assert decode_target(target_msg(np.zeros(3), None), 3)[1:] == (None, None)  # a hold: no grip, no frame
+    old = Float64MultiArray(data=[0.1, 0.2, 0.3, 0.04])
+    old.layout.dim = [MultiArrayDimension(label="robot_rl_target_v1", size=3, stride=4)]
+    with pytest.raises(ValueError, match="robot_rl_target_v2"):
+        decode_target(old, 3)
