@@ -208,15 +208,16 @@ class RosRobotEnv:
         return handle
 
     def _wait_for_late_frame(self) -> None:
-        """``camera_sync``: at a tick whose synced frame has not come yet (the newest is more than half a camera
-        period old), wait for it up to ``camera_sync_wait_s``."""
+        """``camera_sync``: at a tick where a camera's frame has not come yet (its newest is more than half a
+        camera period old: the synced camera's, or another camera's that arrives a little after it), wait for it
+        up to ``camera_sync_wait_s``."""
         cam_period = self._frame_interval.period
         if not self.cfg.camera_sync or cam_period is None or not self._camera_lock.locked:
             return
-        key, give_up = f"images/{self._sync_camera}", self.clock() + self.cfg.camera_sync_wait_s
+        keys, give_up = [f"images/{c}" for c in self.cameras], self.clock() + self.cfg.camera_sync_wait_s
         while self.clock() < give_up:
-            sample = self.cache.snapshot()[0].get(key)
-            if sample is None or self.clock() - sample.received < cam_period / 2:
+            latest, now = self.cache.snapshot()[0], self.clock()
+            if all(k not in latest or now - latest[k].received < cam_period / 2 for k in keys):
                 return
             time.sleep(0.0002)
 
@@ -416,6 +417,10 @@ class RosRobotEnv:
             self._sleep_to_tick()
         if self._episode_reset_pub is not None:
             self._request_scene_reset()
+        if self.cfg.camera_sync:  # the frame rate must be known to lock the first tick to the frames
+            deadline = self.clock() + 1.0
+            while self._frame_interval.period is None and self.clock() < deadline and not self.stop.is_set():
+                self.stop.wait(0.01)
         obs, _ = self._wait_until_safe()
         if obs is None:
             raise StoppedDuringReset("stopped while resetting")

@@ -225,6 +225,12 @@ class SafetyNode:
         rt = self.cfg.safety_realtime
         self.realtime = enter_realtime(rt, "robot_rl_safety_node command loop")
         spin = spin_window(rt, self.period)
+        # one untimed round first: lazy imports and first calls (message types, numpy paths) read from disk,
+        # which on a cold start stalled the first timed tick by 0.3 s
+        warm = self.tick()
+        ros_io.command_msg(self.cfg.command, self.cfg.arm_joints, self.cfg.topics.base_frame,
+                           np.zeros(self.n) if warm is None else warm, ros_io.now_stamp(self.node), self.period)
+        self.stats()
         pacer = GcPacer(self.realtime.gc_frozen, rt.gc_every_s)
         self.schedule = DeadlineSchedule(self.period, time.monotonic())
         ratio = self.policy_period / self.period
