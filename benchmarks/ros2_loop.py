@@ -1,7 +1,7 @@
 """The command stream to ros2_control with the safety node in its own process, while the actor runs the policy.
 
 Processes, as ``real.launch.py`` runs them: a fake ros2_control (cyclonedds, joint states at 120 Hz) and two
-cameras (rclpy, 128x160 rgb8 at 30 Hz), both at SCHED_FIFO 45 as ros2_control and native camera drivers
+cameras (rclpy, 128x160 rgb8 at 30 Hz), at SCHED_FIFO 45 and 30 as ros2_control and native camera drivers
 would be on a robot PC, ``robot_rl_safety_node`` (joint_trajectory commands at ``command_hz``), and the actor
 (this process: the rclpy robot env with ``command.via_safety_node`` + a Gaussian pixel policy on 2 cameras at
 128 px, 10 Hz). Each ``command_hz`` (100, 500) runs idle and again with a learner-like CPU hog (a torch MLP
@@ -67,7 +67,7 @@ def camera_process(seconds: float, hz: float = 30.0) -> None:
     """Two cameras (front, wrist), 128x160 rgb8 at ``hz`` on absolute deadlines, each frame stamped when it is
     taken and published at once, as a camera driver does (rclpy: its C serialisation costs what a driver's
     does; cyclonedds' Python one takes 10-20 ms a frame)."""
-    _sensor_priority(45)
+    _sensor_priority(30)
     import rclpy
 
     from robot_rl.hardware.ros2 import ros_io
@@ -160,11 +160,12 @@ def run(command_hz: float, seconds: float, loaded: bool) -> dict[str, float]:
 
     from robot_rl.config import load_config
     from robot_rl.hardware.ros2.config import RobotNodeConfig, from_params
-    from robot_rl.hardware.ros2.realtime import enter_executor_realtime
+    from robot_rl.hardware.ros2.realtime import enter_executor_realtime, log_off_the_loop
     from robot_rl.hardware.ros2.robot_env import RosRobotEnv
     from robot_rl.registry import POLICIES
 
     torch.set_num_threads(1)
+    log_off_the_loop()  # as the actor node: the real-time policy loop never writes a log line itself
     load_before = os.getloadavg()[0]
     tmp = Path(tempfile.mkdtemp(prefix="ros2_loop_"))
     params = {"command.mode": "joint_trajectory", "topics.command": COMMAND_TOPIC, "topics.gripper_command": "",

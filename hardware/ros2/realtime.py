@@ -167,6 +167,24 @@ def enter_realtime(cfg: RealtimeConfig, what: str) -> RealtimeStatus:
     return status
 
 
+def log_off_the_loop() -> None:
+    """Route every log record of the process through a queue to a normal-priority thread that writes it: a
+    real-time loop that logs (a hold, a refusal) must never block in ``write()`` on a slow pipe or a busy disk.
+    Call once, before the loops and the executor become real-time (the writer thread stays normal)."""
+    import logging.handlers
+    import queue
+
+    root = logging.getLogger()
+    if not root.handlers or any(isinstance(h, logging.handlers.QueueHandler) for h in root.handlers):
+        return  # nothing configured (Python's last-resort stderr handler stays), or done already
+    records: queue.SimpleQueue = queue.SimpleQueue()
+    listener = logging.handlers.QueueListener(records, *root.handlers, respect_handler_level=True)
+    root.handlers = [logging.handlers.QueueHandler(records)]
+    listener.start()
+    import atexit
+    atexit.register(listener.stop)  # flush what is queued at exit
+
+
 _WARNED: list[str] = []  # the process's one warning about missing privilege has been given (by which loop)
 
 

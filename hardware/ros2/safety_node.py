@@ -30,7 +30,7 @@ import numpy as np
 from robot_rl.hardware.ros2 import ros_io
 from robot_rl.hardware.ros2.config import RobotNodeConfig, from_params, load_params_files
 from robot_rl.hardware.ros2.realtime import (DeadlineSchedule, GcPacer, PhaseLock, RealtimeStatus,
-                                             enter_realtime, spin_window, wait_until)
+                                             enter_realtime, log_off_the_loop, spin_window, wait_until)
 from robot_rl.hardware.ros2.safety import Guard, RateLimitedLog, TargetLimiter
 from robot_rl.hardware.ros2.sensors import SensorCache, checked_joint_state, checked_pose, measured_position
 
@@ -197,7 +197,8 @@ class SafetyNode:
             with self._lock:
                 self._watchdog_holding, self._to = True, None
             self._warn("watchdog", f"no target for {self.cfg.safety.watchdog_timeout_s} s: holding")
-        reason = self.guard.hold_reason(self.cache.stale(self.cfg.safety.sensor_timeout_s))
+        stale = self.cache.stale(self.cfg.safety.sensor_timeout_s)
+        reason = self.guard.hold_reason(stale)
         with self._lock:
             desired = None if self._to is None else self._interpolated(now)
             if reason is None and self._watchdog_holding:
@@ -205,8 +206,8 @@ class SafetyNode:
         measured = self._measured()
         if reason is not None or desired is None or self.limiter.target is None:
             key = (reason or "no_target").split(":")[0]
-            if key == "stale" and self._to_t == 0.0:
-                key = "startup"  # sensors not there yet and no target ever came: not a stall of a running loop
+            if key == "stale" and (self._to_t == 0.0 or all(s.endswith("(missing)") for s in stale)):
+                key = "startup"  # a sensor never heard from yet (discovery): not a stall of a running loop
             self.holds[key] = self.holds.get(key, 0) + 1
             if reason and reason != "watchdog":
                 self._warn(f"hold:{key}", f"holding: {reason}")
@@ -301,6 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from robot_rl.run_log import setup_logging
 
     setup_logging()
+    log_off_the_loop()
     with ros_io.node_session("robot_rl_safety", argv) as (node, executor, stop):
         cfg, stats_file = node_config(ros_io.node_parameters(node))
         safety = SafetyNode(node, cfg)
