@@ -9,9 +9,12 @@ success rate or the wall-clock budget runs out.
 
 The learner records ``--demos`` scripted pixel demos first, evaluates deterministically on its own twin every
 ``--eval-every`` online env steps (``learner.eval_every_env_steps``), and the benchmark reads those evaluations
-from ``metrics_learner.jsonl``. Writes ``learning_curve.png`` (eval success against wall-clock minutes) in the
-run directory and ends with one JSON line: ``final_success``, ``wall_s``, ``reached_target_at_s`` (None if
-never), ``evals``, ``target``. Extra learner overrides go after ``--`` (e.g. the pixel recipe of the pixels
+from ``metrics_learner.jsonl``. It also reads the episodes the ROS actor streamed (the learner's episode store):
+their success is what the robot itself achieved through the whole ROS path (stochastic policy, sensors over DDS,
+safety node), which the learner's evaluation on its own twin does not see. Runs the whole budget unless
+``--stop-at-target``. Writes ``learning_curve.png`` (both against wall-clock minutes) in the run directory and
+ends with one JSON line: ``final_success``, ``wall_s``, ``reached_target_at_s`` (None if never),
+``actor_episodes``, ``actor_successes``, ``actor_success_last_20``, ``evals``, ``target``. Extra learner overrides go after ``--`` (e.g. the pixel recipe of the pixels
 issue). This is a 40-minute job: it is not part of any test.
 """
 from __future__ import annotations
@@ -34,14 +37,34 @@ def _evals(metrics: Path) -> list[dict[str, float]]:
     return [r for r in read_metrics(metrics) if "eval/success_rate" in r]
 
 
-def _plot(evals: list[dict[str, float]], t0: float, target: float, out: Path) -> None:
+def _actor_episodes(episodes: Path) -> list[tuple[float, bool]]:
+    """``(end time, success)`` of every episode the ROS actor streamed (the learner's episode store): what the
+    robot itself achieved with its stochastic policy, through the whole ROS path."""
+    import numpy as np
+
+    out = []
+    for path in sorted(episodes.glob("*/*.npz")):
+        with np.load(path) as ep:
+            out.append((path.stat().st_mtime, bool(np.asarray(ep["reward"]).sum() > 0)))
+    return sorted(out)
+
+
+def _plot(evals: list[dict[str, float]], actor: list[tuple[float, bool]], t0: float, target: float,
+          out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([(e["time"] - t0) / 60 for e in evals], [e["eval/success_rate"] for e in evals], "o-")
+    ax.plot([(e["time"] - t0) / 60 for e in evals], [e["eval/success_rate"] for e in evals], "o-",
+            label="learner eval (deterministic, its own twin)")
+    if actor:
+        wins = np.array([s for _, s in actor], float)
+        rolling = [wins[max(0, i - 19):i + 1].mean() for i in range(len(wins))]
+        ax.plot([(t - t0) / 60 for t, _ in actor], rolling, "-", label="ROS actor episodes (last 20, stochastic)")
+    ax.legend(fontsize=7, loc="lower right")
     ax.axhline(target, ls="--", c="grey")
     ax.set(xlabel="wall-clock minutes", ylabel="eval success", ylim=(-0.05, 1.05),
            title="ros2 launch sim.launch.py (10 Hz, pixels)")
@@ -49,7 +72,16 @@ def _plot(evals: list[dict[str, float]], t0: float, target: float, out: Path) ->
     fig.savefig(out)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main() -> None:
+    # Started in the background by a non-interactive shell, SIGINT arrives ignored (and would stay ignored in
+    # `ros2 launch` and the learner): handle SIGINT and SIGTERM explicitly, so either one stops the launch and
+    # the learner through the cleanup below and still writes the figures.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=40.0)
     parser.add_argument("--target", type=float, default=0.8)
@@ -58,6 +90,8 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=1000)
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--run-dir", type=Path, default=None)
+    parser.add_argument("--stop-at-target", action="store_true",
+                        help="stop at the first evaluation >= --target (default: run the whole budget)")
     parser.add_argument("overrides", nargs="*", help="extra learner overrides (after --)")
     args = parser.parse_args()
 
@@ -99,10 +133,13 @@ def main() -> None:
         while time.time() < deadline and launch.poll() is None and learner.poll() is None:
             evals = _evals(run / "learner" / "metrics_learner.jsonl")
             hit = [e for e in evals if e["eval/success_rate"] >= args.target]
-            if hit:
+            if hit and reached is None:
                 reached = hit[0]["time"] - t0
-                break
+                if args.stop_at_target:
+                    break
             time.sleep(5)
+    except KeyboardInterrupt as e:
+        print(f"interrupted ({e}): stopping the launch and the learner", flush=True)
     finally:
         if launch.poll() is None:
             launch.send_signal(signal.SIGINT)
@@ -118,11 +155,17 @@ def main() -> None:
             learner.wait(30)
     evals = _evals(run / "learner" / "metrics_learner.jsonl")
     wall = time.time() - t0
-    if evals:
-        _plot(evals, t0, args.target, run / "learning_curve.png")
+    actor = _actor_episodes(run / "learner" / "episodes")
+    if evals or actor:
+        _plot(evals, actor, t0, args.target, run / "learning_curve.png")
     for e in evals:
         print(f"{(e['time'] - t0) / 60:6.1f} min  env step {e['step']:>6}  eval success {e['eval/success_rate']:.2f}")
+    last = [s for _, s in actor[-20:]]
+    print(f"ROS actor: {len(actor)} episodes, {sum(s for _, s in actor)} successful; last 20: "
+          f"{sum(last)}/{len(last)}")
     print(json.dumps({"final_success": evals[-1]["eval/success_rate"] if evals else None, "wall_s": round(wall, 1),
+                      "actor_episodes": len(actor), "actor_successes": sum(s for _, s in actor),
+                      "actor_success_last_20": (sum(last) / len(last)) if last else None,
                       "reached_target_at_s": None if reached is None else round(reached, 1),
                       "target": args.target, "evals": [[round(e["time"] - t0, 1), e["step"],
                                                         e["eval/success_rate"]] for e in evals],

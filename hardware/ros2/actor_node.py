@@ -71,17 +71,20 @@ def run(node: Any, cfg: RobotNodeConfig, stop: threading.Event, max_steps: int |
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from robot_rl.hardware.ros2.realtime import log_off_the_loop
     from robot_rl.hardware.ros2.ros_io import node_parameters, node_session, spin_until
     from robot_rl.run_log import setup_logging
 
     setup_logging()
+    log_off_the_loop()  # the policy loop runs real-time: records are written by a normal thread
     with node_session("robot_rl_actor", argv) as (node, executor, stop):
         # The spinner is joined before node_session tears down: a daemon thread still blocked in rcl_wait at
         # interpreter exit made the process abort ("terminate called without an active exception", exit -6).
-        spinner = threading.Thread(target=spin_until, args=(executor, stop), name="ros-executor")
+        cfg = from_params(RobotNodeConfig, node_parameters(node))
+        spinner = threading.Thread(target=spin_until, name="ros-executor",
+                                   args=(executor, stop, cfg.policy_realtime, "robot_rl_actor_node executor"))
         spinner.start()
         try:
-            cfg = from_params(RobotNodeConfig, node_parameters(node))
             run(node, cfg, stop, cfg.max_steps or None)
         finally:
             stop.set()

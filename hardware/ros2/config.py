@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from robot_rl.config import ConfigNode, _freeze
+from robot_rl.hardware.ros2.realtime import RealtimeConfig
 
 PANDA_ARM_JOINTS = tuple(f"panda_joint{i}" for i in range(1, 8))
 PANDA_FINGER_JOINTS = ("panda_finger_joint1", "panda_finger_joint2")
@@ -61,12 +62,23 @@ class TopicsConfig(ConfigNode):
     """``std_msgs/Float64MultiArray`` with the finger opening (m, sum of both fingers); empty = no gripper."""
     target: str = "/robot_rl/target"
     """Actor -> ``robot_rl_safety_node`` position targets (``std_msgs/Float64MultiArray``, layout
-    ``robot_rl_target_v1``: see ``safety_node.target_msg``) when ``command.via_safety_node`` is on."""
+    ``robot_rl_target_v2``: see ``safety_node.target_msg``) when ``command.via_safety_node`` is on."""
     success: str = "/robot_rl/success"
     """``std_msgs/Bool``: True ends the episode as a success (operator key, classifier, or the twin)."""
+    episode_reset: str = ""
+    """``std_msgs/Bool`` the actor publishes once its reset has brought the arm home, before it reads the first
+    observation of an episode: a scene reset request (the twin node re-places the cube; on a robot, a reset
+    routine or the operator's cue may listen). Empty = none (the scene is reset by hand)."""
     estop: str = "/robot_rl/estop"
-    """``std_msgs/Bool`` e-stop input: True latches a hold (the robot stays where it is). Only the node's
-    ``~/reset_estop`` service (``std_srvs/Trigger``) releases it, and only while the input reads False."""
+    """``std_msgs/Bool`` e-stop input: True latches a hold (the robot stays where it is). Only the
+    ``~/reset_estop`` service (``std_srvs/Trigger``) of the node that owns the command stream releases it
+    (``robot_rl_safety_node``, or the actor without ``command.via_safety_node``), and only while the input
+    reads False."""
+    estop_latched: str = "/robot_rl/estop_latched"
+    """``std_msgs/Bool`` that ``robot_rl_safety_node`` publishes (reliable, transient local) on every change of
+    its e-stop latch and every 0.1 s: True while latched. With ``command.via_safety_node`` the actor reflects it
+    (pauses the policy, episode interrupted) and keeps no latch of its own; no message within
+    ``safety.sensor_timeout_s`` (no safety node) holds the actor too."""
 
 
 @dataclass
@@ -145,10 +157,31 @@ class RobotNodeConfig(ConfigNode):
     command_hz: float = 100.0
     """Rate (Hz, up to 1000) at which ``robot_rl_safety_node`` sends interpolated, limited commands to the
     controller, whatever the actor does (``command.via_safety_node``)."""
+    camera_sync: bool = True
+    """Phase-lock the policy tick to the frames of the first camera in ``topics.cameras``: each tick moves the
+    control schedule by at most 1 ms so that the observation is taken ``camera_sync_margin_s`` after that
+    camera's frame arrived, a fresh frame instead of one up to a camera period old. Applies while the measured
+    camera rate is a whole multiple of ``control_hz`` (30 Hz at 10 Hz); otherwise the schedule is left alone."""
+    camera_sync_margin_s: float = 0.002
+    """How long after the synced frame's arrival (decoded, in the cache) the observation is taken: room for the
+    jitter of the frames' arrival."""
+    camera_sync_wait_s: float = 0.004
+    """With ``camera_sync``: the longest wait at a tick for a synced frame that is late (the newest one is more
+    than half a camera period old): a few ms of policy-period jitter instead of acting on a frame one camera
+    period old."""
+    align_commands: bool = True
+    """``robot_rl_safety_node`` moves its command schedule by at most 0.2 ms per target so that a command goes
+    out about 1 ms after each target arrives (target -> command latency ~1 ms instead of up to one command
+    period). Applies while ``command_hz`` is a whole multiple of ``control_hz``."""
     max_episode_steps: int = 100
     """Time limit of an episode in control steps."""
     image_size: int = 64
-    """Square size (px) of image observations: camera frames are centre-cropped and resized to it."""
+    """Square size (px) of image observations: each camera's frame is cropped (``camera_crops``) and resized to
+    it by the pixel route's per-camera function (``robot_rl.images.prepare_camera``)."""
+    camera_crops: tuple[int, ...] = ()
+    """Region of interest per camera in native pixels, ``x, y, width, height`` for each camera of
+    ``topics.cameras`` in order, flattened (a ROS parameter holds no nested list): 8 integers for two cameras.
+    Empty = every camera's centre square. A crop that does not fit a frame drops it (the camera goes stale)."""
     task: str = "pick up the red cube and lift it"
     """Natural-language task description stored with each episode."""
     arm_joints: tuple[str, ...] = PANDA_ARM_JOINTS
@@ -169,6 +202,14 @@ class RobotNodeConfig(ConfigNode):
     qos: QosConfig = field(default_factory=QosConfig)
     command: CommandConfig = field(default_factory=CommandConfig)
     safety: SafetyConfig = field(default_factory=SafetyConfig)
+    safety_realtime: RealtimeConfig = field(default_factory=lambda: RealtimeConfig(priority=50,
+                                                                                   executor_priority=49))
+    """Real-time setup of ``robot_rl_safety_node``: command loop SCHED_FIFO 50 (memory locked, gc paced), its
+    executor 49."""
+    policy_realtime: RealtimeConfig = field(default_factory=lambda: RealtimeConfig(priority=40, executor_priority=39,
+                                                                                   lock_memory=False))
+    """Real-time setup of the actor: policy loop SCHED_FIFO 40, below the command loop, its executor (camera
+    decoding) 39; memory not locked (torch maps far more than it touches)."""
 
 
 @dataclass
@@ -212,17 +253,20 @@ def _coerce(tp: Any, value: Any, name: str) -> Any:
     raise TypeError(f"parameter {name}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
 
 
-def _build(cls: type, flat: Mapping[str, Any], prefix: str) -> Any:
+def _build(cls: type, flat: Mapping[str, Any], prefix: str, default: Any = None) -> Any:
+    """``cls`` from the flat names under ``prefix``, on top of ``default`` (a nested field's own default, e.g.
+    ``policy_realtime``'s lower priority) or of the class defaults."""
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for f in dataclasses.fields(cls):
         name = prefix + f.name
         tp = hints[f.name]
         if dataclasses.is_dataclass(tp):
-            kwargs[f.name] = _build(tp, flat, name + ".")
+            own = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+            kwargs[f.name] = _build(tp, flat, name + ".", own)
         elif name in flat:
             kwargs[f.name] = _coerce(tp, flat[name], name)
-    return cls(**kwargs)
+    return dataclasses.replace(default, **kwargs) if default is not None else cls(**kwargs)
 
 
 def from_params(cls: type, flat: Mapping[str, Any]) -> Any:
@@ -257,12 +301,28 @@ def validate(cfg: Any) -> None:
         if cfg.command.mode not in ("cartesian_pose", "joint_trajectory", "forward_position"):
             raise ValueError(f"command.mode {cfg.command.mode!r} is not cartesian_pose, joint_trajectory or "
                              "forward_position")
+        n_cameras = len(topics.cameras)
+        if cfg.camera_crops and len(cfg.camera_crops) != 4 * n_cameras:
+            raise ValueError(f"camera_crops has {len(cfg.camera_crops)} values; expected 4 (x, y, width, height) "
+                             f"for each of the {n_cameras} cameras {list(topics.cameras)}, or none")
+        if any(v < 0 for v in cfg.camera_crops) or any(cfg.camera_crops[i] <= 0 for i in range(len(
+                cfg.camera_crops)) if i % 4 >= 2):
+            raise ValueError(f"camera_crops {list(cfg.camera_crops)}: x, y must be >= 0 and width, height > 0")
         n = len(cfg.arm_joints)
         for what in ("joint_lower", "joint_upper"):
             if len(getattr(cfg.safety, what)) != n:
                 raise ValueError(f"safety.{what} has {len(getattr(cfg.safety, what))} entries for {n} joints")
         if len(cfg.home_joints) != n:
             raise ValueError(f"home_joints has {len(cfg.home_joints)} entries for {n} joints")
+        for what in ("safety_realtime", "policy_realtime"):
+            rt = getattr(cfg, what)
+            if rt.enabled and not 1 <= rt.priority <= 99:
+                raise ValueError(f"{what}.priority must be 1-99 (SCHED_FIFO), got {rt.priority}")
+            if rt.enabled and not 0 <= rt.executor_priority < rt.priority:
+                raise ValueError(f"{what}.executor_priority must be 0 (normal) or below {what}.priority "
+                                 f"({rt.priority}), got {rt.executor_priority}")
+            if rt.spin_s < 0 or rt.gc_every_s <= 0:
+                raise ValueError(f"{what}.spin_s must be >= 0 and {what}.gc_every_s > 0")
         if not 0 < cfg.command_hz <= 1000:
             raise ValueError(f"command_hz must be in (0, 1000], got {cfg.command_hz}")
         if cfg.control_hz <= 0 or cfg.safety.sensor_timeout_s <= 0 or cfg.safety.watchdog_timeout_s <= 0:

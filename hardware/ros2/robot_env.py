@@ -6,8 +6,11 @@ finite vector (hold and report), otherwise turn the action into a position targe
 the next tick of the control clock and assemble the observation from the newest sensor messages. A watchdog timer
 on the node's executor holds the robot while no action arrived for ``safety.watchdog_timeout_s``. Sensor messages
 with a non-finite or missing value are dropped (counted, logged at most once a second): the sensor goes stale
-and the robot holds, nothing raises. The e-stop latch is released only by the ``~/reset_estop`` service
-(``std_srvs/Trigger``). Sensor QoS is best-effort keep-last-1, command QoS reliable (both from the parameter file).
+and the robot holds, nothing raises. The e-stop latch lives in the node that owns the command stream: with
+``command.via_safety_node`` that is ``robot_rl_safety_node``, and this env only reflects its state
+(``topics.estop_latched``: the policy pauses while it is latched, and while the safety node is silent); otherwise
+it is this node's own, released only by its ``~/reset_estop`` service (``std_srvs/Trigger``). Sensor QoS is
+best-effort keep-last-1, command QoS reliable (both from the parameter file).
 """
 from __future__ import annotations
 
@@ -22,10 +25,12 @@ from robot_rl.env import StepResult
 from robot_rl.hardware.ros2 import ros_io
 from robot_rl.hardware.ros2.bag import EpisodeBag
 from robot_rl.hardware.ros2.config import RobotNodeConfig
+from robot_rl.hardware.ros2.realtime import (ArrivalRate, DeadlineSchedule, GcPacer, PhaseLock, RealtimeStatus,
+                                             enter_realtime, spin_window, wait_until)
 from robot_rl.hardware.ros2.safety import Guard, RateLimitedLog, limiter_for
 from robot_rl.hardware.ros2.sensors import (SensorCache, assemble_state, checked_joint_state, checked_pose,
-                                            compose_chain, decode_image_msg, measured_position, node_specs,
-                                            resize_square)
+                                            camera_configs, camera_image, compose_chain, decode_image_msg,
+                                            measured_position, node_specs)
 
 log = logging.getLogger("robot_rl.ros2.env")
 _TYPES = {"joint_states": "sensor_msgs/msg/JointState", "ee_pose": "geometry_msgs/msg/PoseStamped",
@@ -67,8 +72,13 @@ class RosRobotEnv:
             self.scale, self.home = cfg.command.joint_action_scale, np.array(cfg.home_joints)
         self.guard = Guard(s.watchdog_timeout_s, clock)
         self.cameras = dict(zip(topics.cameras, topics.camera_topics))
+        self._sync_camera = topics.cameras[0] if topics.cameras else None
+        self._frame_interval = ArrivalRate()  # the synced camera's frame period, measured
         # Header stamps are on the node's ROS clock (system time, or /clock with use_sim_time).
-        self.cache = SensorCache(["joint_states", "ee_pose", *(f"images/{c}" for c in self.cameras)], clock,
+        # via the safety node, its e-stop latch state is a required input too: no word from it = hold
+        self.via_safety_node = cfg.command.via_safety_node
+        self.cache = SensorCache(["joint_states", "ee_pose", *(f"images/{c}" for c in self.cameras),
+                                  *(["safety_node"] if self.via_safety_node else [])], clock,
                                  lambda: node.get_clock().now().nanoseconds * 1e-9)
         self._sensor_joints = (*cfg.arm_joints, *cfg.gripper_joints)
         self._tf_edges: dict[str, tuple[str, np.ndarray, np.ndarray]] = {}
@@ -78,21 +88,29 @@ class RosRobotEnv:
         self._bag_topics: dict[str, tuple[str, str]] = {}
         self._episode = 0
         self._steps = 0
-        self._next_tick = 0.0
+        self._schedule = DeadlineSchedule(self.period, clock())
+        self._camera_lock = PhaseLock(self._schedule, cfg.camera_sync_margin_s, max_step=0.001)
+        self.realtime: RealtimeStatus | None = None  # the policy loop's real-time setup, from the first reset
+        self._spin_s = 0.0
+        self._gc = GcPacer(False, 1.0)
         self._obs_time = 0.0
         self._last_obs: dict[str, np.ndarray] | None = None
         self._warn = RateLimitedLog(log.warning, 1.0, clock)  # per topic of complaint: one a second at most
         self._watchdog_holding = False  # the watchdog fired and no action came since: keep commanding the hold
         self.latency_ms: list[float] = []   # obs handed to the policy -> command published
         self.frame_to_command_ms: list[float] = []  # oldest camera frame's stamp -> command (or target) published
+        self.frame_age_ms: list[float] = []  # its part before the observation: that frame's age at observation time
         self._frame_age_s = self._obs_frame_age_s = 0.0
+        self._frame_stamp: float | None = None
+        self._obs_frame_stamp: float | None = None  # oldest frame stamp of the observation the policy acts on
         self.tick_times: list[float] = []   # command publish times (period jitter)
         self.holds: dict[str, int] = {}
         self._make_io()
         self._watchdog = node.create_timer(min(self.period, s.watchdog_timeout_s / 3),
                                            self._never_raise("watchdog", self._watchdog_tick))
-        self._reset_estop_srv = node.create_service(ros_io.message_type("trigger"), "~/reset_estop",
-                                                    self._on_reset_estop)
+        # One e-stop latch per robot, in the node that owns the command stream: ours only without the safety node
+        self._reset_estop_srv = None if self.via_safety_node else node.create_service(
+            ros_io.message_type("trigger"), "~/reset_estop", self._on_reset_estop)
 
     # ------------------------------------------------------------------ ROS wiring
     def _make_io(self) -> None:
@@ -136,8 +154,17 @@ class RosRobotEnv:
                 subscribe("image", topic, self._image_handler(camera), sensor_qos, sensor_rel)
         reliable = ros_io.qos_profile("reliable", 10)
         node.create_subscription(ros_io.message_type("bool"), topics.success, self._on_success, reliable)
-        node.create_subscription(ros_io.message_type("bool"), topics.estop, self._never_raise("estop", self._on_estop),
-                                 reliable)
+        if cfg.command.via_safety_node:  # the safety node owns the latch; we reflect it
+            from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+            latched_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+            node.create_subscription(ros_io.message_type("bool"), topics.estop_latched,
+                                     self._never_raise("estop_latched", self._on_estop_latched), latched_qos)
+        else:
+            node.create_subscription(ros_io.message_type("bool"), topics.estop,
+                                     self._never_raise("estop", self._on_estop), reliable)
+        self._episode_reset_pub = (node.create_publisher(ros_io.message_type("bool"), topics.episode_reset, reliable)
+                                   if topics.episode_reset else None)
         mode = cfg.command.mode
         # via_safety_node: our targets go to robot_rl_safety_node, which owns the controller's topics
         self._target_pub = (node.create_publisher(ros_io.message_type("gripper"), topics.target, reliable)
@@ -168,12 +195,45 @@ class RosRobotEnv:
         return record
 
     def _image_handler(self, camera: str) -> Callable[[Any], None]:
-        size = self.cfg.image_size
+        config = camera_configs(self.cfg)[camera]
+
+        sync = camera == self._sync_camera
 
         def handle(msg: Any) -> None:
             image = decode_image_msg(msg)  # Image or CompressedImage -> (H, W, 3) RGB, native size
-            self.cache.put(f"images/{camera}", resize_square(image, size), ros_io.stamp_to_s(msg.header.stamp))
+            self.cache.put(f"images/{camera}", camera_image(image, config, camera),
+                           ros_io.stamp_to_s(msg.header.stamp))
+            if sync:
+                self._frame_interval.arrived(self.clock())
         return handle
+
+    def _wait_for_late_frame(self) -> None:
+        """``camera_sync``: at a tick where a camera's frame has not come yet (its newest is more than half a
+        camera period old: the synced camera's, or another camera's that arrives a little after it), wait for it
+        up to ``camera_sync_wait_s``."""
+        cam_period = self._frame_interval.period
+        if not self.cfg.camera_sync or cam_period is None or not self._camera_lock.locked:
+            return
+        keys, give_up = [f"images/{c}" for c in self.cameras], self.clock() + self.cfg.camera_sync_wait_s
+        while self.clock() < give_up:
+            latest, now = self.cache.snapshot()[0], self.clock()
+            if all(k not in latest or now - latest[k].received < cam_period / 2 for k in keys):
+                return
+            time.sleep(0.0002)
+
+    def _align_to_camera(self, tick: float) -> None:
+        """``camera_sync``: move the control schedule so that its ticks come ``camera_sync_margin_s`` after the
+        synced camera's frames arrive (:class:`PhaseLock`: at most 1 ms per tick once locked); ``tick`` is the
+        deadline of the tick just taken."""
+        cam_period = self._frame_interval.period
+        if not self.cfg.camera_sync or cam_period is None:
+            return
+        frames_per_tick = self.period / cam_period
+        if round(frames_per_tick) < 1 or abs(frames_per_tick - round(frames_per_tick)) > 0.05:
+            return  # the camera rate is not a multiple of control_hz: no phase to lock to
+        sample = self.cache.snapshot()[0].get(f"images/{self._sync_camera}")
+        if sample is not None:
+            self._camera_lock.event(tick - sample.received, cam_period)
 
     def _on_tf(self, msg: Any) -> None:
         for tf in msg.transforms:
@@ -202,6 +262,7 @@ class RosRobotEnv:
             self._success = True
 
     def _on_estop(self, msg: Any) -> None:
+        assert self._reset_estop_srv is not None  # subscribed only when this node owns the latch
         if self.guard.set_estop(bool(msg.data)):
             log.warning("e-stop: holding until reset (ros2 service call %s std_srvs/srv/Trigger)",
                         self._reset_estop_srv.service_name)
@@ -210,6 +271,17 @@ class RosRobotEnv:
             if not msg.data:
                 self._warn("estop-input", "e-stop input released; the hold stays latched until "
                            f"{self._reset_estop_srv.service_name} is called")
+
+    def _on_estop_latched(self, msg: Any) -> None:
+        """robot_rl_safety_node's latch: the policy pauses while it is set (the safety node holds the robot)."""
+        self.cache.put("safety_node", bool(msg.data))
+        if self.guard.reflect_estop(bool(msg.data)):
+            if msg.data:
+                log.warning("e-stop latched in robot_rl_safety_node: policy paused until its reset "
+                            "(ros2 service call /robot_rl_safety/reset_estop std_srvs/srv/Trigger)")
+                self._hold("estop")
+            else:
+                log.warning("e-stop released by robot_rl_safety_node: the policy resumes with the next episode")
 
     def _on_reset_estop(self, request: Any, response: Any) -> Any:  # noqa: ARG002 (Trigger has no request data)
         response.success, response.message = self.guard.reset_estop()
@@ -228,10 +300,10 @@ class RosRobotEnv:
     def _measured(self) -> np.ndarray:
         return measured_position(self.cache, self.cartesian, self.cfg.arm_joints, self.limiter.low.shape[0])
 
-    def _publish(self, target: np.ndarray, grip_opening: float | None) -> None:
+    def _publish(self, target: np.ndarray, grip_opening: float | None, frame_stamp: float | None = None) -> None:
         if self._target_pub is not None:  # the safety node interpolates and commands at command_hz
             from robot_rl.hardware.ros2.safety_node import target_msg
-            self._target_pub.publish(target_msg(target, grip_opening))
+            self._target_pub.publish(target_msg(target, grip_opening, frame_stamp))
             return
         msg = ros_io.command_msg(self.cfg.command, self.cfg.arm_joints, self.cfg.topics.base_frame, target,
                                  ros_io.now_stamp(self.node), self.period)
@@ -270,10 +342,12 @@ class RosRobotEnv:
         obs = {"state": state}
         stamp_now = self.cache.stamp_clock()
         self._frame_age_s = 0.0  # the oldest camera frame in this observation (by its header stamp)
+        self._frame_stamp: float | None = None
         for camera in self.cameras:
             sample = latest[f"images/{camera}"]
             obs[f"images/{camera}"] = sample.value
             self._frame_age_s = max(self._frame_age_s, stamp_now - sample.stamp)
+            self._frame_stamp = sample.stamp if self._frame_stamp is None else min(self._frame_stamp, sample.stamp)
         return obs
 
     def _wait_until_safe(self) -> tuple[dict[str, np.ndarray] | None, bool]:
@@ -291,16 +365,38 @@ class RosRobotEnv:
             if self.stop.wait(self.period):
                 return None, True
 
+    def _enter_realtime(self) -> None:
+        """The policy loop's real-time setup (``policy_realtime``), once, from the thread that runs the loop
+        (at the first ``reset``); the executor and transport threads stay normal."""
+        if self.realtime is None:
+            rt = self.cfg.policy_realtime
+            self.realtime = enter_realtime(rt, "robot_rl_actor_node policy loop")
+            self._spin_s = spin_window(rt, self.period)
+            self._gc = GcPacer(self.realtime.gc_frozen, rt.gc_every_s)
+
     def _sleep_to_tick(self) -> None:
-        now = self.clock()
-        if now < self._next_tick:
-            time.sleep(self._next_tick - now)
-            self._next_tick += self.period
-        else:
-            self._next_tick = now + self.period  # overrun: restart the clock rather than burst
+        """Hybrid wait to the current deadline of the control schedule (absolute, no drift; an overrun skips
+        to the next deadline ahead rather than bursting), then advance it."""
+        wait_until(self._schedule.deadline, self._spin_s, self.clock)
+        self._schedule.advance(self.clock())
+
+    def _request_scene_reset(self) -> None:
+        """``topics.episode_reset``, then wait (at most ``reset_time_s``) until every camera has a frame stamped
+        after the request, so the episode's first observation shows the reset scene."""
+        assert self._episode_reset_pub is not None
+        requested = self.cache.stamp_clock()
+        self._episode_reset_pub.publish(ros_io.message_type("bool")(data=True))
+        deadline = self.clock() + self.cfg.reset_time_s
+        while self.clock() < deadline and not self.stop.is_set():
+            latest, _ = self.cache.snapshot()
+            if all(f"images/{c}" in latest and latest[f"images/{c}"].stamp > requested for c in self.cameras):
+                return
+            self.stop.wait(0.005)
+        self._warn("scene-reset", f"no camera frame after the scene reset request within {self.cfg.reset_time_s} s")
 
     # ------------------------------------------------------------------ RobotEnv
     def reset(self, *, seed: int | None = None) -> dict[str, np.ndarray]:  # noqa: ARG002 (a robot has no seed)
+        self._enter_realtime()
         self._finish_bag()
         self.guard.arm()
         self._watchdog_holding = False
@@ -310,7 +406,7 @@ class RosRobotEnv:
         deadline = self.clock() + self.cfg.reset_time_s
         with self._cmd_lock:
             self.limiter.reset(self._measured())
-        self._next_tick = self.clock() + self.period
+        self._schedule = DeadlineSchedule(self.period, self.clock() + self.period)
         while self.clock() < deadline and not self.stop.is_set():
             with self._cmd_lock:
                 if self.guard.hold_reason(self.cache.stale(self.cfg.safety.sensor_timeout_s)) is None:
@@ -319,6 +415,12 @@ class RosRobotEnv:
                         break
                     self._publish(self.limiter(self.home, measured), self._grip_open)
             self._sleep_to_tick()
+        if self._episode_reset_pub is not None:
+            self._request_scene_reset()
+        if self.cfg.camera_sync:  # the frame rate must be known to lock the first tick to the frames
+            deadline = self.clock() + 1.0
+            while self._frame_interval.period is None and self.clock() < deadline and not self.stop.is_set():
+                self.stop.wait(0.01)
         obs, _ = self._wait_until_safe()
         if obs is None:
             raise StoppedDuringReset("stopped while resetting")
@@ -329,7 +431,11 @@ class RosRobotEnv:
         if self.cfg.bag_dir:
             self._bag = EpisodeBag(self._bag_topics)
         self._last_obs, self._obs_time, self._obs_frame_age_s = obs, self.clock(), self._frame_age_s
-        self._next_tick = self._obs_time + self.period
+        self._obs_frame_stamp = self._frame_stamp
+        self._schedule = DeadlineSchedule(self.period, self._obs_time)
+        self._camera_lock = PhaseLock(self._schedule, self.cfg.camera_sync_margin_s, max_step=0.001)
+        self._align_to_camera(self._obs_time)  # lock to the frames now (a free jump: no step is timed yet)
+        self._schedule.advance(self._obs_time)
         return obs
 
     def step(self, action: np.ndarray) -> StepResult:
@@ -348,21 +454,25 @@ class RosRobotEnv:
                 grip = None
                 if self._has_gripper and not self.limiter.holding:
                     grip = self.cfg.command.gripper_closed if action[-1] > 0 else self.cfg.command.gripper_open
-                self._publish(target, grip)
+                self._publish(target, grip, self._obs_frame_stamp)
             self._watchdog_holding = False
             self.guard.action_arrived()  # a bad action is still an action: the step holds, not the watchdog
         now = self.clock()
         self.latency_ms.append((now - self._obs_time) * 1e3)
         self.frame_to_command_ms.append((now - self._obs_time + self._obs_frame_age_s) * 1e3)
+        self.frame_age_ms.append(self._obs_frame_age_s * 1e3)
         self.tick_times.append(now)
-        for buf in (self.latency_ms, self.tick_times, self.frame_to_command_ms):
+        for buf in (self.latency_ms, self.tick_times, self.frame_to_command_ms, self.frame_age_ms):
             if len(buf) > 20_000:
                 del buf[:10_000]
         if self._bag is not None:
             from std_msgs.msg import Float32MultiArray
             self._record("/robot_rl/action", Float32MultiArray(data=[float(a) for a in action]))
+        self._gc.after_tick()  # the command is out: the slack of this period is here
         self._sleep_to_tick()
+        self._wait_for_late_frame()
         obs, interrupted = self._wait_until_safe()
+        self._align_to_camera(self._schedule.deadline - self.period)
         if obs is None:  # stopping: hand back the last observation, episode cut
             obs, interrupted = self._last_obs, True
         self._steps += 1
@@ -372,6 +482,7 @@ class RosRobotEnv:
             from std_msgs.msg import Float32MultiArray
             self._record("/robot_rl/reward", Float32MultiArray(data=[float(success)]))
         self._last_obs, self._obs_time, self._obs_frame_age_s = obs, self.clock(), self._frame_age_s
+        self._obs_frame_stamp = self._frame_stamp
         return StepResult(obs, float(success), success, truncated, success)
 
     def _finish_bag(self) -> None:
@@ -386,13 +497,17 @@ class RosRobotEnv:
         ticks = np.diff(np.asarray(self.tick_times[-5000:]))
         jitter = np.abs(ticks - self.period) * 1e3 if ticks.size else np.zeros(1)
         frame = np.asarray(self.frame_to_command_ms[-5000:] or [0.0])
+        age = np.asarray(self.frame_age_ms[-5000:] or [0.0])
         return {"obs_to_command_p50_ms": float(np.percentile(lat, 50)),
+                "frame_age_p99_ms": float(np.percentile(age, 99)),
                 "frame_to_command_p99_ms": float(np.percentile(frame, 99)),
                 "obs_to_command_p99_ms": float(np.percentile(lat, 99)),
                 "period_jitter_p50_ms": float(np.percentile(jitter, 50)),
                 "period_jitter_p99_ms": float(np.percentile(jitter, 99)),
                 **{f"holds/{k}": float(v) for k, v in self.holds.items()},
                 **{f"guard/{k}": float(v) for k, v in self.guard.counts.items()},
+                "missed_ticks": float(self._schedule.missed),
+                **(self.realtime.stats("realtime") if self.realtime is not None else {}),
                 "limiter/refused": float(self.limiter.refused),
                 "limiter/bad_measured": float(self.limiter.bad_measured)}
 

@@ -49,9 +49,14 @@ def node_session(name: str, argv: Sequence[str] | None = None) -> Iterator[tuple
         rclpy.try_shutdown()
 
 
-def spin_until(executor: Any, stop: threading.Event) -> None:
-    """Spin until ``stop``; ``spin_once`` with a short timeout so the loop notices ``stop`` within 50 ms."""
+def spin_until(executor: Any, stop: threading.Event, realtime: Any = None, what: str = "ROS executor") -> None:
+    """Spin until ``stop``; ``spin_once`` with a short timeout so the loop notices ``stop`` within 50 ms.
+    ``realtime`` (a ``RealtimeConfig``): first give this thread its ``executor_priority``."""
     import rclpy
+
+    if realtime is not None:
+        from robot_rl.hardware.ros2.realtime import enter_executor_realtime
+        enter_executor_realtime(realtime, what)
 
     while not stop.is_set() and rclpy.ok():
         executor.spin_once(timeout_sec=0.05)

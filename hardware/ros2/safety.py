@@ -196,6 +196,22 @@ class Guard:
             self.last_action_t = None  # the watchdog restarts with the next action
             return True, f"e-stop released after {held:.1f} s"
 
+    def reflect_estop(self, latched: bool) -> bool:
+        """Mirror a latch owned by another process (``robot_rl_safety_node``'s, published on
+        ``topics.estop_latched``): no latch logic and no reset here. Returns whether the state changed."""
+        with self._lock:
+            latched = bool(latched)
+            if latched == self.estopped:
+                return False
+            self.estopped = latched
+            if latched:
+                self.counts["estop"] += 1
+                self.estopped_since = self.clock()
+            else:
+                self.estopped_since, self.last_action_t = None, None
+                self.counts["estop_reset"] += 1
+            return True
+
     def count(self, what: str) -> None:
         with self._lock:
             self.counts[what] = self.counts.get(what, 0) + 1

@@ -29,34 +29,42 @@ import numpy as np
 
 from robot_rl.hardware.ros2 import ros_io
 from robot_rl.hardware.ros2.config import RobotNodeConfig, from_params, load_params_files
+from robot_rl.hardware.ros2.realtime import (DeadlineSchedule, GcPacer, PhaseLock, RealtimeStatus,
+                                             enter_realtime, log_off_the_loop, spin_window, wait_until)
 from robot_rl.hardware.ros2.safety import Guard, RateLimitedLog, TargetLimiter
 from robot_rl.hardware.ros2.sensors import SensorCache, checked_joint_state, checked_pose, measured_position
 
 log = logging.getLogger("robot_rl.ros2.safety_node")
-TARGET_LAYOUT = "robot_rl_target_v1"
-"""Label of ``layout.dim[0]`` of every target message: the wire version (a mismatch is refused and held)."""
+TARGET_LAYOUT = "robot_rl_target_v2"
+"""Label of ``layout.dim[0]`` of every target message: the wire version (a mismatch is refused and held).
+v2 added the frame stamp (v1 had ``[*target, grip]``)."""
 
 
-def target_msg(target: np.ndarray, grip_opening: float | None) -> Any:
-    """Actor -> safety node: ``data = [*target, grip opening (m) or NaN = unchanged]``, dim[0] labelled
-    ``robot_rl_target_v1``, size = len(target) (TCP xyz in Cartesian mode, one value per arm joint otherwise)."""
+def target_msg(target: np.ndarray, grip_opening: float | None, frame_stamp: float | None = None) -> Any:
+    """Actor -> safety node: ``data = [*target, grip opening (m) or NaN = unchanged, frame stamp]``, dim[0]
+    labelled ``robot_rl_target_v2``, size = len(target) (TCP xyz in Cartesian mode, one value per arm joint
+    otherwise). The frame stamp (s, ROS time; NaN for a hold) is the header stamp of the oldest camera frame the
+    target was computed from: the safety node measures camera frame -> command with it."""
     from std_msgs.msg import Float64MultiArray, MultiArrayDimension
 
     msg = Float64MultiArray()
-    msg.layout.dim = [MultiArrayDimension(label=TARGET_LAYOUT, size=len(target), stride=len(target) + 1)]
-    msg.data = [*(float(v) for v in target), float("nan") if grip_opening is None else float(grip_opening)]
+    msg.layout.dim = [MultiArrayDimension(label=TARGET_LAYOUT, size=len(target), stride=len(target) + 2)]
+    msg.data = [*(float(v) for v in target), float("nan") if grip_opening is None else float(grip_opening),
+                float("nan") if frame_stamp is None else float(frame_stamp)]
     return msg
 
 
-def decode_target(msg: Any, n: int) -> tuple[np.ndarray, float | None]:
-    """``(target (n,), grip opening or None)``; ValueError on another layout version or size."""
+def decode_target(msg: Any, n: int) -> tuple[np.ndarray, float | None, float | None]:
+    """``(target (n,), grip opening or None, frame stamp or None)``; ValueError on another layout version or
+    size."""
     dims = list(msg.layout.dim)
-    if not dims or dims[0].label != TARGET_LAYOUT or dims[0].size != n or len(msg.data) != n + 1:
+    if not dims or dims[0].label != TARGET_LAYOUT or dims[0].size != n or len(msg.data) != n + 2:
         got = (dims[0].label, dims[0].size) if dims else None
         raise ValueError(f"target message layout {got} with {len(msg.data)} values, expected "
-                         f"({TARGET_LAYOUT!r}, {n}) with {n + 1}")
+                         f"({TARGET_LAYOUT!r}, {n}) with {n + 2}")
     data = np.asarray(msg.data, np.float64)
-    return data[:n], (None if not np.isfinite(data[n]) else float(data[n]))
+    finite = lambda v: None if not np.isfinite(v) else float(v)  # noqa: E731
+    return data[:n], finite(data[n]), finite(data[n + 1])
 
 
 def safety_limiter(cfg: RobotNodeConfig) -> TargetLimiter:
@@ -92,7 +100,12 @@ class SafetyNode:
         self.send_times: list[float] = []
         self.target_to_command_ms: list[float] = []  # target arrival -> first command that follows it
         self._fresh_target_t: float | None = None
+        self._fresh_frame_stamp: float | None = None
+        self.frame_to_command_ms: list[float] = []  # camera frame stamp -> first command that follows its target
         self.holds: dict[str, int] = {}
+        self.realtime = RealtimeStatus()  # what run() obtained (logged there, and in stats())
+        self.schedule: DeadlineSchedule | None = None
+        self.phase_lock: PhaseLock | None = None
         t = cfg.topics
         sensor_qos = ros_io.qos_profile(cfg.qos.sensor_reliability, cfg.qos.sensor_depth)
         command_qos = ros_io.qos_profile(cfg.qos.command_reliability, cfg.qos.command_depth)
@@ -112,6 +125,12 @@ class SafetyNode:
         node.create_subscription(ros_io.message_type("bool"), t.estop, self._guarded("estop", self._on_estop),
                                  reliable)
         self._reset_srv = node.create_service(ros_io.message_type("trigger"), "~/reset_estop", self._on_reset)
+        # the one e-stop latch of the robot: the actor reflects it (it owns no latch when commands go through here)
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+        latched_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                                 durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self._latched_pub = node.create_publisher(ros_io.message_type("bool"), t.estop_latched, latched_qos)
+        self._latched_timer = node.create_timer(0.1, self._publish_latched)
         self._command_pub = node.create_publisher(ros_io.message_type(cfg.command.mode), t.command, command_qos)
         self._gripper_pub = (node.create_publisher(ros_io.message_type("gripper"), t.gripper_command, command_qos)
                              if t.gripper_command else None)
@@ -128,7 +147,7 @@ class SafetyNode:
         return run
 
     def _on_target(self, msg: Any) -> None:
-        target, grip = decode_target(msg, self.n)
+        target, grip, frame_stamp = decode_target(msg, self.n)
         now = self.clock()
         with self._lock:
             if not np.isfinite(target).all():
@@ -138,23 +157,28 @@ class SafetyNode:
             # continue from where the interpolation stands now: no jump when a target arrives early or late
             self._from = self._interpolated(now) if self._to is not None else target
             self._to, self._to_t = target.copy(), now
-            self._fresh_target_t = now
+            self._fresh_target_t, self._fresh_frame_stamp = now, frame_stamp
             self._watchdog_holding = False
         self.guard.action_arrived()
         if grip is not None and self._gripper_pub is not None and grip != self._last_grip and not self.guard.estopped:
             self._last_grip = grip
             self._gripper_pub.publish(ros_io.float64_array_msg([grip]))
 
+    def _publish_latched(self) -> None:
+        self._latched_pub.publish(ros_io.message_type("bool")(data=bool(self.guard.estopped)))
+
     def _on_estop(self, msg: Any) -> None:
         if self.guard.set_estop(bool(msg.data)):
             log.warning("e-stop: holding until reset (ros2 service call %s std_srvs/srv/Trigger)",
                         self._reset_srv.service_name)
+            self._publish_latched()
 
     def _on_reset(self, request: Any, response: Any) -> Any:  # noqa: ARG002 (Trigger has no request data)
         response.success, response.message = self.guard.reset_estop()
         with self._lock:
             self._to = None  # after a reset, only a fresh target moves the robot
         log.warning("e-stop reset: %s (%s)", "released" if response.success else "refused", response.message)
+        self._publish_latched()
         return response
 
     # ------------------------------------------------------------------ command loop (own thread)
@@ -173,7 +197,8 @@ class SafetyNode:
             with self._lock:
                 self._watchdog_holding, self._to = True, None
             self._warn("watchdog", f"no target for {self.cfg.safety.watchdog_timeout_s} s: holding")
-        reason = self.guard.hold_reason(self.cache.stale(self.cfg.safety.sensor_timeout_s))
+        stale = self.cache.stale(self.cfg.safety.sensor_timeout_s)
+        reason = self.guard.hold_reason(stale)
         with self._lock:
             desired = None if self._to is None else self._interpolated(now)
             if reason is None and self._watchdog_holding:
@@ -181,8 +206,8 @@ class SafetyNode:
         measured = self._measured()
         if reason is not None or desired is None or self.limiter.target is None:
             key = (reason or "no_target").split(":")[0]
-            if key == "stale" and self._to_t == 0.0:
-                key = "startup"  # sensors not there yet and no target ever came: not a stall of a running loop
+            if key == "stale" and (self._to_t == 0.0 or all(s.endswith("(missing)") for s in stale)):
+                key = "startup"  # a sensor never heard from yet (discovery): not a stall of a running loop
             self.holds[key] = self.holds.get(key, 0) + 1
             if reason and reason != "watchdog":
                 self._warn(f"hold:{key}", f"holding: {reason}")
@@ -194,36 +219,67 @@ class SafetyNode:
                                                      target, ros_io.now_stamp(self.node), self.period))
 
     def run(self, stop: threading.Event) -> None:
-        """Send one command per ``1 / command_hz`` against absolute deadlines (a late tick is not made up by a
-        burst: the schedule re-anchors)."""
-        next_t = time.monotonic()
+        """Send one command per ``1 / command_hz`` on absolute deadlines (:class:`DeadlineSchedule`: no drift, a
+        late tick skips ahead instead of bursting), under the real-time setup of ``safety_realtime``: SCHED_FIFO
+        where permitted, a hybrid sleep-then-spin wait to each deadline, garbage collection right after a
+        command, never before one."""
+        rt = self.cfg.safety_realtime
+        self.realtime = enter_realtime(rt, "robot_rl_safety_node command loop")
+        spin = spin_window(rt, self.period)
+        # one untimed round first: lazy imports and first calls (message types, numpy paths) read from disk,
+        # which on a cold start stalled the first timed tick by 0.3 s
+        warm = self.tick()
+        ros_io.command_msg(self.cfg.command, self.cfg.arm_joints, self.cfg.topics.base_frame,
+                           np.zeros(self.n) if warm is None else warm, ros_io.now_stamp(self.node), self.period)
+        self.stats()
+        pacer = GcPacer(self.realtime.gc_frozen, rt.gc_every_s)
+        self.schedule = DeadlineSchedule(self.period, time.monotonic())
+        ratio = self.policy_period / self.period
+        align = self.cfg.align_commands and round(ratio) >= 1 and abs(ratio - round(ratio)) < 1e-6
+        # margin: room for the jitter of the targets' arrival (the actor's inference time varies by a few ms)
+        lock = PhaseLock(self.schedule, margin=min(0.003, 0.3 * self.period), max_step=min(0.0005, self.period / 20))
+        self.phase_lock = lock
+        last_fresh = -float("inf")
         while not stop.is_set():
+            wait_until(self.schedule.deadline, spin)
             target = self.tick()
             if target is not None:
                 self._publish(target)
                 self.sent += 1
                 now = time.monotonic()
-                if len(self.send_times) < 200_000:
+                with self._lock:
+                    fresh, self._fresh_target_t = self._fresh_target_t, None
+                    frame_stamp, self._fresh_frame_stamp = self._fresh_frame_stamp, None
+                if fresh is not None and align:  # the next targets arrive with the same phase: meet them ~1 ms on
+                    if fresh - last_fresh > 2.5 * self.policy_period:
+                        lock.locked = False  # targets resume after a gap (start, a stalled actor): lock afresh
+                    lock.event(now - fresh, self.period)
+                    last_fresh = fresh
+                if len(self.send_times) < 200_000:  # statistics (benchmarks): bounded memory
                     self.send_times.append(now)
-                    with self._lock:
-                        fresh, self._fresh_target_t = self._fresh_target_t, None
                     if fresh is not None:
                         self.target_to_command_ms.append((now - fresh) * 1e3)
-            next_t += self.period
-            delay = next_t - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            elif delay < -self.period:
-                next_t = time.monotonic()
+                    if frame_stamp is not None:  # on the ROS clock, as the camera's header stamp
+                        ros_now = self.node.get_clock().now().nanoseconds * 1e-9
+                        self.frame_to_command_ms.append((ros_now - frame_stamp) * 1e3)
+            pacer.after_tick()
+            self.schedule.advance(time.monotonic())
 
     def stats(self) -> dict[str, float]:
         ticks = np.diff(np.asarray(self.send_times[-100_000:]))
         jitter = np.abs(ticks - self.period) * 1e3 if ticks.size else np.zeros(1)
         lag = np.asarray(self.target_to_command_ms[-100_000:] or [0.0])
+        frame = np.asarray(self.frame_to_command_ms[-100_000:] or [0.0])
         return {"commands": float(self.sent), "command_jitter_p50_ms": float(np.percentile(jitter, 50)),
                 "command_jitter_p99_ms": float(np.percentile(jitter, 99)),
                 "command_period_max_ms": float(ticks.max() * 1e3) if ticks.size else 0.0,
+                "frame_to_command_p50_ms": float(np.percentile(frame, 50)),
+                "frame_to_command_p99_ms": float(np.percentile(frame, 99)),
+                "target_to_command_p50_ms": float(np.percentile(lag, 50)),
                 "target_to_command_p99_ms": float(np.percentile(lag, 99)),
+                "missed_deadlines": float(self.schedule.missed if self.schedule is not None else 0),
+                "command_phase_relocks": float(self.phase_lock.relocks if self.phase_lock is not None else 0),
+                **self.realtime.stats("realtime"),
                 **{f"holds/{k}": float(v) for k, v in self.holds.items()},
                 **{f"guard/{k}": float(v) for k, v in self.guard.counts.items()}}
 
@@ -246,9 +302,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from robot_rl.run_log import setup_logging
 
     setup_logging()
+    log_off_the_loop()
     with ros_io.node_session("robot_rl_safety", argv) as (node, executor, stop):
         cfg, stats_file = node_config(ros_io.node_parameters(node))
         safety = SafetyNode(node, cfg)
+        # the executor (this thread) and the DDS threads real-time, and the executor's first rounds (its
+        # imports, the first callbacks) done before the command loop starts: none of that can stall it later
+        from robot_rl.hardware.ros2.realtime import enter_executor_realtime
+        enter_executor_realtime(cfg.safety_realtime, "robot_rl_safety_node executor")
+        for _ in range(3):
+            executor.spin_once(timeout_sec=0.01)
         loop = threading.Thread(target=safety.run, args=(stop,), name="command-loop")
         loop.start()
         log.info("commanding %s at %.0f Hz from targets on %s", safety.cfg.topics.command, safety.cfg.command_hz,

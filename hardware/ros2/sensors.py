@@ -184,14 +184,35 @@ def decode_image_msg(msg: Any) -> np.ndarray:
     return image_to_array(str(msg.encoding), int(msg.height), int(msg.width), int(msg.step), data)
 
 
-def resize_square(image: np.ndarray, size: int) -> np.ndarray:
-    """Centre-crop to a square, then resize to ``size`` x ``size`` with the project's one image path
-    (:func:`robot_rl.images.prepare_frame`: OpenCV, area averaging when shrinking; contiguous copy)."""
-    from robot_rl.images import prepare_frame
+def centre_square(height: int, width: int) -> tuple[int, int, int, int]:
+    """The largest centred square ``(x, y, side, side)`` of a ``height`` x ``width`` frame."""
+    side = min(height, width)
+    return (width - side) // 2, (height - side) // 2, side, side
 
-    h, w = image.shape[:2]
-    side = min(h, w)
-    return prepare_frame(image, ((w - side) // 2, (h - side) // 2, side, side), (size, size))
+
+def camera_configs(cfg: Any) -> dict[str, Any]:
+    """One :class:`robot_rl.images.CameraConfig` per camera of a ``RobotNodeConfig``: ``camera_crops`` (4 per
+    camera, in ``topics.cameras`` order; None = centre square) and the spec's square ``image_size``."""
+    from robot_rl.images import CameraConfig
+
+    crops = tuple(cfg.camera_crops)
+    out = {}
+    for i, camera in enumerate(cfg.topics.cameras):
+        crop = tuple(crops[4 * i:4 * i + 4]) if crops else None
+        out[camera] = CameraConfig(crop=crop, size=(cfg.image_size, cfg.image_size))
+    return out
+
+
+def camera_image(image: np.ndarray, camera: Any, name: str) -> np.ndarray:
+    """A decoded native frame (H, W, 3) as the policy's image, through the pixel route's per-camera function
+    (:func:`robot_rl.images.prepare_camera`: crop, then OpenCV resize with area averaging when shrinking); a
+    camera without a configured crop uses the frame's centre square (resolved per frame, as sizes may differ).
+    A crop that does not fit the frame raises ``robot_rl.images.ImageError``."""
+    from robot_rl.images import CameraConfig, prepare_camera
+
+    if camera.crop is None:
+        camera = CameraConfig(crop=centre_square(*image.shape[:2]), size=camera.size)
+    return prepare_camera(image, camera, name)
 
 
 def panda_obs_spec(cameras: Sequence[str], image_size: int, n_arm: int = 7) -> ObsSpec:

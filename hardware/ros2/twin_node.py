@@ -54,6 +54,10 @@ class TwinNode:
         if t.gripper_command:
             node.create_subscription(ros_io.message_type("gripper"), t.gripper_command, self._on_gripper,
                                      command_qos)
+        if t.episode_reset:
+            node.create_subscription(ros_io.message_type("bool"), t.episode_reset, self._on_episode_reset,
+                                     ros_io.qos_profile("reliable", 10))
+        self.episode_resets = 0
         self.commands = 0
         node.create_timer(1.0 / cfg.physics_hz, self._physics)
         node.create_timer(1.0 / cfg.state_hz, self._publish_state)
@@ -81,6 +85,18 @@ class TwinNode:
         if len(msg.data):
             with self.lock:
                 self.data.ctrl[7:9] = float(np.clip(msg.data[0], 0.0, 0.08)) / 2.0
+
+    def _on_episode_reset(self, msg: Any) -> None:
+        """The actor's reset is done moving home: put the cube back on its start pose (the twin's own
+        randomisation), at rest. The arm stays where the commands brought it."""
+        if not msg.data:
+            return
+        with self.lock:
+            env, m, d = self.env, self.model, self.data
+            env._place_objects(env._rng)
+            d.qvel[env._cube_qvel:env._cube_qvel + 6] = 0.0
+            self.mujoco.mj_forward(m, d)
+            self.episode_resets += 1
 
     # ------------------------------------------------------------------ physics + sensors
     def _physics(self) -> None:

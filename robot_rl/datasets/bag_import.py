@@ -4,7 +4,7 @@
 One bag is one episode (the node writes ``<bag_dir>/episode_<n>``; a teleoperation recording with ``ros2 bag
 record`` works too). Topics, cameras, image size, joints, command mode and control rate come from the node's
 parameter file (:class:`~robot_rl.hardware.ros2.config.RobotNodeConfig`), and observations are assembled by the
-node's own code (``assemble_state``, ``resize_square``), so imported episodes match live ones and carry the
+node's own code (``assemble_state``, ``camera_image``), so imported episodes match live ones and carry the
 robot run's spec hash.
 
 Steps: when the bag holds ``/robot_rl/action`` (the node records each action it sent), one step per action,
@@ -143,7 +143,7 @@ class _Sensors:
         return joint_vector(list(msg.name), np.asarray(msg.position, np.float64), self.cfg.arm_joints)
 
     def observe(self, t_ns: int) -> dict[str, np.ndarray]:
-        from robot_rl.hardware.ros2.sensors import Sample, assemble_state, resize_square
+        from robot_rl.hardware.ros2.sensors import Sample, assemble_state, camera_configs, camera_image
 
         j, p = self.joints.newest(t_ns), self.pose.newest(t_ns)
         if j < 0 or p < 0 or any(s.newest(t_ns) < 0 for s in self.cameras.values()):
@@ -164,8 +164,8 @@ class _Sensors:
         for cam, series in self.cameras.items():
             i = series.newest(t_ns)
             if (cam, i) not in self._image_cache:
-                self._image_cache[(cam, i)] = resize_square(self._decode(series.values[i], cam),
-                                                            self.cfg.image_size)
+                self._image_cache[(cam, i)] = camera_image(self._decode(series.values[i], cam),
+                                                           camera_configs(self.cfg)[cam], cam)
             obs[f"images/{cam}"] = self._image_cache[(cam, i)]
         return obs
 

@@ -13,7 +13,8 @@ from robot_rl.datasets.bag_import import import_bags  # noqa: E402
 from robot_rl.datasets.common import DatasetError  # noqa: E402
 from robot_rl.episode_store import EpisodeStore  # noqa: E402
 from robot_rl.hardware.ros2.config import RobotNodeConfig, from_params  # noqa: E402
-from robot_rl.hardware.ros2.sensors import Sample, assemble_state, node_specs, resize_square  # noqa: E402
+from robot_rl.hardware.ros2.sensors import Sample, assemble_state, centre_square, node_specs  # noqa: E402
+from robot_rl.images import prepare_frame  # noqa: E402
 from robot_rl.specs import spec_hash  # noqa: E402
 
 ARM = [f"panda_joint{i}" for i in range(1, 8)]
@@ -121,7 +122,8 @@ def expected_obs(t: float, cfg: RobotNodeConfig) -> dict[str, np.ndarray]:
     pose = Sample(tcp(k / SENSOR_HZ), k / SENSOR_HZ, 0.0)
     prev = Sample(tcp((k - 1) / SENSOR_HZ), (k - 1) / SENSOR_HZ, 0.0) if k > 0 else None
     state = assemble_state((ARM + FINGERS, joints(k / SENSOR_HZ)), pose, prev, cfg.arm_joints, cfg.gripper_joints)
-    image = resize_square(camera_image(int(np.floor(t * CAMERA_HZ + 1e-9))), cfg.image_size)
+    frame = camera_image(int(np.floor(t * CAMERA_HZ + 1e-9)))
+    image = prepare_frame(frame, centre_square(*frame.shape[:2]), (cfg.image_size, cfg.image_size))
     return {"state": state, "images/front": image}
 
 

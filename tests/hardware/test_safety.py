@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 
 from robot_rl.hardware.ros2.config import RobotNodeConfig, TwinNodeConfig, from_params, load_params_file
+from robot_rl.images import CameraConfig, ImageError, prepare_frame
 from robot_rl.hardware.ros2.safety import Guard, RateLimitedLog, TargetLimiter, limiter_for
-from robot_rl.hardware.ros2.sensors import (SensorCache, Sample, angular_velocity, assemble_state,
+from robot_rl.hardware.ros2.sensors import (SensorCache, Sample, angular_velocity, assemble_state, camera_configs,
+                                            camera_image,
                                             checked_joint_state, checked_pose, compose_chain, image_to_array,
-                                            panda_obs_spec, quat_mul, resize_square)
+                                            panda_obs_spec, quat_mul)
 
 LAUNCH = Path(__file__).resolve().parents[2] / "launch"
 
@@ -211,12 +213,31 @@ def test_images_decode_crop_and_resize() -> None:
     assert np.array_equal(image_to_array("mono8", 4, 6, 6, mono.tobytes()), np.repeat(mono[..., None], 3, 2))
     with pytest.raises(ValueError, match="mono16"):
         image_to_array("mono16", 4, 6, 12, bytes(48))
-    small = resize_square(rgb, 2)
+    small = camera_image(rgb, CameraConfig(size=(2, 2)), "front")
     assert small.shape == (2, 2, 3) and small.flags.c_contiguous
     # centre crop (columns 1..4), then each 2x2 cell averaged (OpenCV INTER_AREA, robot_rl.images.prepare_frame)
     crop = rgb[:, 1:5].astype(np.float64)
     assert np.array_equal(small[0, 0], np.floor(crop[0:2, 0:2].mean((0, 1)) + 0.5).astype(np.uint8))
     assert np.array_equal(small[1, 1], np.floor(crop[2:4, 2:4].mean((0, 1)) + 0.5).astype(np.uint8))
+
+
+def test_node_images_use_the_per_camera_crop_of_the_pixel_route() -> None:
+    """``camera_crops`` (4 per camera, flattened) crop each camera's native frame before the resize, through
+    ``robot_rl.images.prepare_camera``; a camera without one keeps the centre square; a crop that does not fit
+    the frame is an ImageError (the node drops the frame, the camera goes stale)."""
+    cfg = from_params(RobotNodeConfig, {"image_size": 8, "camera_crops": [10, 4, 32, 24, 0, 0, 48, 48]})
+    cams = camera_configs(cfg)
+    assert cams["front"].crop == (10, 4, 32, 24) and cams["wrist"].size == (8, 8)
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(camera_image(frame, cams["front"], "front"),
+                                  prepare_frame(frame, (10, 4, 32, 24), (8, 8)))
+    default = camera_configs(from_params(RobotNodeConfig, {"image_size": 8}))["front"]
+    np.testing.assert_array_equal(camera_image(frame, default, "front"), prepare_frame(frame, (8, 0, 48, 48), (8, 8)))
+    with pytest.raises(ImageError, match="does not fit"):
+        camera_image(frame[:20], cams["front"], "front")
+    with pytest.raises(ValueError, match="4 \\(x, y, width, height\\)"):
+        from_params(RobotNodeConfig, {"camera_crops": [0, 0, 10, 10]})
 
 
 def test_tf_chain_and_velocity_estimates() -> None:

@@ -140,5 +140,8 @@ def node_config(mode: str, **extra):
                "cartesian_pose": "/cartesian_target"}[mode]
     params = {"command.mode": mode, "topics.command": command, "topics.gripper_command": "", "control_hz": 20.0,
               "image_size": 16, "reset_time_s": 1.0, "safety.watchdog_timeout_s": 0.3,
-              "safety.sensor_timeout_s": 0.5, "home_position": [0.5, 0.0, 0.3], **extra}
+              "safety.sensor_timeout_s": 0.5, "home_position": [0.5, 0.0, 0.3],
+              # in-process loops: SCHED_FIFO, mlockall and a disabled gc would stay on for the rest of the pytest
+              # process (the node processes of test_launch.py run with the real-time setup)
+              "safety_realtime.enabled": False, "policy_realtime.enabled": False, **extra}
     return from_params(RobotNodeConfig, params)

@@ -48,6 +48,15 @@ def test_twin_node_actor_node_and_learner(tmp_path: Path) -> None:
                 break
             assert procs["learner"].poll() is None, (tmp_path / "learner.log").read_text()
             time.sleep(0.1)
+        # The actor starts at the twin's start pose and runs its few steps in seconds: start it once the learner
+        # runs (its first checkpoint, written every second from its loop), or a learner still starting up on a
+        # loaded machine would ack nothing within the actor's drain time and SIGTERM would find it without its
+        # handler.
+        for _ in range(1800):
+            if any((run / "checkpoints").glob("ckpt-*")):
+                break
+            assert procs["learner"].poll() is None, (tmp_path / "learner.log").read_text()
+            time.sleep(0.1)
         procs["actor"] = subprocess.Popen(
             [str(BIN / "robot_rl_actor_node"), "--ros-args", "--params-file", str(config / "real.yaml"),
              "--params-file", str(config / "sim.yaml"), "-p", f"train_config:={run / 'config_learner.yaml'}",

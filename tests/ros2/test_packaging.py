@@ -2,6 +2,8 @@
 (then the real ``ros2 launch`` from the workspace), each checked with the real ``ament_index_python``."""
 from __future__ import annotations
 
+import dataclasses
+
 import os
 import shutil
 import subprocess
@@ -45,8 +47,11 @@ def test_rcl_parses_the_launch_parameter_files_like_our_loader() -> None:
                               "-p", "control_hz:=100.0"])
     expected = load_params_file(config / "real.yaml", "robot_rl_actor", RobotNodeConfig)
     assert cfg.control_hz == 100.0 and cfg.bag_dir == "bags_sim"  # later files and -p win, as in launch
-    assert (cfg.topics, cfg.safety, cfg.command, cfg.qos) == (expected.topics, expected.safety, expected.command,
-                                                              expected.qos)
+    assert cfg.home_position == (0.543, 0.0, 0.234)  # sim.yaml: the twin's start pose
+    # sim.yaml overrides one nested name (topics.episode_reset); the others keep real.yaml's values
+    assert cfg.topics.episode_reset == "/robot_rl/episode_reset" and expected.topics.episode_reset == ""
+    assert (dataclasses.replace(cfg.topics, episode_reset=""), cfg.safety, cfg.command, cfg.qos) == (
+        expected.topics, expected.safety, expected.command, expected.qos)
 
 
 def test_unset_launch_arguments_keep_the_params_file_value(tmp_path: Path) -> None:

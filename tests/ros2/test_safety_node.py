@@ -39,7 +39,7 @@ def test_safety_node_follows_targets_holds_on_nan_and_latches_the_estop(rclpy_no
     def send(target, seconds: float) -> None:
         end = time.monotonic() + seconds
         while time.monotonic() < end:  # at the policy rate (20 Hz in node_config)
-            pub.publish(target_msg(np.asarray(target, np.float64), None))
+            pub.publish(target_msg(np.asarray(target, np.float64), None, time.time() - 0.005))
             time.sleep(0.05)
 
     try:
@@ -67,8 +67,86 @@ def test_safety_node_follows_targets_holds_on_nan_and_latches_the_estop(rclpy_no
         send(start + [0.15, 0.0, 0.0], 0.6)
         assert _x(robot)[-1] > latched[-1] + 0.02  # moving again after the reset
         # commands kept flowing at command_hz throughout (holds included)
-        assert safety.stats()["commands"] >= 0.5 * 100.0 * 3.0
+        stats = safety.stats()
+        assert stats["commands"] >= 0.5 * 100.0 * 3.0
+        # frame -> command from the stamp the targets carry (5 ms old when sent), the first command after each
+        assert 5.0 <= stats["frame_to_command_p50_ms"] < 200.0
     finally:
         stop.set()
         loop.join(2.0)
         robot.close()
+
+
+def test_the_actor_reflects_the_safety_nodes_estop_latch_and_owns_none(rclpy_node) -> None:
+    """One latch per robot, in the node that owns the command stream: with ``via_safety_node`` the actor has no
+    ``~/reset_estop`` and no e-stop subscription; it pauses the policy while robot_rl_safety_node's latch (on
+    ``topics.estop_latched``) is set, resumes when that node's reset releases it, and holds while the safety node
+    is silent."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    from robot_rl.hardware.ros2 import ros_io
+    from robot_rl.hardware.ros2.robot_env import RosRobotEnv
+    from robot_rl.hardware.ros2.safety_node import SafetyNode
+
+    cfg = node_config("joint_trajectory", command_hz=100.0, **{"command.via_safety_node": True})
+    robot = FakeRobot(cfg.topics.command, "joint_trajectory")
+    context = rclpy.Context()  # the safety node in a context of its own, as in its own process
+    rclpy.init(context=context)
+    safety_ros = rclpy.create_node("robot_rl_safety", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(safety_ros)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    safety = SafetyNode(safety_ros, cfg)
+    stop = threading.Event()
+    loop = threading.Thread(target=safety.run, args=(stop,), daemon=True)
+    loop.start()
+    env = RosRobotEnv(cfg, rclpy_node)
+    reset = rclpy_node.create_client(ros_io.message_type("trigger"), "/robot_rl_safety/reset_estop")
+    try:
+        env.reset()
+        env.step(np.zeros(7, np.float32))
+        names = dict(rclpy_node.get_service_names_and_types())
+        assert "/robot_rl_actor/reset_estop" not in names and env._reset_estop_srv is None
+        robot.estop(True)
+        wait_for(lambda: safety.guard.estopped and env.guard.estopped, 5.0, "the latch reflected in the actor")
+        out = {}
+        stepper = threading.Thread(target=lambda: out.setdefault("r", env.step(np.ones(7, np.float32))))
+        stepper.start()
+        robot.estop(False)
+        time.sleep(0.5)
+        assert stepper.is_alive() and env.guard.estopped  # paused: the input's False does not release anything
+        assert reset.wait_for_service(timeout_sec=5.0)
+        future = reset.call_async(ros_io.message_type("trigger").Request())
+        wait_for(future.done, 5.0, "reset_estop response")
+        assert future.result().success, future.result().message
+        stepper.join(5.0)
+        assert not stepper.is_alive() and out["r"].truncated and not env.guard.estopped
+        assert not env.step(np.ones(7, np.float32)).truncated  # the policy runs again
+        # the safety node goes silent (gone): the actor holds on its stale latch state
+        stop.set()
+        loop.join(2.0)
+        executor.shutdown(timeout_sec=1.0)
+        safety_ros.destroy_node()
+        wait_for(lambda: any(s.startswith("safety_node") for s in env.cache.stale(cfg.safety.sensor_timeout_s)),
+                 5.0, "the safety node's state to go stale")
+    finally:
+        stop.set()
+        env.close()
+        rclpy.try_shutdown(context=context)
+        robot.close()
+
+
+def test_target_wire_v2_carries_the_frame_stamp_and_refuses_v1() -> None:
+    from std_msgs.msg import Float64MultiArray, MultiArrayDimension
+
+    from robot_rl.hardware.ros2.safety_node import decode_target, target_msg
+
+    target, grip, stamp = decode_target(target_msg(np.array([0.1, 0.2, 0.3]), 0.04, 1234.5), 3)
+    assert np.allclose(target, [0.1, 0.2, 0.3]) and grip == 0.04 and stamp == 1234.5
+    assert decode_target(target_msg(np.zeros(3), None), 3)[1:] == (None, None)  # a hold: no grip, no frame
+    old = Float64MultiArray(data=[0.1, 0.2, 0.3, 0.04])
+    old.layout.dim = [MultiArrayDimension(label="robot_rl_target_v1", size=3, stride=4)]
+    with pytest.raises(ValueError, match="robot_rl_target_v2"):
+        decode_target(old, 3)
