@@ -132,8 +132,10 @@ def cmd_learner(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     from robot_rl.learner import Learner
 
     cfg = _config(args, overrides)
-    learner = Learner(cfg)
+    # Handlers first: a SIGTERM while the learner loads demos and builds its model (seconds) must stop it
+    # cleanly too, not kill it (the run() below returns at once when stop is already set).
     stop = _stop_on_signals()
+    learner = Learner(cfg)
     threading.Thread(target=lambda: (stop.wait(), learner.stop()), daemon=True).start()
     try:
         result = learner.run()
@@ -154,6 +156,7 @@ def cmd_actor(args: argparse.Namespace, overrides: Sequence[str]) -> int:
 
     torch.set_num_threads(1)  # small batched inference; leave the cores to the sim and the learner
     cfg = _config(args, overrides)
+    stop = _stop_on_signals()  # before the envs are built (seconds with cameras): an early SIGTERM stops cleanly
     backend = batched_backend(cfg)
     if backend:
         from robot_rl.sim.batched import make_batched_env
@@ -172,7 +175,6 @@ def cmd_actor(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     transport = ZmqActorClient(cfg.transport, cfg.actor.actor_id, obs_spec, action_spec,
                                spec_hash(obs_spec, action_spec), config_hash(cfg), spill_dir=spill,
                                actor_key_name=args.key_name)
-    stop = _stop_on_signals()
     _stop_when_learner_finishes(transport, stop, cfg.actor.actor_id)
     if backend:
         from robot_rl.batched_actor import BatchedActor
