@@ -7,6 +7,13 @@ and (``--rl``) RL with the learned reward vs the sparse reward. Prints a table, 
         learner.max_env_steps=6000 learner.eval_every_env_steps=1000 \
         --prm-args reward.success_terminal_potential=true reward.refresh_every_episodes=10   # the remedies
 
+The real-robot setting (state policy, camera-only learned reward; the sparse arm needs no cameras):
+
+    python benchmarks/reward.py --rl --rl-only --seeds 3 --runs-dir runs/rw --train-args num_demos=3 \
+        algo.offline_pretrain_updates=0 learner.max_env_steps=6000 learner.eval_every_env_steps=1000 \
+        --prm-args env.obs=state+pixels env.image_size=32 policy.obs_keys=[state] \
+        reward.views=[images/front,images/wrist] reward.success_terminal_potential=true ...
+
 The JSON line reports ``speedup`` (median env steps to the first eval >= 80%, sparse / learned; 0 when the
 learned arm never got there), ``final_success_min_prm`` / ``final_success_min_sparse`` (worst seed's last eval).
 """
@@ -134,14 +141,20 @@ def rl(args) -> dict:
     env steps to the first eval >= 80% (``speedup`` = median sparse / median learned) and the final eval."""
     out: dict[str, list[float]] = {"prm": [], "sparse": []}
     final: dict[str, list[float]] = {"prm": [], "sparse": []}
-    arms = [("sparse", []), ("prm", ["reward=prm", *args.prm_args])]
-    if args.skip_sparse:
-        arms = arms[1:]
+    arms = [("sparse", list(args.sparse_args)), ("prm", ["reward=prm", *args.prm_args])]
+    arms = [(name, extra) for name, extra in arms if not (name == "sparse" and args.skip_sparse)
+            and not (name == "prm" and args.skip_prm)]
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         for name, extra in arms:
             run = Path(args.runs_dir or tempfile.mkdtemp()) / f"{name}-{seed}"
-            subprocess.run([sys.executable, "-m", "robot_rl.cli", "train", f"run_dir={run}", f"seed={seed}",
-                            f"env.seed={seed}", "logger.wandb=disabled", *extra, *args.train_args], check=True)
+            if args.reuse and (run / "eval.json").is_file():  # finished by an earlier invocation (same args)
+                print(f"{name} seed {seed}: reusing the finished run {run}", flush=True)
+            else:
+                t0 = time.monotonic()
+                subprocess.run([sys.executable, "-m", "robot_rl.cli", "train", f"run_dir={run}", f"seed={seed}",
+                                f"env.seed={seed}", "logger.wandb=disabled", *args.train_args, *extra], check=True)
+                print(f"{name} seed {seed}: {time.monotonic() - t0:.0f} s, load average {os.getloadavg()[0]:.1f}",
+                      flush=True)
             records = read_metrics(run / "metrics_learner.jsonl")
             out[name].append(steps_to(records, 0.8))
             final[name].append(final_success(records))
@@ -173,7 +186,12 @@ def main() -> None:
     p.add_argument("--train-args", nargs="*", default=[], help="overrides for both arms")
     p.add_argument("--prm-args", nargs="*", default=[], help="extra overrides of the learned-reward arm")
     p.add_argument("--rl-only", action="store_true", help="skip the quality/speed part (with --rl)")
+    p.add_argument("--sparse-args", nargs="*", default=[], help="extra overrides of the sparse arm")
     p.add_argument("--skip-sparse", action="store_true", help="only the learned-reward arm")
+    p.add_argument("--skip-prm", action="store_true", help="only the sparse arm")
+    p.add_argument("--reuse", action="store_true",
+                   help="with --runs-dir: read a run that already finished (eval.json) instead of training it again "
+                        "(e.g. the sparse arm run by an earlier --skip-prm invocation)")
     p.add_argument("--runs-dir", default="", help="keep the RL runs here (default: temporary dirs)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)

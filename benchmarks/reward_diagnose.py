@@ -44,6 +44,7 @@ def critic_vs_returns(cfg, ckpt: Path, fields, obs, shaped, starts, ends, gamma:
     from robot_rl.registry import ALGORITHMS, POLICIES
 
     obs_spec, action_spec = env_specs(cfg)
+    obs_spec = obs_spec.select(cfg.policy.obs_keys)  # what the policy and critic read
     policy = POLICIES.make(cfg.policy.name, cfg.policy, obs_spec, action_spec)
     algo = ALGORITHMS.make(cfg.algo.name, cfg.algo, policy, obs_spec, action_spec, torch.device("cpu"))
     algo.load_state_dict(Checkpointer.load_state(ckpt)["algo"])

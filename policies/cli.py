@@ -32,7 +32,8 @@ def pretrain_policy(cfg: Any, episodes: list, steps: int, distill_steps: int = 0
     from robot_rl.registry import POLICIES
 
     torch.manual_seed(seed)
-    policy = POLICIES.make(cfg.policy.name, cfg.policy, *_specs(cfg))
+    obs_spec, action_spec = _specs(cfg)  # the env's; the policy reads policy.obs_keys of it
+    policy = POLICIES.make(cfg.policy.name, cfg.policy, obs_spec.select(cfg.policy.obs_keys), action_spec)
     algo_cfg = cfg.algo if isinstance(cfg.algo, BCConfig) else BCConfig()
     bc = BC(algo_cfg, policy, policy.obs_spec, policy.action_spec, device)
     data, tasks = chunk_dataset(episodes, getattr(policy, "chunk_size", 1))

@@ -37,6 +37,11 @@ class LearnedRewardConfig(RewardConfig):
     train_steps: int = 600
     """With ``checkpoint`` empty: train a model on the learner's demos for this many steps first (cached as
     ``run_dir/reward_<name>.pt``)."""
+    views: tuple[str, ...] = ()
+    """With ``checkpoint`` empty: the observation keys that model reads (empty = every key of the demos).
+    ``[images/front,images/wrist]`` is the real-robot setting: cameras only, no privileged cube pose, also
+    when the policy reads ``state`` (``env.obs=state+pixels policy.obs_keys=[state]``). Images are read at
+    the demos' resolution."""
     # --- remedies (issue 16): each one a switch, all off by default so old runs reproduce ---
     success_terminal_potential: bool = False
     """Success-gated terminal (Robo-Dopamine): a terminated transition whose base reward is > 0 (a success)

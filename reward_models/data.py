@@ -195,8 +195,19 @@ class PairSampler:
 
     def __init__(self, episodes: Sequence[Episode], views: Sequence[str], task_embedding: dict[str, np.ndarray],
                  distractor_embedding: np.ndarray, frames_per_episode: int = 8, mismatch_prob: float = 0.2,
-                 failure_prob: float = 0.25, seed: int = 0) -> None:
+                 failure_prob: float = 0.25, seed: int = 0, weights: Sequence[float] | None = None) -> None:
+        if weights is not None and len(weights) != len(episodes):
+            raise ValueError(f"{len(weights)} sampling weights for {len(episodes)} episodes")
+        w = [1.0] * len(episodes) if weights is None else [float(x) for x in weights]
+        if any(not np.isfinite(x) or x < 0 for x in w):
+            raise ValueError(f"sampling weights must be finite and >= 0, got {w}")
         self.success = [e for e in episodes if e.success]
+        # Relative draw probability of each successful episode (uniform unless ``weights``: one-shot
+        # adaptation gives its single new demo as much weight as all the old successes together).
+        self.success_p = np.asarray([x for x, e in zip(w, episodes) if e.success], np.float64)
+        self.uniform = weights is None
+        if self.success and self.success_p.sum() <= 0:
+            raise ValueError("the successful episodes' sampling weights sum to 0")
         self.failure = [e for e in episodes if not e.success]
         if not self.success:
             raise ValueError("reward-model training needs at least one successful episode")
@@ -216,6 +227,11 @@ class PairSampler:
         self.mismatch_prob, self.failure_prob = float(mismatch_prob), float(failure_prob)
         self.rng = np.random.default_rng(seed)
 
+    def _draw_success(self) -> int:
+        if self.uniform:  # the same random stream as before weights existed: old runs reproduce
+            return int(self.rng.integers(len(self.success)))
+        return int(self.rng.choice(len(self.success), p=self.success_p / self.success_p.sum()))
+
     def _frame_ids(self, episode: Episode, include_last: bool) -> np.ndarray:
         T, F = len(episode), self.F
         fixed = [0, T] if include_last else [0]
@@ -234,7 +250,7 @@ class PairSampler:
         for g in range(E):
             use_failure = bool(self.failure) and self.rng.random() < self.failure_prob
             ep = self.failure[self.rng.integers(len(self.failure))] if use_failure else \
-                self.success[self.rng.integers(len(self.success))]
+                self.success[self._draw_success()]
             ids = self._frame_ids(ep, include_last=not use_failure)
             for v in self.views:
                 frames[v].append(ep.frames[v][ids])

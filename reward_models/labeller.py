@@ -28,7 +28,7 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -73,6 +73,13 @@ class RewardLabeller:
         self._since_refresh = 0
         self.refreshes = 0
         self._ingest_lock = threading.Lock()
+        # (episode, frame index, hash of the frame's bytes in the model's views) -> (Phi, P(done)) under the
+        # current model: Phi is a function of the frame alone, so a frame is encoded once per model version,
+        # not once per draw (an images-only model on a CPU learner would otherwise run its CNN on 2 x batch
+        # frames at every update). Cleared whenever the model changes.
+        self._cache: dict[tuple[int, int, int], tuple[float, float]] = {}
+        self.cache_hits = 0  # frames of labelled batches served from the cache
+        self.encoded_frames = 0  # frames that went through the model for labelling
         self._set_model(model)
 
     # ----------------------------------------------------------------------------------------- model
@@ -94,6 +101,7 @@ class RewardLabeller:
             self.text = text
             self.task = task
             self.version = str(getattr(model, "version", "unversioned"))
+            self._cache = {}
 
     def load(self, checkpoint: str | Path) -> str:
         """Swap in another checkpoint (e.g. a retrained model); batches sampled from now on use it."""
@@ -224,11 +232,52 @@ class RewardLabeller:
             raise FloatingPointError("reward model produced NaN/inf")
         return phi, done
 
+    CACHE_MAX = 2_000_000  # frames; beyond this the cache starts again (a few hundred MB of keys)
+
+    @staticmethod
+    def _frame_keys(batch: Batch, views: list[str]) -> list[tuple[int, int, int]]:
+        """Cache keys of the 2N frames [obs rows, next_obs rows]: episode id, frame index in the episode and a
+        hash of every byte the model reads of the frame (the label is a function of those bytes alone)."""
+        n = len(batch)
+        keys = []
+        for part, offset in ((batch.obs, 0), (batch.next_obs, 1)):
+            rows = [np.ascontiguousarray(part[k]).reshape(n, -1) for k in views]  # (N, bytes of view k)
+            for i in range(n):
+                content = hash(b"".join(r[i].tobytes() for r in rows))
+                keys.append((int(batch.episode_id[i]), int(batch.step[i]) + offset, content))
+        return keys
+
+    def cached_potentials(self, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
+        """(Phi (2N,), P(done) (2N,)) of [obs rows, next_obs rows]; only frames not seen by this model version
+        go through the model."""
+        with self._lock:
+            views, cache = list(self.model.encoder.views), self._cache
+        keys = self._frame_keys(batch, views)
+        both = {k: np.concatenate([batch.obs[k], batch.next_obs[k]]) for k in views}
+        phi, done = np.empty(len(keys)), np.empty(len(keys))
+        todo: dict[tuple[int, int, int], list[int]] = {}  # uncached frame -> its rows (obs of t = next_obs of t-1)
+        for j, key in enumerate(keys):
+            hit = cache.get(key)
+            if hit is None:
+                todo.setdefault(key, []).append(j)
+            else:
+                phi[j], done[j] = hit
+        self.cache_hits += len(keys) - sum(map(len, todo.values()))
+        if todo:
+            first = np.asarray([rows[0] for rows in todo.values()])
+            p, d = self.potentials({k: v[first] for k, v in both.items()})
+            self.encoded_frames += len(first)
+            if len(cache) + len(todo) > self.CACHE_MAX:
+                cache.clear()
+            for (key, rows), pj, dj in zip(todo.items(), p, d):
+                phi[rows], done[rows] = pj, dj
+                cache[key] = (float(pj), float(dj))
+        return phi, done
+
     def rewards(self, batch: Batch) -> np.ndarray:
         """float32 (N,) learned rewards of a numpy batch."""
         n = len(batch)
-        both = {k: np.concatenate([batch.obs[k], batch.next_obs[k]]) for k in self.model.encoder.views}
-        phi_all, done_all = self.potentials(both)  # (2N,)
+        phi_all, done_all = self.cached_potentials(batch)  # (2N,)
         cap = getattr(self.cfg, "phi_cap", 1.0)
         if cap < 1.0:  # no state the done head does not call finished may look finished
             phi_all = np.where(done_all >= self.cfg.done_threshold, phi_all, np.minimum(phi_all, cap))
@@ -269,7 +318,8 @@ class RewardLabeller:
         out = {"reward/version": self.version, "reward/labelled": self.labelled,
                "reward/label_us_per_transition": 1e6 * self._seconds / max(self.labelled, 1),
                "reward/scale": self.current_scale(), "reward/probe_drift": self.drift.last,
-               "reward/refreshes": self.refreshes}
+               "reward/refreshes": self.refreshes,
+               "reward/cache_hit_rate": self.cache_hits / max(2 * self.labelled, 1)}
         if n:
             out.update({"reward/base_mean": base / n, "reward/shaping_mean": f / n,
                         "reward/shaping_abs_mean": f_abs / n,
@@ -278,24 +328,38 @@ class RewardLabeller:
             out.update(self.monitor.stats())
         return out
 
-    def wrap(self, sampler: MixedSampler) -> "LabelledSampler":
-        return LabelledSampler(sampler, self)
+    def wrap(self, sampler: MixedSampler, keep_keys: Sequence[str] = ()) -> "LabelledSampler":
+        return LabelledSampler(sampler, self, keep_keys)
 
 
 class LabelledSampler(MixedSampler):
-    """A :class:`MixedSampler` whose batches are labelled by a :class:`RewardLabeller` on its prefetch thread."""
+    """A :class:`MixedSampler` whose batches are labelled by a :class:`RewardLabeller` on its prefetch thread.
 
-    def __init__(self, inner: MixedSampler, labeller: RewardLabeller) -> None:
+    ``keep_keys``: the observation keys the algorithm reads (empty = all). Keys only the reward model reads
+    (the cameras of an images-only reward with a state policy) are dropped after labelling, before the batch
+    is turned into tensors."""
+
+    def __init__(self, inner: MixedSampler, labeller: RewardLabeller, keep_keys: Sequence[str] = ()) -> None:
         super().__init__(inner.online, inner.demo, inner.batch_size, inner.demo_ratio, inner.device, inner.prefetch)
         self.rng = inner.rng
         self.labeller = labeller
+        self.keep_keys = tuple(keep_keys)
+        missing = sorted(set(self.keep_keys) - set(inner.online.obs_spec.fields))
+        if missing:
+            raise ValueError(f"keep_keys {missing} are not stored in replay ({inner.online.obs_spec.keys()})")
+
+    def _keep(self, batch: Batch) -> Batch:
+        if not self.keep_keys or set(self.keep_keys) == set(batch.obs):
+            return batch
+        return replace(batch, obs={k: batch.obs[k] for k in self.keep_keys},
+                       next_obs={k: batch.next_obs[k] for k in self.keep_keys})
 
     def sample_numpy(self) -> Batch:
-        return self.labeller.label(super().sample_numpy())
+        return self._keep(self.labeller.label(super().sample_numpy()))
 
     def sample_demo_numpy(self) -> Batch:
         # Offline pre-training must train on the same (learned) reward as the online phase that follows it.
-        return self.labeller.label(super().sample_demo_numpy())
+        return self._keep(self.labeller.label(super().sample_demo_numpy()))
 
 
 # ------------------------------------------------------------------------------------- construction
@@ -307,7 +371,7 @@ def _train_from_demos(cfg: Any, kind: str, out: Path) -> Path:
     """No checkpoint given: train one on the learner's demos (successes only; reversed, static and
     mismatched-text negatives) and cache it in ``run_dir``."""
     from robot_rl.episode_store import EpisodeStore
-    from robot_rl.reward_models.config import RewardTrainConfig
+    from robot_rl.reward_models.config import ProgressModelConfig, RewardTrainConfig
     from robot_rl.reward_models.train import save_checkpoint, train_model
 
     if not cfg.learner.demos:
@@ -316,7 +380,11 @@ def _train_from_demos(cfg: Any, kind: str, out: Path) -> Path:
     episodes = list(EpisodeStore(cfg.learner.demos).episodes())
     if not any(e.success for e in episodes):
         raise ValueError(f"no successful episodes in {cfg.learner.demos} to train a reward model on")
-    train_cfg = RewardTrainConfig(kind=kind, steps=cfg.reward.train_steps, seed=cfg.seed)
+    views = tuple(cfg.reward.views)
+    images = [v for v in (views or tuple(episodes[0].frames)) if v.startswith("images/")]
+    model_cfg = ProgressModelConfig(views=views, **({"image_size": int(episodes[0].frames[images[0]].shape[1])}
+                                                    if images else {}))
+    train_cfg = RewardTrainConfig(kind=kind, steps=cfg.reward.train_steps, seed=cfg.seed, model=model_cfg)
     log.info("training a %s reward model on %d demo episodes for %d steps (cached in %s)", kind, len(episodes),
              train_cfg.steps, out)
     model = train_model(episodes, train_cfg)

@@ -97,8 +97,10 @@ def fit_state_normalisation(model: nn.Module, episodes: Sequence[Episode]) -> No
 
 def train_model(episodes: Sequence[Episode], cfg: RewardTrainConfig, model: nn.Module | None = None,
                 task_embedding: dict[str, np.ndarray] | None = None,
-                on_log: Callable[[int, dict[str, float]], None] | None = None, log_every: int = 100) -> nn.Module:
-    """Train (or continue training ``model``) on ``episodes``; returns the model in eval mode."""
+                on_log: Callable[[int, dict[str, float]], None] | None = None, log_every: int = 100,
+                weights: Sequence[float] | None = None) -> nn.Module:
+    """Train (or continue training ``model``) on ``episodes``; returns the model in eval mode. ``weights``
+    (one per episode, default uniform) sets how often each successful episode is drawn."""
     from robot_rl.reward_models.text import embed
 
     torch.manual_seed(cfg.seed)
@@ -118,7 +120,7 @@ def train_model(episodes: Sequence[Episode], cfg: RewardTrainConfig, model: nn.M
     if not distractors:
         raise ValueError("need at least one distractor task text that differs from the training tasks")
     sampler = PairSampler(episodes, list(shapes), task_embedding, embed(distractors), cfg.frames_per_episode,
-                          cfg.mismatch_prob, cfg.failure_prob, seed=cfg.seed)
+                          cfg.mismatch_prob, cfg.failure_prob, seed=cfg.seed, weights=weights)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(cfg.steps, 1), eta_min=cfg.lr * 0.05)
     t0 = time.monotonic()

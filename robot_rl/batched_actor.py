@@ -34,8 +34,8 @@ class BatchedActor:
         self.num_envs = int(env.num_envs)
         self.obs_spec, self.action_spec = env.obs_spec, env.action_spec
         self.spec_hash = spec_hash(self.obs_spec, self.action_spec)
-        self.policy = policy if policy is not None else POLICIES.make(cfg.policy.name, cfg.policy, self.obs_spec,
-                                                                      self.action_spec)
+        self.policy = policy if policy is not None else POLICIES.make(
+            cfg.policy.name, cfg.policy, self.obs_spec.select(cfg.policy.obs_keys), self.action_spec)
         self.policy.eval()
         self.policy_device = next(self.policy.parameters()).device
         self.transport = transport

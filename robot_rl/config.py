@@ -39,7 +39,8 @@ class EnvConfig(ConfigNode):
     seed: int = 0
     """Base seed; actor ``i`` env ``j`` uses ``seed + 1000 * i + j``."""
     obs: str = "state"
-    """Observation mode: ``state`` (proprio + object state) or ``pixels`` (cameras + proprio)."""
+    """Observation mode: ``state`` (proprio + object state), ``pixels`` (cameras + proprio) or, where the env
+    supports it, ``state+pixels`` (both: a state policy with a camera-only learned reward)."""
     image_size: int = 64
     """Square camera resolution in pixels when ``obs=pixels``."""
     max_episode_steps: int = 100
@@ -52,6 +53,9 @@ class PolicyConfig(ConfigNode):
 
     name: str = MISSING
     """Registered policy name (``robot_rl.registry.POLICIES``)."""
+    obs_keys: tuple[str, ...] = ()
+    """Observation keys the policy and critic read; empty = every key the env emits. ``[state]`` with
+    ``env.obs=state+pixels``: the cameras are recorded (replay, episode files) only for the learned reward."""
 
 
 @dataclass

@@ -351,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             torch.manual_seed(cfg.seed)
             obs_spec, action_spec = env_specs(cfg)
+            obs_spec = obs_spec.select(cfg.policy.obs_keys)
             policy = POLICIES.make(cfg.policy.name, cfg.policy, obs_spec, action_spec).to(device)
             algo = ALGORITHMS.make(cfg.algo.name, cfg.algo, policy, obs_spec, action_spec, device)
             updates = DataParallelAlgorithm(algo).follow()

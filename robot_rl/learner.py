@@ -65,8 +65,10 @@ class Learner:
         self.spec_hash = spec_hash(self.obs_spec, self.action_spec)
         self.config_hash = config_hash(cfg)
 
-        self.policy = POLICIES.make(cfg.policy.name, cfg.policy, self.obs_spec, self.action_spec).to(self.device)
-        self.algo = ALGORITHMS.make(cfg.algo.name, cfg.algo, self.policy, self.obs_spec, self.action_spec,
+        # What the policy and critic read (policy.obs_keys); replay keeps every key the env emits.
+        self.policy_spec = self.obs_spec.select(cfg.policy.obs_keys)
+        self.policy = POLICIES.make(cfg.policy.name, cfg.policy, self.policy_spec, self.action_spec).to(self.device)
+        self.algo = ALGORITHMS.make(cfg.algo.name, cfg.algo, self.policy, self.policy_spec, self.action_spec,
                                     self.device)
         # Frozen camera encoders (policy.encoder=frozen|task): every frame is embedded once, on arrival, and replay
         # holds the embeddings (``embed/<cam>``) instead of the images; raw frames stay in the episode stores.
@@ -93,7 +95,8 @@ class Learner:
                 raise ValueError(f"reward={cfg.reward.name} labels replay images, but policy.encoder="
                                  f"{cfg.policy.encoder} stores frame embeddings: use policy.encoder=drq with it")
             self.reward_labeller = make_labeller(cfg, self.obs_spec, self.device)
-            self.sampler = self.reward_labeller.wrap(self.sampler)
+            # the reward model may read keys the policy does not (cameras): dropped once the batch is labelled
+            self.sampler = self.reward_labeller.wrap(self.sampler, keep_keys=self.policy_spec.keys())
         self.ledger = DedupLedger()
         self.updates = 0
         self.online_transitions = 0

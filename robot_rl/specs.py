@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -102,6 +102,16 @@ class ObsSpec:
             raise SpecError(f"{what}: missing keys {sorted(missing)}, unexpected keys {sorted(extra)}")
         for key, spec in self.fields.items():
             spec.check(f"{what}[{key!r}]", obs[key], batched=batched)
+
+    def select(self, keys: Sequence[str]) -> "ObsSpec":
+        """The spec restricted to ``keys`` (all of them when empty), e.g. what a state policy reads of an env
+        that also renders cameras for a learned reward. Fails loudly on a key the spec does not have."""
+        if not keys:
+            return self
+        unknown = sorted(set(keys) - set(self.fields))
+        if unknown:
+            raise SpecError(f"observation keys {unknown} are not in the env's spec {self.keys()}")
+        return ObsSpec({k: self.fields[k] for k in keys})
 
     def zeros(self, batch: tuple[int, ...] = ()) -> dict[str, np.ndarray]:
         return {k: np.zeros(batch + s.shape, dtype=s.dtype) for k, s in self.fields.items()}

@@ -18,6 +18,9 @@ the hand, <= 0 opens it). The hand keeps pointing straight down (fixed orientati
 
 ``obs="state"`` appends the cube: ``21:24`` position (m), ``24:28`` quaternion (w, x, y, z, w >= 0).
 ``obs="pixels"`` adds ``images/front`` and ``images/wrist`` (uint8, image_size x image_size x 3) instead.
+``obs="state+pixels"`` emits both: the ``state`` of ``obs="state"`` (with the cube) and the two cameras. This
+is the real-robot reward setting: a state policy (``policy.obs_keys=[state]``) trained on a learned reward
+that reads only the cameras (``reward.views=[images/front,images/wrist]``).
 :class:`PandaPickPlaceCube` appends the place-target centre (3, m) at the end of ``state`` in both modes:
 it is the commanded goal, not something the robot has to perceive.
 
@@ -51,6 +54,7 @@ from robot_rl.specs import ActionSpec, ArraySpec, ObsSpec
 PROPRIO_DIM = 21
 CUBE_STATE_DIM = 7
 CAMERAS = ("front", "wrist")
+OBS_MODES = ("state", "pixels", "state+pixels")
 _GRIPPER_OPEN, _GRIPPER_CLOSED = pm.FINGER_RANGE[1], pm.FINGER_RANGE[0]
 _TCP_QUAT_REFERENCE = np.array([0.0, 1.0, 0.0, 0.0])  # the home (pointing down) orientation
 
@@ -68,9 +72,11 @@ class PandaPickCube:
 
     def __init__(self, cfg: PandaPickCubeConfig | None = None, seed: int | None = None) -> None:
         cfg = cfg if cfg is not None else PandaPickCubeConfig()
-        if cfg.obs not in ("state", "pixels"):
-            raise ValueError(f"obs must be 'state' or 'pixels', got {cfg.obs!r}")
+        if cfg.obs not in OBS_MODES:
+            raise ValueError(f"obs must be one of {OBS_MODES}, got {cfg.obs!r}")
         self.cfg = cfg
+        self._cube_in_state = cfg.obs in ("state", "state+pixels")  # privileged cube pose in obs['state']
+        self._cameras_on = cfg.obs in ("pixels", "state+pixels")
         self.control_hz = float(cfg.control_hz)
         self.max_episode_steps = int(cfg.max_episode_steps)
         self.n_substeps = int(round(1.0 / (cfg.control_hz * cfg.physics_dt)))
@@ -103,9 +109,9 @@ class PandaPickCube:
         self.cube_rest_z = pm.CUBE_HALF_SIZE
         self.action_spec = ActionSpec((4,), (-1.0,) * 4, (1.0,) * 4, ("dx", "dy", "dz", "grip"))
         self._action_delay = ActionDelay(cfg.randomization.action_delay_steps, np.array([0.0, 0.0, 0.0, -1.0]))
-        state_dim = PROPRIO_DIM + (CUBE_STATE_DIM if cfg.obs == "state" else 0) + (3 if self._with_target else 0)
+        state_dim = PROPRIO_DIM + (CUBE_STATE_DIM if self._cube_in_state else 0) + (3 if self._with_target else 0)
         fields = {"state": ArraySpec((state_dim,), "float32")}
-        if cfg.obs == "pixels":
+        if self._cameras_on:
             for camera in CAMERAS:
                 fields[f"images/{camera}"] = ArraySpec((*self._camera_shape(camera), 3), "uint8")
         self.obs_spec = ObsSpec(fields)
@@ -194,7 +200,7 @@ class PandaPickCube:
 
     def _state(self) -> np.ndarray:
         parts = [self._proprio()]
-        if self.cfg.obs == "state":
+        if self._cube_in_state:
             parts.append(self.cube_pose())
         if self._with_target:
             parts.append([self.target_xy[0], self.target_xy[1], 0.0])
@@ -203,7 +209,7 @@ class PandaPickCube:
 
     def _observation(self) -> dict[str, np.ndarray]:
         obs = {"state": self._state()}
-        if self.cfg.obs == "pixels":
+        if self._cameras_on:
             for camera in CAMERAS:
                 obs[f"images/{camera}"] = self.camera_image(camera)
         return obs
@@ -273,7 +279,7 @@ class PandaPickCube:
 
     def expert(self) -> PickCubeExpert:
         """Scripted expert reading ``obs['state']``; in pixel mode it is fed the ground-truth cube pose."""
-        return PickCubeExpert(self.cfg.action_scale, None if self.cfg.obs == "state" else self.cube_pose)
+        return PickCubeExpert(self.cfg.action_scale, None if self._cube_in_state else self.cube_pose)
 
 
 class PandaPickPlaceCube(PandaPickCube):
@@ -304,4 +310,4 @@ class PandaPickPlaceCube(PandaPickCube):
         return bool(on_target and resting and released)
 
     def expert(self) -> PickPlaceCubeExpert:
-        return PickPlaceCubeExpert(self.cfg.action_scale, None if self.cfg.obs == "state" else self.cube_pose)
+        return PickPlaceCubeExpert(self.cfg.action_scale, None if self._cube_in_state else self.cube_pose)

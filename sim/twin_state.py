@@ -41,7 +41,7 @@ def restore(env: Any, state: np.ndarray) -> dict[str, np.ndarray]:
 
 def reset_like(env: Any, first_state: np.ndarray, seed: int | None = None) -> dict[str, np.ndarray]:
     """Reset, then move the cube to the pose in ``first_state`` (a recorded ``obs['state']`` frame 0)."""
-    if env.cfg.obs != "state":
+    if not env._cube_in_state:
         raise ValueError("reset_like needs state observations: a pixel demo's frames carry no cube pose")
     first_state = np.asarray(first_state, np.float64)
     env.reset(seed=seed)
