@@ -94,7 +94,7 @@ def run_one(recipe: str, seed: int, args: argparse.Namespace, out: Path) -> dict
             f"learner.max_env_steps={args.max_env_steps}", f"learner.eval_every_env_steps={args.eval_every}",
             f"learner.eval_episodes={args.eval_episodes}", "eval_episodes=0",
             f"transport.transitions_port={transitions_port}", f"transport.weights_port={weights_port}",
-            "logger.wandb=disabled", "logger.progress=false", *RECIPES[recipe],
+            "logger.wandb=disabled", "logger.progress=false", *RECIPES[recipe], *args.override,
         ]
         cmd = [sys.executable, "-m", "robot_rl.cli", "train", *overrides]
         print(f"[{recipe} seed {seed}] {' '.join(cmd[2:])}", file=sys.stderr, flush=True)
@@ -168,6 +168,8 @@ def main() -> int:
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--num-demos", type=int, default=20)
+    parser.add_argument("--override", nargs="*", default=[], help="extra config overrides applied to every recipe "
+                        "(after the recipe's own), e.g. learner.utd=4 for an ablation of the shared budget")
     parser.add_argument("--out", default="", help="directory for the run dirs (default: a fresh temp dir)")
     parser.add_argument("--reuse", action="store_true", help="skip (recipe, seed) runs that already finished")
     parser.add_argument("--summarise-only", action="store_true", help="run nothing: summarise the finished runs "

@@ -135,5 +135,13 @@ class SequenceSampler:
         batch.from_demo = np.arange(self.batch_size) < n_demo
         return batch.to_torch(self.device)
 
+    def sample_demo(self) -> SequenceBatch:
+        """A batch of demo sequences only (the offline warm start, ``algo.offline_pretrain_updates``)."""
+        if self.demo is None or len(self.demo) == 0:
+            raise ValueError("sample_demo needs a non-empty demo buffer")
+        batch = sample_sequences(self.demo, self.batch_size, self.horizon, self.rng)
+        batch.from_demo = np.ones(self.batch_size, bool)
+        return batch.to_torch(self.device)
+
     def close(self) -> None:
         """Nothing to stop (no prefetch thread); same interface as MixedSampler."""
