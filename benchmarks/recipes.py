@@ -46,11 +46,14 @@ CPU_BUDGET = ["algo.num_critics=2", "algo.target_subset_size=2", "algo.critic_up
               "algo.init_temperature=0.01"]
 SIMBA = ["algo.critic=simbav2", "algo.critic_hidden_dims=[128,128]", "algo.simbav2_mlp_ratio=2"]
 HL_GAUSS = ["algo.value_loss=hl_gauss", "algo.value_bins=61", "algo.value_min=-0.25", "algo.value_max=1.25"]
+N_STEP = ["algo.n_step=3"]
 RECIPES: dict[str, list[str]] = {
     "rlpd": PLAIN,
     "simbav2": PLAIN + SIMBA,
     "hl_gauss": PLAIN + HL_GAUSS,
     "both": PLAIN + SIMBA + HL_GAUSS,
+    "nstep": PLAIN + N_STEP,
+    "simbav2_nstep": PLAIN + SIMBA + N_STEP,
     "wsrl": ["algo=wsrl", *CPU_BUDGET, "algo.offline_pretrain_updates=1000", "algo.warmup_env_steps=500"],
 }
 BASELINE = "rlpd"
@@ -183,7 +186,7 @@ def main() -> int:
         runs = [r for r in (run_one(recipe, seed, args, out) for seed in args.seeds) if r is not None]
         if not runs:
             continue
-        per_recipe[recipe] = summarise(recipe, runs, critic_params(RECIPES[recipe]))
+        per_recipe[recipe] = summarise(recipe, runs, critic_params([*RECIPES[recipe], *args.override]))
     print(f"{'recipe':10s} {'to80 med/max':>14s} {'to90 med/max':>14s} {'final med/min':>14s} {'params':>8s}",
           file=sys.stderr)
     for name, row in per_recipe.items():
@@ -197,7 +200,8 @@ def main() -> int:
         "baseline_steps_to_90_max": per_recipe[BASELINE]["steps_to_90_max"] if BASELINE in per_recipe else None,
         "env": "panda_pick_cube_random", "obs": "state", "max_env_steps": args.max_env_steps,
         "eval_every": args.eval_every, "eval_episodes": args.eval_episodes, "num_demos": args.num_demos,
-        "seeds": sorted({s for row in per_recipe.values() for s in row["seeds"]}), "recipes": {name: RECIPES[name] for name in args.recipes}, "per_recipe": per_recipe,
+        "seeds": sorted({s for row in per_recipe.values() for s in row["seeds"]}), "override": args.override,
+        "recipes": {name: RECIPES[name] for name in args.recipes}, "per_recipe": per_recipe,
     }
     print(json.dumps(summary), flush=True)
     return 0 if all(r["returncode"] == 0 for row in per_recipe.values() for r in row["per_seed"]
