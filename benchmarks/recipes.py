@@ -11,7 +11,11 @@ env step, ``learner.utd=1``, batch 256) and a critic of about the same parameter
     simbav2     + SimbaV2 critic (width 128, 1 block, inner width 256: about the MLP's parameter count)
     hl_gauss    + HL-Gauss value loss (61 bins on [-0.25, 1.25], sigma 0.75 bin widths)
     both        + SimbaV2 + HL-Gauss
-    wsrl        WSRL: 1000 offline pre-train updates on the demos, 500 warm-up env steps, then online only
+    nstep       + 3-step TD targets (algo.n_step=3: executed replay sequences, robot_rl.sequence_replay)
+    simbav2_nstep  + SimbaV2 + 3-step TD targets (with rlpd, simbav2 and nstep: the 2x2 ablation)
+    wsrl        WSRL: 1000 conservative offline pre-train updates on the demos (TD + CQL-style penalty with
+                Cal-QL's floor, actor by BC), 500 warm-up env steps, then online only
+    wsrl_td     WSRL with plain TD pre-training (algo.cql_weight=0): the ablation of WSRL's conservative phase
 
     python benchmarks/recipes.py --seeds 0 --max-env-steps 4000 --out /tmp/recipes
     python benchmarks/recipes.py --seeds 1 2 --recipes rlpd both --out /tmp/recipes --reuse   # add seeds later
@@ -55,6 +59,9 @@ RECIPES: dict[str, list[str]] = {
     "nstep": PLAIN + N_STEP,
     "simbav2_nstep": PLAIN + SIMBA + N_STEP,
     "wsrl": ["algo=wsrl", *CPU_BUDGET, "algo.offline_pretrain_updates=1000", "algo.warmup_env_steps=500"],
+    # WSRL with plain TD pre-training (no conservative penalty): the ablation of WSRL's conservative phase 1.
+    "wsrl_td": ["algo=wsrl", *CPU_BUDGET, "algo.offline_pretrain_updates=1000", "algo.warmup_env_steps=500",
+                "algo.cql_weight=0"],
 }
 BASELINE = "rlpd"
 
