@@ -26,7 +26,8 @@ env step, ``learner.utd=1``, batch 256) and a critic of about the same parameter
 collapse after an early high does not count; ``first_to_90`` per seed is the raw first crossing; ``null`` = never
 within the budget) as median and max (worst seed, a never-reached seed counts as infinity -> ``null``),
 ``first_to_90_max`` (worst seed's first crossing, held or not), ``final_success`` median and min, and the
-critic's parameter count. The last line is JSON with ``per_recipe``, ``best_recipe`` (lowest worst-seed steps to 90%, then
+critic's parameter count. The last line is JSON with ``per_recipe``, ``best_recipe`` (lowest worst-seed steps to
+90%, then
 to 80%, then highest median final success), ``best_steps_to_90_max`` and ``baseline_steps_to_90_max`` (rlpd).
 """
 from __future__ import annotations

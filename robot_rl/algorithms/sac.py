@@ -34,7 +34,7 @@ from robot_rl.algorithms.critics import EnsembleCritic, EnsembleLinear, build_cr
 from robot_rl.algorithms.value_heads import make_value_head
 from robot_rl.config import AlgoConfig, store
 from robot_rl.registry import ALGORITHMS
-from robot_rl.sequence_replay import SequenceBatch
+from robot_rl.sequence_replay import SequenceBatch, n_step_rows
 from robot_rl.specs import ActionSpec, ObsSpec
 from robot_rl.types import Batch
 
@@ -230,24 +230,6 @@ class SAC(Algorithm):
         """``n_step > 1``: the learner hands in :class:`SequenceBatch` rows of up to ``n_step`` executed steps."""
         return self.cfg.n_step if self.cfg.n_step > 1 else 0
 
-    def _n_step_rows(self, seq: SequenceBatch) -> tuple[Batch, torch.Tensor]:
-        """Sequences -> (one-step rows with the discounted n-step reward, bootstrap scale ``(N,)``).
-
-        Row ``i`` keeps the first observation and action; its reward is ``sum_k gamma^k r_k`` over the valid steps
-        and ``next_obs`` is the observation after the last valid step. The returned scale ``gamma^(L-1)``
-        multiplies ``(1 - terminated)``, so the usual ``gamma * not_done * V'`` becomes ``gamma^L``. Sequences
-        carry no intervention flags or step ids: SAC reads neither, so those fields are zeros."""
-        n, horizon = seq.reward.shape
-        powers = self.cfg.gamma ** torch.arange(horizon, device=seq.reward.device, dtype=torch.float32)  # (H,)
-        reward = (seq.reward.float() * powers).sum(1)  # (N,); invalid steps carry reward 0
-        bootstrap = self.cfg.gamma ** (seq.length.float() - 1.0)  # (N,)
-        action = seq.action[:, 0]  # (N, A)
-        zeros = torch.zeros(n, dtype=torch.int64, device=action.device)
-        rows = Batch(obs=seq.obs, action=action, reward=reward, next_obs=seq.next_obs, terminated=seq.terminated,
-                     truncated=zeros.bool(), intervened=zeros.bool(), policy_action=action, episode_id=zeros,
-                     step=zeros, from_demo=seq.from_demo)
-        return rows, bootstrap
-
     @property
     def batch_size_per_update(self) -> int:
         """Transitions one :meth:`update` call expects: ``batch_size`` per critic step x critic steps."""
@@ -386,7 +368,7 @@ class SAC(Algorithm):
         With ``n_step > 1`` the batch is a :class:`SequenceBatch` (n-step TD targets)."""
         bootstrap = None
         if isinstance(batch, SequenceBatch):
-            batch, bootstrap = self._n_step_rows(batch)
+            batch, bootstrap = n_step_rows(batch, self.cfg.gamma)
         self._check_finite(batch)
         steps = self.cfg.critic_updates_per_actor_update
         n = len(batch)

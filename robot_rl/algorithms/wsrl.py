@@ -5,10 +5,9 @@ Kumar; ICLR 2025). Three phases, all inside the ordinary learner loop:
 
 1. offline pre-training on the offline (demo) buffer before any actor starts (``offline_pretrain_updates``):
    the critic with a conservative objective, TD + a CQL-style penalty with Cal-QL's floor (the paper
-   pre-trains with Cal-QL; :meth:`WSRL.pretrain_offline`), the actor by behaviour cloning. Without the penalty the pre-trained
-   critic rates the actions the demos never took as highly as the demo actions, and once the offline data is
-   gone the actor climbs those over-estimates and the policy collapses (measured: 1.0 -> 0.0 on the pick-cube
-   twin after the offline buffer was dropped, every seed);
+   pre-trains with Cal-QL; :meth:`WSRL.pretrain_offline`), the actor by behaviour cloning. Pre-trained by
+   plain TD (``cql_weight=0``), the critic ranked unseen actions above the demos' on PointReach's demo states,
+   and on the pick-cube twin the policy fell from 1.0 to 0.0 once the offline buffer was dropped (every seed);
 2. warm-up rollouts: the pre-trained policy collects ``warmup_env_steps`` online steps with no update at all
    (:attr:`WSRL.warmup_env_steps`; the learner's UTD budget starts after them), which re-calibrates the online
    buffer to the pre-trained policy instead of the offline data;
@@ -17,7 +16,6 @@ Kumar; ICLR 2025). Three phases, all inside the ordinary learner loop:
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -124,8 +122,8 @@ class WSRL(SAC):
                 self.num_critic_updates += 1
             demo_mask = torch.ones(len(batch), device=self.device)
             _, _, bc = self._actor_step(features, alpha, batch.action, demo_mask, bc_only=True)
-            metrics = {"critic_loss": float(td.detach()), "cql_penalty": float(penalty.detach()), "q_mean": float(q_mean),
-                       "bc_loss": float(bc)}
+            metrics = {"critic_loss": float(td.detach()), "cql_penalty": float(penalty.detach()),
+                       "q_mean": float(q_mean), "bc_loss": float(bc)}
         return metrics
 
     @property

@@ -11,6 +11,7 @@ from robot_rl.algorithms.simbav2 import SimbaV2EnsembleCritic
 from robot_rl.algorithms.value_heads import HLGaussValue
 from robot_rl.config import load_config
 from robot_rl.learner import Learner
+from robot_rl.sequence_replay import SequenceBatch, n_step_rows
 from robot_rl.sim.point_reach import PointReach, PointReachConfig
 from support import run_with_actor_thread
 from test_sac import build, collect, torch_batch
@@ -125,9 +126,7 @@ def test_hl_gauss_critics_start_at_zero_like_the_scalar_critic(critic: str) -> N
 
 
 def _sequence_batch(reward: list[list[float]], length: list[int], terminated: list[bool], obs_dim: int,
-                    action_dim: int) -> "SequenceBatch":
-    from robot_rl.sequence_replay import SequenceBatch
-
+                    action_dim: int) -> SequenceBatch:
     n, horizon = len(reward), len(reward[0])
     valid = torch.arange(horizon)[None] < torch.tensor(length)[:, None]  # (N, H)
     return SequenceBatch(obs={"state": torch.randn(n, obs_dim)}, action=torch.rand(n, horizon, action_dim) * 2 - 1,
@@ -144,7 +143,7 @@ def test_n_step_rows_discount_the_sequence_and_bootstrap_with_gamma_to_the_lengt
     assert algo.sequence_horizon == 3
     obs_dim = env.obs_spec.fields["state"].shape[0]
     seq = _sequence_batch([[0, 0, 1], [0, 0, 0], [0.5, 0.5, 0.5]], [3, 2, 3], [True, False, False], obs_dim, 2)
-    rows, bootstrap = algo._n_step_rows(seq)
+    rows, bootstrap = n_step_rows(seq, algo.cfg.gamma)
     g = 0.9
     assert torch.allclose(rows.reward, torch.tensor([g ** 2, 0.0, 0.5 * (1 + g + g ** 2)]))
     # gamma * bootstrap * (1 - terminated) is the weight of V(s_{t+L}) in the target.
