@@ -7,7 +7,8 @@ Kumar; ICLR 2025). Three phases, all inside the ordinary learner loop:
    the critic with a conservative objective, TD + a CQL-style penalty with Cal-QL's floor (the paper
    pre-trains with Cal-QL; :meth:`WSRL.pretrain_offline`), the actor by behaviour cloning. Pre-trained by
    plain TD (``cql_weight=0``), the critic ranked unseen actions above the demos' on PointReach's demo states,
-   and on the pick-cube twin the policy fell from 1.0 to 0.0 once the offline buffer was dropped (every seed);
+   and on the pick-cube twin the policy fell from 1.0 to 0.0 once the offline buffer was dropped (every seed).
+   With the penalty it still fell, more slowly on one seed (0.3 / 0.0 / 0.0 at 3k env steps, README Benchmarks);
 2. warm-up rollouts: the pre-trained policy collects ``warmup_env_steps`` online steps with no update at all
    (:attr:`WSRL.warmup_env_steps`; the learner's UTD budget starts after them), which re-calibrates the online
    buffer to the pre-trained policy instead of the offline data;
