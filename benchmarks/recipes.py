@@ -11,7 +11,11 @@ env step, ``learner.utd=1``, batch 256) and a critic of about the same parameter
     simbav2     + SimbaV2 critic (width 128, 1 block, inner width 256: about the MLP's parameter count)
     hl_gauss    + HL-Gauss value loss (61 bins on [-0.25, 1.25], sigma 0.75 bin widths)
     both        + SimbaV2 + HL-Gauss
-    wsrl        WSRL: 1000 offline pre-train updates on the demos, 500 warm-up env steps, then online only
+    nstep       + 3-step TD targets (algo.n_step=3: executed replay sequences, robot_rl.sequence_replay)
+    simbav2_nstep  + SimbaV2 + 3-step TD targets (with rlpd, simbav2 and nstep: the 2x2 ablation)
+    wsrl        WSRL: 1000 conservative offline pre-train updates on the demos (TD + CQL-style penalty with
+                Cal-QL's floor, actor by BC), 500 warm-up env steps, then online only
+    wsrl_td     WSRL with plain TD pre-training (algo.cql_weight=0): the ablation of WSRL's conservative phase
 
     python benchmarks/recipes.py --seeds 0 --max-env-steps 4000 --out /tmp/recipes
     python benchmarks/recipes.py --seeds 1 2 --recipes rlpd both --out /tmp/recipes --reuse   # add seeds later
@@ -21,7 +25,9 @@ env step, ``learner.utd=1``, batch 256) and a critic of about the same parameter
 ``steps_to_80`` / ``steps_to_90`` (first evaluation from which success stays at or above the threshold, so a
 collapse after an early high does not count; ``first_to_90`` per seed is the raw first crossing; ``null`` = never
 within the budget) as median and max (worst seed, a never-reached seed counts as infinity -> ``null``),
-``final_success`` median and min, and the critic's parameter count. The last line is JSON with ``per_recipe``, ``best_recipe`` (lowest worst-seed steps to 90%, then
+``first_to_90_max`` (worst seed's first crossing, held or not), ``final_success`` median and min, and the
+critic's parameter count. The last line is JSON with ``per_recipe``, ``best_recipe`` (lowest worst-seed steps to
+90%, then
 to 80%, then highest median final success), ``best_steps_to_90_max`` and ``baseline_steps_to_90_max`` (rlpd).
 """
 from __future__ import annotations
@@ -46,12 +52,21 @@ CPU_BUDGET = ["algo.num_critics=2", "algo.target_subset_size=2", "algo.critic_up
               "algo.init_temperature=0.01"]
 SIMBA = ["algo.critic=simbav2", "algo.critic_hidden_dims=[128,128]", "algo.simbav2_mlp_ratio=2"]
 HL_GAUSS = ["algo.value_loss=hl_gauss", "algo.value_bins=61", "algo.value_min=-0.25", "algo.value_max=1.25"]
+N_STEP = ["algo.n_step=3"]
 RECIPES: dict[str, list[str]] = {
     "rlpd": PLAIN,
     "simbav2": PLAIN + SIMBA,
     "hl_gauss": PLAIN + HL_GAUSS,
     "both": PLAIN + SIMBA + HL_GAUSS,
-    "wsrl": ["algo=wsrl", *CPU_BUDGET, "algo.offline_pretrain_updates=1000", "algo.warmup_env_steps=500"],
+    "nstep": PLAIN + N_STEP,
+    "simbav2_nstep": PLAIN + SIMBA + N_STEP,
+    # cql_actions=2 (2 uniform + 2 policy samples per state, the paper uses 10): the penalty's extra critic passes
+    # would otherwise make the pre-train ~10x slower than plain TD on a CPU.
+    "wsrl": ["algo=wsrl", *CPU_BUDGET, "algo.offline_pretrain_updates=1000", "algo.warmup_env_steps=500",
+             "algo.cql_actions=2"],
+    # WSRL with plain TD pre-training (no conservative penalty): the ablation of WSRL's conservative phase 1.
+    "wsrl_td": ["algo=wsrl", *CPU_BUDGET, "algo.offline_pretrain_updates=1000", "algo.warmup_env_steps=500",
+                "algo.cql_weight=0"],
 }
 BASELINE = "rlpd"
 
@@ -94,7 +109,7 @@ def run_one(recipe: str, seed: int, args: argparse.Namespace, out: Path) -> dict
             f"learner.max_env_steps={args.max_env_steps}", f"learner.eval_every_env_steps={args.eval_every}",
             f"learner.eval_episodes={args.eval_episodes}", "eval_episodes=0",
             f"transport.transitions_port={transitions_port}", f"transport.weights_port={weights_port}",
-            "logger.wandb=disabled", "logger.progress=false", *RECIPES[recipe],
+            "logger.wandb=disabled", "logger.progress=false", *RECIPES[recipe], *args.override,
         ]
         cmd = [sys.executable, "-m", "robot_rl.cli", "train", *overrides]
         print(f"[{recipe} seed {seed}] {' '.join(cmd[2:])}", file=sys.stderr, flush=True)
@@ -144,6 +159,7 @@ def summarise(recipe: str, runs: list[dict], params: int) -> dict:
         "steps_to_80_max": worst([r["steps_to_80"] for r in runs]),
         "steps_to_90_median": median_inf([r["steps_to_90"] for r in runs]),
         "steps_to_90_max": worst([r["steps_to_90"] for r in runs]),
+        "first_to_90_max": worst([r["first_to_90"] for r in runs]),
         "final_success_median": statistics.median(finals) if finals else None,
         "final_success_min": min(finals) if finals else None,
         "per_seed": [{k: r[k] for k in ("seed", "returncode", "steps_to_80", "steps_to_90", "first_to_90",
@@ -168,6 +184,8 @@ def main() -> int:
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--num-demos", type=int, default=20)
+    parser.add_argument("--override", nargs="*", default=[], help="extra config overrides applied to every recipe "
+                        "(after the recipe's own), e.g. learner.utd=4 for an ablation of the shared budget")
     parser.add_argument("--out", default="", help="directory for the run dirs (default: a fresh temp dir)")
     parser.add_argument("--reuse", action="store_true", help="skip (recipe, seed) runs that already finished")
     parser.add_argument("--summarise-only", action="store_true", help="run nothing: summarise the finished runs "
@@ -181,7 +199,7 @@ def main() -> int:
         runs = [r for r in (run_one(recipe, seed, args, out) for seed in args.seeds) if r is not None]
         if not runs:
             continue
-        per_recipe[recipe] = summarise(recipe, runs, critic_params(RECIPES[recipe]))
+        per_recipe[recipe] = summarise(recipe, runs, critic_params([*RECIPES[recipe], *args.override]))
     print(f"{'recipe':10s} {'to80 med/max':>14s} {'to90 med/max':>14s} {'final med/min':>14s} {'params':>8s}",
           file=sys.stderr)
     for name, row in per_recipe.items():
@@ -195,7 +213,8 @@ def main() -> int:
         "baseline_steps_to_90_max": per_recipe[BASELINE]["steps_to_90_max"] if BASELINE in per_recipe else None,
         "env": "panda_pick_cube_random", "obs": "state", "max_env_steps": args.max_env_steps,
         "eval_every": args.eval_every, "eval_episodes": args.eval_episodes, "num_demos": args.num_demos,
-        "seeds": sorted({s for row in per_recipe.values() for s in row["seeds"]}), "recipes": {name: RECIPES[name] for name in args.recipes}, "per_recipe": per_recipe,
+        "seeds": sorted({s for row in per_recipe.values() for s in row["seeds"]}), "override": args.override,
+        "recipes": {name: RECIPES[name] for name in args.recipes}, "per_recipe": per_recipe,
     }
     print(json.dumps(summary), flush=True)
     return 0 if all(r["returncode"] == 0 for row in per_recipe.values() for r in row["per_seed"]

@@ -94,6 +94,10 @@ class Learner:
             if self.frozen_cameras:
                 raise ValueError(f"reward={cfg.reward.name} labels replay images, but policy.encoder="
                                  f"{cfg.policy.encoder} stores frame embeddings: use policy.encoder=drq with it")
+            if self.algo.sequence_horizon > 0:  # the labeller relabels one-step batches on MixedSampler's thread
+                raise ValueError(f"reward={cfg.reward.name} labels one-step batches, but algo={cfg.algo.name} trains "
+                                 f"on executed sequences (algo.n_step > 1 or algo.sequence_critic=true): use "
+                                 f"one of the two")
             self.reward_labeller = make_labeller(cfg, self.obs_spec, self.device)
             # the reward model may read keys the policy does not (cameras): dropped once the batch is labelled
             self.sampler = self.reward_labeller.wrap(self.sampler, keep_keys=self.policy_spec.keys())

@@ -15,12 +15,15 @@ the learner uses when ``algo.sequence_horizon > 0``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Generic
+from typing import TYPE_CHECKING, Any, Generic
 
 import numpy as np
 
 from robot_rl.replay import ReplayBuffer
-from robot_rl.types import ArrayT
+from robot_rl.types import ArrayT, Batch
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -111,6 +114,28 @@ def concat_sequences(parts: list[SequenceBatch]) -> SequenceBatch:
         np.concatenate([p.terminated for p in parts]), np.concatenate([p.length for p in parts]))
 
 
+def n_step_rows(seq: SequenceBatch, gamma: float) -> tuple[Batch, "torch.Tensor"]:
+    """Torch sequences -> (one-step rows carrying the discounted n-step reward, bootstrap scale ``(N,)``), for
+    n-step TD targets (``algo.n_step``).
+
+    Row ``i`` keeps the first observation and action; its reward is ``sum_k gamma^k r_k`` over the valid steps and
+    ``next_obs`` is the observation after the last valid step. The scale ``gamma^(L-1)`` multiplies
+    ``(1 - terminated)``, so the usual ``gamma * not_done * V'`` becomes ``gamma^L (1 - terminated) V'``.
+    Sequences carry no intervention flags or step ids (n-step SAC reads neither): those fields are zeros."""
+    import torch
+
+    n, horizon = seq.reward.shape
+    powers = gamma ** torch.arange(horizon, device=seq.reward.device, dtype=torch.float32)  # (H,)
+    reward = (seq.reward.float() * powers).sum(1)  # (N,); steps past the end carry reward 0
+    bootstrap = gamma ** (seq.length.float() - 1.0)  # (N,)
+    action = seq.action[:, 0]  # (N, A)
+    zeros = torch.zeros(n, dtype=torch.int64, device=action.device)
+    rows = Batch(obs=seq.obs, action=action, reward=reward, next_obs=seq.next_obs, terminated=seq.terminated,
+                 truncated=zeros.bool(), intervened=zeros.bool(), policy_action=action, episode_id=zeros, step=zeros,
+                 from_demo=seq.from_demo)
+    return rows, bootstrap
+
+
 class SequenceSampler:
     """Chunks drawn ``demo_ratio`` from the demo buffer (while it has data), the rest online; sampled inline."""
 
@@ -133,6 +158,14 @@ class SequenceSampler:
             parts.append(sample_sequences(self.online, self.batch_size - n_demo, self.horizon, self.rng))
         batch = parts[0] if len(parts) == 1 else concat_sequences(parts)
         batch.from_demo = np.arange(self.batch_size) < n_demo
+        return batch.to_torch(self.device)
+
+    def sample_demo(self) -> SequenceBatch:
+        """A batch of demo sequences only (the offline warm start, ``algo.offline_pretrain_updates``)."""
+        if self.demo is None or len(self.demo) == 0:
+            raise ValueError("sample_demo needs a non-empty demo buffer")
+        batch = sample_sequences(self.demo, self.batch_size, self.horizon, self.rng)
+        batch.from_demo = np.ones(self.batch_size, bool)
         return batch.to_torch(self.device)
 
     def close(self) -> None:

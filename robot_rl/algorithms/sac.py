@@ -34,6 +34,7 @@ from robot_rl.algorithms.critics import EnsembleCritic, EnsembleLinear, build_cr
 from robot_rl.algorithms.value_heads import make_value_head
 from robot_rl.config import AlgoConfig, store
 from robot_rl.registry import ALGORITHMS
+from robot_rl.sequence_replay import SequenceBatch, n_step_rows
 from robot_rl.specs import ActionSpec, ObsSpec
 from robot_rl.types import Batch
 
@@ -97,6 +98,12 @@ class SACConfig(AlgoConfig):
     """HL-Gauss: lowest representable Q (targets are clipped into the support). 0/1 success rewards: Q in [0, 1]."""
     value_max: float = 1.0
     """HL-Gauss: highest representable Q."""
+    n_step: int = 1
+    """TD target over up to ``n_step`` consecutive replay steps (n-step returns, as in DrQ-v2 and CQN-AS):
+    ``sum_k gamma^k r_{t+k} + gamma^L (1 - terminated) V(s_{t+L})`` with ``L <= n_step`` (shorter where the
+    episode ends). The learner then samples executed sequences (``robot_rl.sequence_replay``). On demos the
+    success propagates n steps per backup whatever the actor does; on failed online episodes Q falls n times
+    faster. The intermediate actions are the behaviour's (no off-policy correction). 1 = one-step TD."""
     bf16_matmuls: bool = False
     """Run the loss computations under bfloat16 autocast (fp32 weights, optimizer and losses; matmul
     inputs in bf16). About 1.8x faster matmuls on CPUs with AVX512-BF16/AMX and on GPUs; off by default
@@ -157,6 +164,8 @@ class SAC(Algorithm):
                              f"{cfg.num_critics}/{cfg.target_subset_size}")
         if cfg.critic_updates_per_actor_update < 1:
             raise ValueError(f"critic_updates_per_actor_update must be >= 1, got {cfg.critic_updates_per_actor_update}")
+        if cfg.n_step < 1:
+            raise ValueError(f"n_step must be >= 1, got {cfg.n_step}")
         if cfg.actor_q_reduction not in ("min", "mean"):
             raise ValueError(f"actor_q_reduction must be 'min' or 'mean', got {cfg.actor_q_reduction!r}")
         self.cfg = cfg
@@ -215,6 +224,11 @@ class SAC(Algorithm):
         self.num_updates = 0
         self.num_critic_updates = 0
         self.num_actor_updates = 0
+
+    @property
+    def sequence_horizon(self) -> int:
+        """``n_step > 1``: the learner hands in :class:`SequenceBatch` rows of up to ``n_step`` executed steps."""
+        return self.cfg.n_step if self.cfg.n_step > 1 else 0
 
     @property
     def batch_size_per_update(self) -> int:
@@ -348,9 +362,13 @@ class SAC(Algorithm):
         self.num_actor_updates += 1
         return actor_loss, mean_log_prob, bc
 
-    def update(self, batch: Batch, bc_only: bool = False) -> dict[str, float]:
+    def update(self, batch: Batch | SequenceBatch, bc_only: bool = False) -> dict[str, float]:
         """Critic steps on ``critic_updates_per_actor_update`` interleaved minibatches, then one actor step.
-        ``bc_only`` (offline warm start) trains the actor by behaviour cloning on the demo rows alone."""
+        ``bc_only`` (offline warm start) trains the actor by behaviour cloning on the demo rows alone.
+        With ``n_step > 1`` the batch is a :class:`SequenceBatch` (n-step TD targets)."""
+        bootstrap = None
+        if isinstance(batch, SequenceBatch):
+            batch, bootstrap = n_step_rows(batch, self.cfg.gamma)
         self._check_finite(batch)
         steps = self.cfg.critic_updates_per_actor_update
         n = len(batch)
@@ -359,6 +377,8 @@ class SAC(Algorithm):
         size = n // steps
         alpha = self.log_alpha.detach().exp()
         not_done = torch.logical_not(batch.terminated).float()  # only termination stops bootstrapping
+        if bootstrap is not None:  # n-step: gamma * not_done * V' becomes gamma^L (1 - terminated) V'
+            not_done = not_done * bootstrap
         reward = batch.reward.float()
         critic_losses, q_means, grasp_losses = [], [], []
         bc_weight = 1.0 if bc_only else self.cfg.bc_weight

@@ -11,6 +11,7 @@ from robot_rl.algorithms.simbav2 import SimbaV2EnsembleCritic
 from robot_rl.algorithms.value_heads import HLGaussValue
 from robot_rl.config import load_config
 from robot_rl.learner import Learner
+from robot_rl.sequence_replay import SequenceBatch, n_step_rows
 from robot_rl.sim.point_reach import PointReach, PointReachConfig
 from support import run_with_actor_thread
 from test_sac import build, collect, torch_batch
@@ -88,15 +89,20 @@ def learner_run(tmp_path, overrides: list[str]) -> Learner:
 @pytest.mark.parametrize("overrides", [
     ["algo=rlpd_cpu", "algo.offline_pretrain_updates=0", "algo.critic=simbav2", "algo.critic_hidden_dims=[32,32]"],
     ["algo=rlpd_cpu", "algo.offline_pretrain_updates=0", "algo.value_loss=hl_gauss", "algo.value_bins=11"],
-], ids=["simbav2", "hl_gauss"])
+    ["algo=rlpd_cpu", "algo.offline_pretrain_updates=10", "algo.n_step=3"],
+], ids=["simbav2", "hl_gauss", "n_step"])
 def test_learner_trains_with_the_new_critics(tmp_path, overrides) -> None:
     learner = learner_run(tmp_path, overrides)
     algo = learner.algo
     assert algo.num_critic_updates >= 2 * 60
-    if algo.cfg.critic == "simbav2":
+    if algo.cfg.n_step > 1:  # the learner sampled executed sequences for the n-step target
+        from robot_rl.sequence_replay import SequenceSampler
+
+        assert isinstance(learner.sampler, SequenceSampler) and learner.sampler.horizon == 3
+    elif algo.cfg.critic == "simbav2":
         for w in algo.critic.normalized_weights():
             assert torch.allclose(w.detach().norm(dim=1), torch.ones(1), atol=1e-5)
-    else:
+    elif algo.cfg.value_loss == "hl_gauss":
         assert algo.critic.out_features == 11  # logits over the bins, not a scalar
     # Q-values decode into the HL-Gauss support / stay finite, and the checkpoint holds the critic.
     q = algo._q(algo.critic(torch.zeros(4, algo.encoder.output_dim), torch.zeros(4, 2)))
@@ -117,3 +123,44 @@ def test_hl_gauss_critics_start_at_zero_like_the_scalar_critic(critic: str) -> N
         for net in (algo.critic, algo.target_critic):
             q = algo._q(net(features, action))  # (E, 64)
             assert q.abs().max() < 0.05, q.abs().max()
+
+
+def _sequence_batch(reward: list[list[float]], length: list[int], terminated: list[bool], obs_dim: int,
+                    action_dim: int) -> SequenceBatch:
+    n, horizon = len(reward), len(reward[0])
+    valid = torch.arange(horizon)[None] < torch.tensor(length)[:, None]  # (N, H)
+    return SequenceBatch(obs={"state": torch.randn(n, obs_dim)}, action=torch.rand(n, horizon, action_dim) * 2 - 1,
+                         reward=torch.tensor(reward), valid=valid, next_obs={"state": torch.randn(n, obs_dim)},
+                         terminated=torch.tensor(terminated), length=torch.tensor(length),
+                         from_demo=torch.tensor([True] * (n // 2) + [False] * (n - n // 2)))
+
+
+def test_n_step_rows_discount_the_sequence_and_bootstrap_with_gamma_to_the_length() -> None:
+    """Row 0: success on the 3rd step (reward gamma^2, no bootstrap); row 1: an episode truncated after 2 steps
+    (reward 0, bootstrap gamma^2 V); row 2: 3 steps of 0.5 rewards (0.5 (1 + g + g^2), bootstrap gamma^3)."""
+    env = PointReach(PointReachConfig(), seed=0)
+    algo = build(["algo=rlpd_cpu", "algo.n_step=3", "algo.gamma=0.9"], env)
+    assert algo.sequence_horizon == 3
+    obs_dim = env.obs_spec.fields["state"].shape[0]
+    seq = _sequence_batch([[0, 0, 1], [0, 0, 0], [0.5, 0.5, 0.5]], [3, 2, 3], [True, False, False], obs_dim, 2)
+    rows, bootstrap = n_step_rows(seq, algo.cfg.gamma)
+    g = 0.9
+    assert torch.allclose(rows.reward, torch.tensor([g ** 2, 0.0, 0.5 * (1 + g + g ** 2)]))
+    # gamma * bootstrap * (1 - terminated) is the weight of V(s_{t+L}) in the target.
+    weight = g * bootstrap * torch.logical_not(rows.terminated).float()
+    assert torch.allclose(weight, torch.tensor([0.0, g ** 2, g ** 3]))
+    assert torch.equal(rows.action, seq.action[:, 0]) and torch.equal(rows.from_demo, seq.from_demo)
+
+
+def test_n_step_critic_regresses_onto_the_n_step_target() -> None:
+    """Repeated updates on one terminal 3-step sequence batch drive Q(s, a_0) to sum_k gamma^k r_k."""
+    env = PointReach(PointReachConfig(), seed=0)
+    algo = build(["algo=sac", "algo.n_step=3", "algo.gamma=0.9", "algo.batch_size=4", "algo.critic_lr=3e-3"], env)
+    obs_dim = env.obs_spec.fields["state"].shape[0]
+    seq = _sequence_batch([[0, 0, 1], [0, 1, 0], [1, 0, 0], [0, 0, 0]], [3, 2, 1, 3], [True, True, True, True],
+                          obs_dim, 2)
+    for _ in range(400):
+        algo.update(seq)
+    with torch.no_grad():
+        q = algo._q(algo.critic(algo.encoder(seq.obs), seq.action[:, 0])).mean(0)
+    assert torch.allclose(q, torch.tensor([0.81, 0.9, 1.0, 0.0]), atol=0.05), q
