@@ -184,7 +184,7 @@ class SAC(Algorithm):
         # Actor and temperature losses touch disjoint parameters, so they share one backward pass and one
         # fused Adam step (two parameter groups with their own learning rates).
         self.actor_optimizer = make_adam([{"params": list(policy.actor_parameters()), "lr": cfg.actor_lr},
-                                      {"params": [self.log_alpha], "lr": cfg.temperature_lr}], cfg.actor_lr)
+                                          {"params": [self.log_alpha], "lr": cfg.temperature_lr}], cfg.actor_lr)
         self.critic_optimizer = make_adam(list(self.critic.parameters()) + encoder_params, cfg.critic_lr)
         # Flat parameter lists for zero_grad (the optimizers' param_groups, without the per-call walk).
         self._actor_opt_params = [p for group in self.actor_optimizer.param_groups for p in group["params"]]
