@@ -32,7 +32,11 @@ ACTION_SPEC = ActionSpec((ACTION_DIM,), [-1.0, -2.0, 0.0], [1.0, 2.0, 0.5])  # n
 
 def build(overrides: list[str]) -> SAC:
     cfg = load_config(["algo=sac", f"algo.batch_size={BATCH}", "algo.critic_hidden_dims=[32,32]",
-                       "policy.hidden_dims=[32,32]", "algo.init_temperature=0.5", *overrides])
+                       "policy.hidden_dims=[32,32]", "algo.init_temperature=0.5",
+                       # Large steps and a fast target: a slip anywhere (a tau, a learning rate, a term of a
+                       # loss) moves the weights well beyond float32 round-off within the few updates compared.
+                       "algo.tau=0.3", "algo.actor_lr=1e-2", "algo.critic_lr=1e-2", "algo.temperature_lr=1e-2",
+                       *overrides])
     policy = POLICIES.make("gaussian", cfg.policy, OBS_SPEC, ACTION_SPEC)
     return ALGORITHMS.make("sac", cfg.algo, policy, OBS_SPEC, ACTION_SPEC, "cpu")
 
