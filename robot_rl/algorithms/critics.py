@@ -73,7 +73,9 @@ class EnsembleCritic(nn.Module):
             if self.norm_scales is not None:
                 x = torch.addcmul(select(self.norm_shifts[i]), F.layer_norm(x, x.shape[-1:]),
                                   select(self.norm_scales[i]))
-            x = torch.relu(x)
+            # In place: x is a fresh baddbmm/addcmul result nobody else holds, and ReLU's backward needs only
+            # its output; saves allocating and writing an (E, N, H) tensor per layer.
+            x = torch.relu_(x)
         weight, bias = select(self.layers[-1].weight), select(self.layers[-1].bias)  # (E, H, K), (E, 1, K)
         if self.out_features > 1:
             return torch.baddbmm(bias, x, weight)  # (E, N, K)
