@@ -1,7 +1,7 @@
 """The actor's store of chunks the learner has not committed yet: bounded in memory, spilling to disk.
 
 Each chunk is kept as its encoded wire frames. Past ``max_bytes`` in memory the oldest chunks are written to
-``spill_dir`` (one atomically written file per chunk) and their memory is released. When the spill directory
+``spill_dir`` (one file per chunk, see :mod:`robot_rl.transport.spill`) and their memory is released. When the spill directory
 cannot take them (disk full, read-only, gone) the chunks stay in memory, the error is logged (rate-limited)
 and :attr:`PendingChunks.backpressure` says so once memory passes the bound: the actor then holds its robot
 rather than drop data or die; it resumes by itself once the learner commits chunks or the disk has room. Spilled chunks survive an
@@ -10,9 +10,7 @@ original incarnation and seq, which the learner's ledger deduplicates.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
-import struct
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -21,10 +19,10 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from robot_rl.storage import atomic_write_with, remove_stale_temporaries
+from robot_rl.transport.spill import Key, SpillDir, chunk_files, read_frames, write_frames
 
+__all__ = ["ArrayPool", "PendingChunk", "PendingChunks", "human_bytes", "read_frames", "write_frames"]
 log = logging.getLogger("robot_rl.actor.transport")
-Key = tuple[str, int]  # (incarnation, seq)
 
 
 def human_bytes(n: float) -> str:
@@ -78,31 +76,6 @@ def _frame_bytes(frame: Any) -> memoryview:
     return memoryview(frame).cast("B")
 
 
-def write_frames(path: Path, frames: list[Any]) -> None:
-    views = [_frame_bytes(f) for f in frames]
-
-    def writer(f: Any) -> None:
-        f.write(struct.pack("<I", len(views)))
-        f.write(struct.pack(f"<{len(views)}Q", *(v.nbytes for v in views)))
-        for v in views:
-            f.write(v)
-
-    atomic_write_with(path, writer, fsync=False)  # spill is a cache of what the episode store holds
-
-
-def read_frames(path: Path) -> list[bytes]:
-    data = path.read_bytes()
-    (count,) = struct.unpack_from("<I", data, 0)
-    lengths = struct.unpack_from(f"<{count}Q", data, 4)
-    frames, offset = [], 4 + 8 * count
-    for length in lengths:
-        frames.append(data[offset:offset + length])
-        offset += length
-    if offset != len(data):
-        raise ValueError(f"{path}: {len(data) - offset} trailing bytes")
-    return frames
-
-
 class PendingChunks:
     def __init__(self, max_bytes: int, spill_dir: Path | None) -> None:
         self.max_bytes = int(max_bytes)
@@ -121,9 +94,8 @@ class PendingChunks:
         self._last_spill_log = -1e9
         # Pooled buffers are what the pending chunks of the next commit period will occupy anyway.
         self.pool = ArrayPool(max_bytes=self.max_bytes)
-        if spill_dir is not None:
-            spill_dir.mkdir(parents=True, exist_ok=True)
-            remove_stale_temporaries(spill_dir)
+        # Committed chunk files are recycled, up to what one memory bound's worth of chunks occupies.
+        self._spill = SpillDir(spill_dir, max_free_bytes=self.max_bytes) if spill_dir is not None else None
 
     def __len__(self) -> int:
         return len(self._chunks)
@@ -133,12 +105,10 @@ class PendingChunks:
         if self.spill_dir is None:
             return 0
         found = 0
-        for path in sorted(self.spill_dir.glob("*.chunk")):
-            incarnation, _, seq = path.stem.rpartition("-")
+        for key, path in chunk_files(self.spill_dir):
             try:
                 size = path.stat().st_size
-                key = (incarnation, int(seq))
-            except (ValueError, OSError):
+            except OSError:
                 log.warning("ignoring unreadable spill file %s", path)
                 continue
             if key not in self._chunks:
@@ -166,9 +136,10 @@ class PendingChunks:
 
     def _write_spill(self, key: Key, frames: list[Any]) -> Path | None:
         """Write one chunk's spill file; on an OS error (ENOSPC...) log it (rate-limited) and return None."""
-        path = self._spill_path(key)
+        assert self._spill is not None
+        path = self._spill.path(key)
         try:
-            write_frames(path, frames)
+            path = self._spill.write(key, frames)
         except OSError as exc:
             self.spill_failures += 1
             self.spill_error = f"cannot write {path.parent}: {exc.strerror or exc}"
@@ -263,10 +234,6 @@ class PendingChunks:
         finally:
             self.max_bytes = saved_bound
 
-    def _spill_path(self, key: Key) -> Path:
-        assert self.spill_dir is not None
-        return self.spill_dir / f"{key[0]}-{key[1]:012d}.chunk"
-
     def frames(self, key: Key) -> list[Any]:
         chunk = self._chunks[key]
         if chunk.frames is not None:
@@ -318,6 +285,10 @@ class PendingChunks:
         if chunk.persist_pending:
             self._unpersisted -= 1
         self._release(chunk)
-        if chunk.spill_path is not None:
-            with contextlib.suppress(FileNotFoundError):
-                chunk.spill_path.unlink()
+        if chunk.spill_path is not None and self._spill is not None:
+            self._spill.recycle(chunk.spill_path)  # the next chunk of its size is written over it
+
+    def close(self) -> None:
+        """Delete the recycled spill files (after :meth:`spill_all`: what stays is uncommitted chunks only)."""
+        if self._spill is not None:
+            self._spill.close()

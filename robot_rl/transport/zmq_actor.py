@@ -150,6 +150,7 @@ class ZmqActorClient(ActorTransport):
         self._stop.set()
         self._thread.join(timeout=5)
         spilled = self.pending.spill_all()
+        self.pending.close()
         if spilled:
             log.info("actor %s: %d uncommitted chunks kept in %s for the next run", self.actor_id, spilled,
                      self.pending.spill_dir)
