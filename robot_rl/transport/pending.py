@@ -15,11 +15,13 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from robot_rl.transport.spill import Key, SpillDir, chunk_files, read_frames, write_frames
+from robot_rl.transport.chunking import Field, chunk_fields, empty_arrays, stack_into, views_as_arrays
+from robot_rl.transport.spill import Key, MappedSlot, SpillDir, chunk_files, read_frames, write_frames
+from robot_rl.types import Transition
 
 __all__ = ["ArrayPool", "PendingChunk", "PendingChunks", "human_bytes", "read_frames", "write_frames"]
 log = logging.getLogger("robot_rl.actor.transport")
@@ -70,6 +72,14 @@ class PendingChunk:
     """Asked to be written at creation, but the write failed (retried by :meth:`PendingChunks.retry_spill`)."""
     tracker: Any = None
     """zmq MessageTracker of the last send: a buffer is reused only once libzmq is done with it."""
+    slot: MappedSlot | None = None
+    """The mapped spill file ``frames`` point into (stacked there directly), None for in-memory buffers."""
+
+    @property
+    def libzmq_done(self) -> bool:
+        """libzmq no longer reads this chunk's buffers: never sent, tracked as done, or sent exactly once and
+        acked (the learner received those bytes, so libzmq finished with them; pyzmq's tracker may lag)."""
+        return self.tracker is None or self.tracker.done or (self.acked and self.sends == 1)
 
 
 def _frame_bytes(frame: Any) -> memoryview:
@@ -121,12 +131,9 @@ class PendingChunks:
         """Drop a chunk's in-memory frames, recycling its pooled buffers when libzmq no longer uses them."""
         if chunk.frames is not None:
             self.mem_bytes -= chunk.nbytes
-        # Reusable once libzmq is done with it: never sent, tracked as done, or sent exactly once and acked
-        # (the learner received those bytes, so libzmq finished with them; pyzmq's tracker may lag).
-        reusable = chunk.tracker is None or chunk.tracker.done or (chunk.acked and chunk.sends == 1)
-        if chunk.buffers and reusable:
+        if chunk.buffers and chunk.libzmq_done:
             self.pool.release(chunk.buffers)
-        chunk.frames, chunk.buffers = None, None
+        chunk.frames, chunk.buffers, chunk.slot = None, None, None  # a mapped chunk stays in its file
 
     @property
     def backpressure(self) -> bool:
@@ -137,33 +144,85 @@ class PendingChunks:
     def _write_spill(self, key: Key, frames: list[Any]) -> Path | None:
         """Write one chunk's spill file; on an OS error (ENOSPC...) log it (rate-limited) and return None."""
         assert self._spill is not None
-        path = self._spill.path(key)
         try:
             path = self._spill.write(key, frames)
         except OSError as exc:
-            self.spill_failures += 1
-            self.spill_error = f"cannot write {path.parent}: {exc.strerror or exc}"
-            now = time.monotonic()
-            if now - self._last_spill_log >= 5.0:
-                self._last_spill_log = now
-                log.error("actor spill directory %s: %s; keeping %d uncommitted chunks (%s) in memory "
-                          "(%d failed writes so far)%s", path.parent, exc.strerror or exc, len(self._chunks),
-                          human_bytes(self.mem_bytes), self.spill_failures,
-                          "; memory bound reached: pausing the actor" if self.backpressure else "")
+            self._spill_failed(exc)
             return None
+        self._spill_ok()
+        return path
+
+    def _spill_failed(self, exc: OSError) -> None:
+        """Count and log (rate-limited) a failed write to the spill directory."""
+        assert self.spill_dir is not None
+        self.spill_failures += 1
+        self.spill_error = f"cannot write {self.spill_dir}: {exc.strerror or exc}"
+        now = time.monotonic()
+        if now - self._last_spill_log >= 5.0:
+            self._last_spill_log = now
+            log.error("actor spill directory %s: %s; keeping %d uncommitted chunks (%s) in memory "
+                      "(%d failed writes so far)%s", self.spill_dir, exc.strerror or exc, len(self._chunks),
+                      human_bytes(self.mem_bytes), self.spill_failures,
+                      "; memory bound reached: pausing the actor" if self.backpressure else "")
+
+    def _spill_ok(self) -> None:
         if self.spill_error is not None:
-            log.warning("actor spill directory %s is writable again (after %d failed writes)", path.parent,
+            log.warning("actor spill directory %s is writable again (after %d failed writes)", self.spill_dir,
                         self.spill_failures)
             self.spill_error = None
-        return path
+
+    def add_transitions(self, key: Key, items: Sequence[Transition], header: Callable[[list[Field]], bytes],
+                        persist: bool) -> None:
+        """Stack ``items`` into a new chunk (``header(fields)`` makes its header frame) and hold it. With
+        ``persist`` (and a spill directory) the transitions are stacked straight into the chunk's spill file
+        mapped in memory: that one copy is also the spill write, and the chunk is on disk (page cache) before it
+        is sent. If the file cannot be made (disk full), the chunk is built in memory, the write is retried
+        later (:meth:`retry_spill`) and :attr:`unpersisted` says so meanwhile."""
+        fields = chunk_fields(items)
+        head = header(fields)
+        if persist and self._spill is not None:
+            try:
+                slot, views = self._spill.open_mapped([len(head)] + [int(np.prod(shape)) * dtype.itemsize
+                                                                     for _, shape, dtype in fields])
+            except OSError as exc:
+                self._spill_failed(exc)
+            else:
+                try:
+                    views[0][:] = head
+                    arrays = views_as_arrays(fields, views[1:])
+                    stack_into(items, arrays)
+                    path = self._spill.persist(slot, key)
+                except BaseException:
+                    self._spill.abandon(slot)
+                    raise
+                self._spill_ok()
+                frames = [head, *arrays.values()]
+                self._hold(key, frames, len(items), buffers=None)
+                chunk = self._chunks[key]
+                chunk.spill_path, chunk.slot = path, slot
+                self._spill_if_needed()
+                return
+        arrays = empty_arrays(fields, self.pool.empty)
+        stack_into(items, arrays)
+        frames = [head, *arrays.values()]
+        observations = [a for name, a in arrays.items() if name.startswith(("obs/", "next_obs/"))]
+        self._hold(key, frames, len(items), buffers=observations)
+        if persist and self._spill is not None:  # its mapped file could not be made: write it once there is room
+            self._chunks[key].persist_pending = True
+            self._unpersisted += 1
+        self._spill_if_needed()
+
+    def _hold(self, key: Key, frames: list[Any], n_transitions: int, buffers: list[np.ndarray] | None) -> None:
+        nbytes = sum(_frame_bytes(f).nbytes for f in frames)
+        self._chunks[key] = PendingChunk(frames, nbytes, n_transitions, buffers=buffers)
+        self.mem_bytes += nbytes
+        self.unacked += 1
 
     def add(self, key: Key, frames: list[Any], n_transitions: int, persist: bool = False,
             buffers: list[np.ndarray] | None = None) -> None:
         """Hold a new chunk; with ``persist`` also write it to the spill directory right away (if it can)."""
-        nbytes = sum(_frame_bytes(f).nbytes for f in frames)
-        self._chunks[key] = chunk = PendingChunk(frames, nbytes, n_transitions, buffers=buffers)
-        self.mem_bytes += nbytes
-        self.unacked += 1
+        self._hold(key, frames, n_transitions, buffers)
+        chunk = self._chunks[key]
         if persist and self.spill_dir is not None:
             chunk.spill_path = self._write_spill(key, frames)
             if chunk.spill_path is None:
@@ -284,9 +343,11 @@ class PendingChunks:
             self.unacked -= 1
         if chunk.persist_pending:
             self._unpersisted -= 1
+        slot, reusable = chunk.slot, chunk.libzmq_done
         self._release(chunk)
         if chunk.spill_path is not None and self._spill is not None:
-            self._spill.recycle(chunk.spill_path)  # the next chunk of its size is written over it
+            # the next chunk of its size is written over it (mapped, if it was), unless libzmq may still read it
+            self._spill.recycle(chunk.spill_path, slot, reusable)
 
     def close(self) -> None:
         """Delete the recycled spill files (after :meth:`spill_all`: what stays is uncommitted chunks only)."""

@@ -10,18 +10,27 @@ actor finds under a ``.chunk`` name is a whole chunk. No fsync: the promise is t
 Why files are recycled: creating a fresh multi-megabyte file per chunk and deleting it at commit cost ~8x the
 copy itself (page-cache pages allocated, dirtied, then freed, and the file system's block bookkeeping: 9.2 ms vs
 1.15 ms for a 6.3 MB chunk on the 2-core dev machine), which made the default durability 5x slower than bare
-pyzmq. A committed chunk's file is renamed to ``.free-<n>.spill`` instead, and the next chunk of the same size is
-written over it in place (its page-cache pages are reused), then renamed to its own name. A kill mid-write leaves
-a ``.free-*`` file, which holds no chunk by name and is deleted when the directory is opened again.
+pyzmq. A committed chunk's file is renamed to ``.free-<n>.spill`` instead, and the next chunk of about the same
+size is written over it in place (its page-cache pages are reused), then renamed to its own name. A kill
+mid-write leaves a ``.free-*`` file, which holds no chunk by name and is deleted when the directory is opened
+again.
+
+Mapped slots (:meth:`SpillDir.open_mapped`): with ``spill_all_chunks`` the actor stacks a chunk's transitions
+straight into its spill file mapped in memory (``MAP_SHARED``), and sends the frames from that mapping. The
+chunk's one copy is then also its spill write: no second copy into the page cache, no ``write`` system call.
+The file's blocks are reserved (``posix_fallocate``) before the mapping is touched, so a full disk fails there
+with an OSError, never as a SIGBUS on a store. The file is renamed to its chunk name only once it is filled.
 """
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
 import struct
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from robot_rl.storage import remove_stale_temporaries
 
@@ -92,6 +101,16 @@ def chunk_files(directory: Path) -> Iterator[tuple[Key, Path]]:
             yield (incarnation, int(seq)), path
 
 
+@dataclass(eq=False)
+class MappedSlot:
+    """One spill file mapped into the actor's memory; a chunk's frames are views into ``mm``."""
+
+    path: Path
+    """``.free-<n>.spill`` while it is filled, ``<incarnation>-<seq>.chunk`` once :meth:`SpillDir.persist`."""
+    size: int
+    mm: mmap.mmap
+
+
 class SpillDir:
     """Chunk files of one actor, and the committed ones kept for reuse (at most ``max_free_bytes`` of them).
 
@@ -107,6 +126,7 @@ class SpillDir:
                 leftover.unlink()
         self._free: "OrderedDict[Path, int]" = OrderedDict()  # path -> size, least recently freed first
         self._free_by_size: dict[int, list[Path]] = {}
+        self._maps: dict[Path, mmap.mmap] = {}  # free files still mapped (reused without a page fault)
         self._free_bytes = 0
         self._next_free = 0
 
@@ -139,11 +159,70 @@ class SpillDir:
             raise
         return final
 
-    def recycle(self, path: Path) -> None:
-        """The learner committed the chunk in ``path``: keep its file for a later chunk, or delete it."""
+    def open_mapped(self, frame_sizes: Sequence[int]) -> tuple[MappedSlot, list[memoryview]]:
+        """A file laid out for frames of ``frame_sizes`` bytes, mapped, under a ``.free-*`` name (no chunk yet),
+        and a writable view per frame. Raises OSError (disk full...) with nothing left behind."""
+        prefix = struct.pack(f"<I{len(frame_sizes)}Q", len(frame_sizes), *frame_sizes)
+        size = len(prefix) + sum(frame_sizes)
+        taken = self._take_free(size)
+        if taken is not None:
+            path, old_size, mm = taken
+        else:
+            path, old_size, mm = self.directory / f"{FREE_PREFIX}{self._next_free}.spill", -1, None
+            self._next_free += 1
+        try:
+            if mm is None or old_size != size:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+                try:
+                    os.ftruncate(fd, size)
+                    os.posix_fallocate(fd, 0, size)  # a full disk fails here, not as SIGBUS on a store
+                    mm = self._remap(mm, fd, size)
+                finally:
+                    os.close(fd)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            raise
+        mm[:len(prefix)] = prefix
+        whole, views, offset = memoryview(mm), [], len(prefix)
+        for n in frame_sizes:
+            views.append(whole[offset:offset + n])
+            offset += n
+        return MappedSlot(path, size, mm), views
+
+    @staticmethod
+    def _remap(mm: mmap.mmap | None, fd: int, size: int) -> mmap.mmap:
+        """A mapping of the (already sized) file ``fd``. A chunk's seq takes 1-9 bytes in its header, so
+        recycled files often differ from the next chunk by a byte or two: the old mapping is resized in place
+        (its pages stay mapped). A new one is populated in one call (``MAP_POPULATE``), not faulted in page by
+        page on the first stores. A mapping that cannot be resized is only dropped, never closed: a view of it
+        may still be alive (libzmq is done with it, pyzmq releases its reference later); nothing reads it."""
+        if mm is not None:
+            try:
+                mm.resize(size)
+                return mm
+            except (BufferError, OSError, SystemError):
+                pass
+        return mmap.mmap(fd, size, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0))
+
+    def persist(self, slot: MappedSlot, key: Key) -> Path:
+        """The slot is filled: give it its chunk name (from now on a restarted actor resends it)."""
+        final = self.path(key)
+        os.replace(slot.path, final)
+        slot.path = final
+        return final
+
+    def abandon(self, slot: MappedSlot) -> None:
+        """Filling the slot failed: it holds no chunk; keep it for the next one."""
+        self._add_free(slot.path, slot.size, slot.mm)
+
+    def recycle(self, path: Path, slot: MappedSlot | None = None, reusable: bool = True) -> None:
+        """The learner committed the chunk in ``path``: keep its file (and ``slot``'s mapping) for a later
+        chunk, or delete it. ``reusable`` False: libzmq may still be sending from the chunk's mapping, so the
+        file must not be overwritten; it is deleted (the mapping stays valid until its last view goes)."""
         try:
             size = path.stat().st_size
-            if size > self.max_free_bytes:
+            if not reusable or size > self.max_free_bytes:
                 path.unlink()
                 return
             free = self.directory / f"{FREE_PREFIX}{self._next_free}.spill"
@@ -151,14 +230,7 @@ class SpillDir:
             os.replace(path, free)
         except FileNotFoundError:
             return
-        self._free[free] = size
-        self._free_by_size.setdefault(size, []).append(free)
-        self._free_bytes += size
-        while self._free_bytes > self.max_free_bytes:
-            oldest = next(iter(self._free))
-            self._forget_free(oldest)
-            with contextlib.suppress(FileNotFoundError):
-                oldest.unlink()
+        self._add_free(free, size, slot.mm if slot is not None and slot.size == size else None)
 
     def close(self) -> None:
         """Delete the recycled files (a clean stop leaves only the chunks still uncommitted)."""
@@ -167,16 +239,30 @@ class SpillDir:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
 
-    def _take_free(self, size: int) -> tuple[Path, int] | None:
-        """The recycled file nearest in size (most recently freed among equals), and its size."""
+    def _add_free(self, path: Path, size: int, mm: mmap.mmap | None) -> None:
+        self._free[path] = size
+        self._free_by_size.setdefault(size, []).append(path)
+        self._free_bytes += size
+        if mm is not None:
+            self._maps[path] = mm
+        while self._free_bytes > self.max_free_bytes:
+            oldest = next(iter(self._free))
+            self._forget_free(oldest)
+            with contextlib.suppress(FileNotFoundError):
+                oldest.unlink()
+
+    def _take_free(self, size: int) -> tuple[Path, int, mmap.mmap | None] | None:
+        """The recycled file nearest in size (most recently freed among equals), its size and its mapping."""
         if not self._free_by_size:
             return None
         nearest = min(self._free_by_size, key=lambda s: abs(s - size))
         path = self._free_by_size[nearest][-1]  # the most recently freed: likeliest still in the page cache
+        mm = self._maps.get(path)
         self._forget_free(path)
-        return path, nearest
+        return path, nearest, mm
 
     def _forget_free(self, path: Path) -> None:
+        self._maps.pop(path, None)
         size = self._free.pop(path)
         bucket = self._free_by_size[size]
         bucket.remove(path)
