@@ -27,6 +27,7 @@ import contextlib
 import mmap
 import os
 import struct
+import sys
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,8 +195,8 @@ class SpillDir:
     def _remap(mm: mmap.mmap | None, fd: int, size: int) -> mmap.mmap:
         """A mapping of the (already sized) file ``fd``. A chunk's seq takes 1-9 bytes in its header, so
         recycled files often differ from the next chunk by a byte or two: the old mapping is resized in place
-        (its pages stay mapped). A new one is populated in one call (``MAP_POPULATE``), not faulted in page by
-        page on the first stores. A mapping that cannot be resized is only dropped, never closed: a view of it
+        (its pages stay mapped). A new one is populated writable in one call (``MADV_POPULATE_WRITE``), not
+        faulted in page by page on the first stores. A mapping that cannot be resized is only dropped, never closed: a view of it
         may still be alive (libzmq is done with it, pyzmq releases its reference later); nothing reads it."""
         if mm is not None:
             try:
@@ -203,7 +204,11 @@ class SpillDir:
                 return mm
             except (BufferError, OSError, SystemError):
                 pass
-        return mmap.mmap(fd, size, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0))
+        mm = mmap.mmap(fd, size)
+        if sys.platform.startswith("linux"):  # Linux >= 5.14; elsewhere the first stores fault the pages in
+            with contextlib.suppress(OSError, ValueError):
+                mm.madvise(getattr(mmap, "MADV_POPULATE_WRITE", 23))
+        return mm
 
     def persist(self, slot: MappedSlot, key: Key) -> Path:
         """The slot is filled: give it its chunk name (from now on a restarted actor resends it)."""
