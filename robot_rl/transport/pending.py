@@ -26,6 +26,13 @@ from robot_rl.types import Transition
 __all__ = ["ArrayPool", "PendingChunk", "PendingChunks", "human_bytes", "read_frames", "write_frames"]
 log = logging.getLogger("robot_rl.actor.transport")
 
+MAPPED_MIN_BYTES = 256 * 2**10
+"""Smaller chunks are stacked in memory and written with one ``writev``: a mapping costs a file descriptor
+(Python's mmap keeps one open) and a kernel mapping, and saves little on a small copy."""
+MAX_MAPPED_CHUNKS = 128
+"""At most this many held chunks are mapped at once (file descriptors, ``vm.max_map_count``); the rest are
+written with ``writev``."""
+
 
 def human_bytes(n: float) -> str:
     return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{n / 2**10:.0f} kB"
@@ -106,6 +113,7 @@ class PendingChunks:
         self.pool = ArrayPool(max_bytes=self.max_bytes)
         # Committed chunk files are recycled, up to what one memory bound's worth of chunks occupies.
         self._spill = SpillDir(spill_dir, max_free_bytes=self.max_bytes) if spill_dir is not None else None
+        self._mapped = 0  # held chunks whose frames live in a mapped spill file
 
     def __len__(self) -> int:
         return len(self._chunks)
@@ -133,6 +141,8 @@ class PendingChunks:
             self.mem_bytes -= chunk.nbytes
         if chunk.buffers and chunk.libzmq_done:
             self.pool.release(chunk.buffers)
+        if chunk.slot is not None:
+            self._mapped -= 1
         chunk.frames, chunk.buffers, chunk.slot = None, None, None  # a mapped chunk stays in its file
 
     @property
@@ -180,37 +190,48 @@ class PendingChunks:
         later (:meth:`retry_spill`) and :attr:`unpersisted` says so meanwhile."""
         fields = chunk_fields(items)
         head = header(fields)
-        if persist and self._spill is not None:
+        sizes = [len(head)] + [int(np.prod(shape)) * dtype.itemsize for _, shape, dtype in fields]
+        write_failed = False
+        if (persist and self._spill is not None and sum(sizes) >= MAPPED_MIN_BYTES
+                and self._mapped < MAX_MAPPED_CHUNKS):
             try:
-                slot, views = self._spill.open_mapped([len(head)] + [int(np.prod(shape)) * dtype.itemsize
-                                                                     for _, shape, dtype in fields])
+                slot, views = self._spill.open_mapped(sizes)
             except OSError as exc:
                 self._spill_failed(exc)
+                write_failed = True
             else:
                 try:
                     views[0][:] = head
                     arrays = views_as_arrays(fields, views[1:])
                     stack_into(items, arrays)
                     path = self._spill.persist(slot, key)
+                except OSError as exc:  # the rename failed (directory gone): build it in memory below
+                    self._spill.abandon(slot)
+                    self._spill_failed(exc)
+                    write_failed = True
                 except BaseException:
                     self._spill.abandon(slot)
                     raise
-                self._spill_ok()
-                frames = [head, *arrays.values()]
-                self._hold(key, frames, len(items), buffers=None)
-                chunk = self._chunks[key]
-                chunk.spill_path, chunk.slot = path, slot
-                self._spill_if_needed()
-                return
+                else:
+                    self._spill_ok()
+                    self._hold(key, [head, *arrays.values()], len(items), buffers=None)
+                    chunk = self._chunks[key]
+                    chunk.spill_path, chunk.slot = path, slot
+                    self._mapped += 1
+                    self._spill_if_needed()
+                    return
         arrays = empty_arrays(fields, self.pool.empty)
         stack_into(items, arrays)
         frames = [head, *arrays.values()]
         observations = [a for name, a in arrays.items() if name.startswith(("obs/", "next_obs/"))]
-        self._hold(key, frames, len(items), buffers=observations)
-        if persist and self._spill is not None:  # its mapped file could not be made: write it once there is room
+        if write_failed:
+            # its mapped file could not be made just now: hold it, write it once there is room (retry_spill)
+            self._hold(key, frames, len(items), buffers=observations)
             self._chunks[key].persist_pending = True
             self._unpersisted += 1
-        self._spill_if_needed()
+            self._spill_if_needed()
+        else:  # small (or many mapped already): one writev when persisted
+            self.add(key, frames, len(items), persist, buffers=observations)
 
     def _hold(self, key: Key, frames: list[Any], n_transitions: int, buffers: list[np.ndarray] | None) -> None:
         nbytes = sum(_frame_bytes(f).nbytes for f in frames)

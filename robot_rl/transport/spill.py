@@ -37,6 +37,8 @@ from robot_rl.storage import remove_stale_temporaries
 
 Key = tuple[str, int]  # (incarnation, seq)
 CHUNK_SUFFIX = ".chunk"
+MAX_FREE_MAPPINGS = 64
+"""Recycled files kept mapped (each mapping holds a file descriptor); beyond that they are mapped again."""
 FREE_PREFIX = ".free-"
 
 
@@ -248,7 +250,7 @@ class SpillDir:
         self._free[path] = size
         self._free_by_size.setdefault(size, []).append(path)
         self._free_bytes += size
-        if mm is not None:
+        if mm is not None and len(self._maps) < MAX_FREE_MAPPINGS:
             self._maps[path] = mm
         while self._free_bytes > self.max_free_bytes:
             oldest = next(iter(self._free))

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from robot_rl.transport import pending as pending_module
 from robot_rl.transport.chunking import chunk_fields, stack_into, views_as_arrays
 from robot_rl.transport.pending import PendingChunks
 from robot_rl.transport.spill import SpillDir, chunk_files, read_frames
@@ -38,8 +39,16 @@ def _header(seq: int, n: int):
     return lambda fields: chunk_header(fields, "a0", "inc", seq, n, spec_hash(OBS, ACT))
 
 
-@pytest.mark.parametrize("persist", [True, False])
-def test_stacked_chunk_is_byte_identical_to_encode_chunk_and_decodes(tmp_path, persist):
+@pytest.fixture
+def map_small_chunks(monkeypatch):
+    """These chunks are a few kB: map them anyway (real image chunks are megabytes)."""
+    monkeypatch.setattr(pending_module, "MAPPED_MIN_BYTES", 0)
+
+
+@pytest.mark.parametrize("persist,mapped", [(True, True), (True, False), (False, False)])
+def test_stacked_chunk_is_byte_identical_to_encode_chunk_and_decodes(tmp_path, monkeypatch, persist, mapped):
+    if mapped:
+        monkeypatch.setattr(pending_module, "MAPPED_MIN_BYTES", 0)
     items = _transitions(7)
     expected = encode_chunk(Batch.from_transitions(items), "a0", "inc", 3, spec_hash(OBS, ACT))
     pending = PendingChunks(1 << 20, tmp_path)
@@ -47,7 +56,7 @@ def test_stacked_chunk_is_byte_identical_to_encode_chunk_and_decodes(tmp_path, p
     frames = pending.frames(("inc", 3))
     assert _bytes(frames) == _bytes(expected)
     if persist:  # on disk before it is sent, and the file is the same bytes
-        assert pending.get(("inc", 3)).slot is not None and not pending.unpersisted
+        assert (pending.get(("inc", 3)).slot is not None) == mapped and not pending.unpersisted
         assert read_frames(tmp_path / "inc-000000000003.chunk") == _bytes(expected)
     else:
         assert not list(chunk_files(tmp_path))
@@ -56,7 +65,7 @@ def test_stacked_chunk_is_byte_identical_to_encode_chunk_and_decodes(tmp_path, p
     assert chunk.batch.step.tolist() == list(range(7)) and chunk.batch.intervened.tolist() == [False, True] * 3 + [False]
 
 
-def test_committed_files_are_recycled_in_place_and_restart_finds_only_uncommitted(tmp_path):
+def test_committed_files_are_recycled_in_place_and_restart_finds_only_uncommitted(tmp_path, map_small_chunks):
     pending = PendingChunks(1 << 20, tmp_path)
     for seq in range(3):
         pending.add_transitions(("inc", seq), _transitions(4, seed=seq), _header(seq, 4), persist=True)
@@ -131,14 +140,18 @@ def test_sigkill_mid_fill_leaves_the_finished_chunk_and_no_partial_one(tmp_path)
     assert len(read_frames(tmp_path / "inc-000000000000.chunk")) == 2
 
 
-def test_a_full_disk_keeps_the_chunk_in_memory_and_writes_it_later(tmp_path):
-    """RLIMIT_FSIZE makes every spill write fail with EFBIG, the way ENOSPC fails it on a full disk."""
+@pytest.mark.parametrize("min_mapped", [0, 1 << 30])
+def test_a_full_disk_keeps_the_chunk_in_memory_and_writes_it_later(tmp_path, min_mapped):
+    """RLIMIT_FSIZE makes every spill write fail with EFBIG, the way ENOSPC fails it on a full disk (a mapped
+    file's ftruncate/fallocate, or a writev)."""
     script = textwrap.dedent("""
         import resource, signal, sys
         from pathlib import Path
         sys.path.insert(0, sys.argv[2])
         from test_spill import _header, _transitions, _bytes
+        from robot_rl.transport import pending as pending_module
         from robot_rl.transport.pending import PendingChunks
+        pending_module.MAPPED_MIN_BYTES = int(sys.argv[3])
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
         pending = PendingChunks(1 << 20, Path(sys.argv[1]))
@@ -152,7 +165,7 @@ def test_a_full_disk_keeps_the_chunk_in_memory_and_writes_it_later(tmp_path):
         assert (Path(sys.argv[1]) / "inc-000000000000.chunk").exists()
         print("OK")
     """)
-    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path), str(Path(__file__).parent)],
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path), str(Path(__file__).parent), str(min_mapped)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.strip() == "OK", proc.stdout + proc.stderr
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".free-")]
@@ -166,3 +179,15 @@ def test_fields_follow_the_first_transition_and_reject_a_mismatch(tmp_path):
     arrays = views_as_arrays(fields, [memoryview(bytearray(int(np.prod(s)) * d.itemsize)) for _, s, d in fields])
     with pytest.raises(ValueError):
         stack_into(items, arrays)
+
+
+def test_mapped_chunks_are_capped_and_the_rest_written(tmp_path, map_small_chunks, monkeypatch):
+    monkeypatch.setattr(pending_module, "MAX_MAPPED_CHUNKS", 2)  # each mapping holds a file descriptor
+    pending = PendingChunks(1 << 20, tmp_path)
+    for seq in range(3):
+        pending.add_transitions(("inc", seq), _transitions(4, seed=seq), _header(seq, 4), persist=True)
+    assert [pending.get(("inc", s)).slot is not None for s in range(3)] == [True, True, False]
+    assert len(list(chunk_files(tmp_path))) == 3 and not pending.unpersisted
+    pending.commit("inc", 0)  # a mapping freed: the next chunk is mapped again
+    pending.add_transitions(("inc", 3), _transitions(4, seed=3), _header(3, 4), persist=True)
+    assert pending.get(("inc", 3)).slot is not None
