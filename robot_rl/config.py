@@ -116,8 +116,8 @@ class TransportConfig(ConfigNode):
     data since its last checkpoint; for sims stepping thousands of image frames per second)."""
     spill_all_chunks: bool = True
     """With ``durability=checkpoint``: also write every chunk to the actor's spill directory when it is made
-    (page cache, no fsync), so an actor process killed with SIGKILL loses nothing it chunked; costs one extra
-    write of all data. Off: a killed actor loses its uncommitted chunks (its episode store still has the
+    (page cache, no fsync), so an actor process killed with SIGKILL loses nothing it chunked. The chunk is
+    stacked straight into its spill file mapped in memory, so this costs no extra copy. Off: a killed actor loses its uncommitted chunks (its episode store still has the
     finished episodes; the soak measured 102 of 6,000 transitions lost to two actor kills). Ignored with
     ``durability=ack``, which trades durability for speed anyway."""
     keys_dir: str = ""

@@ -1,7 +1,7 @@
 """The actor's store of chunks the learner has not committed yet: bounded in memory, spilling to disk.
 
 Each chunk is kept as its encoded wire frames. Past ``max_bytes`` in memory the oldest chunks are written to
-``spill_dir`` (one atomically written file per chunk) and their memory is released. When the spill directory
+``spill_dir`` (one file per chunk, see :mod:`robot_rl.transport.spill`) and their memory is released. When the spill directory
 cannot take them (disk full, read-only, gone) the chunks stay in memory, the error is logged (rate-limited)
 and :attr:`PendingChunks.backpressure` says so once memory passes the bound: the actor then holds its robot
 rather than drop data or die; it resumes by itself once the learner commits chunks or the disk has room. Spilled chunks survive an
@@ -10,21 +10,28 @@ original incarnation and seq, which the learner's ledger deduplicates.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
-import struct
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from robot_rl.storage import atomic_write_with, remove_stale_temporaries
+from robot_rl.transport.chunking import Field, chunk_fields, empty_arrays, stack_into, views_as_arrays
+from robot_rl.transport.spill import Key, MappedSlot, SpillDir, chunk_files, read_frames, write_frames
+from robot_rl.types import Transition
 
+__all__ = ["ArrayPool", "PendingChunk", "PendingChunks", "human_bytes", "read_frames", "write_frames"]
 log = logging.getLogger("robot_rl.actor.transport")
-Key = tuple[str, int]  # (incarnation, seq)
+
+MAPPED_MIN_BYTES = 256 * 2**10
+"""Smaller chunks are stacked in memory and written with one ``writev``: a mapping costs a file descriptor
+(Python's mmap keeps one open) and a kernel mapping, and saves little on a small copy."""
+MAX_MAPPED_CHUNKS = 128
+"""At most this many held chunks are mapped at once (file descriptors, ``vm.max_map_count``); the rest are
+written with ``writev``."""
 
 
 def human_bytes(n: float) -> str:
@@ -72,35 +79,18 @@ class PendingChunk:
     """Asked to be written at creation, but the write failed (retried by :meth:`PendingChunks.retry_spill`)."""
     tracker: Any = None
     """zmq MessageTracker of the last send: a buffer is reused only once libzmq is done with it."""
+    slot: MappedSlot | None = None
+    """The mapped spill file ``frames`` point into (stacked there directly), None for in-memory buffers."""
+
+    @property
+    def libzmq_done(self) -> bool:
+        """libzmq no longer reads this chunk's buffers: never sent, tracked as done, or sent exactly once and
+        acked (the learner received those bytes, so libzmq finished with them; pyzmq's tracker may lag)."""
+        return self.tracker is None or self.tracker.done or (self.acked and self.sends == 1)
 
 
 def _frame_bytes(frame: Any) -> memoryview:
     return memoryview(frame).cast("B")
-
-
-def write_frames(path: Path, frames: list[Any]) -> None:
-    views = [_frame_bytes(f) for f in frames]
-
-    def writer(f: Any) -> None:
-        f.write(struct.pack("<I", len(views)))
-        f.write(struct.pack(f"<{len(views)}Q", *(v.nbytes for v in views)))
-        for v in views:
-            f.write(v)
-
-    atomic_write_with(path, writer, fsync=False)  # spill is a cache of what the episode store holds
-
-
-def read_frames(path: Path) -> list[bytes]:
-    data = path.read_bytes()
-    (count,) = struct.unpack_from("<I", data, 0)
-    lengths = struct.unpack_from(f"<{count}Q", data, 4)
-    frames, offset = [], 4 + 8 * count
-    for length in lengths:
-        frames.append(data[offset:offset + length])
-        offset += length
-    if offset != len(data):
-        raise ValueError(f"{path}: {len(data) - offset} trailing bytes")
-    return frames
 
 
 class PendingChunks:
@@ -121,9 +111,9 @@ class PendingChunks:
         self._last_spill_log = -1e9
         # Pooled buffers are what the pending chunks of the next commit period will occupy anyway.
         self.pool = ArrayPool(max_bytes=self.max_bytes)
-        if spill_dir is not None:
-            spill_dir.mkdir(parents=True, exist_ok=True)
-            remove_stale_temporaries(spill_dir)
+        # Committed chunk files are recycled, up to what one memory bound's worth of chunks occupies.
+        self._spill = SpillDir(spill_dir, max_free_bytes=self.max_bytes) if spill_dir is not None else None
+        self._mapped = 0  # held chunks whose frames live in a mapped spill file
 
     def __len__(self) -> int:
         return len(self._chunks)
@@ -133,12 +123,10 @@ class PendingChunks:
         if self.spill_dir is None:
             return 0
         found = 0
-        for path in sorted(self.spill_dir.glob("*.chunk")):
-            incarnation, _, seq = path.stem.rpartition("-")
+        for key, path in chunk_files(self.spill_dir):
             try:
                 size = path.stat().st_size
-                key = (incarnation, int(seq))
-            except (ValueError, OSError):
+            except OSError:
                 log.warning("ignoring unreadable spill file %s", path)
                 continue
             if key not in self._chunks:
@@ -151,12 +139,11 @@ class PendingChunks:
         """Drop a chunk's in-memory frames, recycling its pooled buffers when libzmq no longer uses them."""
         if chunk.frames is not None:
             self.mem_bytes -= chunk.nbytes
-        # Reusable once libzmq is done with it: never sent, tracked as done, or sent exactly once and acked
-        # (the learner received those bytes, so libzmq finished with them; pyzmq's tracker may lag).
-        reusable = chunk.tracker is None or chunk.tracker.done or (chunk.acked and chunk.sends == 1)
-        if chunk.buffers and reusable:
+        if chunk.buffers and chunk.libzmq_done:
             self.pool.release(chunk.buffers)
-        chunk.frames, chunk.buffers = None, None
+        if chunk.slot is not None:
+            self._mapped -= 1
+        chunk.frames, chunk.buffers, chunk.slot = None, None, None  # a mapped chunk stays in its file
 
     @property
     def backpressure(self) -> bool:
@@ -166,33 +153,97 @@ class PendingChunks:
 
     def _write_spill(self, key: Key, frames: list[Any]) -> Path | None:
         """Write one chunk's spill file; on an OS error (ENOSPC...) log it (rate-limited) and return None."""
-        path = self._spill_path(key)
+        assert self._spill is not None
         try:
-            write_frames(path, frames)
+            path = self._spill.write(key, frames)
         except OSError as exc:
-            self.spill_failures += 1
-            self.spill_error = f"cannot write {path.parent}: {exc.strerror or exc}"
-            now = time.monotonic()
-            if now - self._last_spill_log >= 5.0:
-                self._last_spill_log = now
-                log.error("actor spill directory %s: %s; keeping %d uncommitted chunks (%s) in memory "
-                          "(%d failed writes so far)%s", path.parent, exc.strerror or exc, len(self._chunks),
-                          human_bytes(self.mem_bytes), self.spill_failures,
-                          "; memory bound reached: pausing the actor" if self.backpressure else "")
+            self._spill_failed(exc)
             return None
+        self._spill_ok()
+        return path
+
+    def _spill_failed(self, exc: OSError) -> None:
+        """Count and log (rate-limited) a failed write to the spill directory."""
+        assert self.spill_dir is not None
+        self.spill_failures += 1
+        self.spill_error = f"cannot write {self.spill_dir}: {exc.strerror or exc}"
+        now = time.monotonic()
+        if now - self._last_spill_log >= 5.0:
+            self._last_spill_log = now
+            log.error("actor spill directory %s: %s; keeping %d uncommitted chunks (%s) in memory "
+                      "(%d failed writes so far)%s", self.spill_dir, exc.strerror or exc, len(self._chunks),
+                      human_bytes(self.mem_bytes), self.spill_failures,
+                      "; memory bound reached: pausing the actor" if self.backpressure else "")
+
+    def _spill_ok(self) -> None:
         if self.spill_error is not None:
-            log.warning("actor spill directory %s is writable again (after %d failed writes)", path.parent,
+            log.warning("actor spill directory %s is writable again (after %d failed writes)", self.spill_dir,
                         self.spill_failures)
             self.spill_error = None
-        return path
+
+    def add_transitions(self, key: Key, items: Sequence[Transition], header: Callable[[list[Field]], bytes],
+                        persist: bool) -> None:
+        """Stack ``items`` into a new chunk (``header(fields)`` makes its header frame) and hold it. With
+        ``persist`` (and a spill directory) the transitions are stacked straight into the chunk's spill file
+        mapped in memory: that one copy is also the spill write, and the chunk is on disk (page cache) before it
+        is sent. If the file cannot be made (disk full), the chunk is built in memory, the write is retried
+        later (:meth:`retry_spill`) and :attr:`unpersisted` says so meanwhile."""
+        fields = chunk_fields(items)
+        head = header(fields)
+        sizes = [len(head)] + [int(np.prod(shape)) * dtype.itemsize for _, shape, dtype in fields]
+        write_failed = False
+        if (persist and self._spill is not None and sum(sizes) >= MAPPED_MIN_BYTES
+                and self._mapped < MAX_MAPPED_CHUNKS):
+            try:
+                slot, views = self._spill.open_mapped(sizes)
+            except OSError as exc:
+                self._spill_failed(exc)
+                write_failed = True
+            else:
+                try:
+                    views[0][:] = head
+                    arrays = views_as_arrays(fields, views[1:])
+                    stack_into(items, arrays)
+                    path = self._spill.persist(slot, key)
+                except OSError as exc:  # the rename failed (directory gone): build it in memory below
+                    self._spill.abandon(slot)
+                    self._spill_failed(exc)
+                    write_failed = True
+                except BaseException:
+                    self._spill.abandon(slot)
+                    raise
+                else:
+                    self._spill_ok()
+                    self._hold(key, [head, *arrays.values()], len(items), buffers=None)
+                    chunk = self._chunks[key]
+                    chunk.spill_path, chunk.slot = path, slot
+                    self._mapped += 1
+                    self._spill_if_needed()
+                    return
+        arrays = empty_arrays(fields, self.pool.empty)
+        stack_into(items, arrays)
+        frames = [head, *arrays.values()]
+        observations = [a for name, a in arrays.items() if name.startswith(("obs/", "next_obs/"))]
+        if write_failed:
+            # its mapped file could not be made just now: hold it, write it once there is room (retry_spill)
+            self._hold(key, frames, len(items), buffers=observations)
+            self._chunks[key].persist_pending = True
+            self._unpersisted += 1
+            self._spill_if_needed()
+        else:  # small (or many mapped already): one writev when persisted
+            self.add(key, frames, len(items), persist, buffers=observations)
+
+    def _hold(self, key: Key, frames: list[Any], n_transitions: int, buffers: list[np.ndarray] | None) -> None:
+        nbytes = sum(_frame_bytes(f).nbytes for f in frames)
+        self._chunks[key] = PendingChunk(frames, nbytes, n_transitions, buffers=buffers)
+        self.mem_bytes += nbytes
+        self.unacked += 1
 
     def add(self, key: Key, frames: list[Any], n_transitions: int, persist: bool = False,
             buffers: list[np.ndarray] | None = None) -> None:
         """Hold a new chunk; with ``persist`` also write it to the spill directory right away (if it can)."""
-        nbytes = sum(_frame_bytes(f).nbytes for f in frames)
-        self._chunks[key] = chunk = PendingChunk(frames, nbytes, n_transitions, buffers=buffers)
-        self.mem_bytes += nbytes
-        self.unacked += 1
+        self._hold(key, frames, n_transitions, buffers)
+        chunk = self._chunks[key]
         if persist and self.spill_dir is not None:
             chunk.spill_path = self._write_spill(key, frames)
             if chunk.spill_path is None:
@@ -263,10 +314,6 @@ class PendingChunks:
         finally:
             self.max_bytes = saved_bound
 
-    def _spill_path(self, key: Key) -> Path:
-        assert self.spill_dir is not None
-        return self.spill_dir / f"{key[0]}-{key[1]:012d}.chunk"
-
     def frames(self, key: Key) -> list[Any]:
         chunk = self._chunks[key]
         if chunk.frames is not None:
@@ -317,7 +364,13 @@ class PendingChunks:
             self.unacked -= 1
         if chunk.persist_pending:
             self._unpersisted -= 1
+        slot, reusable = chunk.slot, chunk.libzmq_done
         self._release(chunk)
-        if chunk.spill_path is not None:
-            with contextlib.suppress(FileNotFoundError):
-                chunk.spill_path.unlink()
+        if chunk.spill_path is not None and self._spill is not None:
+            # the next chunk of its size is written over it (mapped, if it was), unless libzmq may still read it
+            self._spill.recycle(chunk.spill_path, slot, reusable)
+
+    def close(self) -> None:
+        """Delete the recycled spill files (after :meth:`spill_all`: what stays is uncommitted chunks only)."""
+        if self._spill is not None:
+            self._spill.close()

@@ -260,14 +260,21 @@ def chunk_layout(obs_spec: ObsSpec, action_spec: ActionSpec) -> list[tuple[str, 
     return layout
 
 
+def chunk_header(fields: Sequence[tuple[str, tuple[int, ...], np.dtype]], actor_id: str, incarnation: str,
+                 seq: int, n: int, spec_hash: str) -> bytes:
+    """The header frame of a chunk whose buffers are ``fields``: ``(name, full shape (n, ...), dtype)`` in wire
+    order. Known before the buffers are filled, so an actor can lay a chunk out in its spill file first."""
+    return pack_header(Msg.CHUNK, actor_id=actor_id, incarnation=incarnation, seq=int(seq), n=int(n),
+                       spec_hash=spec_hash,
+                       fields=[[name, [int(d) for d in shape], np.dtype(dtype).name] for name, shape, dtype in fields])
+
+
 def encode_chunk(batch: Batch, actor_id: str, incarnation: str, seq: int, spec_hash: str) -> list[Any]:
     """Header + one buffer per field. Buffers are the arrays themselves (zero-copy when contiguous)."""
     arrays = batch.arrays()
-    names = list(arrays)
-    buffers = [np.ascontiguousarray(arrays[n]) for n in names]
-    header = pack_header(Msg.CHUNK, actor_id=actor_id, incarnation=incarnation, seq=int(seq), n=len(batch),
-                         spec_hash=spec_hash,
-                         fields=[[n, list(b.shape), b.dtype.name] for n, b in zip(names, buffers)])
+    buffers = [np.ascontiguousarray(a) for a in arrays.values()]
+    header = chunk_header([(name, b.shape, b.dtype) for name, b in zip(arrays, buffers)], actor_id, incarnation,
+                          seq, len(batch), spec_hash)
     return [header, *buffers]
 
 

@@ -22,9 +22,9 @@ from robot_rl.specs import ActionSpec, ObsSpec
 from robot_rl.transport.base import ActorTransport, RateLimitedLog
 from robot_rl.transport.keys import actor_keys, make_client_socket_secure
 from robot_rl.transport.pending import PendingChunks, human_bytes
-from robot_rl.transport.wire import (ActorStatus, Control, Hello, Msg, Weights, WireError, decode_weights,
-                                     encode_chunk, pack_header, unpack_header)
-from robot_rl.types import Batch, Transition
+from robot_rl.transport.wire import (ActorStatus, Control, Hello, Msg, Weights, WireError, chunk_header,
+                                     decode_weights, pack_header, unpack_header)
+from robot_rl.types import Transition
 
 log = logging.getLogger("robot_rl.actor.transport")
 
@@ -150,6 +150,7 @@ class ZmqActorClient(ActorTransport):
         self._stop.set()
         self._thread.join(timeout=5)
         spilled = self.pending.spill_all()
+        self.pending.close()
         if spilled:
             log.info("actor %s: %d uncommitted chunks kept in %s for the next run", self.actor_id, spilled,
                      self.pending.spill_dir)
@@ -212,12 +213,11 @@ class ZmqActorClient(ActorTransport):
             items = []
             while self._incoming and len(items) < self.cfg.chunk_size:
                 items.append(self._incoming.popleft())
-            batch = Batch.from_transitions(items, alloc=self.pending.pool.empty)
-            frames = encode_chunk(batch, self.actor_id, self.incarnation, self._seq, self.spec_hash)
-            buffers = list(batch.obs.values()) + list(batch.next_obs.values())
+            seq, n = self._seq, len(items)
             persist = self.cfg.spill_all_chunks and self.cfg.durability == "checkpoint"
-            self.pending.add((self.incarnation, self._seq), frames, len(items), persist,
-                             buffers=buffers)
+            self.pending.add_transitions(
+                (self.incarnation, seq), items, persist=persist,
+                header=lambda fields: chunk_header(fields, self.actor_id, self.incarnation, seq, n, self.spec_hash))
             self._unsent.append((self.incarnation, self._seq))
             self._seq += 1
 

@@ -1,0 +1,278 @@
+"""The actor's spill directory: one file per uncommitted chunk (its encoded wire frames), written with one
+system call, and recycled once the learner has committed it.
+
+File format (unchanged since protocol 1): ``u32`` frame count, one ``u64`` length per frame, then the frames.
+A chunk's file is named ``<incarnation>-<seq:012d>.chunk`` and appears under that name only once it is
+completely written (a rename), so an actor killed mid-write leaves no partial chunk behind: what a restarted
+actor finds under a ``.chunk`` name is a whole chunk. No fsync: the promise is to survive the actor process
+(a ``kill -9``; the page cache survives it), not a power cut.
+
+Why files are recycled: creating a fresh multi-megabyte file per chunk and deleting it at commit cost ~8x the
+copy itself (page-cache pages allocated, dirtied, then freed, and the file system's block bookkeeping: 9.2 ms vs
+1.15 ms for a 6.3 MB chunk on the 2-core dev machine), which made the default durability 5x slower than bare
+pyzmq. A committed chunk's file is renamed to ``.free-<n>.spill`` instead, and the next chunk of about the same
+size is written over it in place (its page-cache pages are reused), then renamed to its own name. A kill
+mid-write leaves a ``.free-*`` file, which holds no chunk by name and is deleted when the directory is opened
+again.
+
+Mapped slots (:meth:`SpillDir.open_mapped`): with ``spill_all_chunks`` the actor stacks a chunk's transitions
+straight into its spill file mapped in memory (``MAP_SHARED``), and sends the frames from that mapping. The
+chunk's one copy is then also its spill write: no second copy into the page cache, no ``write`` system call.
+The file's blocks are reserved (``posix_fallocate``) before the mapping is touched, so a full disk fails there
+with an OSError, never as a SIGBUS on a store. The file is renamed to its chunk name only once it is filled.
+"""
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import struct
+import sys
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from robot_rl.storage import remove_stale_temporaries
+
+Key = tuple[str, int]  # (incarnation, seq)
+CHUNK_SUFFIX = ".chunk"
+MAX_FREE_MAPPINGS = 64
+"""Recycled files kept mapped (each mapping holds a file descriptor); beyond that they are mapped again."""
+FREE_PREFIX = ".free-"
+
+
+def _frame_bytes(frame: Any) -> memoryview:
+    return memoryview(frame).cast("B")
+
+
+def _layout(frames: list[Any]) -> list[memoryview]:
+    """The file's byte ranges in order: prefix (count + lengths), then every frame (views, no copies)."""
+    views = [_frame_bytes(f) for f in frames]
+    prefix = struct.pack(f"<I{len(views)}Q", len(views), *(v.nbytes for v in views))
+    return [memoryview(prefix), *views]
+
+
+def _write_all(fd: int, views: list[memoryview]) -> None:
+    """``writev`` until every byte is written (a regular file may take a large write in parts)."""
+    views = [v for v in views if v.nbytes]
+    while views:
+        written = os.writev(fd, views)
+        while views and written >= views[0].nbytes:
+            written -= views[0].nbytes
+            views.pop(0)
+        if views and written:
+            views[0] = views[0][written:]
+
+
+def write_frames(path: Path, frames: list[Any]) -> None:
+    """Write one chunk file at ``path`` on its own (temporary name, one ``writev``, rename); tests and tools."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        _write_all(fd, _layout(frames))
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    os.close(fd)
+    os.replace(tmp, path)
+
+
+def read_frames(path: Path) -> list[bytes]:
+    """The frames of one chunk file; ValueError when it is truncated or has trailing bytes."""
+    data = path.read_bytes()
+    (count,) = struct.unpack_from("<I", data, 0)
+    lengths = struct.unpack_from(f"<{count}Q", data, 4)
+    frames, offset = [], 4 + 8 * count
+    for length in lengths:
+        if offset + length > len(data):
+            raise ValueError(f"{path}: truncated ({len(data)} bytes, frames need {offset + length})")
+        frames.append(data[offset:offset + length])
+        offset += length
+    if offset != len(data):
+        raise ValueError(f"{path}: {len(data) - offset} trailing bytes")
+    return frames
+
+
+def chunk_files(directory: Path) -> Iterator[tuple[Key, Path]]:
+    """``((incarnation, seq), path)`` of every chunk file waiting in ``directory``, oldest seq first."""
+    for path in sorted(directory.glob(f"*{CHUNK_SUFFIX}")):
+        incarnation, _, seq = path.stem.rpartition("-")
+        with contextlib.suppress(ValueError):
+            yield (incarnation, int(seq)), path
+
+
+@dataclass(eq=False)
+class MappedSlot:
+    """One spill file mapped into the actor's memory; a chunk's frames are views into ``mm``."""
+
+    path: Path
+    """``.free-<n>.spill`` while it is filled, ``<incarnation>-<seq>.chunk`` once :meth:`SpillDir.persist`."""
+    size: int
+    mm: mmap.mmap
+
+
+class SpillDir:
+    """Chunk files of one actor, and the committed ones kept for reuse (at most ``max_free_bytes`` of them).
+
+    Used by one thread at a time (the actor's IO thread, then ``close``): no locking."""
+
+    def __init__(self, directory: Path, max_free_bytes: int) -> None:
+        self.directory = directory
+        self.max_free_bytes = max(0, int(max_free_bytes))
+        directory.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(directory)
+        for leftover in directory.glob(f"{FREE_PREFIX}*"):  # recycled files of an earlier run: no chunks
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+        self._free: "OrderedDict[Path, int]" = OrderedDict()  # path -> size, least recently freed first
+        self._free_by_size: dict[int, list[Path]] = {}
+        self._maps: dict[Path, mmap.mmap] = {}  # free files still mapped (reused without a page fault)
+        self._free_bytes = 0
+        self._next_free = 0
+
+    def path(self, key: Key) -> Path:
+        return self.directory / f"{key[0]}-{key[1]:012d}{CHUNK_SUFFIX}"
+
+    def write(self, key: Key, frames: list[Any]) -> Path:
+        """Write one chunk (one ``writev``) under its final name; raises OSError (disk full...) with no chunk
+        file left behind."""
+        views = _layout(frames)
+        size = sum(v.nbytes for v in views)
+        slot = self._take_free(size)
+        if slot is not None:  # overwrite in place; every byte up to ``size`` is rewritten
+            src, flags = slot[0], os.O_WRONLY
+        else:
+            src, flags = self.directory / f".{key[0]}-{key[1]:012d}.tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        try:
+            fd = os.open(src, flags, 0o644)
+            try:
+                if slot is not None and slot[1] != size:
+                    os.ftruncate(fd, size)  # a chunk's seq takes 1-9 bytes in its header: sizes differ a little
+                _write_all(fd, views)
+            finally:
+                os.close(fd)
+            final = self.path(key)
+            os.replace(src, final)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(src)  # a half-rewritten free file or temporary holds nothing worth keeping
+            raise
+        return final
+
+    def open_mapped(self, frame_sizes: Sequence[int]) -> tuple[MappedSlot, list[memoryview]]:
+        """A file laid out for frames of ``frame_sizes`` bytes, mapped, under a ``.free-*`` name (no chunk yet),
+        and a writable view per frame. Raises OSError (disk full...) with nothing left behind."""
+        prefix = struct.pack(f"<I{len(frame_sizes)}Q", len(frame_sizes), *frame_sizes)
+        size = len(prefix) + sum(frame_sizes)
+        taken = self._take_free(size)
+        if taken is not None:
+            path, old_size, mm = taken
+        else:
+            path, old_size, mm = self.directory / f"{FREE_PREFIX}{self._next_free}.spill", -1, None
+            self._next_free += 1
+        try:
+            if mm is None or old_size != size:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+                try:
+                    os.ftruncate(fd, size)
+                    os.posix_fallocate(fd, 0, size)  # a full disk fails here, not as SIGBUS on a store
+                    mm = self._remap(mm, fd, size)
+                finally:
+                    os.close(fd)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            raise
+        mm[:len(prefix)] = prefix
+        whole, views, offset = memoryview(mm), [], len(prefix)
+        for n in frame_sizes:
+            views.append(whole[offset:offset + n])
+            offset += n
+        return MappedSlot(path, size, mm), views
+
+    @staticmethod
+    def _remap(mm: mmap.mmap | None, fd: int, size: int) -> mmap.mmap:
+        """A mapping of the (already sized) file ``fd``. A chunk's seq takes 1-9 bytes in its header, so
+        recycled files often differ from the next chunk by a byte or two: the old mapping is resized in place
+        (its pages stay mapped). A new one is populated writable in one call (``MADV_POPULATE_WRITE``), not
+        faulted in page by page on the first stores. A mapping that cannot be resized is only dropped, never closed: a view of it
+        may still be alive (libzmq is done with it, pyzmq releases its reference later); nothing reads it."""
+        if mm is not None:
+            try:
+                mm.resize(size)
+                return mm
+            except (BufferError, OSError, SystemError):
+                pass
+        mm = mmap.mmap(fd, size)
+        if sys.platform.startswith("linux"):  # Linux >= 5.14; elsewhere the first stores fault the pages in
+            with contextlib.suppress(OSError, ValueError):
+                mm.madvise(getattr(mmap, "MADV_POPULATE_WRITE", 23))
+        return mm
+
+    def persist(self, slot: MappedSlot, key: Key) -> Path:
+        """The slot is filled: give it its chunk name (from now on a restarted actor resends it)."""
+        final = self.path(key)
+        os.replace(slot.path, final)
+        slot.path = final
+        return final
+
+    def abandon(self, slot: MappedSlot) -> None:
+        """Filling the slot failed: it holds no chunk; keep it for the next one."""
+        self._add_free(slot.path, slot.size, slot.mm)
+
+    def recycle(self, path: Path, slot: MappedSlot | None = None, reusable: bool = True) -> None:
+        """The learner committed the chunk in ``path``: keep its file (and ``slot``'s mapping) for a later
+        chunk, or delete it. ``reusable`` False: libzmq may still be sending from the chunk's mapping, so the
+        file must not be overwritten; it is deleted (the mapping stays valid until its last view goes)."""
+        try:
+            size = path.stat().st_size
+            if not reusable or size > self.max_free_bytes:
+                path.unlink()
+                return
+            free = self.directory / f"{FREE_PREFIX}{self._next_free}.spill"
+            self._next_free += 1
+            os.replace(path, free)
+        except FileNotFoundError:
+            return
+        self._add_free(free, size, slot.mm if slot is not None and slot.size == size else None)
+
+    def close(self) -> None:
+        """Delete the recycled files (a clean stop leaves only the chunks still uncommitted)."""
+        for path in list(self._free):
+            self._forget_free(path)
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    def _add_free(self, path: Path, size: int, mm: mmap.mmap | None) -> None:
+        self._free[path] = size
+        self._free_by_size.setdefault(size, []).append(path)
+        self._free_bytes += size
+        if mm is not None and len(self._maps) < MAX_FREE_MAPPINGS:
+            self._maps[path] = mm
+        while self._free_bytes > self.max_free_bytes:
+            oldest = next(iter(self._free))
+            self._forget_free(oldest)
+            with contextlib.suppress(FileNotFoundError):
+                oldest.unlink()
+
+    def _take_free(self, size: int) -> tuple[Path, int, mmap.mmap | None] | None:
+        """The recycled file nearest in size (most recently freed among equals), its size and its mapping."""
+        if not self._free_by_size:
+            return None
+        nearest = min(self._free_by_size, key=lambda s: abs(s - size))
+        path = self._free_by_size[nearest][-1]  # the most recently freed: likeliest still in the page cache
+        mm = self._maps.get(path)
+        self._forget_free(path)
+        return path, nearest, mm
+
+    def _forget_free(self, path: Path) -> None:
+        self._maps.pop(path, None)
+        size = self._free.pop(path)
+        bucket = self._free_by_size[size]
+        bucket.remove(path)
+        if not bucket:
+            del self._free_by_size[size]
+        self._free_bytes -= size
