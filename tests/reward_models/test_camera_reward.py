@@ -61,10 +61,10 @@ def camera_episodes():
 
 
 @pytest.fixture(scope="module")
-def camera_model(camera_episodes):
-    from conftest import small_train_config
-
-    model = train_model(camera_episodes, small_train_config(
+def camera_model(camera_episodes, small_cfg):
+    # ``small_cfg`` (this package's conftest) rather than ``from conftest import``: in the whole suite the
+    # module ``conftest`` may be another package's.
+    model = train_model(camera_episodes, small_cfg(
         steps=30, model=ProgressModelConfig(views=tuple(CAMERAS), image_size=16, feature_dim=32, hidden_dim=32)))
     model.tasks = [camera_episodes[0].task]  # what a checkpoint records
     return model
