@@ -94,8 +94,16 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
         else:
             assert wrapped.follow() == UPDATES
         torch.save({"params": params(algo), "metrics": metrics}, Path(out_dir) / f"rank{rank}.pt")
-    finally:
+    except BaseException:
         shutdown()
+        raise  # torch's spawn wrapper reports it to the parent
+    shutdown()
+    # Saved and out of the process group: skip interpreter finalization, as `python -m robot_rl.distributed`
+    # does (gloo's threads torn down by C++ static destructors at exit aborted a rank once: "terminate called
+    # without an active exception", SIGABRT, in a fresh-clone run of the whole suite).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 @pytest.mark.timeout(120)

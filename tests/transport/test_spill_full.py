@@ -62,12 +62,14 @@ SCRIPT = textwrap.dedent("""
     resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))  # room again: the IO thread spills, the actor resumes
     thread.join(30)
     assert not thread.is_alive() and out["steps"] == 50, out
-    assert client.backpressure() is None and client.pending.mem_bytes <= 100_000
-    # every chunk whose write at creation failed is on disk again: a SIGKILL now would lose nothing
+    # every chunk whose write at creation failed is on disk again: a SIGKILL now would lose nothing. The IO
+    # thread rewrites them asynchronously (until then they are in memory), so wait for it, bounded.
     deadline = time.monotonic() + 10
-    while client.pending.unpersisted and time.monotonic() < deadline:
+    while (client.pending.unpersisted or client.backpressure() is not None
+           or client.pending.mem_bytes > 100_000) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not client.pending.unpersisted
+    assert client.backpressure() is None and client.pending.mem_bytes <= 100_000, client.pending.mem_bytes
     assert all(c.spill_path is not None and c.spill_path.exists() for c in chunks())
     client.close()
     print("OK", flush=True)
