@@ -24,9 +24,10 @@ import numpy as np
 from robot_rl.env import StepResult
 from robot_rl.hardware.ros2 import ros_io
 from robot_rl.hardware.ros2.bag import EpisodeBag
+from robot_rl.hardware.ros2.camera_sync import CameraSync
 from robot_rl.hardware.ros2.config import RobotNodeConfig
-from robot_rl.hardware.ros2.realtime import (ArrivalRate, DeadlineSchedule, GcPacer, PhaseLock, RealtimeStatus,
-                                             enter_realtime, spin_window, wait_until)
+from robot_rl.hardware.ros2.realtime import (DeadlineSchedule, GcPacer, RealtimeStatus, enter_realtime, spin_window,
+                                             wait_until)
 from robot_rl.hardware.ros2.safety import Guard, RateLimitedLog, limiter_for
 from robot_rl.hardware.ros2.sensors import (SensorCache, assemble_state, checked_joint_state, checked_pose,
                                             camera_configs, camera_image, compose_chain, decode_image_msg,
@@ -72,8 +73,8 @@ class RosRobotEnv:
             self.scale, self.home = cfg.command.joint_action_scale, np.array(cfg.home_joints)
         self.guard = Guard(s.watchdog_timeout_s, clock)
         self.cameras = dict(zip(topics.cameras, topics.camera_topics))
-        self._sync_camera = topics.cameras[0] if topics.cameras else None
-        self._frame_interval = ArrivalRate()  # the synced camera's frame period, measured
+        self._camera_sync = CameraSync(cfg.camera_sync, list(self.cameras), self.period, cfg.camera_sync_margin_s,
+                                       cfg.camera_sync_wait_s, clock)
         # Header stamps are on the node's ROS clock (system time, or /clock with use_sim_time).
         # via the safety node, its e-stop latch state is a required input too: no word from it = hold
         self.via_safety_node = cfg.command.via_safety_node
@@ -89,7 +90,7 @@ class RosRobotEnv:
         self._episode = 0
         self._steps = 0
         self._schedule = DeadlineSchedule(self.period, clock())
-        self._camera_lock = PhaseLock(self._schedule, cfg.camera_sync_margin_s, max_step=0.001)
+        self._camera_sync.restart(self._schedule)
         self.realtime: RealtimeStatus | None = None  # the policy loop's real-time setup, from the first reset
         self._spin_s = 0.0
         self._gc = GcPacer(False, 1.0)
@@ -197,43 +198,12 @@ class RosRobotEnv:
     def _image_handler(self, camera: str) -> Callable[[Any], None]:
         config = camera_configs(self.cfg)[camera]
 
-        sync = camera == self._sync_camera
-
         def handle(msg: Any) -> None:
             image = decode_image_msg(msg)  # Image or CompressedImage -> (H, W, 3) RGB, native size
             self.cache.put(f"images/{camera}", camera_image(image, config, camera),
                            ros_io.stamp_to_s(msg.header.stamp))
-            if sync:
-                self._frame_interval.arrived(self.clock())
+            self._camera_sync.frame_arrived(camera)
         return handle
-
-    def _wait_for_late_frame(self) -> None:
-        """``camera_sync``: at a tick where a camera's frame has not come yet (its newest is more than half a
-        camera period old: the synced camera's, or another camera's that arrives a little after it), wait for it
-        up to ``camera_sync_wait_s``."""
-        cam_period = self._frame_interval.period
-        if not self.cfg.camera_sync or cam_period is None or not self._camera_lock.locked:
-            return
-        keys, give_up = [f"images/{c}" for c in self.cameras], self.clock() + self.cfg.camera_sync_wait_s
-        while self.clock() < give_up:
-            latest, now = self.cache.snapshot()[0], self.clock()
-            if all(k not in latest or now - latest[k].received < cam_period / 2 for k in keys):
-                return
-            time.sleep(0.0002)
-
-    def _align_to_camera(self, tick: float) -> None:
-        """``camera_sync``: move the control schedule so that its ticks come ``camera_sync_margin_s`` after the
-        synced camera's frames arrive (:class:`PhaseLock`: at most 1 ms per tick once locked); ``tick`` is the
-        deadline of the tick just taken."""
-        cam_period = self._frame_interval.period
-        if not self.cfg.camera_sync or cam_period is None:
-            return
-        frames_per_tick = self.period / cam_period
-        if round(frames_per_tick) < 1 or abs(frames_per_tick - round(frames_per_tick)) > 0.05:
-            return  # the camera rate is not a multiple of control_hz: no phase to lock to
-        sample = self.cache.snapshot()[0].get(f"images/{self._sync_camera}")
-        if sample is not None:
-            self._camera_lock.event(tick - sample.received, cam_period)
 
     def _on_tf(self, msg: Any) -> None:
         for tf in msg.transforms:
@@ -419,7 +389,8 @@ class RosRobotEnv:
             self._request_scene_reset()
         if self.cfg.camera_sync:  # the frame rate must be known to lock the first tick to the frames
             deadline = self.clock() + 1.0
-            while self._frame_interval.period is None and self.clock() < deadline and not self.stop.is_set():
+            while (self._camera_sync.frame_interval.period is None and self.clock() < deadline
+                   and not self.stop.is_set()):
                 self.stop.wait(0.01)
         obs, _ = self._wait_until_safe()
         if obs is None:
@@ -433,8 +404,8 @@ class RosRobotEnv:
         self._last_obs, self._obs_time, self._obs_frame_age_s = obs, self.clock(), self._frame_age_s
         self._obs_frame_stamp = self._frame_stamp
         self._schedule = DeadlineSchedule(self.period, self._obs_time)
-        self._camera_lock = PhaseLock(self._schedule, self.cfg.camera_sync_margin_s, max_step=0.001)
-        self._align_to_camera(self._obs_time)  # lock to the frames now (a free jump: no step is timed yet)
+        self._camera_sync.restart(self._schedule)
+        self._camera_sync.align(self._obs_time, self.cache)  # lock to the frames now (a free jump: nothing timed)
         self._schedule.advance(self._obs_time)
         return obs
 
@@ -470,9 +441,9 @@ class RosRobotEnv:
             self._record("/robot_rl/action", Float32MultiArray(data=[float(a) for a in action]))
         self._gc.after_tick()  # the command is out: the slack of this period is here
         self._sleep_to_tick()
-        self._wait_for_late_frame()
+        self._camera_sync.wait_for_late_frame(self.cache)
         obs, interrupted = self._wait_until_safe()
-        self._align_to_camera(self._schedule.deadline - self.period)
+        self._camera_sync.align(self._schedule.deadline - self.period, self.cache)
         if obs is None:  # stopping: hand back the last observation, episode cut
             obs, interrupted = self._last_obs, True
         self._steps += 1

@@ -1,0 +1,63 @@
+"""``camera_sync``: the actor's policy tick follows the cameras' frames.
+
+The observation is taken ``camera_sync_margin_s`` after the synced (first) camera's frame arrives, so a frame
+waits at most that margin for the policy instead of up to a whole camera period. :class:`CameraSync` measures
+the frame period (:class:`ArrivalRate`), locks the control schedule's phase to the frames (:class:`PhaseLock`)
+and, at a tick where a camera's newest frame is late, waits a bounded time for it.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from robot_rl.hardware.ros2.realtime import ArrivalRate, DeadlineSchedule, PhaseLock
+from robot_rl.hardware.ros2.sensors import SensorCache
+
+
+class CameraSync:
+    """Phase lock of a control schedule (period ``control_period`` s) to the frames of ``cameras[0]``."""
+
+    def __init__(self, enabled: bool, cameras: list[str], control_period: float, margin_s: float, wait_s: float,
+                 clock: Callable[[], float]) -> None:
+        self.enabled, self.control_period, self.margin_s, self.wait_s = enabled, control_period, margin_s, wait_s
+        self.clock = clock
+        self.keys = [f"images/{c}" for c in cameras]
+        self.sync_camera = cameras[0] if cameras else None
+        self.frame_interval = ArrivalRate()  # the synced camera's frame period, measured
+        self.lock: PhaseLock | None = None
+
+    def frame_arrived(self, camera: str) -> None:
+        """From the image callback: one frame of ``camera`` arrived now."""
+        if camera == self.sync_camera:
+            self.frame_interval.arrived(self.clock())
+
+    def restart(self, schedule: DeadlineSchedule) -> None:
+        """A new episode's schedule: lock to it afresh (the first frame event locks at once)."""
+        self.lock = PhaseLock(schedule, self.margin_s, max_step=0.001)
+
+    def wait_for_late_frame(self, cache: SensorCache) -> None:
+        """At a tick where a camera's frame has not come yet (its newest is more than half a camera period old:
+        the synced camera's, or another camera's that arrives a little after it), wait for it up to
+        ``camera_sync_wait_s``."""
+        cam_period = self.frame_interval.period
+        if not self.enabled or cam_period is None or self.lock is None or not self.lock.locked:
+            return
+        give_up = self.clock() + self.wait_s
+        while self.clock() < give_up:
+            latest, now = cache.snapshot()[0], self.clock()
+            if all(k not in latest or now - latest[k].received < cam_period / 2 for k in self.keys):
+                return
+            time.sleep(0.0002)
+
+    def align(self, tick: float, cache: SensorCache) -> None:
+        """Move the control schedule so that its ticks come ``camera_sync_margin_s`` after the synced camera's
+        frames arrive (at most 1 ms per tick once locked); ``tick`` is the deadline of the tick just taken."""
+        cam_period = self.frame_interval.period
+        if not self.enabled or cam_period is None or self.lock is None:
+            return
+        frames_per_tick = self.control_period / cam_period
+        if round(frames_per_tick) < 1 or abs(frames_per_tick - round(frames_per_tick)) > 0.05:
+            return  # the camera rate is not a multiple of control_hz: no phase to lock to
+        sample = cache.snapshot()[0].get(f"images/{self.sync_camera}")
+        if sample is not None:
+            self.lock.event(tick - sample.received, cam_period)

@@ -1,0 +1,68 @@
+"""``CameraSync`` (the actor's policy tick following the camera's frames) on a simulated clock: no ROS, no timing."""
+from __future__ import annotations
+
+import pytest
+
+from robot_rl.hardware.ros2.camera_sync import CameraSync
+from robot_rl.hardware.ros2.realtime import DeadlineSchedule
+from robot_rl.hardware.ros2.sensors import SensorCache
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _frames(sync: CameraSync, cache: SensorCache, clock: Clock, first: float, period: float, n: int) -> float:
+    """``n`` frames of the synced camera at ``first + k * period``; returns the last arrival time."""
+    for k in range(n):
+        clock.now = first + k * period
+        cache.put("images/front", k, clock.now)
+        sync.frame_arrived("front")
+    return clock.now
+
+
+def test_align_moves_ticks_to_margin_after_the_frames() -> None:
+    clock, period, cam_period, margin = Clock(), 0.1, 1 / 30, 0.002
+    cache = SensorCache(["images/front"], clock, clock)
+    sync = CameraSync(True, ["front", "wrist"], period, margin, 0.01, clock)
+    last = _frames(sync, cache, clock, 100.0, cam_period, 12)  # the rate is known after 10 intervals
+    assert sync.frame_interval.period == pytest.approx(cam_period, rel=1e-6)
+    schedule = DeadlineSchedule(period, last + 0.017)  # ticks 17 ms after a frame: 15 ms of frame age wasted
+    sync.restart(schedule)
+    sync.align(schedule.deadline, cache)
+    lag = schedule.deadline - last  # the first event locks at once, moving the schedule later (never shorter)
+    assert lag % cam_period == pytest.approx(margin, abs=1e-9)
+    assert sync.lock is not None and sync.lock.locked
+
+
+def test_no_lock_when_the_camera_rate_is_not_a_multiple_of_control_hz() -> None:
+    clock = Clock()
+    cache = SensorCache(["images/front"], clock, clock)
+    sync = CameraSync(True, ["front"], 0.1, 0.002, 0.01, clock)
+    last = _frames(sync, cache, clock, 100.0, 1 / 25.5, 12)  # 2.55 frames per tick
+    schedule = DeadlineSchedule(0.1, last + 0.017)
+    sync.restart(schedule)
+    before = schedule.deadline
+    sync.align(before, cache)
+    assert schedule.deadline == before and not sync.lock.locked
+
+
+def test_disabled_or_unmeasured_does_nothing() -> None:
+    clock = Clock()
+    cache = SensorCache(["images/front"], clock, clock)
+    for sync in (CameraSync(False, ["front"], 0.1, 0.002, 0.01, clock), CameraSync(True, ["front"], 0.1, 0.002,
+                                                                                      0.01, clock)):
+        if sync.enabled:
+            _frames(sync, cache, clock, 100.0, 1 / 30, 3)  # too few intervals: period unknown
+        else:
+            _frames(sync, cache, clock, 100.0, 1 / 30, 12)
+        schedule = DeadlineSchedule(0.1, clock.now + 0.017)
+        sync.restart(schedule)
+        before = schedule.deadline
+        sync.align(before, cache)
+        sync.wait_for_late_frame(cache)  # returns at once: nothing to wait for
+        assert schedule.deadline == before
