@@ -33,6 +33,35 @@ def wait_for(predicate, timeout: float = 5.0, what: str = "condition") -> None:
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+class SpinningNode:
+    """A real rclpy node in a context of its own (as a node in its own process would be), spun by an executor on a
+    background thread. ``stop_node`` takes the node off the graph (it goes silent); ``close`` also ends the
+    context. Both are idempotent."""
+
+    def __init__(self, name: str) -> None:
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+
+        self._rclpy = rclpy
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node(name, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        threading.Thread(target=self.executor.spin, daemon=True).start()
+        self._node_stopped = False
+
+    def stop_node(self) -> None:
+        if not self._node_stopped:
+            self._node_stopped = True
+            self.executor.shutdown(timeout_sec=1.0)
+            self.node.destroy_node()
+
+    def close(self) -> None:
+        self.stop_node()
+        self._rclpy.try_shutdown(context=self.context)
+
+
 class FakeRobot:
     """cyclonedds participant playing ros2_control + cameras: joints follow the commands first-order."""
 

@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("rclpy", reason="ROS 2 tests need rclpy: run `make test-ros`")
 pytest.importorskip("cyclonedds", reason="needs cyclonedds (the fake ros2_control): run `make test-ros`")
 
-from ros_rig import FakeRobot, node_config, wait_for  # noqa: E402
+from ros_rig import FakeRobot, SpinningNode, node_config, wait_for  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -82,23 +82,14 @@ def test_the_actor_reflects_the_safety_nodes_estop_latch_and_owns_none(rclpy_nod
     ``~/reset_estop`` and no e-stop subscription; it pauses the policy while robot_rl_safety_node's latch (on
     ``topics.estop_latched``) is set, resumes when that node's reset releases it, and holds while the safety node
     is silent."""
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-
     from robot_rl.hardware.ros2 import ros_io
     from robot_rl.hardware.ros2.robot_env import RosRobotEnv
     from robot_rl.hardware.ros2.safety_node import SafetyNode
 
     cfg = node_config("joint_trajectory", command_hz=100.0, **{"command.via_safety_node": True})
     robot = FakeRobot(cfg.topics.command, "joint_trajectory")
-    context = rclpy.Context()  # the safety node in a context of its own, as in its own process
-    rclpy.init(context=context)
-    safety_ros = rclpy.create_node("robot_rl_safety", context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(safety_ros)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
-    safety = SafetyNode(safety_ros, cfg)
+    safety_ros = SpinningNode("robot_rl_safety")  # in a context of its own, as in its own process
+    safety = SafetyNode(safety_ros.node, cfg)
     stop = threading.Event()
     loop = threading.Thread(target=safety.run, args=(stop,), daemon=True)
     loop.start()
@@ -127,14 +118,13 @@ def test_the_actor_reflects_the_safety_nodes_estop_latch_and_owns_none(rclpy_nod
         # the safety node goes silent (gone): the actor holds on its stale latch state
         stop.set()
         loop.join(2.0)
-        executor.shutdown(timeout_sec=1.0)
-        safety_ros.destroy_node()
+        safety_ros.stop_node()
         wait_for(lambda: any(s.startswith("safety_node") for s in env.cache.stale(cfg.safety.sensor_timeout_s)),
                  5.0, "the safety node's state to go stale")
     finally:
         stop.set()
         env.close()
-        rclpy.try_shutdown(context=context)
+        safety_ros.close()
         robot.close()
 
 
