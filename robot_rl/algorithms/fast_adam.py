@@ -41,7 +41,7 @@ class FastAdam:
         # replaces both, which invalidates the cache).
         self._state_ref: object = None
         self._param_groups_ref: object = None
-        # Per param group: (group, params, grads source, exp_avgs, exp_avg_sqs, step counters).
+        # Per param group: (group, params, exp_avgs, exp_avg_sqs, step counters).
         self._groups: list[tuple[dict, list[torch.Tensor], list[torch.Tensor], list[torch.Tensor],
                                  list[torch.Tensor]]] = []
         self._steps: list[torch.Tensor] = []  # every parameter's step counter, incremented in one call

@@ -214,8 +214,7 @@ class PendingChunks:
                     raise
                 else:
                     self._spill_ok()
-                    self._hold(key, [head, *arrays.values()], len(items), buffers=None)
-                    chunk = self._chunks[key]
+                    chunk = self._hold(key, [head, *arrays.values()], len(items), buffers=None)
                     chunk.spill_path, chunk.slot = path, slot
                     self._mapped += 1
                     self._spill_if_needed()
@@ -226,29 +225,32 @@ class PendingChunks:
         observations = [a for name, a in arrays.items() if name.startswith(("obs/", "next_obs/"))]
         if write_failed:
             # its mapped file could not be made just now: hold it, write it once there is room (retry_spill)
-            self._hold(key, frames, len(items), buffers=observations)
-            self._chunks[key].persist_pending = True
-            self._unpersisted += 1
+            self._persist_later(self._hold(key, frames, len(items), buffers=observations))
             self._spill_if_needed()
         else:  # small (or many mapped already): one writev when persisted
             self.add(key, frames, len(items), persist, buffers=observations)
 
-    def _hold(self, key: Key, frames: list[Any], n_transitions: int, buffers: list[np.ndarray] | None) -> None:
+    def _hold(self, key: Key, frames: list[Any], n_transitions: int,
+              buffers: list[np.ndarray] | None) -> PendingChunk:
         nbytes = sum(_frame_bytes(f).nbytes for f in frames)
-        self._chunks[key] = PendingChunk(frames, nbytes, n_transitions, buffers=buffers)
+        self._chunks[key] = chunk = PendingChunk(frames, nbytes, n_transitions, buffers=buffers)
         self.mem_bytes += nbytes
         self.unacked += 1
+        return chunk
+
+    def _persist_later(self, chunk: PendingChunk) -> None:
+        """Its write at creation failed: :meth:`retry_spill` writes it once there is room."""
+        chunk.persist_pending = True
+        self._unpersisted += 1
 
     def add(self, key: Key, frames: list[Any], n_transitions: int, persist: bool = False,
             buffers: list[np.ndarray] | None = None) -> None:
         """Hold a new chunk; with ``persist`` also write it to the spill directory right away (if it can)."""
-        self._hold(key, frames, n_transitions, buffers)
-        chunk = self._chunks[key]
+        chunk = self._hold(key, frames, n_transitions, buffers)
         if persist and self.spill_dir is not None:
             chunk.spill_path = self._write_spill(key, frames)
             if chunk.spill_path is None:
-                chunk.persist_pending = True
-                self._unpersisted += 1
+                self._persist_later(chunk)
         self._spill_if_needed()
 
     def _spill_if_needed(self) -> None:

@@ -46,11 +46,15 @@ def _frame_bytes(frame: Any) -> memoryview:
     return memoryview(frame).cast("B")
 
 
+def _prefix(frame_sizes: Sequence[int]) -> bytes:
+    """The file's prefix: ``u32`` frame count, then one ``u64`` length per frame."""
+    return struct.pack(f"<I{len(frame_sizes)}Q", len(frame_sizes), *frame_sizes)
+
+
 def _layout(frames: list[Any]) -> list[memoryview]:
-    """The file's byte ranges in order: prefix (count + lengths), then every frame (views, no copies)."""
+    """The file's byte ranges in order: prefix, then every frame (views, no copies)."""
     views = [_frame_bytes(f) for f in frames]
-    prefix = struct.pack(f"<I{len(views)}Q", len(views), *(v.nbytes for v in views))
-    return [memoryview(prefix), *views]
+    return [memoryview(_prefix([v.nbytes for v in views])), *views]
 
 
 def _write_all(fd: int, views: list[memoryview]) -> None:
@@ -165,7 +169,7 @@ class SpillDir:
     def open_mapped(self, frame_sizes: Sequence[int]) -> tuple[MappedSlot, list[memoryview]]:
         """A file laid out for frames of ``frame_sizes`` bytes, mapped, under a ``.free-*`` name (no chunk yet),
         and a writable view per frame. Raises OSError (disk full...) with nothing left behind."""
-        prefix = struct.pack(f"<I{len(frame_sizes)}Q", len(frame_sizes), *frame_sizes)
+        prefix = _prefix(frame_sizes)
         size = len(prefix) + sum(frame_sizes)
         taken = self._take_free(size)
         if taken is not None:
