@@ -7,7 +7,8 @@ under their own texts so the model keeps the tasks it knew. A copy is trained; t
 Why the demo gets ``demo_share`` of the draws: mixed uniformly into, say, 16 old successes, the one new
 demonstration was drawn in 1 of 17 episode groups, about 70 groups in 200 steps, and held-out VOC on the
 pick-and-place twin moved only 0.78 -> 0.80. Drawing it in half of the groups (the old tasks keep the other
-half, so they are not forgotten), at lr 1e-3 for 400 steps, gives 0.99-1.00 (``tests/reward_models/test_adapt.py``).
+half, so they are not forgotten), at lr 1e-3 for 400 steps, gives 0.94-0.96 over training seeds 0-2
+(``tests/reward_models/test_adapt.py`` asserts >= 0.9).
 Each draw already shows a fresh random subset of the demo's frames with all their ordered pairs (forward,
 reversed and static), under random image shifts, so one 30-step demo yields many distinct training groups.
 """

@@ -253,7 +253,6 @@ class RewardLabeller:
         with self._lock:
             views, cache = list(self.model.encoder.views), self._cache
         keys = self._frame_keys(batch, views)
-        both = {k: np.concatenate([batch.obs[k], batch.next_obs[k]]) for k in views}
         phi, done = np.empty(len(keys)), np.empty(len(keys))
         todo: dict[tuple[int, int, int], list[int]] = {}  # uncached frame -> its rows (obs of t = next_obs of t-1)
         for j, key in enumerate(keys):
@@ -264,8 +263,16 @@ class RewardLabeller:
                 phi[j], done[j] = hit
         self.cache_hits += len(keys) - sum(map(len, todo.values()))
         if todo:
+            # gather only the uncached frames (row j < N is obs[j], else next_obs[j - N]): with a warm cache
+            # a handful per batch, so no (2N, ...) concatenation of every frame
             first = np.asarray([rows[0] for rows in todo.values()])
-            p, d = self.potentials({k: v[first] for k, v in both.items()})
+            n, from_obs = len(batch), first < len(batch)
+            frames = {}
+            for k in views:
+                frames[k] = np.empty((len(first), *batch.obs[k].shape[1:]), batch.obs[k].dtype)
+                frames[k][from_obs] = batch.obs[k][first[from_obs]]
+                frames[k][~from_obs] = batch.next_obs[k][first[~from_obs] - n]
+            p, d = self.potentials(frames)
             self.encoded_frames += len(first)
             if len(cache) + len(todo) > self.CACHE_MAX:
                 cache.clear()
