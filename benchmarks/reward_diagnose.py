@@ -41,12 +41,11 @@ def critic_vs_returns(cfg, ckpt: Path, fields, obs, shaped, starts, ends, gamma:
     go, over the first transitions of the last ``last`` online episodes, split by success."""
     from robot_rl.checkpoint import Checkpointer
     from robot_rl.learner import env_specs
-    from robot_rl.registry import ALGORITHMS, POLICIES
+    from robot_rl.registry import ALGORITHMS, make_policy
 
     obs_spec, action_spec = env_specs(cfg)
-    obs_spec = obs_spec.select(cfg.policy.obs_keys)  # what the policy and critic read
-    policy = POLICIES.make(cfg.policy.name, cfg.policy, obs_spec, action_spec)
-    algo = ALGORITHMS.make(cfg.algo.name, cfg.algo, policy, obs_spec, action_spec, torch.device("cpu"))
+    policy = make_policy(cfg, obs_spec, action_spec)  # on policy.obs_keys: what the policy and critic read
+    algo = ALGORITHMS.make(cfg.algo.name, cfg.algo, policy, policy.obs_spec, action_spec, torch.device("cpu"))
     algo.load_state_dict(Checkpointer.load_state(ckpt)["algo"])
     out: dict[str, list[float]] = {"q_success": [], "mc_success": [], "q_failure": [], "mc_failure": []}
     for s, e in list(zip(starts, ends))[-last:]:

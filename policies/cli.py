@@ -29,11 +29,10 @@ def pretrain_policy(cfg: Any, episodes: list, steps: int, distill_steps: int = 0
 
     from robot_rl.algorithms.bc import BC, BCConfig
     from robot_rl.policies.chunking import chunk_dataset
-    from robot_rl.registry import POLICIES
+    from robot_rl.registry import make_policy
 
     torch.manual_seed(seed)
-    obs_spec, action_spec = _specs(cfg)  # the env's; the policy reads policy.obs_keys of it
-    policy = POLICIES.make(cfg.policy.name, cfg.policy, obs_spec.select(cfg.policy.obs_keys), action_spec)
+    policy = make_policy(cfg, *_specs(cfg))  # the env's specs; the policy reads policy.obs_keys of them
     algo_cfg = cfg.algo if isinstance(cfg.algo, BCConfig) else BCConfig()
     bc = BC(algo_cfg, policy, policy.obs_spec, policy.action_spec, device)
     data, tasks = chunk_dataset(episodes, getattr(policy, "chunk_size", 1))

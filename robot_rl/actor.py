@@ -19,7 +19,7 @@ import torch
 
 from robot_rl.env import RobotEnv
 from robot_rl.episode_store import EpisodeStore
-from robot_rl.registry import ENVS, POLICIES
+from robot_rl.registry import ENVS, make_policy
 from robot_rl.specs import spec_hash
 from robot_rl.transport.base import ActorTransport
 from robot_rl.types import Episode, Transition
@@ -144,8 +144,7 @@ class Actor:
         self.envs = list(envs) if envs is not None else make_envs(cfg, self.actor_id)
         self.obs_spec, self.action_spec = self.envs[0].obs_spec, self.envs[0].action_spec
         self.spec_hash = spec_hash(self.obs_spec, self.action_spec)
-        self.policy = policy if policy is not None else POLICIES.make(
-            cfg.policy.name, cfg.policy, self.obs_spec.select(cfg.policy.obs_keys), self.action_spec)
+        self.policy = policy if policy is not None else make_policy(cfg, self.obs_spec, self.action_spec)
         self.policy.eval()
         self.transport = transport
         directory = store_dir or cfg.actor.store_dir or Path(cfg.run_dir) / "episodes" / self.actor_id

@@ -17,7 +17,7 @@ import torch
 
 from robot_rl.actor import ActorStats, UtdPacer, env_seed, load_weights
 from robot_rl.episode_store import EpisodeStore
-from robot_rl.registry import POLICIES
+from robot_rl.registry import make_policy
 from robot_rl.specs import spec_hash
 from robot_rl.transport.base import ActorTransport
 from robot_rl.types import Episode, Transition
@@ -34,8 +34,7 @@ class BatchedActor:
         self.num_envs = int(env.num_envs)
         self.obs_spec, self.action_spec = env.obs_spec, env.action_spec
         self.spec_hash = spec_hash(self.obs_spec, self.action_spec)
-        self.policy = policy if policy is not None else POLICIES.make(
-            cfg.policy.name, cfg.policy, self.obs_spec.select(cfg.policy.obs_keys), self.action_spec)
+        self.policy = policy if policy is not None else make_policy(cfg, self.obs_spec, self.action_spec)
         self.policy.eval()
         self.policy_device = next(self.policy.parameters()).device
         self.transport = transport

@@ -327,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     """``torchrun ... -m robot_rl.distributed [overrides]``: rank 0 runs the learner, the others follow."""
     from robot_rl.config import load_config
     from robot_rl.learner import Learner, env_specs
-    from robot_rl.registry import ALGORITHMS, POLICIES
+    from robot_rl.registry import ALGORITHMS, make_policy
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     device = init_from_env()
@@ -351,9 +351,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             torch.manual_seed(cfg.seed)
             obs_spec, action_spec = env_specs(cfg)
-            obs_spec = obs_spec.select(cfg.policy.obs_keys)
-            policy = POLICIES.make(cfg.policy.name, cfg.policy, obs_spec, action_spec).to(device)
-            algo = ALGORITHMS.make(cfg.algo.name, cfg.algo, policy, obs_spec, action_spec, device)
+            policy = make_policy(cfg, obs_spec, action_spec).to(device)
+            algo = ALGORITHMS.make(cfg.algo.name, cfg.algo, policy, policy.obs_spec, action_spec, device)
             updates = DataParallelAlgorithm(algo).follow()
             log.info("rank %d: took part in %d updates", rank, updates)
     finally:

@@ -12,7 +12,7 @@ import torch
 from robot_rl.checkpoint import Checkpointer
 from robot_rl.config import load_resolved
 from robot_rl.config_errors import UsageError
-from robot_rl.registry import ENVS, POLICIES
+from robot_rl.registry import ENVS, make_policy
 
 log = logging.getLogger("robot_rl.eval")
 
@@ -97,7 +97,7 @@ def evaluate_checkpoint(checkpoint: str | Path, episodes: int, video: str | None
     ckpt, run_dir = find_checkpoint(checkpoint)
     cfg = load_resolved(run_dir / "config_learner.yaml", overrides)
     env = ENVS.make(cfg.env.name, cfg.env, seed=cfg.env.seed + 12345)
-    policy = POLICIES.make(cfg.policy.name, cfg.policy, env.obs_spec.select(cfg.policy.obs_keys), env.action_spec)
+    policy = make_policy(cfg, env.obs_spec, env.action_spec)
     state = Checkpointer.load_state(ckpt)
     policy.load_state_dict({k: torch.as_tensor(v) for k, v in state["policy"].items()})
     policy.eval()

@@ -20,7 +20,7 @@ import torch
 from robot_rl.checkpoint import Checkpointer, restore_rng, rng_state
 from robot_rl.config import config_hash, save_resolved, to_dict
 from robot_rl.episode_store import EpisodeStore
-from robot_rl.registry import ALGORITHMS, ENVS, POLICIES
+from robot_rl.registry import ALGORITHMS, ENVS, make_policy
 from robot_rl.replay import MixedSampler, ReplayBuffer
 from robot_rl.run_log import RunLogger
 from robot_rl.specs import ActionSpec, ObsSpec, spec_hash
@@ -65,9 +65,9 @@ class Learner:
         self.spec_hash = spec_hash(self.obs_spec, self.action_spec)
         self.config_hash = config_hash(cfg)
 
+        self.policy = make_policy(cfg, self.obs_spec, self.action_spec).to(self.device)
         # What the policy and critic read (policy.obs_keys); replay keeps every key the env emits.
-        self.policy_spec = self.obs_spec.select(cfg.policy.obs_keys)
-        self.policy = POLICIES.make(cfg.policy.name, cfg.policy, self.policy_spec, self.action_spec).to(self.device)
+        self.policy_spec = self.policy.obs_spec
         self.algo = ALGORITHMS.make(cfg.algo.name, cfg.algo, self.policy, self.policy_spec, self.action_spec,
                                     self.device)
         # Frozen camera encoders (policy.encoder=frozen|task): every frame is embedded once, on arrival, and replay

@@ -7,7 +7,7 @@ Feature packages register themselves on import; :func:`load_builtin` imports the
 from __future__ import annotations
 
 import importlib
-from typing import Callable, Generic, TypeVar
+from typing import Any, Callable, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -58,3 +58,10 @@ ENVS: Registry = Registry("env", ("robot_rl.sim",))
 POLICIES: Registry = Registry("policy", ("robot_rl.policies",))
 ALGORITHMS: Registry = Registry("algorithm", ("robot_rl.algorithms",))
 REWARD_MODELS: Registry = Registry("reward model", ("robot_rl.reward_models",))
+
+
+def make_policy(cfg: Any, obs_spec: Any, action_spec: Any) -> Any:
+    """The run's policy (``cfg.policy``) built on the observation keys it reads: ``policy.obs_keys`` of the env's
+    ``obs_spec`` (all of them when empty; an unknown key fails loudly). Every place that builds a run's policy
+    (learner, actors, evaluation, export) goes through here, so they all agree on its parameters."""
+    return POLICIES.make(cfg.policy.name, cfg.policy, obs_spec.select(cfg.policy.obs_keys), action_spec)

@@ -44,7 +44,7 @@ def load_teacher(checkpoint: str, config_file: str | None, overrides: Sequence[s
     from robot_rl.config import load_config, load_resolved
     from robot_rl.evaluate import find_checkpoint
     from robot_rl.hardware.mcu.student import as_teacher
-    from robot_rl.registry import ENVS, POLICIES
+    from robot_rl.registry import ENVS, make_policy
 
     if checkpoint == "expert":
         cfg = load_resolved(config_file, overrides) if config_file else load_config(overrides)
@@ -55,7 +55,7 @@ def load_teacher(checkpoint: str, config_file: str | None, overrides: Sequence[s
     ckpt, run_dir = find_checkpoint(checkpoint)
     cfg = load_resolved(run_dir / "config_learner.yaml", overrides)
     env = ENVS.make(cfg.env.name, cfg.env, seed=cfg.env.seed)
-    policy = POLICIES.make(cfg.policy.name, cfg.policy, env.obs_spec, env.action_spec)
+    policy = make_policy(cfg, env.obs_spec, env.action_spec)  # on policy.obs_keys, as the run trained it
     state = Checkpointer.load_state(ckpt)
     policy.load_state_dict({k: torch.as_tensor(v) for k, v in state["policy"].items()})
     return env, as_teacher(policy), f"teacher: {cfg.policy.name} policy from {ckpt} on {cfg.env.name}"
