@@ -19,8 +19,9 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from robot_rl.transport.chunking import Field, chunk_fields, empty_arrays, stack_into, views_as_arrays
-from robot_rl.transport.spill import Key, MappedSlot, SpillDir, chunk_files, read_frames, write_frames
+from robot_rl.transport.chunking import Field, chunk_fields, empty_arrays, frame_rows, stack_into, views_as_arrays
+from robot_rl.transport.spill import (Key, MappedSlot, SpillDir, chunk_files, mapping_budget, read_frames,
+                                      write_frames)
 from robot_rl.types import Transition
 
 __all__ = ["ArrayPool", "PendingChunk", "PendingChunks", "human_bytes", "read_frames", "write_frames"]
@@ -29,9 +30,9 @@ log = logging.getLogger("robot_rl.actor.transport")
 MAPPED_MIN_BYTES = 256 * 2**10
 """Smaller chunks are stacked in memory and written with one ``writev``: a mapping costs a file descriptor
 (Python's mmap keeps one open) and a kernel mapping, and saves little on a small copy."""
-MAX_MAPPED_CHUNKS = 128
-"""At most this many held chunks are mapped at once (file descriptors, ``vm.max_map_count``); the rest are
-written with ``writev``."""
+MAX_MAPPED_CHUNKS = mapping_budget()
+"""At most this many held chunks are mapped at once (a file descriptor each); the rest are written with
+``writev``. Enough for a commit period's chunks: past it every chunk cost a copy into memory and a ``writev``."""
 
 
 def human_bytes(n: float) -> str:
@@ -99,6 +100,9 @@ class PendingChunks:
         self.spill_dir = spill_dir
         self._chunks: "OrderedDict[Key, PendingChunk]" = OrderedDict()
         self.mem_bytes = 0
+        """Bytes of held chunks in the actor's own memory (what ``max_bytes`` bounds). A chunk stacked into its
+        mapped spill file is not counted: it is on disk (page cache the kernel writes back and may evict), and
+        unmapping it under memory pressure only cost a ``munmap`` now and a fresh mapping later."""
         self.spilled_total = 0
         self.unacked = 0
         """Chunks not yet acked (maintained incrementally: other threads may read it without a lock)."""
@@ -137,7 +141,7 @@ class PendingChunks:
 
     def _release(self, chunk: PendingChunk) -> None:
         """Drop a chunk's in-memory frames, recycling its pooled buffers when libzmq no longer uses them."""
-        if chunk.frames is not None:
+        if chunk.frames is not None and chunk.slot is None:
             self.mem_bytes -= chunk.nbytes
         if chunk.buffers and chunk.libzmq_done:
             self.pool.release(chunk.buffers)
@@ -188,7 +192,8 @@ class PendingChunks:
         mapped in memory: that one copy is also the spill write, and the chunk is on disk (page cache) before it
         is sent. If the file cannot be made (disk full), the chunk is built in memory, the write is retried
         later (:meth:`retry_spill`) and :attr:`unpersisted` says so meanwhile."""
-        fields = chunk_fields(items)
+        rows, obs_row = frame_rows([t.obs for t in items], [t.next_obs for t in items])
+        fields = chunk_fields(items, len(rows))
         head = header(fields)
         sizes = [len(head)] + [int(np.prod(shape)) * dtype.itemsize for _, shape, dtype in fields]
         write_failed = False
@@ -203,7 +208,7 @@ class PendingChunks:
                 try:
                     views[0][:] = head
                     arrays = views_as_arrays(fields, views[1:])
-                    stack_into(items, arrays)
+                    stack_into(items, rows, obs_row, arrays)
                     path = self._spill.persist(slot, key)
                 except OSError as exc:  # the rename failed (directory gone): build it in memory below
                     self._spill.abandon(slot)
@@ -214,15 +219,15 @@ class PendingChunks:
                     raise
                 else:
                     self._spill_ok()
-                    chunk = self._hold(key, [head, *arrays.values()], len(items), buffers=None)
+                    chunk = self._hold(key, [head, *arrays.values()], len(items), buffers=None, in_memory=False)
                     chunk.spill_path, chunk.slot = path, slot
                     self._mapped += 1
                     self._spill_if_needed()
                     return
         arrays = empty_arrays(fields, self.pool.empty)
-        stack_into(items, arrays)
+        stack_into(items, rows, obs_row, arrays)
         frames = [head, *arrays.values()]
-        observations = [a for name, a in arrays.items() if name.startswith(("obs/", "next_obs/"))]
+        observations = [a for name, a in arrays.items() if name.startswith("frames/")]
         if write_failed:
             # its mapped file could not be made just now: hold it, write it once there is room (retry_spill)
             self._persist_later(self._hold(key, frames, len(items), buffers=observations))
@@ -231,10 +236,11 @@ class PendingChunks:
             self.add(key, frames, len(items), persist, buffers=observations)
 
     def _hold(self, key: Key, frames: list[Any], n_transitions: int,
-              buffers: list[np.ndarray] | None) -> PendingChunk:
+              buffers: list[np.ndarray] | None, in_memory: bool = True) -> PendingChunk:
         nbytes = sum(_frame_bytes(f).nbytes for f in frames)
         self._chunks[key] = chunk = PendingChunk(frames, nbytes, n_transitions, buffers=buffers)
-        self.mem_bytes += nbytes
+        if in_memory:
+            self.mem_bytes += nbytes
         self.unacked += 1
         return chunk
 
@@ -273,8 +279,8 @@ class PendingChunks:
         for key, chunk in self._chunks.items():
             if self.max_bytes >= 0 and self.mem_bytes <= self.max_bytes * 0.75:
                 break
-            if chunk.frames is None:
-                continue
+            if chunk.frames is None or (chunk.slot is not None and self.max_bytes >= 0):
+                continue  # spilled, or mapped (on disk already, not in mem_bytes): kept until commit or close
             if chunk.spill_path is None:  # already on disk when persisted at creation
                 chunk.spill_path = self._write_spill(key, chunk.frames)
                 if chunk.spill_path is None:
@@ -355,6 +361,8 @@ class PendingChunks:
     def commit(self, incarnation: str, through_seq: int) -> int:
         """Forget chunks ``(incarnation, seq <= through_seq)``; returns how many were dropped."""
         drop = [k for k in self._chunks if k[0] == incarnation and k[1] <= through_seq]
+        if self._spill is not None:  # recycle as many files as the uncommitted set occupies: the next ones need them
+            self._spill.keep_free(sum(c.nbytes + 4096 for c in self._chunks.values() if c.spill_path is not None))
         for key in drop:
             self._forget(key)
         return len(drop)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
+import resource
 import struct
 import sys
 from collections import OrderedDict
@@ -37,8 +38,20 @@ from robot_rl.storage import remove_stale_temporaries
 
 Key = tuple[str, int]  # (incarnation, seq)
 CHUNK_SUFFIX = ".chunk"
-MAX_FREE_MAPPINGS = 64
-"""Recycled files kept mapped (each mapping holds a file descriptor); beyond that they are mapped again."""
+
+
+def mapping_budget() -> int:
+    """How many spill files one actor may keep mapped, for held chunks and again for recycled files. Python's
+    mmap keeps a file descriptor per mapping, so together they take at most half the soft ``RLIMIT_NOFILE``;
+    never more than 1024 each (6.4 GB of 6.3 MB image chunks), never fewer than 16."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return 1024 if soft == resource.RLIM_INFINITY else max(16, min(1024, soft // 4))
+
+
+MAX_FREE_MAPPINGS = mapping_budget()
+"""Recycled files kept mapped (each mapping holds a file descriptor); beyond that they are mapped again. As many
+as a commit period's chunks: a fresh mapping populated page by page cost 4x the chunk's copy (py-spy, 6.3 MB
+chunks: ``madvise(MADV_POPULATE_WRITE)`` 26% of the actor's IO thread when only 64 were kept)."""
 FREE_PREFIX = ".free-"
 
 
@@ -119,7 +132,8 @@ class MappedSlot:
 
 
 class SpillDir:
-    """Chunk files of one actor, and the committed ones kept for reuse (at most ``max_free_bytes`` of them).
+    """Chunk files of one actor, and the committed ones kept for reuse (``max_free_bytes`` of them, or what the
+    last commit released if more: :meth:`keep_free`).
 
     Used by one thread at a time (the actor's IO thread, then ``close``): no locking."""
 
@@ -136,6 +150,15 @@ class SpillDir:
         self._maps: dict[Path, mmap.mmap] = {}  # free files still mapped (reused without a page fault)
         self._free_bytes = 0
         self._next_free = 0
+        self._free_cap = self.max_free_bytes
+
+    def keep_free(self, nbytes: int) -> None:
+        """Keep up to ``nbytes`` of recycled files (at least ``max_free_bytes``): the actor calls it with the
+        size of the chunks a commit releases, which is what the next commit period's chunks will occupy. Sized
+        below that, recycled files were deleted and new ones made, allocated and faulted in (an ``unlink`` and a
+        ``madvise`` per chunk: a third of the actor's IO thread at 1 s commits, 790 MB per period)."""
+        self._free_cap = max(self.max_free_bytes, int(nbytes))
+        self._trim_free()
 
     def path(self, key: Key) -> Path:
         return self.directory / f"{key[0]}-{key[1]:012d}{CHUNK_SUFFIX}"
@@ -233,7 +256,7 @@ class SpillDir:
         file must not be overwritten; it is deleted (the mapping stays valid until its last view goes)."""
         try:
             size = path.stat().st_size
-            if not reusable or size > self.max_free_bytes:
+            if not reusable or size > self._free_cap:
                 path.unlink()
                 return
             free = self.directory / f"{FREE_PREFIX}{self._next_free}.spill"
@@ -256,7 +279,10 @@ class SpillDir:
         self._free_bytes += size
         if mm is not None and len(self._maps) < MAX_FREE_MAPPINGS:
             self._maps[path] = mm
-        while self._free_bytes > self.max_free_bytes:
+        self._trim_free()
+
+    def _trim_free(self) -> None:
+        while self._free_bytes > self._free_cap:
             oldest = next(iter(self._free))
             self._forget_free(oldest)
             with contextlib.suppress(FileNotFoundError):

@@ -24,12 +24,14 @@ import msgpack
 import numpy as np
 
 from robot_rl.specs import ActionSpec, ObsSpec, SpecError
+from robot_rl.transport.chunking import frame_rows
 from robot_rl.types import SCALAR_FIELDS, VECTOR_FIELDS, Batch
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 """1: hello/welcome/reject/heartbeat/chunk/ack/commit/unknown_peer/weights. 2: weights carry the learner incarnation
 (a restarted learner's versions are taken at once). 3: + control (learner -> actor: the dashboard's pause/resume/
-label) and status (actor -> learner: its fleet-table figures)."""
+label) and status (actor -> learner: its fleet-table figures). 4: a chunk carries each observation frame once
+(``frames/<key>`` + ``obs_row``, see :func:`chunk_layout`) instead of ``obs/<key>`` and ``next_obs/<key>``."""
 MAX_HEADER_BYTES = 64 * 1024
 MAX_CHUNK_TRANSITIONS = 4096
 _ALIGN = 64  # tensor payloads start on a 64-byte boundary inside a weights frame
@@ -252,11 +254,15 @@ class ActorStatus:
 
 # ------------------------------------------------------------------------------------------------ chunks
 def chunk_layout(obs_spec: ObsSpec, action_spec: ActionSpec) -> list[tuple[str, tuple[int, ...], str]]:
-    """Expected ``(name, per-row shape, dtype)`` of every buffer in a chunk, in wire order."""
-    layout = [(f"obs/{k}", s.shape, s.dtype) for k, s in obs_spec.fields.items()]
-    layout += [(f"next_obs/{k}", s.shape, s.dtype) for k, s in obs_spec.fields.items()]
+    """Expected ``(name, per-row shape, dtype)`` of every buffer in a chunk of n transitions, in wire order:
+    ``frames/<key>`` (m rows, n < m <= 2n: the distinct observation frames), then the per-step fields
+    (n rows) and ``obs_row`` (int32, (n,)): transition i's obs is frame row ``obs_row[i]`` and its next_obs row
+    ``obs_row[i] + 1``. Within an episode next_obs[i] is obs[i + 1], so m = n + 1 and the frame bytes are half
+    of sending obs and next_obs apart."""
+    layout = [(f"frames/{k}", s.shape, s.dtype) for k, s in obs_spec.fields.items()]
     layout += [(name, action_spec.shape, "float32") for name in VECTOR_FIELDS]
     layout += [(name, (), dtype) for name, dtype in SCALAR_FIELDS.items()]
+    layout.append(("obs_row", (), "int32"))
     return layout
 
 
@@ -270,12 +276,29 @@ def chunk_header(fields: Sequence[tuple[str, tuple[int, ...], np.dtype]], actor_
 
 
 def encode_chunk(batch: Batch, actor_id: str, incarnation: str, seq: int, spec_hash: str) -> list[Any]:
-    """Header + one buffer per field. Buffers are the arrays themselves (zero-copy when contiguous)."""
-    arrays = batch.arrays()
-    buffers = [np.ascontiguousarray(a) for a in arrays.values()]
-    header = chunk_header([(name, b.shape, b.dtype) for name, b in zip(arrays, buffers)], actor_id, incarnation,
-                          seq, len(batch), spec_hash)
-    return [header, *buffers]
+    """Header + one buffer per field (tests and tools; an actor stacks its transitions straight into these
+    buffers, :mod:`robot_rl.transport.chunking`). Frames are shared where ``next_obs[i]`` equals ``obs[i + 1]``."""
+    keys = sorted(batch.obs)
+    n = len(batch)
+    rows, obs_row = frame_rows([{k: batch.obs[k][i] for k in keys} for i in range(n)],
+                               [{k: batch.next_obs[k][i] for k in keys} for i in range(n)])
+    arrays = {f"frames/{k}": np.stack([row[k] for row in rows]) for k in keys}
+    arrays.update({name: np.ascontiguousarray(getattr(batch, name)) for name in VECTOR_FIELDS + tuple(SCALAR_FIELDS)})
+    arrays["obs_row"] = obs_row
+    header = chunk_header([(name, a.shape, a.dtype) for name, a in arrays.items()], actor_id, incarnation, seq, n,
+                          spec_hash)
+    return [header, *arrays.values()]
+
+
+def _obs_from_frames(frames: np.ndarray, obs_row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(obs, next_obs) of a chunk from its frame rows: views when the rows are regular (m = n + 1 within an
+    episode: ``frames[:-1]``/``frames[1:]``; m = 2n when nothing is shared: every other row), else a gather."""
+    n, m = len(obs_row), len(frames)
+    if m == n + 1:
+        return frames[:-1], frames[1:]
+    if m == 2 * n:
+        return frames[0::2], frames[1::2]
+    return frames[obs_row], frames[obs_row + 1]
 
 
 @dataclass
@@ -307,11 +330,14 @@ def decode_chunk(header: Mapping[str, Any], buffers: Sequence[Any], obs_spec: Ob
         if not (isinstance(desc, list) and len(desc) == 3 and isinstance(desc[0], str)
                 and isinstance(desc[1], list) and all(_is_int(d) for d in desc[1]) and isinstance(desc[2], str)):
             raise WireError(f"malformed field description {str(desc)[:200]} (want [name, [dims...], dtype])")
+    m = fields[0][1][0] if fields[0][1] else -1  # frame rows, checked against every frames/ field below
+    if not n < m <= 2 * n:
+        raise WireError(f"chunk of {n} transitions has {m} frames (expected {n + 1}..{2 * n})")
     arrays: dict[str, np.ndarray] = {}
     for (name, shape, dtype), desc, buf in zip(expected, fields, buffers):
         if desc[0] != name:
             raise WireError(f"field order: got {desc[0]!r}, expected {name!r}")
-        want_shape = [n, *shape]
+        want_shape = [m if name.startswith("frames/") else n, *shape]
         if desc[1] != want_shape or desc[2] != dtype:
             raise WireError(f"{name}: described as {desc[2]} {desc[1]}, spec says {dtype} {want_shape}")
         view = memoryview(buf)
@@ -319,6 +345,13 @@ def decode_chunk(header: Mapping[str, Any], buffers: Sequence[Any], obs_spec: Ob
         if view.nbytes != nbytes:
             raise WireError(f"{name}: buffer has {view.nbytes} bytes, expected {nbytes}")
         arrays[name] = np.frombuffer(view, dtype=dtype).reshape(want_shape)
+    obs_row = arrays.pop("obs_row")
+    # rows in order, each one or two past the previous, the last next_obs the last frame: every index in range
+    steps = np.diff(obs_row)
+    if obs_row[0] != 0 or obs_row[-1] != m - 2 or not ((steps == 1) | (steps == 2)).all():
+        raise WireError(f"obs_row {obs_row[:8].tolist()}... does not index {m} frames in order")
+    for key in obs_spec.fields:
+        arrays[f"obs/{key}"], arrays[f"next_obs/{key}"] = _obs_from_frames(arrays.pop(f"frames/{key}"), obs_row)
     batch = Batch.from_arrays(arrays, actor_id=(actor_id,) * n)
     try:
         batch.check(obs_spec, action_spec)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from robot_rl.transport import pending as pending_module
-from robot_rl.transport.chunking import chunk_fields, stack_into, views_as_arrays
+from robot_rl.transport.chunking import chunk_fields, frame_rows, stack_into, views_as_arrays
 from robot_rl.transport.pending import PendingChunks
 from robot_rl.transport.spill import SpillDir, chunk_files, read_frames
 from robot_rl.transport.wire import chunk_header, decode_chunk, encode_chunk, unpack_header
@@ -158,7 +158,7 @@ def test_a_full_disk_keeps_the_chunk_in_memory_and_writes_it_later(tmp_path, min
         resource.setrlimit(resource.RLIMIT_FSIZE, (64, hard))
         pending.add_transitions(("inc", 0), _transitions(4), _header(0, 4), persist=True)
         assert pending.unpersisted and pending.spill_failures == 1 and "File too large" in pending.spill_error
-        assert len(_bytes(pending.frames(("inc", 0)))) == 13  # held in memory, whole
+        assert len(_bytes(pending.frames(("inc", 0)))) == 12  # held in memory, whole
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
         pending.retry_spill()
         assert not pending.unpersisted and pending.spill_error is None
@@ -174,11 +174,13 @@ def test_a_full_disk_keeps_the_chunk_in_memory_and_writes_it_later(tmp_path, min
 def test_fields_follow_the_first_transition_and_reject_a_mismatch(tmp_path):
     items = _transitions(3)
     items[2].obs["images/front"] = np.zeros((6, 9, 3), np.uint8)  # a camera changed size mid-chunk
-    fields = chunk_fields(items)
-    assert fields[0] == ("obs/images/front", (3, 6, 8, 3), np.dtype(np.uint8))
+    rows, obs_row = frame_rows([t.obs for t in items], [t.next_obs for t in items])
+    assert obs_row.tolist() == [0, 1, 2]  # items[2].obs is items[1].next_obs (one dict): 4 frames
+    fields = chunk_fields(items, len(rows))
+    assert fields[0] == ("frames/images/front", (4, 6, 8, 3), np.dtype(np.uint8))
     arrays = views_as_arrays(fields, [memoryview(bytearray(int(np.prod(s)) * d.itemsize)) for _, s, d in fields])
     with pytest.raises(ValueError):
-        stack_into(items, arrays)
+        stack_into(items, rows, obs_row, arrays)
 
 
 def test_mapped_chunks_are_capped_and_the_rest_written(tmp_path, map_small_chunks, monkeypatch):

@@ -211,3 +211,60 @@ def test_weights_carry_the_learner_incarnation():
     assert (old.incarnation, new.incarnation) == ("L1", "L2")
     assert new.supersedes(old)  # a restarted learner's first weights win despite the lower version
     assert later.supersedes(new) and not new.supersedes(later) and not later.supersedes(later)
+
+
+def _frame_transitions(pattern: str, seed: int = 0):
+    """Transitions whose frames follow ``pattern``: 'c' = obs is the previous next_obs (same episode), 'b' = a
+    new episode starts (a reset frame), 'i' = an equal copy of the previous next_obs (a batched env's per-step
+    copy). Returns them with the spec."""
+    from robot_rl.specs import ActionSpec, ArraySpec, ObsSpec, spec_hash
+    from robot_rl.types import Transition
+
+    obs_spec = ObsSpec({"images/top": ArraySpec((4, 5, 3), "uint8"), "state": ArraySpec((3,), "float32")})
+    action_spec = ActionSpec((2,), -1, 1)
+    rng = np.random.default_rng(seed)
+    frame = lambda: {"images/top": rng.integers(0, 255, (4, 5, 3), np.uint8),
+                     "state": rng.standard_normal(3).astype(np.float32)}
+    items, nxt = [], None
+    for i, kind in enumerate(pattern):
+        obs = nxt if kind == "c" and nxt is not None else (
+            {k: v.copy() for k, v in nxt.items()} if kind == "i" and nxt is not None else frame())
+        nxt = frame()
+        items.append(Transition(obs, rng.uniform(-1, 1, 2).astype(np.float32), float(i), nxt, False, False, "a0", 0, i))
+    return items, obs_spec, action_spec, spec_hash(obs_spec, action_spec)
+
+
+@pytest.mark.parametrize("pattern,frames", [("bcccccc", 8), ("bccbccc", 9), ("bbbb", 8), ("bicic", 6)])
+def test_a_chunk_carries_each_frame_once_and_decodes_to_the_same_batch(pattern, frames):
+    items, obs_spec, action_spec, sh = _frame_transitions(pattern)
+    batch = Batch.from_transitions(items)
+    encoded = wire.encode_chunk(batch, "a0", "inc", 7, sh)
+    layout = {name: shape for name, shape, _ in msgpack.unpackb(encoded[0])["fields"]}
+    assert layout["frames/images/top"][0] == frames  # n + 1 within one episode, one more per boundary
+    chunk = _decode(encoded, obs_spec, action_spec, sh)
+    for name, arr in batch.arrays().items():
+        np.testing.assert_array_equal(chunk.batch.arrays()[name], arr)
+    obs, nxt = chunk.batch.obs["images/top"], chunk.batch.next_obs["images/top"]
+    # regular rows (n + 1: next_obs is obs shifted by one row; 2n: every other row): views of the received
+    # buffer, no copy; irregular ones are gathered
+    assert (not obs.flags.owndata and not nxt.flags.owndata) == (frames in (len(items) + 1, 2 * len(items)))
+    assert np.shares_memory(obs, nxt) == (frames == len(items) + 1)
+
+
+@pytest.mark.parametrize("obs_row", [[0, 1, 3, 5], [1, 2, 3, 4], [0, 2, 1, 3], [0, 1, 2, 3], [0, 3, 4, 4], [-2, 0, 2, 4]])
+def test_an_obs_row_that_does_not_index_the_frames_in_order_is_rejected(obs_row):
+    items, obs_spec, action_spec, sh = _frame_transitions("bcbc")  # 6 frames, obs_row [0, 1, 3, 4]
+    encoded = wire.encode_chunk(Batch.from_transitions(items), "a0", "inc", 7, sh)
+    encoded[-1] = np.asarray(obs_row, np.int32)
+    with pytest.raises(WireError, match="obs_row"):
+        _decode(encoded, obs_spec, action_spec, sh)
+
+
+@pytest.mark.parametrize("rows", [4, 9])
+def test_a_frame_count_outside_n_plus_1_to_2n_is_rejected(rows):
+    items, obs_spec, action_spec, sh = _frame_transitions("bccc")
+    encoded = wire.encode_chunk(Batch.from_transitions(items), "a0", "inc", 7, sh)
+    fields = msgpack.unpackb(encoded[0])["fields"]
+    fields[0][1][0] = rows
+    with pytest.raises(WireError, match="frames"):
+        _decode(_mutated_header(encoded, fields=fields), obs_spec, action_spec, sh)
