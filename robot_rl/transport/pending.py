@@ -11,6 +11,7 @@ original incarnation and seq, which the learner's ledger deduplicates.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -195,7 +196,7 @@ class PendingChunks:
         rows, obs_row = frame_rows([t.obs for t in items], [t.next_obs for t in items])
         fields = chunk_fields(items, len(rows))
         head = header(fields)
-        sizes = [len(head)] + [int(np.prod(shape)) * dtype.itemsize for _, shape, dtype in fields]
+        sizes = [len(head)] + [math.prod(shape) * dtype.itemsize for _, shape, dtype in fields]
         write_failed = False
         if (persist and self._spill is not None and sum(sizes) >= MAPPED_MIN_BYTES
                 and self._mapped < MAX_MAPPED_CHUNKS):
@@ -219,7 +220,7 @@ class PendingChunks:
                     raise
                 else:
                     self._spill_ok()
-                    chunk = self._hold(key, [head, *arrays.values()], len(items), buffers=None, in_memory=False)
+                    chunk = self._hold(key, [head, *arrays.values()], len(items), buffers=None, nbytes=sum(sizes))
                     chunk.spill_path, chunk.slot = path, slot
                     self._mapped += 1
                     self._spill_if_needed()
@@ -235,9 +236,11 @@ class PendingChunks:
         else:  # small (or many mapped already): one writev when persisted
             self.add(key, frames, len(items), persist, buffers=observations)
 
-    def _hold(self, key: Key, frames: list[Any], n_transitions: int,
-              buffers: list[np.ndarray] | None, in_memory: bool = True) -> PendingChunk:
-        nbytes = sum(_frame_bytes(f).nbytes for f in frames)
+    def _hold(self, key: Key, frames: list[Any], n_transitions: int, buffers: list[np.ndarray] | None,
+              nbytes: int | None = None) -> PendingChunk:
+        """Hold a chunk; ``nbytes`` given: its frames are in a mapped spill file, not in memory."""
+        in_memory = nbytes is None
+        nbytes = sum(_frame_bytes(f).nbytes for f in frames) if nbytes is None else nbytes
         self._chunks[key] = chunk = PendingChunk(frames, nbytes, n_transitions, buffers=buffers)
         if in_memory:
             self.mem_bytes += nbytes

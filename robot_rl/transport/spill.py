@@ -146,7 +146,7 @@ class SpillDir:
             with contextlib.suppress(FileNotFoundError):
                 leftover.unlink()
         self._free: "OrderedDict[Path, int]" = OrderedDict()  # path -> size, least recently freed first
-        self._free_by_size: dict[int, list[Path]] = {}
+        self._free_by_size: dict[int, dict[Path, None]] = {}  # size -> its free files, least recently freed first
         self._maps: dict[Path, mmap.mmap] = {}  # free files still mapped (reused without a page fault)
         self._free_bytes = 0
         self._next_free = 0
@@ -275,7 +275,7 @@ class SpillDir:
 
     def _add_free(self, path: Path, size: int, mm: mmap.mmap | None) -> None:
         self._free[path] = size
-        self._free_by_size.setdefault(size, []).append(path)
+        self._free_by_size.setdefault(size, {})[path] = None
         self._free_bytes += size
         if mm is not None and len(self._maps) < MAX_FREE_MAPPINGS:
             self._maps[path] = mm
@@ -293,7 +293,7 @@ class SpillDir:
         if not self._free_by_size:
             return None
         nearest = min(self._free_by_size, key=lambda s: abs(s - size))
-        path = self._free_by_size[nearest][-1]  # the most recently freed: likeliest still in the page cache
+        path = next(reversed(self._free_by_size[nearest]))  # the most recently freed: likeliest in the page cache
         mm = self._maps.get(path)
         self._forget_free(path)
         return path, nearest, mm
@@ -302,7 +302,7 @@ class SpillDir:
         self._maps.pop(path, None)
         size = self._free.pop(path)
         bucket = self._free_by_size[size]
-        bucket.remove(path)
+        del bucket[path]
         if not bucket:
             del self._free_by_size[size]
         self._free_bytes -= size

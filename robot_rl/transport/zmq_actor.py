@@ -190,8 +190,10 @@ class ZmqActorClient(ActorTransport):
                     oldest_wait = now
                 if self._incoming and (len(self._incoming) >= self.cfg.chunk_size or self._flush.is_set()
                                        or now - oldest_wait >= self.cfg.flush_interval_s):
-                    self._make_chunks(force=True)
-                    oldest_wait = None
+                    # The tail goes as a partial chunk only when asked (flush) or late: chunking whatever had
+                    # arrived made odd-sized chunks (recycled spill files of another size, more messages).
+                    self._make_chunks(force=self._flush.is_set() or now - oldest_wait >= self.cfg.flush_interval_s)
+                    oldest_wait = now if self._incoming else None
                 self._flush.clear()
                 if (self.pending.backpressure or self.pending.unpersisted) and now >= next_spill_retry:
                     # the disk may have room again
