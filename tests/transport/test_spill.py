@@ -193,3 +193,19 @@ def test_mapped_chunks_are_capped_and_the_rest_written(tmp_path, map_small_chunk
     pending.commit("inc", 0)  # a mapping freed: the next chunk is mapped again
     pending.add_transitions(("inc", 3), _transitions(4, seed=3), _header(3, 4), persist=True)
     assert pending.get(("inc", 3)).slot is not None
+
+
+def test_a_commit_keeps_files_for_the_whole_uncommitted_set_whatever_the_memory_bound(tmp_path, map_small_chunks):
+    """max_bytes bounds chunks held in memory, not recycled files: a commit period's worth are kept for reuse
+    (deleting them made every later chunk a new file, allocated and faulted in)."""
+    pending = PendingChunks(100, tmp_path)  # a bound far below one chunk
+    for seq in range(6):
+        pending.add_transitions(("inc", seq), _transitions(4, seed=seq), _header(seq, 4), persist=True)
+    assert pending.mem_bytes == 0 and not pending.backpressure  # mapped chunks live in their files
+    files = {p.stat().st_ino for p in tmp_path.iterdir()}
+    assert pending.commit("inc", 5) == 6
+    assert len(list(tmp_path.glob(".free-*"))) == 6
+    for seq in range(6, 12):
+        pending.add_transitions(("inc", seq), _transitions(4, seed=seq), _header(seq, 4), persist=True)
+    assert {p.stat().st_ino for p in tmp_path.iterdir()} == files  # every new chunk reused a committed file
+    assert all(pending.get(("inc", s)).slot is not None for s in range(6, 12))
