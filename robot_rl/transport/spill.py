@@ -157,7 +157,9 @@ class SpillDir:
         size of the chunks a commit releases, which is what the next commit period's chunks will occupy. Sized
         below that, recycled files were deleted and new ones made, allocated and faulted in (an ``unlink`` and a
         ``madvise`` per chunk: a third of the actor's IO thread at 1 s commits, 790 MB per period)."""
-        self._free_cap = max(self.max_free_bytes, int(nbytes))
+        # shrinks slowly (5% a commit): commit periods vary (a learner busy checkpointing), and a pool cut to
+        # a short period's size would make the next long period's chunks new files again
+        self._free_cap = max(self.max_free_bytes, int(nbytes), int(self._free_cap * 0.95))
         self._trim_free()
 
     def path(self, key: Key) -> Path:
