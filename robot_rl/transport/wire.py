@@ -15,6 +15,7 @@ frame is rejected and acked as such, so an actor never resends it forever).
 from __future__ import annotations
 
 import functools
+import math
 import struct
 from dataclasses import dataclass, fields as dataclass_fields
 from enum import Enum
@@ -347,7 +348,7 @@ def decode_chunk(header: Mapping[str, Any], buffers: Sequence[Any], obs_spec: Ob
         if desc[1] != want_shape or desc[2] != dtype:
             raise WireError(f"{name}: described as {desc[2]} {desc[1]}, spec says {dtype} {want_shape}")
         view = memoryview(buf)
-        nbytes = int(np.prod(want_shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        nbytes = math.prod(want_shape) * np.dtype(dtype).itemsize  # Python ints: exact, and 10x cheaper
         if view.nbytes != nbytes:
             raise WireError(f"{name}: buffer has {view.nbytes} bytes, expected {nbytes}")
         arrays[name] = np.frombuffer(view, dtype=dtype).reshape(want_shape)
