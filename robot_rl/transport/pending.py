@@ -83,6 +83,9 @@ class PendingChunk:
     """zmq MessageTracker of the last send: a buffer is reused only once libzmq is done with it."""
     slot: MappedSlot | None = None
     """The mapped spill file ``frames`` point into (stacked there directly), None for in-memory buffers."""
+    was_mapped: bool = False
+    """Stacked into a mapped file (``slot`` is dropped at close): without the mapping to check, the file is
+    deleted at commit rather than reused (a send from that mapping may still be in flight)."""
 
     @property
     def libzmq_done(self) -> bool:
@@ -221,7 +224,7 @@ class PendingChunks:
                 else:
                     self._spill_ok()
                     chunk = self._hold(key, [head, *arrays.values()], len(items), buffers=None, nbytes=sum(sizes))
-                    chunk.spill_path, chunk.slot = path, slot
+                    chunk.spill_path, chunk.slot, chunk.was_mapped = path, slot, True
                     self._mapped += 1
                     self._spill_if_needed()
                     return
@@ -377,7 +380,7 @@ class PendingChunks:
             self.unacked -= 1
         if chunk.persist_pending:
             self._unpersisted -= 1
-        slot, reusable = chunk.slot, chunk.libzmq_done
+        slot, reusable = chunk.slot, chunk.libzmq_done and (chunk.slot is not None or not chunk.was_mapped)
         self._release(chunk)
         if chunk.spill_path is not None and self._spill is not None:
             # the next chunk of its size is written over it (mapped, if it was), unless libzmq may still read it

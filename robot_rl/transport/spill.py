@@ -131,6 +131,15 @@ class MappedSlot:
     mm: mmap.mmap
 
 
+def _unexported(mm: mmap.mmap) -> bool:
+    """No buffer of ``mm`` is alive (resizing to its own size is refused while one is, and does nothing else)."""
+    try:
+        mm.resize(len(mm))
+    except BufferError:
+        return False
+    return True
+
+
 class SpillDir:
     """Chunk files of one actor, and the committed ones kept for reuse (``max_free_bytes`` of them, or what the
     last commit released if more: :meth:`keep_free`).
@@ -258,7 +267,7 @@ class SpillDir:
         file must not be overwritten; it is deleted (the mapping stays valid until its last view goes)."""
         try:
             size = path.stat().st_size
-            if not reusable or size > self._free_cap:
+            if not reusable or size > self._free_cap or (slot is not None and slot.size != size):
                 path.unlink()
                 return
             free = self.directory / f"{FREE_PREFIX}{self._next_free}.spill"
@@ -266,7 +275,7 @@ class SpillDir:
             os.replace(path, free)
         except FileNotFoundError:
             return
-        self._add_free(free, size, slot.mm if slot is not None and slot.size == size else None)
+        self._add_free(free, size, slot.mm if slot is not None else None)
 
     def close(self) -> None:
         """Delete the recycled files (a clean stop leaves only the chunks still uncommitted)."""
@@ -279,7 +288,12 @@ class SpillDir:
         self._free[path] = size
         self._free_by_size.setdefault(size, {})[path] = None
         self._free_bytes += size
-        if mm is not None and len(self._maps) < MAX_FREE_MAPPINGS:
+        if mm is not None:
+            if len(self._maps) >= MAX_FREE_MAPPINGS:  # untracked, its mapping could not be checked at reuse
+                self._forget_free(path)
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                return
             self._maps[path] = mm
         self._trim_free()
 
@@ -291,14 +305,21 @@ class SpillDir:
                 oldest.unlink()
 
     def _take_free(self, size: int) -> tuple[Path, int, mmap.mmap | None] | None:
-        """The recycled file nearest in size (most recently freed among equals), its size and its mapping."""
-        if not self._free_by_size:
-            return None
-        nearest = min(self._free_by_size, key=lambda s: abs(s - size))
-        path = next(reversed(self._free_by_size[nearest]))  # the most recently freed: likeliest in the page cache
-        mm = self._maps.get(path)
-        self._forget_free(path)
-        return path, nearest, mm
+        """The recycled file nearest in size (most recently freed among equals), its size and its mapping.
+
+        A file whose mapping still has buffers exported (a zero-copy send of its last chunk that pyzmq has not
+        released) is deleted instead of reused: rewriting it could change bytes libzmq is still sending, and
+        truncating it (another size) made such a send fail with EFAULT, which aborts libzmq."""
+        while self._free_by_size:
+            nearest = min(self._free_by_size, key=lambda s: abs(s - size))
+            path = next(reversed(self._free_by_size[nearest]))  # most recently freed: likeliest in the page cache
+            mm = self._maps.get(path)
+            self._forget_free(path)
+            if mm is None or _unexported(mm):
+                return path, nearest, mm
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()  # the mapping stays valid for whoever still reads it
+        return None
 
     def _forget_free(self, path: Path) -> None:
         self._maps.pop(path, None)

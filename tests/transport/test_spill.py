@@ -209,3 +209,22 @@ def test_a_commit_keeps_files_for_the_whole_uncommitted_set_whatever_the_memory_
         pending.add_transitions(("inc", seq), _transitions(4, seed=seq), _header(seq, 4), persist=True)
     assert {p.stat().st_ino for p in tmp_path.iterdir()} == files  # every new chunk reused a committed file
     assert all(pending.get(("inc", s)).slot is not None for s in range(6, 12))
+
+
+def test_a_file_whose_mapping_is_still_exported_is_never_rewritten_or_truncated(tmp_path):
+    """A zero-copy send holds a view of the chunk's mapping until pyzmq releases it; reusing the file then could
+    change bytes still being sent, and truncating it made libzmq's send fail with EFAULT (an abort)."""
+    spill = SpillDir(tmp_path, max_free_bytes=1 << 20)
+    slot, views = spill.open_mapped([4, 1000])
+    views[1][:] = b"z" * 1000
+    in_flight = np.frombuffer(views[1], np.uint8)  # what a send in flight still holds
+    del views
+    spill.recycle(spill.persist(slot, ("inc", 0)), slot, reusable=True)  # committed, but still exported
+    again, new_views = spill.open_mapped([4, 500])  # another size: the free file would be truncated
+    new_views[1][:] = b"n" * 500
+    assert again.path != slot.path and not slot.path.exists()  # a new file; the exported one was deleted
+    assert bytes(in_flight) == b"z" * 1000  # the bytes in flight are intact and still readable
+    del in_flight, new_views
+    spill.recycle(spill.persist(again, ("inc", 1)), again)
+    reused, _ = spill.open_mapped([4, 500])
+    assert reused.mm is again.mm  # released: its file and mapping are reused as before
