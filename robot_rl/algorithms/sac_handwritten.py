@@ -95,51 +95,64 @@ class HandWrittenSACUpdate:
         self._buffers: dict[int, dict[str, torch.Tensor]] = {}
 
     def _buffers_for(self, n: int) -> dict[str, torch.Tensor]:
-        """Activation/gradient buffers for minibatch size ``n`` (allocated on first use)."""
+        """Activation/gradient buffers for minibatch size ``n`` (allocated on first use), with the views of them
+        the update reads (made once here: a view costs ~1 us of dispatch, and the update takes ~50)."""
         if n in self._buffers:
             return self._buffers[n]
         ref = self.algo.log_alpha
         new = lambda *shape: torch.empty(shape, device=ref.device, dtype=ref.dtype)  # noqa: E731
-        e, d, c = self.num_members, self.feature_dim + self.action_dim, self.action_dim
-        b = {
-            # Critic inputs [features | action]: rows :n (next_obs, next action) for the target critic, rows
-            # n: (obs, actor's action) for the actor loss; their feature columns are the actor's input.
-            "x_actor": new(2 * n, d),
-            "x_critic": new(n, d),  # (obs, replayed action) for the TD loss
-            "q": new(e, n, 1), "dq": new(e, n, 1), "da_members": new(e, n, self.action_dim),
-            "noise": new(2 * n, c), "tanh_raw": new(2 * n, c), "log_std": new(2 * n, c), "std": new(2 * n, c),
-            "pre_tanh": new(2 * n, c), "tanh": new(2 * n, c), "scratch": new(2 * n, c), "log_prob": new(2 * n),
-            "g_pre_tanh": new(n, c), "g_scratch": new(n, c), "g_head": new(n, 2 * c),
-        }
+        e, f, c = self.num_members, self.feature_dim, self.action_dim
+        # Critic inputs [features | action]: rows :n (next_obs, next action) for the target critic, rows n:
+        # (obs, actor's action) for the actor loss; their feature columns are the actor's input.
+        x_actor = new(2 * n, f + c)
+        x_critic = new(n, f + c)  # (obs, replayed action) for the TD loss
+        b = {"x_actor": x_actor, "x_critic": x_critic, "features": x_actor[:, :f], "actions": x_actor[:, f:],
+             "next_features": x_actor[:n, :f], "obs_features": x_actor[n:, :f],
+             "critic_features": x_critic[:, :f], "critic_action": x_critic[:, f:],
+             "q": new(e, n, 1), "dq": new(e, n, 1), "da_members": new(e, n, c),
+             "g_pre_tanh": new(n, c), "g_scratch": new(n, c), "g_head": new(n, 2 * c), "head": new(2 * n, 2 * c)}
+        for name, x in [("x_next", x_actor[:n]), ("x_pi", x_actor[n:]), ("x_critic", x_critic)]:
+            b[name + "_members"] = x.expand(e, n, f + c)  # the first critic layer's input, shared by every member
+        b["x_critic_members_t"] = b["x_critic_members"].transpose(1, 2)
+        for name in ("noise", "tanh_raw", "log_std", "std", "pre_tanh", "tanh", "scratch"):
+            b[name] = new(2 * n, c)  # the tanh-Gaussian on all 2n rows
+            b[name + "_next"], b[name + "_obs"] = b[name][:n], b[name][n:]
+        b["log_prob"] = new(2 * n)
+        b["log_prob_next"], b["log_prob_obs"] = b["log_prob"][:n], b["log_prob"][n:]
+        b["mean"], b["raw_log_std"] = b["head"][:, :c], b["head"][:, c:]
+        b["g_mean"], b["g_raw_log_std"] = b["g_head"][:, :c], b["g_head"][:, c:]
+        b["dq_flat"] = b["dq"].view(-1)
         for i, layer in enumerate(self.critic_layers[:-1]):
             b[f"c_act{i}"] = new(e, n, layer.weight.shape[2])  # post-ReLU activations (E, n, H_i)
+            b[f"c_act{i}_t"] = b[f"c_act{i}"].transpose(1, 2)
             b[f"c_grad{i}"] = new(e, n, layer.weight.shape[2])  # their gradients (E, n, H_i)
         for i, layer in enumerate(self.actor_layers[:-1]):
             b[f"a_act{i}"] = new(2 * n, layer.weight.shape[0])  # (2n, H_i)
-            b[f"a_grad{i}"] = new(n, layer.weight.shape[0])  # (n, H_i): the actor loss uses the obs rows
-        b["head"] = new(2 * n, 2 * c)  # (mean, raw log_std)
+            b[f"a_act{i}_obs"] = b[f"a_act{i}"][n:]  # the actor loss differentiates the obs rows only
+            b[f"a_grad{i}"] = new(n, layer.weight.shape[0])  # (n, H_i)
         self._buffers[n] = b
         return b
 
     # ------------------------------------------------------------------ critic ensemble
-    def _critic_forward(self, layers: list[nn.Module], x: torch.Tensor, b: dict[str, torch.Tensor]) -> torch.Tensor:
-        """``x (n, D)`` -> Q ``(E, n, 1)`` in ``b['q']``; post-ReLU activations stay in ``b['c_act<i>']``."""
-        h = x.expand(self.num_members, *x.shape)  # the first layer's input is shared by every member
+    def _critic_forward(self, layers: list[nn.Module], x_members: torch.Tensor, b: dict[str, torch.Tensor]
+                        ) -> torch.Tensor:
+        """``x_members (E, n, D)`` (one input expanded over members) -> Q ``(E, n, 1)`` in ``b['q']``; the
+        post-ReLU activations stay in ``b['c_act<i>']``."""
+        h = x_members
         for i, layer in enumerate(layers[:-1]):
             out = b[f"c_act{i}"]
             torch.baddbmm(layer.bias, h, layer.weight, out=out).relu_()  # (E, n, H_i)
             h = out
         return torch.baddbmm(layers[-1].bias, h, layers[-1].weight, out=b["q"])  # (E, n, 1)
 
-    def _critic_backward(self, x: torch.Tensor, dq: torch.Tensor, b: dict[str, torch.Tensor],
-                         weight_grads: bool) -> None:
+    def _critic_backward(self, dq: torch.Tensor, b: dict[str, torch.Tensor], weight_grads: bool) -> None:
         """Backward of :meth:`_critic_forward` (online critic) from ``dq (E, n, 1)``. ``weight_grads``: write
-        every weight/bias gradient into :attr:`grads`; else only the gradient w.r.t. the action columns of
-        ``x``, summed over members, into ``b['da_members']`` (``(E, n, A)``; the caller sums over E)."""
-        layers, grads, e = self.critic_layers, self.grads, self.num_members
+        every weight/bias gradient into :attr:`grads` (input: ``b['x_critic']``); else only the gradient w.r.t.
+        the action columns of the input, per member, into ``b['da_members']`` ``(E, n, A)``."""
+        layers, grads = self.critic_layers, self.grads
         last = len(layers) - 1
         if weight_grads:
-            torch.bmm(b[f"c_act{last - 1}"].transpose(1, 2), dq, out=grads[layers[last].weight])  # (E, H, 1)
+            torch.bmm(b[f"c_act{last - 1}_t"], dq, out=grads[layers[last].weight])  # (E, H, 1)
             torch.sum(dq, 1, keepdim=True, out=grads[layers[last].bias])  # (E, 1, 1)
         dh = b[f"c_grad{last - 1}"]
         torch.mul(dq, layers[last].weight.transpose(1, 2), out=dh)  # (E, n, 1) * (E, 1, H) -> (E, n, H)
@@ -147,33 +160,30 @@ class HandWrittenSACUpdate:
             _relu_backward(dh, b[f"c_act{i}"], 0, grad_input=dh)  # (E, n, H_i): gradient before the ReLU
             weight = layers[i].weight  # (E, in, H_i)
             if weight_grads:
-                inputs = b[f"c_act{i - 1}"] if i else x.expand(e, *x.shape)  # (E, n, in)
-                torch.bmm(inputs.transpose(1, 2), dh, out=grads[weight])
+                torch.bmm(b[f"c_act{i - 1}_t"] if i else b["x_critic_members_t"], dh, out=grads[weight])
                 torch.sum(dh, 1, keepdim=True, out=grads[layers[i].bias])
             if i:
-                torch.bmm(dh, weight.transpose(1, 2), out=b[f"c_grad{i - 1}"])
-                dh = b[f"c_grad{i - 1}"]
-            else:  # only the action columns of the input: (E, n, H_0) @ (E, H_0, A)
+                dh = torch.bmm(dh, weight.transpose(1, 2), out=b[f"c_grad{i - 1}"])
+            elif not weight_grads:  # only the action columns of the input: (E, n, H_0) @ (E, H_0, A)
                 torch.bmm(dh, weight[:, self.feature_dim:].transpose(1, 2), out=b["da_members"])
 
     # ------------------------------------------------------------------ actor
     def _actor_forward(self, b: dict[str, torch.Tensor]) -> None:
-        """Tanh-Gaussian sample and log-prob for all ``2n`` rows of ``b['x_actor']``; actions written into its
-        action columns (rows :n the next action, rows n: the actor's action)."""
-        policy, f, c = self.algo.policy, self.feature_dim, self.action_dim
-        h = b["x_actor"][:, :f]  # (2n, F): a strided view, read by BLAS in place
+        """Tanh-Gaussian sample and log-prob for all ``2n`` rows of ``b['features']``; the actions go into the
+        action columns of ``b['x_actor']`` (rows :n the next action, rows n: the actor's action)."""
+        policy, c = self.algo.policy, self.action_dim
+        h = b["features"]  # (2n, F): a strided view, read by BLAS in place
         for i, layer in enumerate(self.actor_layers[:-1]):
             out = b[f"a_act{i}"]
             torch.addmm(layer.bias, h, layer.weight.t(), out=out).relu_()  # (2n, H_i)
             h = out
-        head = torch.addmm(self.actor_layers[-1].bias, h, self.actor_layers[-1].weight.t(), out=b["head"])
-        mean, raw = head[:, :c], head[:, c:]  # (2n, C) each
-        torch.tanh(raw, out=b["tanh_raw"])
+        torch.addmm(self.actor_layers[-1].bias, h, self.actor_layers[-1].weight.t(), out=b["head"])
+        torch.tanh(b["raw_log_std"], out=b["tanh_raw"])
         log_std = torch.mul(b["tanh_raw"], policy._log_std_half_range, out=b["log_std"]).add_(policy._log_std_mid)
         torch.exp(log_std, out=b["std"])
-        u = torch.addcmul(mean, b["std"], b["noise"], out=b["pre_tanh"])  # mean + std * noise
+        u = torch.addcmul(b["mean"], b["std"], b["noise"], out=b["pre_tanh"])  # mean + std * noise
         torch.tanh(u, out=b["tanh"])
-        torch.addcmul(policy.action_bias, b["tanh"], policy.action_scale, out=b["x_actor"][:, f:])
+        torch.addcmul(policy.action_bias, b["tanh"], policy.action_scale, out=b["actions"])
         # log N(u; mean, std) - log(1 - tanh(u)^2) per dimension, as GaussianPolicy.sample_from_features:
         # 2 (u + softplus(-2u)) - log_std - noise^2 / 2, the constants subtracted after the sum.
         s = _softplus(torch.mul(u, -2.0, out=b["scratch"]), 1, 20, out=b["scratch"]).add_(u).mul_(2.0)
@@ -183,27 +193,24 @@ class HandWrittenSACUpdate:
     def _actor_backward(self, da: torch.Tensor, alpha: torch.Tensor, n: int, b: dict[str, torch.Tensor]) -> None:
         """Gradients of ``mean(alpha * log_prob - q)`` over the obs rows (``n:``) into :attr:`grads`, given
         ``da (n, A)`` = d(-mean q)/d(action)."""
-        policy, c, grads = self.algo.policy, self.action_dim, self.grads
-        rows = slice(n, 2 * n)
-        t, std, noise, tanh_raw = b["tanh"][rows], b["std"][rows], b["noise"][rows], b["tanh_raw"][rows]
-        g_head = b["g_head"]
+        policy, grads = self.algo.policy, self.grads
+        t, tanh_raw = b["tanh_obs"], b["tanh_raw_obs"]  # (n, C) each
         # d/du: through the action, da * scale * (1 - t^2); through log_prob, (alpha / n) * 2 tanh(u).
         g_u = torch.addcmul(policy.action_scale, policy.action_scale * t, t, value=-1.0, out=b["g_pre_tanh"])
         g_u.mul_(da).addcmul_(t, alpha, value=2.0 / n)
-        g_head[:, :c].copy_(g_u)  # d/dmean
+        b["g_mean"].copy_(g_u)  # d/dmean
         # d/dlog_std = g_u * std * noise - alpha / n; d/draw = that * half_range * (1 - tanh(raw)^2).
-        g_log_std = torch.mul(g_u, std, out=b["g_scratch"]).mul_(noise).sub_(alpha / n)
-        torch.addcmul(g_log_std, g_log_std * tanh_raw, tanh_raw, value=-1.0, out=g_head[:, c:])
-        g_head[:, c:].mul_(policy._log_std_half_range)
-        dh = g_head
+        g_log_std = torch.mul(g_u, b["std_obs"], out=b["g_scratch"]).mul_(b["noise_obs"]).sub_(alpha / n)
+        torch.addcmul(g_log_std, g_log_std * tanh_raw, tanh_raw, value=-1.0, out=b["g_raw_log_std"])
+        b["g_raw_log_std"].mul_(policy._log_std_half_range)
+        dh = b["g_head"]  # (n, 2C)
         for i in range(len(self.actor_layers) - 1, -1, -1):
             layer = self.actor_layers[i]
-            inputs = b[f"a_act{i - 1}"][rows] if i else b["x_actor"][rows, :self.feature_dim]  # (n, in)
-            torch.mm(dh.t(), inputs, out=grads[layer.weight])  # (out, in)
+            torch.mm(dh.t(), b[f"a_act{i - 1}_obs"] if i else b["obs_features"], out=grads[layer.weight])
             torch.sum(dh, 0, out=grads[layer.bias])
             if i:
                 grad_in = torch.mm(dh, layer.weight, out=b[f"a_grad{i - 1}"])  # (n, H)
-                dh = _relu_backward(grad_in, b[f"a_act{i - 1}"][rows], 0, grad_input=grad_in)
+                dh = _relu_backward(grad_in, b[f"a_act{i - 1}_obs"], 0, grad_input=grad_in)
 
     # ------------------------------------------------------------------ the update
     @torch.no_grad()
@@ -231,27 +238,25 @@ class HandWrittenSACUpdate:
                          ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """Draws the noise, runs the actor on ``[next_obs; obs]`` and writes the TD loss's gradients into
         :attr:`grads`; returns (loss, mean Q, the buffers :meth:`actor_gradients` continues from)."""
-        cfg, n, f = self.algo.cfg, len(action), self.feature_dim
+        cfg, n = self.algo.cfg, len(action)
         b = self._buffers_for(n)
-        x_actor, x_critic = b["x_actor"], b["x_critic"]
-        x_actor[:n, :f].copy_(self.algo.encoder(next_obs))
-        x_actor[n:, :f].copy_(self.algo.encoder(obs))
-        x_critic[:, :f].copy_(x_actor[n:, :f])
-        x_critic[:, f:].copy_(action)
-        torch.randn(b["noise"][:n].shape, out=b["noise"][:n])  # next action's noise first, as SAC draws it
-        torch.randn(b["noise"][n:].shape, out=b["noise"][n:])
+        b["next_features"].copy_(self.algo.encoder(next_obs))
+        b["obs_features"].copy_(self.algo.encoder(obs))
+        b["critic_features"].copy_(b["obs_features"])
+        b["critic_action"].copy_(action)
+        torch.randn(b["noise_next"].shape, out=b["noise_next"])  # the next action's noise first, as SAC draws it
+        torch.randn(b["noise_obs"].shape, out=b["noise_obs"])
         self._actor_forward(b)
         # TD target r + gamma (1 - terminated) min_e Q'_e(s', a') (- alpha log pi(a'|s') with the soft backup)
-        next_value = self._critic_forward(self.target_layers, x_actor[:n], b).amin(0).squeeze(1)  # (n,)
+        next_value = self._critic_forward(self.target_layers, b["x_next_members"], b).amin(0).squeeze(1)  # (n,)
         if cfg.backup_entropy:
-            next_value = next_value - alpha * b["log_prob"][:n]
+            next_value = next_value - alpha * b["log_prob_next"]
         target = torch.addcmul(reward, not_done, next_value, value=cfg.gamma)  # (n,)
-        q = self._critic_forward(self.critic_layers, x_critic, b)  # (E, n, 1)
+        q = self._critic_forward(self.critic_layers, b["x_critic_members"], b)  # (E, n, 1)
         q_mean = q.mean()
         diff = torch.sub(q, target[:, None], out=b["dq"])  # (E, n, 1)
-        flat = diff.view(-1)
-        loss = torch.dot(flat, flat) * (0.5 / n)  # sum over members of each member's 0.5 * MSE
-        self._critic_backward(x_critic, diff.mul_(1.0 / n), b, weight_grads=True)
+        loss = torch.dot(b["dq_flat"], b["dq_flat"]) * (0.5 / n)  # sum over members of each member's 0.5 * MSE
+        self._critic_backward(diff.mul_(1.0 / n), b, weight_grads=True)
         return loss, q_mean, b
 
     def actor_gradients(self, alpha: torch.Tensor, n: int, b: dict[str, torch.Tensor]
@@ -260,7 +265,7 @@ class HandWrittenSACUpdate:
         the critic's current weights) and of the temperature loss into :attr:`grads`; returns (actor loss,
         mean log-prob)."""
         algo, e = self.algo, self.num_members
-        q = self._critic_forward(self.critic_layers, b["x_actor"][n:], b)  # (E, n, 1)
+        q = self._critic_forward(self.critic_layers, b["x_pi_members"], b)  # (E, n, 1)
         dq = b["dq"]
         if algo.cfg.actor_q_reduction == "min":
             q_pi, member = q.min(0)  # (n, 1) each
@@ -270,10 +275,9 @@ class HandWrittenSACUpdate:
         else:
             q_pi = q.mean(0)
             dq.fill_(-1.0 / (n * e))
-        self._critic_backward(b["x_actor"][n:], dq, b, weight_grads=False)
+        self._critic_backward(dq, b, weight_grads=False)
         da = b["da_members"].sum(0)  # (n, A)
-        log_prob = b["log_prob"][n:]
-        mean_log_prob = log_prob.mean()
+        mean_log_prob = b["log_prob_obs"].mean()
         self._actor_backward(da, alpha, n, b)
         # Temperature loss -log_alpha * (mean log_prob + target entropy): its gradient w.r.t. log_alpha.
         torch.add(mean_log_prob, algo.target_entropy, out=self.grads[algo.log_alpha]).neg_()

@@ -1,7 +1,8 @@
 """The speed-tuned SAC update (batched critic ensemble, fused Adam, foreach Polyak, merged actor/temperature
 step, cheap metrics; both the autograd path and the hand-written one of ``sac_handwritten.py``) computes the
-same SAC update as a straightforward textbook implementation: per-member ``nn.Linear``-style MLP critics in a Python loop, plain (non-fused, non-foreach) ``torch.optim.Adam`` per
-network, a Polyak loop, separate actor and temperature losses and backward passes.
+same SAC update as a straightforward textbook implementation: per-member ``nn.Linear``-style MLP critics in a
+Python loop, plain (non-fused, non-foreach) ``torch.optim.Adam`` per network, a Polyak loop, separate actor and
+temperature losses and backward passes.
 
 Both start from the same weights and draw the policy noise from the same seeded generator in the same order
 (next-state action first, then the actor's action), so after several updates every parameter, target and
