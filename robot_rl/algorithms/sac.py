@@ -379,13 +379,7 @@ class SAC(Algorithm):
         reward = batch.reward.float()
         if self._handwritten is not None and not bc_only and self.num_updates >= self.cfg.critic_warmup_updates \
                 and (batch.from_demo is None or self.cfg.bc_weight == 0):  # no BC term, no critic-only warm-up
-            loss, q_mean, actor_loss, mean_log_prob = self._handwritten.update(
-                batch.obs, batch.action, reward, batch.next_obs, not_done, alpha)
-            self.num_updates, self.num_critic_updates, self.num_actor_updates = \
-                self.num_updates + 1, self.num_critic_updates + 1, self.num_actor_updates + 1
-            values = torch.stack([loss, q_mean, alpha, actor_loss, -mean_log_prob, torch.zeros_like(loss)]).tolist()
-            return dict(zip(["critic_loss", "q_mean", "alpha", "actor_loss", "entropy", "bc_loss"], values),
-                        num_critic_updates=float(self.num_critic_updates))
+            return self._handwritten.step(batch, reward, not_done, alpha)
         critic_losses, q_means, grasp_losses = [], [], []
         bc_weight = 1.0 if bc_only else self.cfg.bc_weight
         for i in range(steps):

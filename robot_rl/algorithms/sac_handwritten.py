@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from robot_rl.algorithms.critics import EnsembleCritic
+from robot_rl.types import Batch
 
 if TYPE_CHECKING:
     from robot_rl.algorithms.sac import SAC
@@ -109,7 +110,7 @@ class HandWrittenSACUpdate:
         b = {"x_actor": x_actor, "x_critic": x_critic, "features": x_actor[:, :f], "actions": x_actor[:, f:],
              "next_features": x_actor[:n, :f], "obs_features": x_actor[n:, :f],
              "critic_features": x_critic[:, :f], "critic_action": x_critic[:, f:],
-             "q": new(e, n, 1), "dq": new(e, n, 1), "da_members": new(e, n, c),
+             "q": new(e, n, 1), "dq": new(e, n, 1), "da_members": new(e, n, c), "da": new(n, c), "da_rows": new(n, c),
              "g_pre_tanh": new(n, c), "g_scratch": new(n, c), "g_head": new(n, 2 * c), "head": new(2 * n, 2 * c)}
         for name, x in [("x_next", x_actor[:n]), ("x_pi", x_actor[n:]), ("x_critic", x_critic)]:
             b[name + "_members"] = x.expand(e, n, f + c)  # the first critic layer's input, shared by every member
@@ -126,6 +127,8 @@ class HandWrittenSACUpdate:
             b[f"c_act{i}"] = new(e, n, layer.weight.shape[2])  # post-ReLU activations (E, n, H_i)
             b[f"c_act{i}_t"] = b[f"c_act{i}"].transpose(1, 2)
             b[f"c_grad{i}"] = new(e, n, layer.weight.shape[2])  # their gradients (E, n, H_i)
+            b[f"sel_act{i}"] = new(n, layer.weight.shape[2])  # one member's rows of them (n_e <= n, H_i)
+            b[f"sel_grad{i}"] = new(n, layer.weight.shape[2])
         for i, layer in enumerate(self.actor_layers[:-1]):
             b[f"a_act{i}"] = new(2 * n, layer.weight.shape[0])  # (2n, H_i)
             b[f"a_act{i}_obs"] = b[f"a_act{i}"][n:]  # the actor loss differentiates the obs rows only
@@ -166,6 +169,28 @@ class HandWrittenSACUpdate:
                 dh = torch.bmm(dh, weight.transpose(1, 2), out=b[f"c_grad{i - 1}"])
             elif not weight_grads:  # only the action columns of the input: (E, n, H_0) @ (E, H_0, A)
                 torch.bmm(dh, weight[:, self.feature_dim:].transpose(1, 2), out=b["da_members"])
+
+    def _min_member_action_grad(self, member: torch.Tensor, n: int, b: dict[str, torch.Tensor]) -> torch.Tensor:
+        """d(-mean_rows min_e Q_e(s, a))/da ``(n, A)`` into ``b['da']``, given each row's minimising member
+        ``(n,)``. A row's gradient flows through that member only, so each member's backward runs on its own
+        rows: n rows of matrix products in all instead of E x n (the other members' rows would be zeros)."""
+        layers, last, da = self.critic_layers, len(self.critic_layers) - 1, b["da"]
+        for e in range(self.num_members):
+            rows = torch.nonzero(member == e).view(-1)  # (n_e,)
+            count = len(rows)
+            if count == 0:
+                continue
+            # d(-q_e / n)/d(last hidden activation) is the same -w_e / n on every row before the ReLU mask.
+            dh = layers[last].weight[e, :, 0].mul(-1.0 / n).expand(count, -1)  # (n_e, H)
+            for i in range(last - 1, -1, -1):
+                act = torch.index_select(b[f"c_act{i}"][e], 0, rows, out=b[f"sel_act{i}"][:count])  # (n_e, H_i)
+                dz = _relu_backward(dh, act, 0, grad_input=b[f"sel_grad{i}"][:count])
+                weight = layers[i].weight[e]  # (in, H_i)
+                if i:
+                    dh = torch.mm(dz, weight.t(), out=b[f"sel_grad{i - 1}"][:count])
+                else:  # the action columns of the input only
+                    da.index_copy_(0, rows, torch.mm(dz, weight[self.feature_dim:].t(), out=b["da_rows"][:count]))
+        return da
 
     # ------------------------------------------------------------------ actor
     def _actor_forward(self, b: dict[str, torch.Tensor]) -> None:
@@ -213,6 +238,20 @@ class HandWrittenSACUpdate:
                 dh = _relu_backward(grad_in, b[f"a_act{i - 1}_obs"], 0, grad_input=grad_in)
 
     # ------------------------------------------------------------------ the update
+    def step(self, batch: Batch, reward: torch.Tensor, not_done: torch.Tensor, alpha: torch.Tensor
+             ) -> dict[str, float]:
+        """One full :meth:`SAC.update` on ``batch`` (``reward (n,)`` float, ``not_done (n,)`` with any n-step
+        bootstrap factor, ``alpha`` 0-dim): the update, the counters and the same metrics."""
+        algo = self.algo
+        loss, q_mean, actor_loss, mean_log_prob = self.update(batch.obs, batch.action, reward, batch.next_obs,
+                                                              not_done, alpha)
+        algo.num_updates += 1
+        algo.num_critic_updates += 1
+        algo.num_actor_updates += 1
+        values = torch.stack([loss, q_mean, alpha, actor_loss, -mean_log_prob, torch.zeros_like(loss)]).tolist()
+        return dict(zip(["critic_loss", "q_mean", "alpha", "actor_loss", "entropy", "bc_loss"], values),
+                    num_critic_updates=float(algo.num_critic_updates))
+
     @torch.no_grad()
     def update(self, obs: dict[str, torch.Tensor], action: torch.Tensor, reward: torch.Tensor,
                next_obs: dict[str, torch.Tensor], not_done: torch.Tensor, alpha: torch.Tensor
@@ -266,17 +305,13 @@ class HandWrittenSACUpdate:
         mean log-prob)."""
         algo, e = self.algo, self.num_members
         q = self._critic_forward(self.critic_layers, b["x_pi_members"], b)  # (E, n, 1)
-        dq = b["dq"]
         if algo.cfg.actor_q_reduction == "min":
             q_pi, member = q.min(0)  # (n, 1) each
-            # -1/n on each row's minimising member, 0 elsewhere.
-            torch.eq(member, torch.arange(e, device=q.device)[:, None, None], out=dq)
-            dq.mul_(-1.0 / n)
+            da = self._min_member_action_grad(member.view(-1), n, b)
         else:
             q_pi = q.mean(0)
-            dq.fill_(-1.0 / (n * e))
-        self._critic_backward(dq, b, weight_grads=False)
-        da = b["da_members"].sum(0)  # (n, A)
+            self._critic_backward(b["dq"].fill_(-1.0 / (n * e)), b, weight_grads=False)
+            da = b["da_members"].sum(0)  # (n, A)
         mean_log_prob = b["log_prob_obs"].mean()
         self._actor_backward(da, alpha, n, b)
         # Temperature loss -log_alpha * (mean log_prob + target entropy): its gradient w.r.t. log_alpha.

@@ -114,7 +114,8 @@ def test_updates_match_the_autograd_path(overrides: list[str]) -> None:
             assert math.isclose(ours[key], ref[key], rel_tol=1e-4, abs_tol=1e-5), (step, key, ours[key], ref[key])
     tol = dict(rtol=1e-4, atol=2e-6)
     for module in ("policy", "critic", "target_critic"):
-        for (name, a), b in zip(getattr(hand, module).state_dict().items(), getattr(auto, module).state_dict().values()):
+        ours, ref = getattr(hand, module).state_dict(), getattr(auto, module).state_dict()
+        for (name, a), b in zip(ours.items(), ref.values()):
             torch.testing.assert_close(a, b, **tol, msg=lambda m: f"{module}.{name}: {m}")
     torch.testing.assert_close(hand.log_alpha, auto.log_alpha, **tol)
     for a, b in zip(optimizer_tensors(hand), optimizer_tensors(auto)):
