@@ -283,8 +283,10 @@ class HandWrittenSACUpdate:
         b["obs_features"].copy_(self.algo.encoder(obs))
         b["critic_features"].copy_(b["obs_features"])
         b["critic_action"].copy_(action)
-        torch.randn(b["noise_next"].shape, out=b["noise_next"])  # the next action's noise first, as SAC draws it
-        torch.randn(b["noise_obs"].shape, out=b["noise_obs"])
+        # The next action's noise first, then the actor's, as SAC draws them; sized draws (not ``out=`` or
+        # ``normal_``), which data-parallel training's ShardedNoise turns into this rank's rows of the global draw.
+        b["noise_next"].copy_(torch.randn(b["noise_next"].shape, device=b["noise"].device))
+        b["noise_obs"].copy_(torch.randn(b["noise_obs"].shape, device=b["noise"].device))
         self._actor_forward(b)
         # TD target r + gamma (1 - terminated) min_e Q'_e(s', a') (- alpha log pi(a'|s') with the soft backup)
         next_value = self._critic_forward(self.target_layers, b["x_next_members"], b).amin(0).squeeze(1)  # (n,)
