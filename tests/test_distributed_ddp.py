@@ -141,7 +141,8 @@ def test_two_gloo_ranks_equal_one_process(tmp_path: Path, recipe: str) -> None:
         torch.testing.assert_close(rank0["params"][name], value, atol=2e-5, rtol=1e-4, msg=name)
         torch.testing.assert_close(rank1["params"][name], rank0["params"][name], atol=0, rtol=0, msg=name)
     # bc_loss and grasp_loss are means over demo rows: with every demo row on rank 0 they came out halved
-    keys = ["critic_loss", "actor_loss", "q_mean", "entropy", "bc_loss"] + (["grasp_loss"] if recipe == "default" else [])
+    keys = ["critic_loss", "actor_loss", "q_mean", "entropy", "bc_loss"]
+    keys += ["grasp_loss"] if recipe == "default" else []
     for key in keys:
         assert rank0["metrics"][key] == pytest.approx(ref_metrics[key], rel=1e-4, abs=1e-5), key
 
