@@ -6,14 +6,18 @@ buffer pre-filled with random data inside the timed loop (SB3: ``model.train(gra
 buffer; ours: uniform indices into numpy arrays -> torch batch -> ``algo.update``). Repeats are interleaved
 so machine noise hits both alike; medians are reported. Also, with 2 cameras (64 px) + state: the end-to-end
 DrQ pixel route (``policy.encoder=drq``) and the default embedding route (``policy.encoder=task``: replay
-holds each frame's frozen embedding, updates train the encoder head on it).
+holds each frame's frozen embedding, updates train the encoder head on it). The state route takes SAC's
+hand-written update (``robot_rl/algorithms/sac_handwritten.py``, the default where the config allows it); the
+pixel and embedding routes train an encoder and run through autograd.
 
     python benchmarks/learner_speed.py [--repeats 5] [--steps 300] [--threads 2]
 
 Ends with one JSON line: ours_updates_per_s, sb3_updates_per_s, ratio_vs_sb3, pixel_updates_per_s,
 embedding_updates_per_s, device, load_avg_1m (before, after), ratio_vs_sb3_cpu_time (the same runs per CPU
-second of the process: less sensitive to other people's load; not the headline) (plus ours_bf16_updates_per_s: the opt-in
-``algo.bf16_matmuls`` mode, which is not the headline figure).
+second of the process: less sensitive to other people's load; not the headline), ours_autograd_updates_per_s (the
+same SAC update through autograd, ``algo.handwritten_update=false``: the path before the hand-written one, and
+what configurations it does not cover run) and ours_bf16_updates_per_s (the opt-in ``algo.bf16_matmuls`` mode,
+autograd; not the headline figure).
 """
 from __future__ import annotations
 
@@ -54,12 +58,15 @@ def random_buffer(obs_spec: ObsSpec, size: int, rng: np.random.Generator) -> dic
     return arrays
 
 
-def build_ours(obs_spec: ObsSpec, action_spec: ActionSpec, bf16: bool = False, encoder: str = "drq"):
+def build_ours(obs_spec: ObsSpec, action_spec: ActionSpec, bf16: bool = False, encoder: str = "drq",
+               handwritten: bool = True):
     # State-only specs ignore the encoder choice. With cameras: ``drq`` is the end-to-end conv encoder (every
     # update re-encodes every image), ``task`` the default route (frozen task encoder, updates on embeddings).
+    # ``handwritten=False`` forces the autograd update (the state route otherwise takes the hand-written one).
     cfg = load_config(["algo=sac", f"algo.batch_size={BATCH}", f"algo.critic_hidden_dims=[{HIDDEN},{HIDDEN}]",
                        "algo.num_critics=2", f"policy.hidden_dims=[{HIDDEN},{HIDDEN}]",
-                       f"algo.bf16_matmuls={str(bf16).lower()}", f"policy.encoder={encoder}"])
+                       f"algo.bf16_matmuls={str(bf16).lower()}", f"policy.encoder={encoder}",
+                       f"algo.handwritten_update={str(handwritten).lower()}"])
     policy = POLICIES.make("gaussian", cfg.policy, obs_spec, action_spec)
     return ALGORITHMS.make("sac", cfg.algo, policy, obs_spec, action_spec, "cpu")
 
@@ -146,17 +153,22 @@ def main() -> None:
     obs_spec = ObsSpec({"state": ArraySpec((STATE_DIM,), "float32")})
     action_spec = ActionSpec((ACTION_DIM,), -1.0, 1.0)
     ours = build_ours(obs_spec, action_spec)
+    if ours.handwritten_fallback is not None:  # the headline is the default path; say so if that changes
+        raise SystemExit(f"the state route no longer takes the hand-written update: {ours.handwritten_fallback}")
+    ours_autograd = build_ours(obs_spec, action_spec, handwritten=False)  # the same SAC through autograd
     ours_bf16 = build_ours(obs_spec, action_spec, bf16=True)  # opt-in reduced precision, reported apart
     rng = np.random.default_rng(0)
     arrays = random_buffer(obs_spec, BUFFER, rng)
     sb3 = build_sb3()
     time_ours(ours, arrays, 50, rng)  # warm-up all
+    time_ours(ours_autograd, arrays, 50, rng)
     time_ours(ours_bf16, arrays, 50, rng)
     time_sb3(sb3, 50)
-    ours_runs, bf16_runs, sb3_runs = [], [], []
+    ours_runs, autograd_runs, bf16_runs, sb3_runs = [], [], [], []
     for _ in range(args.repeats):  # interleaved, so slow phases of a shared machine hit all alike
         ours_runs.append(time_ours(ours, arrays, args.steps, rng))
         sb3_runs.append(time_sb3(sb3, args.steps))
+        autograd_runs.append(time_ours(ours_autograd, arrays, args.steps, rng))
         bf16_runs.append(time_ours(ours_bf16, arrays, args.steps, rng))
     pixel = time_pixels(args.pixel_updates)
     embedding = time_pixels(args.embedding_updates, encoder="task")
@@ -166,12 +178,16 @@ def main() -> None:
         return statistics.median(r[which] for r in runs)
 
     ours_median, sb3_median, bf16_median = median(ours_runs), median(sb3_runs), median(bf16_runs)
+    autograd_median = median(autograd_runs)
     ratio_cpu = median(ours_runs, 1) / median(sb3_runs, 1)
     print(f"threads={torch.get_num_threads()} batch={BATCH} obs={STATE_DIM} act={ACTION_DIM} "
           f"critics=2x{HIDDEN}x{HIDDEN} actor={HIDDEN}x{HIDDEN}")
     print(f"{'learner':<28}{'median upd/s':>14}   runs")
     print(f"{'robot_rl SAC (state)':<28}{ours_median:>14.1f}   {', '.join(f'{r:.0f}' for r, _ in ours_runs)}")
     print(f"{'stable-baselines3 SAC':<28}{sb3_median:>14.1f}   {', '.join(f'{r:.0f}' for r, _ in sb3_runs)}")
+    print(f"{'robot_rl SAC autograd':<28}{autograd_median:>14.1f}   "
+          f"{', '.join(f'{r:.0f}' for r, _ in autograd_runs)}   (algo.handwritten_update=false: the same update "
+          f"through autograd)")
     print(f"{'robot_rl SAC bf16 matmuls':<28}{bf16_median:>14.1f}   {', '.join(f'{r:.0f}' for r, _ in bf16_runs)}"
           f"   (opt-in algo.bf16_matmuls=true, not the headline)")
     print(f"{'robot_rl SAC (2x64px+state)':<28}{pixel:>14.2f}   ({args.pixel_updates} updates, policy.encoder=drq)")
@@ -184,6 +200,7 @@ def main() -> None:
                       "ratio_vs_sb3": round(ours_median / sb3_median, 2), "pixel_updates_per_s": round(pixel, 3),
                       "embedding_updates_per_s": round(embedding, 1),
                       "ratio_vs_sb3_cpu_time": round(ratio_cpu, 2),
+                      "ours_autograd_updates_per_s": round(autograd_median, 1),
                       "ours_bf16_updates_per_s": round(bf16_median, 1),
                       "device": f"cpu ({torch.get_num_threads()} threads)",
                       "load_avg_1m": [round(load_before, 2), round(load_after, 2)]}))

@@ -45,6 +45,9 @@ class FastAdam:
         self._groups: list[tuple[dict, list[torch.Tensor], list[torch.Tensor], list[torch.Tensor],
                                  list[torch.Tensor]]] = []
         self._steps: list[torch.Tensor] = []  # every parameter's step counter, incremented in one call
+        # The same counters as views of one 1-D tensor (see _build): one add_ instead of _foreach_add_, which on
+        # the CPU is a loop of per-tensor adds (~35 us for 13 counters against ~2 us).
+        self._flat_steps: torch.Tensor | None = None
 
     def _has_hooks(self) -> bool:
         from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
@@ -73,7 +76,19 @@ class FastAdam:
             groups.append((group, params, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
                            group_steps))
             steps += group_steps
-        self._groups, self._steps = groups, steps
+        self._groups, self._steps, self._flat_steps = groups, steps, None
+        if len({(t.device, t.dtype, t.dim()) for t in steps}) == 1 and steps[0].dim() == 0:
+            # Re-home every 0-dim counter as a view of one flat tensor, in the optimizer's own state (the values
+            # are unchanged; torch's step and state_dict read and write them through the views as before).
+            flat = torch.stack(steps)
+            views = list(flat.unbind(0))
+            for group_index, (group, params, exp_avgs, exp_avg_sqs, group_steps) in enumerate(groups):
+                first = sum(len(g[4]) for g in groups[:group_index])
+                group_views = views[first:first + len(group_steps)]
+                for p, view in zip(params, group_views):
+                    opt.state[p]["step"] = view
+                groups[group_index] = (group, params, exp_avgs, exp_avg_sqs, group_views)
+            self._steps, self._flat_steps = views, flat
         self._state_ref, self._param_groups_ref = opt.state, opt.param_groups
         return True
 
@@ -90,7 +105,10 @@ class FastAdam:
             opt.step()  # torch skips parameters without a gradient; so does its own step
             return
         with torch.no_grad():
-            torch._foreach_add_(self._steps, 1)
+            if self._flat_steps is not None:
+                self._flat_steps.add_(1)
+            else:
+                torch._foreach_add_(self._steps, 1)
             for (group, params, exp_avgs, exp_avg_sqs, steps), group_grads in zip(self._groups, grads):
                 beta1, beta2 = group["betas"]
                 lr = group["lr"]  # read every step: a scheduler may change it

@@ -1,7 +1,8 @@
 """The speed-tuned SAC update (batched critic ensemble, fused Adam, foreach Polyak, merged actor/temperature
-step, cheap metrics) computes the same SAC update as a straightforward textbook implementation: per-member
-``nn.Linear``-style MLP critics in a Python loop, plain (non-fused, non-foreach) ``torch.optim.Adam`` per
-network, a Polyak loop, separate actor and temperature losses and backward passes.
+step, cheap metrics; both the autograd path and the hand-written one of ``sac_handwritten.py``) computes the
+same SAC update as a straightforward textbook implementation: per-member ``nn.Linear``-style MLP critics in a
+Python loop, plain (non-fused, non-foreach) ``torch.optim.Adam`` per network, a Polyak loop, separate actor and
+temperature losses and backward passes.
 
 Both start from the same weights and draw the policy noise from the same seeded generator in the same order
 (next-state action first, then the actor's action), so after several updates every parameter, target and
@@ -137,12 +138,15 @@ def member_params(critic: torch.nn.Module, e: int) -> list[torch.Tensor]:
     return [t.detach()[e] for t in critic.parameters()]
 
 
+@pytest.mark.parametrize("handwritten", [True, False], ids=["handwritten", "autograd"])
 @pytest.mark.parametrize("overrides", [[], ["algo.backup_entropy=true", "algo.actor_q_reduction=mean",
                                              "algo.num_critics=3", "algo.target_subset_size=3"]],
                          ids=["sac", "soft-backup-mean-3-critics"])
-def test_update_matches_textbook_sac(overrides: list[str]) -> None:
+def test_update_matches_textbook_sac(overrides: list[str], handwritten: bool) -> None:
     torch.manual_seed(0)
+    overrides = [*overrides, f"algo.handwritten_update={str(handwritten).lower()}"]
     algo = build(overrides)
+    assert (algo._handwritten is not None) == handwritten  # both update paths are checked
     rng = np.random.default_rng(0)
     states = torch.as_tensor(rng.normal(1.0, 2.0, (500, STATE_DIM)).astype(np.float32))
     algo.policy.fit_state_normalization(states)  # non-trivial normalisation, as after fitting on demos
