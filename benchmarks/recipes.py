@@ -16,8 +16,6 @@ env step, ``learner.utd=1``, batch 256) and a critic of about the same parameter
     simbav2_nstep_clip   + TD targets clipped to [0, 1], the range of a 0/1 success return (algo.td_target_min/max)
     simbav2_nstep_minq   + the actor maximises the ensemble min instead of the mean (algo.actor_q_reduction=min)
     simbav2_nstep_redq   + 4 critics of width 88 (same parameter budget), target min over 2 drawn at random (REDQ)
-    simbav2_nstep_delay  + 4 critic steps per actor step at learner.utd=0.5: same critic steps per env step, half
-                   the actor steps (TD3's delayed policy update)
     wsrl        WSRL: 1000 conservative offline pre-train updates on the demos (TD + CQL-style penalty with
                 Cal-QL's floor, actor by BC), 500 warm-up env steps, then online only
     wsrl_td     WSRL with plain TD pre-training (algo.cql_weight=0): the ablation of WSRL's conservative phase
@@ -61,7 +59,6 @@ N_STEP = ["algo.n_step=3"]
 # Remedies for the policy falling back after its first 90% (each on top of SimbaV2 + 3-step TD).
 CLIP_TARGETS = ["algo.td_target_min=0", "algo.td_target_max=1"]
 REDQ = ["algo.num_critics=4", "algo.critic_hidden_dims=[88,88]", "algo.target_subset_size=2"]
-DELAY = ["algo.critic_updates_per_actor_update=4", "learner.utd=0.5"]
 RECIPES: dict[str, list[str]] = {
     "rlpd": PLAIN,
     "simbav2": PLAIN + SIMBA,
@@ -72,7 +69,6 @@ RECIPES: dict[str, list[str]] = {
     "simbav2_nstep_clip": PLAIN + SIMBA + N_STEP + CLIP_TARGETS,
     "simbav2_nstep_minq": PLAIN + SIMBA + N_STEP + ["algo.actor_q_reduction=min"],
     "simbav2_nstep_redq": PLAIN + SIMBA + N_STEP + REDQ,  # REDQ after SIMBA: its widths win
-    "simbav2_nstep_delay": PLAIN + SIMBA + N_STEP + DELAY,
     # cql_actions=2 (2 uniform + 2 policy samples per state, the paper uses 10): the penalty's extra critic passes
     # would otherwise make the pre-train ~10x slower than plain TD on a CPU.
     "wsrl": ["algo=wsrl", *CPU_BUDGET, "algo.offline_pretrain_updates=1000", "algo.warmup_env_steps=500",

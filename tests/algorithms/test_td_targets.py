@@ -44,6 +44,30 @@ def test_td_target_bounds_must_be_ordered() -> None:
         build(["algo=rlpd_cpu", "algo.td_target_min=1", "algo.td_target_max=0"], PointReach(PointReachConfig()))
 
 
+def test_redq_target_is_the_min_over_a_random_pair_of_target_critics() -> None:
+    """4 target critics frozen at constant values 0.1, 0.2, 0.3, 0.4 (last layer's weights zeroed, ``tau=0``) and
+    ``target_subset_size=2``: the critic, fitted on reward-0 non-terminal rows, converges to gamma times the mean over
+    the 6 pairs of the pair's min, (3 * 0.1 + 2 * 0.2 + 0.3) / 6 = 1/6. The min over all 4 would give 0.1 and the
+    ensemble mean 0.25: the random subset is REDQ's middle ground of pessimism (Chen et al. 2021)."""
+    torch.manual_seed(0)
+    env = PointReach(PointReachConfig(), seed=0)
+    algo = build(["algo=rlpd_cpu", "algo.offline_pretrain_updates=0", "algo.num_critics=4", "algo.target_subset_size=2",
+                  "algo.tau=0", "algo.critic_lr=1e-3", "algo.batch_size=64", "algo.gamma=0.9"], env)
+    with torch.no_grad():
+        algo.target_critic.layers[-1].weight.zero_()
+        algo.target_critic.output_bias.copy_(torch.tensor([0.1, 0.2, 0.3, 0.4]).view(4, 1, 1))
+    rows = [t for t in collect(env, 600, 0) if not t.terminated and t.reward == 0][:128]
+    batch = torch_batch(rows)
+    tail = []  # Q follows each step's random pair a little: average it over the last 200 updates
+    for i in range(600):
+        algo.update(batch)
+        if i >= 400:
+            with torch.no_grad():
+                tail.append(float(algo._q(algo.critic(algo.encoder(batch.obs), batch.action)).mean()))
+    q = sum(tail) / len(tail)
+    assert abs(q - 0.9 / 6) < 0.02, q  # not 0.9 * 0.1 = 0.09 (min of all) nor 0.9 * 0.25 (mean)
+
+
 def _episode(episode_id: int, length: int, success: bool, action_base: float) -> list[Transition]:
     """``length`` steps of one episode; the last one terminates with reward 1 (success) or is truncated by the
     time limit with reward 0 (failure). Observations and actions are unique, so windows can be located."""
