@@ -5,7 +5,8 @@ ZeroMQ -> deterministic evaluation every ``--eval-every`` env steps, ``--eval-ep
 setting: 20 demos in the demo buffer (50/50 batches), no offline warm start and no BC term (except WSRL, whose
 definition is an offline pre-train followed by warm-up rollouts and online RL without the offline data). All
 recipes share the CPU-sized RLPD budget of ``robot_rl/conf/algo/rlpd_cpu.yaml`` (2 critics, 2 critic steps per
-env step, ``learner.utd=1``, batch 256) and a critic of about the same parameter count:
+env step, ``learner.utd=1``, batch 256) and a critic of about the same parameter count (``simbav2_nstep_redq``
+splits it over 4 narrower critics):
 
     rlpd        today's RLPD: LayerNorm MLP critics [256, 256], MSE TD loss
     simbav2     + SimbaV2 critic (width 128, 1 block, inner width 256: about the MLP's parameter count)
