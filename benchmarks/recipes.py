@@ -5,7 +5,8 @@ ZeroMQ -> deterministic evaluation every ``--eval-every`` env steps, ``--eval-ep
 setting: 20 demos in the demo buffer (50/50 batches), no offline warm start and no BC term (except WSRL, whose
 definition is an offline pre-train followed by warm-up rollouts and online RL without the offline data). All
 recipes share the CPU-sized RLPD budget of ``robot_rl/conf/algo/rlpd_cpu.yaml`` (2 critics, 2 critic steps per
-env step, ``learner.utd=1``, batch 256) and a critic of about the same parameter count:
+env step, ``learner.utd=1``, batch 256) and a critic of about the same parameter count (``simbav2_nstep_redq``
+splits it over 4 narrower critics):
 
     rlpd        today's RLPD: LayerNorm MLP critics [256, 256], MSE TD loss
     simbav2     + SimbaV2 critic (width 128, 1 block, inner width 256: about the MLP's parameter count)
@@ -13,6 +14,9 @@ env step, ``learner.utd=1``, batch 256) and a critic of about the same parameter
     both        + SimbaV2 + HL-Gauss
     nstep       + 3-step TD targets (algo.n_step=3: executed replay sequences, robot_rl.sequence_replay)
     simbav2_nstep  + SimbaV2 + 3-step TD targets (with rlpd, simbav2 and nstep: the 2x2 ablation)
+    simbav2_nstep_clip   + TD targets clipped to [0, 1], the range of a 0/1 success return (algo.td_target_min/max)
+    simbav2_nstep_minq   + the actor maximises the ensemble min instead of the mean (algo.actor_q_reduction=min)
+    simbav2_nstep_redq   + 4 critics of width 88 (same parameter budget), target min over 2 drawn at random (REDQ)
     wsrl        WSRL: 1000 conservative offline pre-train updates on the demos (TD + CQL-style penalty with
                 Cal-QL's floor, actor by BC), 500 warm-up env steps, then online only
     wsrl_td     WSRL with plain TD pre-training (algo.cql_weight=0): the ablation of WSRL's conservative phase
@@ -53,6 +57,9 @@ CPU_BUDGET = ["algo.num_critics=2", "algo.target_subset_size=2", "algo.critic_up
 SIMBA = ["algo.critic=simbav2", "algo.critic_hidden_dims=[128,128]", "algo.simbav2_mlp_ratio=2"]
 HL_GAUSS = ["algo.value_loss=hl_gauss", "algo.value_bins=61", "algo.value_min=-0.25", "algo.value_max=1.25"]
 N_STEP = ["algo.n_step=3"]
+# Remedies for the policy falling back after its first 90% (each on top of SimbaV2 + 3-step TD).
+CLIP_TARGETS = ["algo.td_target_min=0", "algo.td_target_max=1"]
+REDQ = ["algo.num_critics=4", "algo.critic_hidden_dims=[88,88]", "algo.target_subset_size=2"]
 RECIPES: dict[str, list[str]] = {
     "rlpd": PLAIN,
     "simbav2": PLAIN + SIMBA,
@@ -60,6 +67,9 @@ RECIPES: dict[str, list[str]] = {
     "both": PLAIN + SIMBA + HL_GAUSS,
     "nstep": PLAIN + N_STEP,
     "simbav2_nstep": PLAIN + SIMBA + N_STEP,
+    "simbav2_nstep_clip": PLAIN + SIMBA + N_STEP + CLIP_TARGETS,
+    "simbav2_nstep_minq": PLAIN + SIMBA + N_STEP + ["algo.actor_q_reduction=min"],
+    "simbav2_nstep_redq": PLAIN + SIMBA + N_STEP + REDQ,  # REDQ after SIMBA: its widths win
     # cql_actions=2 (2 uniform + 2 policy samples per state, the paper uses 10): the penalty's extra critic passes
     # would otherwise make the pre-train ~10x slower than plain TD on a CPU.
     "wsrl": ["algo=wsrl", *CPU_BUDGET, "algo.offline_pretrain_updates=1000", "algo.warmup_env_steps=500",

@@ -106,6 +106,14 @@ class SACConfig(AlgoConfig):
     episode ends). The learner then samples executed sequences (``robot_rl.sequence_replay``). On demos the
     success propagates n steps per backup whatever the actor does; on failed online episodes Q falls n times
     faster. The intermediate actions are the behaviour's (no off-policy correction). 1 = one-step TD."""
+    td_target_min: float = -math.inf
+    """Lower bound of every TD target (``-inf``: none). Returns of rewards in ``[r_min, r_max]`` lie in
+    ``[r_min / (1 - gamma), r_max / (1 - gamma)]``, so a target outside that range is pure bootstrapping error;
+    for a 0/1 success reward that ends the episode (our twins) every return lies in ``[0, 1]``. Clipping the
+    target there stops extrapolated next-state values from pushing Q beyond what any policy can earn (the
+    value-bound argument of Cal-QL's floor, applied as a box)."""
+    td_target_max: float = math.inf
+    """Upper bound of every TD target (``inf``: none); ``td_target_max=1`` for a 0/1 success reward."""
     bf16_matmuls: bool = False
     """Run the loss computations under bfloat16 autocast (fp32 weights, optimizer and losses; matmul
     inputs in bf16). About 1.8x faster matmuls on CPUs with AVX512-BF16/AMX and on GPUs; off by default
@@ -158,6 +166,8 @@ class SAC(Algorithm):
             raise ValueError(f"critic_updates_per_actor_update must be >= 1, got {cfg.critic_updates_per_actor_update}")
         if cfg.n_step < 1:
             raise ValueError(f"n_step must be >= 1, got {cfg.n_step}")
+        if not cfg.td_target_min < cfg.td_target_max:
+            raise ValueError(f"need td_target_min < td_target_max, got [{cfg.td_target_min}, {cfg.td_target_max}]")
         if cfg.actor_q_reduction not in ("min", "mean"):
             raise ValueError(f"actor_q_reduction must be 'min' or 'mean', got {cfg.actor_q_reduction!r}")
         self.cfg = cfg
@@ -176,6 +186,7 @@ class SAC(Algorithm):
                 self.critic.output_bias.copy_(self.value_head.initial_logits(0.0).expand_as(self.critic.output_bias))
         # SimbaV2 keeps its weights on the unit sphere: re-project after every critic step.
         self._project = getattr(self.critic, "project_weights", None)
+        self._clip_target = math.isfinite(cfg.td_target_min) or math.isfinite(cfg.td_target_max)
         self._scalar_q = cfg.value_loss == "mse"  # fast path: the critic already returns Q (E, N)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
         # Trainable encoder parameters only: a frozen backbone (``policy.encoder=frozen|task``) has no optimizer
@@ -260,6 +271,8 @@ class SAC(Algorithm):
             if cfg.backup_entropy:
                 next_value = next_value - alpha * next_log_prob
             target = torch.addcmul(reward, not_done, next_value, value=cfg.gamma)  # r + gamma (1 - term) V'
+            if self._clip_target:  # (n,) into the returns' achievable range
+                target = target.clamp(cfg.td_target_min, cfg.td_target_max)
         features = self.encoder(obs)  # (n, F); carries the encoder's gradient for pixel observations
         out = self.critic(features, action)  # (E, n), or (E, n, bins) for HL-Gauss
         if not self._scalar_q:  # HL-Gauss: cross-entropy to the smoothed target, summed over members
