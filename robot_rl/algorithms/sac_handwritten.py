@@ -293,6 +293,8 @@ class HandWrittenSACUpdate:
         if cfg.backup_entropy:
             next_value = next_value - alpha * b["log_prob_next"]
         target = torch.addcmul(reward, not_done, next_value, value=cfg.gamma)  # (n,)
+        if self.algo._clip_target:  # algo.td_target_min/max, as on the autograd path
+            target.clamp_(cfg.td_target_min, cfg.td_target_max)
         q = self._critic_forward(self.critic_layers, b["x_critic_members"], b)  # (E, n, 1)
         q_mean = q.mean()
         diff = torch.sub(q, target[:, None], out=b["dq"])  # (E, n, 1)

@@ -51,8 +51,9 @@ def random_batch(rng: np.random.Generator) -> Batch:
 
 
 CONFIGS = [[], ["algo.backup_entropy=true", "algo.actor_q_reduction=mean", "algo.num_critics=3",
-                "algo.target_subset_size=3"]]
-IDS = ["sac", "soft-backup-mean-3-critics"]
+                "algo.target_subset_size=3"],
+           ["algo.td_target_min=-0.5", "algo.td_target_max=0.5"]]  # rewards ~ N(0, 1): the bound binds
+IDS = ["sac", "soft-backup-mean-3-critics", "td-target-clip"]
 
 
 @pytest.mark.parametrize("overrides", CONFIGS, ids=IDS)
