@@ -78,6 +78,9 @@ def test_n_step_learned_return_is_the_discounted_sum_of_one_step_learned_rewards
         buffer.add_batch(e.to_batch())
     views = list(trained_state_model.encoder.views)
     seq = sample_sequences(buffer, 600, H, np.random.default_rng(0), step_keys=views)
+    for k in views:  # the window's frames: the first is obs, frame `length` is next_obs, later ones repeat it
+        np.testing.assert_array_equal(seq.step_frames[k][:, 0], seq.obs[k])
+        np.testing.assert_array_equal(seq.step_frames[k][np.arange(len(seq)), seq.length], seq.next_obs[k])
     labelled = label_sequences(_labeller(trained_state_model, task), seq)
     assert labelled.step_frames is None
     rows, bootstrap = n_step_rows(labelled.to_torch(), GAMMA)
