@@ -109,3 +109,17 @@ def test_inproc_loop_trains_with_a_reward_model_trained_from_the_demos(tmp_path,
     versions = {r["reward/version"] for r in records if "reward/version" in r}
     assert versions == {learner.reward_labeller.version}
     assert learner.reward_labeller.labelled >= learned["updates"] * 32
+
+
+def test_dropping_the_offline_data_reaches_the_labelled_sampler(tmp_path, demo_dir, state_checkpoint):
+    """WSRL drops the demo buffer after its warm-up: the labelled sampler must then draw online rows only (it
+    used to keep sampling its own reference to the old demo buffer)."""
+    cfg = _cfg(tmp_path, "reward=prm", f"reward.checkpoint={state_checkpoint}", f"learner.demos={demo_dir}",
+               "replay.prefetch=0")
+    learner = Learner(cfg)
+    try:
+        assert len(learner.sampler.demo) > 0
+        learner.drop_offline_data()
+        assert learner.sampler.demo is learner.demo and len(learner.sampler.demo) == 0
+    finally:
+        learner.sampler.close()
