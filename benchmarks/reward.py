@@ -11,8 +11,10 @@ The real-robot setting (state policy, camera-only learned reward; the sparse arm
 
     python benchmarks/reward.py --rl --rl-only --seeds 3 --runs-dir runs/rw --train-args num_demos=3 \
         algo.offline_pretrain_updates=0 learner.max_env_steps=6000 learner.eval_every_env_steps=1000 \
+        algo.critic=simbav2 'algo.critic_hidden_dims=[128,128]' algo.simbav2_mlp_ratio=2 algo.n_step=3 \
         --prm-args env.obs=state+pixels env.image_size=32 policy.obs_keys=[state] \
-        reward.views=[images/front,images/wrist] reward.success_terminal_potential=true ...
+        reward.views=[images/front,images/wrist] reward.success_terminal_potential=true \
+        reward.phi_cap=0.9 reward.refresh_every_episodes=10   # the README's run (SimbaV2 + 3-step TD critic)
 
 The JSON line reports ``speedup`` (median env steps to the first eval >= 80%, sparse / learned; 0 when the
 learned arm never got there), ``final_success_min_prm`` / ``final_success_min_sparse`` (worst seed's last eval).

@@ -61,6 +61,31 @@ def critic_vs_returns(cfg, ckpt: Path, fields, obs, shaped, starts, ends, gamma:
     return {k: round(float(np.mean(v)), 4) for k, v in out.items() if v}
 
 
+def learner_curves(run_dir: Path) -> dict:
+    """Evaluations and ``q_mean`` per 1k env steps from the learner's metrics."""
+    records = read_metrics(run_dir / "metrics_learner.jsonl")
+    q_by_k: dict[int, list[float]] = {}
+    for r in records:
+        if "q_mean" in r:
+            q_by_k.setdefault(r["step"] // 1000, []).append(r["q_mean"])
+    return {"evals": [(r["step"], r["eval/success_rate"]) for r in records if "eval/success_rate" in r],
+            "q_mean_by_1k": {str(k): round(float(np.mean(v)), 4) for k, v in sorted(q_by_k.items())}}
+
+
+def sparse_run(run_dir: Path, cfg, ckpt: Path, window: int) -> None:
+    """A run without a learned reward: success per window of online episodes and Q vs the recorded return."""
+    fields, obs, _ = load_replay(ckpt)
+    term, base = fields["terminated"].astype(bool), fields["reward"].astype(np.float64)
+    ends = np.flatnonzero(term | fields["truncated"].astype(bool))
+    starts = np.r_[0, ends[:-1] + 1]
+    success = [bool(term[e] and base[e] > 0) for e in ends]
+    windows = [round(float(np.mean(success[i:i + window])), 3) for i in range(0, len(success), window)]
+    q_gap = critic_vs_returns(cfg, ckpt, fields, obs, base, starts, ends, cfg.algo.gamma, last=window)
+    print(f"{len(ends)} online episodes; success per window of {window}: {windows}")
+    print("critic vs Monte-Carlo (last episodes; truncated failures add gamma^k V(s_T) that MC lacks):", q_gap)
+    print(json.dumps({"episodes": len(ends), "success_windows": windows, **q_gap, **learner_curves(run_dir)}))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", type=Path)
@@ -74,6 +99,9 @@ def main() -> None:
 
     cfg = load_resolved(args.run_dir / "config_learner.yaml")
     ckpt = Checkpointer(args.run_dir / "checkpoints").latest() or Checkpointer(args.run_dir).latest()
+    if cfg.reward.name == "none":  # the sparse arm: the critic against the recorded reward's returns only
+        sparse_run(args.run_dir, cfg, ckpt, args.window)
+        return
     model_path = Path(cfg.reward.checkpoint) if cfg.reward.checkpoint else args.run_dir / "reward_prm.pt"
     labeller = RewardLabeller(load_checkpoint(model_path), cfg.reward, cfg.algo.gamma)
     # The success transitions the learner does see: the demos' last steps, base vs learned reward.

@@ -79,6 +79,7 @@ class RewardLabeller:
         # frames at every update). Cleared whenever the model changes.
         self._cache: dict[tuple[int, int, int], tuple[float, float]] = {}
         self.cache_hits = 0  # frames of labelled batches served from the cache
+        self.looked_up = 0  # frames of labelled batches (2 per one-step transition, length + 1 per window)
         self.encoded_frames = 0  # frames that went through the model for labelling
         self._set_model(model)
 
@@ -241,18 +242,14 @@ class RewardLabeller:
         n = len(batch)
         keys = []
         for part, offset in ((batch.obs, 0), (batch.next_obs, 1)):
-            rows = [np.ascontiguousarray(part[k]).reshape(n, -1) for k in views]  # (N, bytes of view k)
-            for i in range(n):
-                content = hash(b"".join(r[i].tobytes() for r in rows))
-                keys.append((int(batch.episode_id[i]), int(batch.step[i]) + offset, content))
+            keys += frame_keys(part, views, np.asarray(batch.episode_id), np.asarray(batch.step) + offset)
         return keys
 
-    def cached_potentials(self, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
-        """(Phi (2N,), P(done) (2N,)) of [obs rows, next_obs rows]; only frames not seen by this model version
-        go through the model."""
+    def _lookup(self, keys: list[tuple[int, int, int]], gather) -> tuple[np.ndarray, np.ndarray]:
+        """(Phi, P(done)) of the frames with these cache keys; ``gather(rows)`` returns the model's views of
+        the given rows (only the uncached ones, each distinct frame once, go through the model)."""
         with self._lock:
-            views, cache = list(self.model.encoder.views), self._cache
-        keys = self._frame_keys(batch, views)
+            cache = self._cache
         phi, done = np.empty(len(keys)), np.empty(len(keys))
         todo: dict[tuple[int, int, int], list[int]] = {}  # uncached frame -> its rows (obs of t = next_obs of t-1)
         for j, key in enumerate(keys):
@@ -262,18 +259,10 @@ class RewardLabeller:
             else:
                 phi[j], done[j] = hit
         self.cache_hits += len(keys) - sum(map(len, todo.values()))
+        self.looked_up += len(keys)
         if todo:
-            # gather only the uncached frames (row j < N is obs[j], else next_obs[j - N]): with a warm cache
-            # a handful per batch, so no (2N, ...) concatenation of every frame
-            first = np.asarray([rows[0] for rows in todo.values()])
-            n, from_obs = len(batch), first < len(batch)
-            frames = {}
-            for k in views:
-                frames[k] = np.empty((len(first), *batch.obs[k].shape[1:]), batch.obs[k].dtype)
-                frames[k][from_obs] = batch.obs[k][first[from_obs]]
-                frames[k][~from_obs] = batch.next_obs[k][first[~from_obs] - n]
-            p, d = self.potentials(frames)
-            self.encoded_frames += len(first)
+            p, d = self.potentials(gather(np.asarray([rows[0] for rows in todo.values()])))
+            self.encoded_frames += len(todo)
             if len(cache) + len(todo) > self.CACHE_MAX:
                 cache.clear()
             for (key, rows), pj, dj in zip(todo.items(), p, d):
@@ -281,42 +270,85 @@ class RewardLabeller:
                 cache[key] = (float(pj), float(dj))
         return phi, done
 
-    def rewards(self, batch: Batch) -> np.ndarray:
-        """float32 (N,) learned rewards of a numpy batch."""
+    def cached_potentials(self, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
+        """(Phi (2N,), P(done) (2N,)) of [obs rows, next_obs rows]; only frames not seen by this model version
+        go through the model."""
+        with self._lock:
+            views = list(self.model.encoder.views)
         n = len(batch)
-        phi_all, done_all = self.cached_potentials(batch)  # (2N,)
+
+        def gather(first: np.ndarray) -> dict[str, np.ndarray]:
+            # row j < N is obs[j], else next_obs[j - N]: with a warm cache a handful per batch, so no (2N, ...)
+            # concatenation of every frame
+            from_obs, frames = first < n, {}
+            for k in views:
+                frames[k] = np.empty((len(first), *batch.obs[k].shape[1:]), batch.obs[k].dtype)
+                frames[k][from_obs] = batch.obs[k][first[from_obs]]
+                frames[k][~from_obs] = batch.next_obs[k][first[~from_obs] - n]
+            return frames
+
+        return self._lookup(self._frame_keys(batch, views), gather)
+
+    def frame_potentials(self, frames: dict[str, np.ndarray], episode_id: np.ndarray,
+                         step: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(Phi (M,), P(done) (M,)) of M frames (the model's views, ``(M, ...)``) that are frame ``step`` of
+        episode ``episode_id``, through the same per-frame cache as :meth:`cached_potentials`."""
+        with self._lock:
+            views = list(self.model.encoder.views)
+        keys = frame_keys(frames, views, episode_id, step)
+        return self._lookup(keys, lambda rows: {k: frames[k][rows] for k in views})
+
+    def shaped(self, recorded: np.ndarray, phi: np.ndarray, done: np.ndarray, phi_next: np.ndarray,
+               done_next: np.ndarray, terminated: np.ndarray) -> np.ndarray:
+        """float32 (M,) learned rewards of M transitions from the recorded rewards, Phi and P(done) of ``s`` and
+        of ``s'`` and termination (all (M,)): the base reward, the remedies and the shaping term."""
         cap = getattr(self.cfg, "phi_cap", 1.0)
         if cap < 1.0:  # no state the done head does not call finished may look finished
-            phi_all = np.where(done_all >= self.cfg.done_threshold, phi_all, np.minimum(phi_all, cap))
-        phi, phi_next, done_next = phi_all[:n], phi_all[n:], done_all[n:]
+            phi = np.where(done >= self.cfg.done_threshold, phi, np.minimum(phi, cap))
+            phi_next = np.where(done_next >= self.cfg.done_threshold, phi_next, np.minimum(phi_next, cap))
         if self.cfg.base == "env":
-            base = np.asarray(batch.reward, np.float64)
+            base = np.asarray(recorded, np.float64)
         elif self.cfg.base == "done":
             base = (done_next >= self.cfg.done_threshold).astype(np.float64)
         else:
-            base = np.zeros(n)
-        terminated = np.asarray(batch.terminated, bool)
+            base = np.zeros(len(phi))
+        terminated = np.asarray(terminated, bool)
         # success-gated terminal: successes end at potential 1 (the goal), every other terminal at 0
         terminal_phi = (base > 0).astype(np.float64) if getattr(self.cfg, "success_terminal_potential", False) \
             else 0.0
         reward = shape(self.cfg.shaping, base, phi, phi_next, terminated, self.gamma, self.current_scale(),
                        terminal_phi)
         f = reward.astype(np.float64) - base
-        self._sums += (n, base.sum(), f.sum(), np.abs(f).sum())
+        self._sums += (len(base), base.sum(), f.sum(), np.abs(f).sum())
         return reward
+
+    def rewards(self, batch: Batch) -> np.ndarray:
+        """float32 (N,) learned rewards of a numpy batch."""
+        n = len(batch)
+        phi, done = self.cached_potentials(batch)  # (2N,): [obs rows, next_obs rows]
+        return self.shaped(batch.reward, phi[:n], done[:n], phi[n:], done[n:], batch.terminated)
+
+    def before_labelling(self, obs: dict[str, np.ndarray]) -> None:
+        """Once per sampled batch, on the labelling thread: fix the drift probe set (the first batch's first
+        rows, demo rows first), score finished online episodes and refresh the model when due."""
+        if self._probe is None:
+            m = min(len(next(iter(obs.values()))), getattr(self.cfg, "probe_size", 256))
+            self._probe = {k: np.array(obs[k][:m]) for k in self.model.encoder.views}
+            self._check_drift()
+        self._score_finished()
 
     def label(self, batch: Batch) -> Batch:
         """A copy of ``batch`` whose ``reward`` is the learned reward (the buffer's arrays are not touched)."""
         t0 = time.perf_counter()
-        if self._probe is None:  # the first batch (demo rows first) fixes the drift probe set
-            m = min(len(batch), getattr(self.cfg, "probe_size", 256))
-            self._probe = {k: np.array(batch.obs[k][:m]) for k in self.model.encoder.views}
-            self._check_drift()
-        self._score_finished()
+        self.before_labelling(batch.obs)
         reward = self.rewards(batch)
-        self._seconds += time.perf_counter() - t0
-        self.labelled += len(batch)
+        self.count_labelled(len(batch), time.perf_counter() - t0)
         return replace(batch, reward=reward)
+
+    def count_labelled(self, transitions: int, seconds: float) -> None:
+        """Account ``transitions`` labelled in ``seconds`` (``reward/labelled``, ``reward/label_us_per_transition``)."""
+        self._seconds += seconds
+        self.labelled += transitions
 
     def stats(self) -> dict[str, Any]:
         """Logged by the learner every second; base/shaping means are over the batches since the last call."""
@@ -326,7 +358,7 @@ class RewardLabeller:
                "reward/label_us_per_transition": 1e6 * self._seconds / max(self.labelled, 1),
                "reward/scale": self.current_scale(), "reward/probe_drift": self.drift.last,
                "reward/refreshes": self.refreshes,
-               "reward/cache_hit_rate": self.cache_hits / max(2 * self.labelled, 1)}
+               "reward/cache_hit_rate": self.cache_hits / max(self.looked_up, 1)}
         if n:
             out.update({"reward/base_mean": base / n, "reward/shaping_mean": f / n,
                         "reward/shaping_abs_mean": f_abs / n,
@@ -335,7 +367,16 @@ class RewardLabeller:
             out.update(self.monitor.stats())
         return out
 
-    def wrap(self, sampler: MixedSampler, keep_keys: Sequence[str] = ()) -> "LabelledSampler":
+    def wrap(self, sampler: Any, keep_keys: Sequence[str] = ()) -> Any:
+        """The sampler whose batches this labeller labels: a :class:`LabelledSampler` around a
+        :class:`MixedSampler`, a :class:`~robot_rl.reward_models.sequence_labels.LabelledSequenceSampler` around
+        a :class:`~robot_rl.sequence_replay.SequenceSampler` (n-step TD / sequence critics)."""
+        from robot_rl.sequence_replay import SequenceSampler
+
+        if isinstance(sampler, SequenceSampler):
+            from robot_rl.reward_models.sequence_labels import LabelledSequenceSampler
+
+            return LabelledSequenceSampler(sampler, self, keep_keys)
         return LabelledSampler(sampler, self, keep_keys)
 
 
@@ -367,6 +408,15 @@ class LabelledSampler(MixedSampler):
     def sample_demo_numpy(self) -> Batch:
         # Offline pre-training must train on the same (learned) reward as the online phase that follows it.
         return self._keep(self.labeller.label(super().sample_demo_numpy()))
+
+
+def frame_keys(frames: dict[str, np.ndarray], views: list[str], episode_id: np.ndarray,
+               step: np.ndarray) -> list[tuple[int, int, int]]:
+    """Cache keys of M frames (``frames[k]``: ``(M, ...)``): episode id, frame index in the episode and a hash
+    of every byte the model reads of the frame (the label is a function of those bytes alone)."""
+    m = len(episode_id)
+    rows = [np.ascontiguousarray(frames[k]).reshape(m, -1) for k in views]  # (M, bytes of view k)
+    return [(int(episode_id[i]), int(step[i]), hash(b"".join(r[i].tobytes() for r in rows))) for i in range(m)]
 
 
 # ------------------------------------------------------------------------------------- construction

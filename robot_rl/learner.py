@@ -94,12 +94,10 @@ class Learner:
             if self.frozen_cameras:
                 raise ValueError(f"reward={cfg.reward.name} labels replay images, but policy.encoder="
                                  f"{cfg.policy.encoder} stores frame embeddings: use policy.encoder=drq with it")
-            if self.algo.sequence_horizon > 0:  # the labeller relabels one-step batches on MixedSampler's thread
-                raise ValueError(f"reward={cfg.reward.name} labels one-step batches, but algo={cfg.algo.name} trains "
-                                 f"on executed sequences (algo.n_step > 1 or algo.sequence_critic=true): use "
-                                 f"one of the two")
             self.reward_labeller = make_labeller(cfg, self.obs_spec, self.device)
-            # the reward model may read keys the policy does not (cameras): dropped once the batch is labelled
+            # the reward model may read keys the policy does not (cameras): dropped once the batch is labelled.
+            # One-step batches are labelled on MixedSampler's prefetch thread, executed sequences (n-step TD,
+            # sequence critics) step by step as they are sampled (robot_rl.reward_models.sequence_labels).
             self.sampler = self.reward_labeller.wrap(self.sampler, keep_keys=self.policy_spec.keys())
         self.ledger = DedupLedger()
         self.updates = 0
@@ -341,6 +339,8 @@ class Learner:
         may still draw one batch from the old buffer; interventions land in the new one."""
         self.demo = ReplayBuffer(self.obs_spec, self.action_spec, self.cfg.replay.demo_capacity)
         self._mixed_sampler.demo = self.demo
+        if self.sampler is not self._mixed_sampler and hasattr(self.sampler, "demo"):
+            self.sampler.demo = self.demo  # LabelledSampler samples from its own reference to the demo buffer
         self._offline_dropped = True
         log.info("warm-up done at %d env steps: offline data dropped, training on online data only",
                  self.online_transitions)

@@ -15,7 +15,7 @@ the learner uses when ``algo.sequence_horizon > 0``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic
+from typing import TYPE_CHECKING, Any, Generic, Sequence
 
 import numpy as np
 
@@ -46,6 +46,15 @@ class SequenceBatch(Generic[ArrayT]):
     """``(N,)`` int64, number of valid steps (1 .. H)."""
     from_demo: ArrayT | None = None
     """``(N,)`` bool: drawn from the demo buffer."""
+    step_frames: dict[str, ArrayT] | None = None
+    """Every frame of the window for the keys asked for (``step_keys``; the learned reward's views), ``(N, H+1,
+    ...)``: frame ``k`` is the observation before step ``k`` and frame ``k+1`` the one after it. Frames
+    ``0 .. length`` are real; later ones repeat frame ``length``. None unless asked for."""
+    episode_id: ArrayT | None = None
+    """``(N,)`` int64 episode id of each row (with ``step_frames``; the reward labeller's frame cache keys)."""
+    step: ArrayT | None = None
+    """``(N,)`` int64 step index of each row's first step within its episode (with ``step_frames``); frame
+    ``k`` is the episode's frame ``step + k`` (a window follows consecutive steps of one episode)."""
 
     def __len__(self) -> int:
         return int(self.action.shape[0])
@@ -56,13 +65,23 @@ class SequenceBatch(Generic[ArrayT]):
         def t(x: np.ndarray) -> "torch.Tensor":
             return torch.from_numpy(np.ascontiguousarray(x)).to(device)
 
+        def opt(x: np.ndarray | None) -> "torch.Tensor | None":
+            return None if x is None else t(x)
+
         return SequenceBatch({k: t(v) for k, v in self.obs.items()}, t(self.action), t(self.reward), t(self.valid),
                              {k: t(v) for k, v in self.next_obs.items()}, t(self.terminated), t(self.length),
-                             None if self.from_demo is None else t(self.from_demo))
+                             opt(self.from_demo),
+                             None if self.step_frames is None else {k: t(v) for k, v in self.step_frames.items()},
+                             opt(self.episode_id), opt(self.step))
 
 
-def sample_sequences(buffer: ReplayBuffer, n: int, horizon: int, rng: np.random.Generator) -> SequenceBatch:
-    """``n`` chunks of up to ``horizon`` consecutive steps starting at uniformly drawn transitions."""
+def sample_sequences(buffer: ReplayBuffer, n: int, horizon: int, rng: np.random.Generator,
+                     step_keys: Sequence[str] = (), obs_keys: Sequence[str] | None = None) -> SequenceBatch:
+    """``n`` chunks of up to ``horizon`` consecutive steps starting at uniformly drawn transitions.
+
+    ``step_keys``: also return every frame of each window for these keys (``step_frames``, with ``episode_id``
+    and ``step``), e.g. for a learned reward that scores each step. ``obs_keys``: the keys ``obs`` and
+    ``next_obs`` carry (None: every key in replay)."""
     if horizon < 1:
         raise ValueError(f"horizon must be >= 1, got {horizon}")
     with buffer.lock:
@@ -93,25 +112,45 @@ def sample_sequences(buffer: ReplayBuffer, n: int, horizon: int, rng: np.random.
         last = slots[np.arange(n), length - 1]  # (n,) slot of each chunk's last real step
         first_frames = buffer.obs_fid[idx] % buffer.frame_capacity
         next_frames = buffer.next_fid[last] % buffer.frame_capacity
+        keys = list(buffer.frames) if obs_keys is None else list(obs_keys)
+        missing = sorted(set(keys) - set(buffer.frames)) + sorted(set(step_keys) - set(buffer.frames))
+        if missing:
+            raise KeyError(f"{missing} are not stored in replay ({sorted(buffer.frames)})")
+        step_frames = episode_id = first_step = None
+        if step_keys:
+            # frame 0 = obs of the first step, frame k = next_obs of step k-1 (= obs of step k while valid);
+            # past the end this repeats the last real next_obs frame (the padding repeats the last slot)
+            window = np.concatenate([buffer.obs_fid[idx][:, None], buffer.next_fid[slots]], 1)  # (n, H+1)
+            step_frames = {k: buffer.frames[k][window % buffer.frame_capacity] for k in step_keys}
+            episode_id = buffer.fields["episode_id"][idx].astype(np.int64)
+            first_step = buffer.fields["step"][idx].astype(np.int64)
         return SequenceBatch(
-            obs={k: a[first_frames] for k, a in buffer.frames.items()},
+            obs={k: buffer.frames[k][first_frames] for k in keys},
             action=buffer.fields["action"][slots],  # (n, H, A)
             reward=np.where(valid, buffer.fields["reward"][slots], 0.0).astype(np.float32),
             valid=valid,
-            next_obs={k: a[next_frames] for k, a in buffer.frames.items()},
+            next_obs={k: buffer.frames[k][next_frames] for k in keys},
             terminated=buffer.fields["terminated"][last].copy(),
             length=length.astype(np.int64),
+            step_frames=step_frames, episode_id=episode_id, step=first_step,
         )
 
 
 def concat_sequences(parts: list[SequenceBatch]) -> SequenceBatch:
     first = parts[0]
+
+    def cat(name: str) -> np.ndarray | None:
+        return None if getattr(first, name) is None else np.concatenate([getattr(p, name) for p in parts])
+
     return SequenceBatch(
         {k: np.concatenate([p.obs[k] for p in parts]) for k in first.obs},
         np.concatenate([p.action for p in parts]), np.concatenate([p.reward for p in parts]),
         np.concatenate([p.valid for p in parts]),
         {k: np.concatenate([p.next_obs[k] for p in parts]) for k in first.next_obs},
-        np.concatenate([p.terminated for p in parts]), np.concatenate([p.length for p in parts]))
+        np.concatenate([p.terminated for p in parts]), np.concatenate([p.length for p in parts]),
+        step_frames=None if first.step_frames is None else
+        {k: np.concatenate([p.step_frames[k] for p in parts]) for k in first.step_frames},
+        episode_id=cat("episode_id"), step=cat("step"))
 
 
 def n_step_rows(seq: SequenceBatch, gamma: float) -> tuple[Batch, "torch.Tensor"]:
@@ -146,27 +185,36 @@ class SequenceSampler:
         self.device = device
         self.rng = np.random.default_rng(seed)
 
-    def next(self) -> SequenceBatch:
+    def sample_numpy(self, step_keys: Sequence[str] = (), obs_keys: Sequence[str] | None = None) -> SequenceBatch:
+        """A numpy batch (see :func:`sample_sequences` for ``step_keys`` and ``obs_keys``)."""
         demo = self.demo  # read once (the learner may swap the demo buffer)
         n_demo = 0
         if demo is not None and len(demo) > 0:
             n_demo = int(round(self.batch_size * self.demo_ratio)) if len(self.online) > 0 else self.batch_size
         parts = []
         if n_demo:
-            parts.append(sample_sequences(demo, n_demo, self.horizon, self.rng))
+            parts.append(sample_sequences(demo, n_demo, self.horizon, self.rng, step_keys, obs_keys))
         if self.batch_size - n_demo:
-            parts.append(sample_sequences(self.online, self.batch_size - n_demo, self.horizon, self.rng))
+            parts.append(sample_sequences(self.online, self.batch_size - n_demo, self.horizon, self.rng,
+                                          step_keys, obs_keys))
         batch = parts[0] if len(parts) == 1 else concat_sequences(parts)
         batch.from_demo = np.arange(self.batch_size) < n_demo
-        return batch.to_torch(self.device)
+        return batch
 
-    def sample_demo(self) -> SequenceBatch:
-        """A batch of demo sequences only (the offline warm start, ``algo.offline_pretrain_updates``)."""
+    def sample_demo_numpy(self, step_keys: Sequence[str] = (),
+                          obs_keys: Sequence[str] | None = None) -> SequenceBatch:
+        """A numpy batch of demo sequences only (the offline warm start, ``algo.offline_pretrain_updates``)."""
         if self.demo is None or len(self.demo) == 0:
             raise ValueError("sample_demo needs a non-empty demo buffer")
-        batch = sample_sequences(self.demo, self.batch_size, self.horizon, self.rng)
+        batch = sample_sequences(self.demo, self.batch_size, self.horizon, self.rng, step_keys, obs_keys)
         batch.from_demo = np.ones(self.batch_size, bool)
-        return batch.to_torch(self.device)
+        return batch
+
+    def next(self) -> SequenceBatch:
+        return self.sample_numpy().to_torch(self.device)
+
+    def sample_demo(self) -> SequenceBatch:
+        return self.sample_demo_numpy().to_torch(self.device)
 
     def close(self) -> None:
         """Nothing to stop (no prefetch thread); same interface as MixedSampler."""

@@ -111,8 +111,15 @@ def test_inproc_loop_trains_with_a_reward_model_trained_from_the_demos(tmp_path,
     assert learner.reward_labeller.labelled >= learned["updates"] * 32
 
 
-def test_learned_reward_with_n_step_targets_fails_loudly(tmp_path, state_checkpoint):
-    """The labeller relabels one-step batches; n-step TD samples executed sequences, which it would not label."""
-    cfg = _cfg(tmp_path, "reward=prm", f"reward.checkpoint={state_checkpoint}", "algo.n_step=3")
-    with pytest.raises(ValueError, match="executed sequences"):
-        Learner(cfg)
+def test_dropping_the_offline_data_reaches_the_labelled_sampler(tmp_path, demo_dir, state_checkpoint):
+    """WSRL drops the demo buffer after its warm-up: the labelled sampler must then draw online rows only (it
+    used to keep sampling its own reference to the old demo buffer)."""
+    cfg = _cfg(tmp_path, "reward=prm", f"reward.checkpoint={state_checkpoint}", f"learner.demos={demo_dir}",
+               "replay.prefetch=0")
+    learner = Learner(cfg)
+    try:
+        assert len(learner.sampler.demo) > 0
+        learner.drop_offline_data()
+        assert learner.sampler.demo is learner.demo and len(learner.sampler.demo) == 0
+    finally:
+        learner.sampler.close()
