@@ -3,7 +3,8 @@
     ros2 launch robot_rl real.launch.py        (starts it next to robot_rl_actor_node)
 
 The actor (``command.via_safety_node``) publishes position targets at the policy rate (``control_hz``, 10 Hz) on
-``topics.target``. This node interpolates between the last two targets over one policy period, passes every
+``topics.target``. This node moves from the previous target to the newest over ``command.interpolation_s`` (default 0: at once,
+as the twin's env applies an action), passes every
 command through the same safety layer as the actor (:class:`TargetLimiter` at ``1 / command_hz``:
 box, speed, acceleration, lead; :class:`Guard`: e-stop latch, watchdog, stale sensors) and publishes it at
 ``command_hz`` (default 100, up to 1000) from a dedicated thread, so a crash, a GC pause or slow inference in the
@@ -31,7 +32,7 @@ from robot_rl.hardware.ros2 import ros_io
 from robot_rl.hardware.ros2.config import RobotNodeConfig, from_params, load_params_files
 from robot_rl.hardware.ros2.realtime import (DeadlineSchedule, GcPacer, PhaseLock, RealtimeStatus,
                                              enter_realtime, log_off_the_loop, spin_window, wait_until)
-from robot_rl.hardware.ros2.safety import Guard, RateLimitedLog, TargetLimiter
+from robot_rl.hardware.ros2.safety import Guard, RateLimitedLog, TargetInterpolator, TargetLimiter
 from robot_rl.hardware.ros2.sensors import SensorCache, checked_joint_state, checked_pose, measured_position
 
 log = logging.getLogger("robot_rl.ros2.safety_node")
@@ -91,9 +92,9 @@ class SafetyNode:
         sensors = ["ee_pose", "joint_states"] if self.cartesian else ["joint_states"]
         self.cache = SensorCache(sensors, clock, lambda: node.get_clock().now().nanoseconds * 1e-9)
         self._lock = threading.Lock()
-        self._from: np.ndarray | None = None      # interpolation start (where the previous segment stood)
-        self._to: np.ndarray | None = None        # newest target
-        self._to_t = 0.0
+        # desired position between targets: from where the stream stood to the newest target over interpolation_s
+        self.interpolator = TargetInterpolator(min(cfg.command.interpolation_s, self.policy_period))
+        self._targets = 0
         self._watchdog_holding = False
         self._warn = RateLimitedLog(log.warning, 1.0, clock)
         self.sent = 0
@@ -152,11 +153,10 @@ class SafetyNode:
         with self._lock:
             if not np.isfinite(target).all():
                 self.guard.count("non_finite")
-                self._to = None  # hold until a finite target comes
+                self.interpolator.clear()  # hold until a finite target comes
                 return
-            # continue from where the interpolation stands now: no jump when a target arrives early or late
-            self._from = self._interpolated(now) if self._to is not None else target
-            self._to, self._to_t = target.copy(), now
+            self.interpolator.new_target(target, now)
+            self._targets += 1
             self._fresh_target_t, self._fresh_frame_stamp = now, frame_stamp
             self._watchdog_holding = False
         self.guard.action_arrived()
@@ -176,17 +176,12 @@ class SafetyNode:
     def _on_reset(self, request: Any, response: Any) -> Any:  # noqa: ARG002 (Trigger has no request data)
         response.success, response.message = self.guard.reset_estop()
         with self._lock:
-            self._to = None  # after a reset, only a fresh target moves the robot
+            self.interpolator.clear()  # after a reset, only a fresh target moves the robot
         log.warning("e-stop reset: %s (%s)", "released" if response.success else "refused", response.message)
         self._publish_latched()
         return response
 
     # ------------------------------------------------------------------ command loop (own thread)
-    def _interpolated(self, now: float) -> np.ndarray:
-        assert self._to is not None and self._from is not None
-        alpha = min(1.0, max(0.0, (now - self._to_t) / self.policy_period))
-        return self._from + alpha * (self._to - self._from)
-
     def _measured(self) -> np.ndarray:
         return measured_position(self.cache, self.cartesian, self.cfg.arm_joints, self.n)
 
@@ -195,18 +190,19 @@ class SafetyNode:
         now = self.clock()
         if self.guard.watchdog_expired():
             with self._lock:
-                self._watchdog_holding, self._to = True, None
+                self._watchdog_holding = True
+                self.interpolator.clear()
             self._warn("watchdog", f"no target for {self.cfg.safety.watchdog_timeout_s} s: holding")
         stale = self.cache.stale(self.cfg.safety.sensor_timeout_s)
         reason = self.guard.hold_reason(stale)
         with self._lock:
-            desired = None if self._to is None else self._interpolated(now)
+            desired = self.interpolator.desired(now)
             if reason is None and self._watchdog_holding:
                 reason = "watchdog"
         measured = self._measured()
         if reason is not None or desired is None or self.limiter.target is None:
             key = (reason or "no_target").split(":")[0]
-            if key == "stale" and (self._to_t == 0.0 or all(s.endswith("(missing)") for s in stale)):
+            if key == "stale" and (self._targets == 0 or all(s.endswith("(missing)") for s in stale)):
                 key = "startup"  # a sensor never heard from yet (discovery): not a stall of a running loop
             self.holds[key] = self.holds.get(key, 0) + 1
             if reason and reason != "watchdog":
