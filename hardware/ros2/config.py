@@ -176,9 +176,11 @@ class RobotNodeConfig(ConfigNode):
     than half a camera period old): a few ms of policy-period jitter instead of acting on a frame one camera
     period old."""
     align_commands: bool = True
-    """``robot_rl_safety_node`` moves its command schedule by at most 0.2 ms per target so that a command goes
-    out about 1 ms after each target arrives (target -> command latency ~1 ms instead of up to one command
-    period). Applies while ``command_hz`` is a whole multiple of ``control_hz``."""
+    """``robot_rl_safety_node`` phase-locks its command schedule onto the actor's targets
+    (:class:`robot_rl.hardware.ros2.command_phase.TargetSlotLock`): the command slot that serves them sits 0.5 ms
+    after the 99th percentile of their recent arrival times, learned from their jitter, so a target rarely
+    waits a whole command period; the schedule moves by at most 0.3 ms per target (the rate stays steady).
+    Applies while ``command_hz`` is a whole multiple of ``control_hz``."""
     max_episode_steps: int = 100
     """Time limit of an episode in control steps."""
     image_size: int = 64

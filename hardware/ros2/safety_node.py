@@ -30,7 +30,8 @@ import numpy as np
 
 from robot_rl.hardware.ros2 import ros_io
 from robot_rl.hardware.ros2.config import RobotNodeConfig, from_params, load_params_files
-from robot_rl.hardware.ros2.realtime import (DeadlineSchedule, GcPacer, PhaseLock, RealtimeStatus,
+from robot_rl.hardware.ros2.command_phase import TargetSlotLock
+from robot_rl.hardware.ros2.realtime import (DeadlineSchedule, GcPacer, RealtimeStatus,
                                              enter_realtime, log_off_the_loop, spin_window, wait_until)
 from robot_rl.hardware.ros2.safety import Guard, RateLimitedLog, TargetInterpolator, TargetLimiter
 from robot_rl.hardware.ros2.sensors import SensorCache, checked_joint_state, checked_pose, measured_position
@@ -106,7 +107,7 @@ class SafetyNode:
         self.holds: dict[str, int] = {}
         self.realtime = RealtimeStatus()  # what run() obtained (logged there, and in stats())
         self.schedule: DeadlineSchedule | None = None
-        self.phase_lock: PhaseLock | None = None
+        self.phase_lock: TargetSlotLock | None = None
         t = cfg.topics
         sensor_qos = ros_io.qos_profile(cfg.qos.sensor_reliability, cfg.qos.sensor_depth)
         command_qos = ros_io.qos_profile(cfg.qos.command_reliability, cfg.qos.command_depth)
@@ -232,10 +233,11 @@ class SafetyNode:
         self.schedule = DeadlineSchedule(self.period, time.monotonic())
         ratio = self.policy_period / self.period
         align = self.cfg.align_commands and round(ratio) >= 1 and abs(ratio - round(ratio)) < 1e-6
-        # margin: room for the jitter of the targets' arrival (the actor's inference time varies by a few ms)
-        lock = PhaseLock(self.schedule, margin=min(0.003, 0.3 * self.period), max_step=min(0.0005, self.period / 20))
+        # the slot that serves the targets just after nearly all of their arrivals (their jitter learned), moved
+        # by at most 0.3 ms per target so the controller still sees a steady rate
+        lock = TargetSlotLock(self.schedule, self.policy_period, guard=min(0.0005, 0.1 * self.period),
+                              initial_margin=min(0.003, 0.3 * self.period), max_step=min(0.0003, self.period / 20))
         self.phase_lock = lock
-        last_fresh = -float("inf")
         while not stop.is_set():
             wait_until(self.schedule.deadline, spin)
             target = self.tick()
@@ -246,11 +248,8 @@ class SafetyNode:
                 with self._lock:
                     fresh, self._fresh_target_t = self._fresh_target_t, None
                     frame_stamp, self._fresh_frame_stamp = self._fresh_frame_stamp, None
-                if fresh is not None and align:  # the next targets arrive with the same phase: meet them ~1 ms on
-                    if fresh - last_fresh > 2.5 * self.policy_period:
-                        lock.locked = False  # targets resume after a gap (start, a stalled actor): lock afresh
-                    lock.event(now - fresh, self.period)
-                    last_fresh = fresh
+                if fresh is not None and align:  # the next targets arrive with the same phase: meet them
+                    lock.arrived(fresh, self.schedule.deadline)
                 if len(self.send_times) < 200_000:  # statistics (benchmarks): bounded memory
                     self.send_times.append(now)
                     if fresh is not None:
@@ -275,6 +274,7 @@ class SafetyNode:
                 "target_to_command_p99_ms": float(np.percentile(lag, 99)),
                 "missed_deadlines": float(self.schedule.missed if self.schedule is not None else 0),
                 "command_phase_relocks": float(self.phase_lock.relocks if self.phase_lock is not None else 0),
+                "command_slot_lead_ms": float(self.phase_lock.lead_s * 1e3 if self.phase_lock is not None else 0),
                 **self.realtime.stats("realtime"),
                 **{f"holds/{k}": float(v) for k, v in self.holds.items()},
                 **{f"guard/{k}": float(v) for k, v in self.guard.counts.items()}}

@@ -1,0 +1,98 @@
+"""The safety node's command schedule phase-locked onto the actor's targets (``align_commands``), with a margin
+learned from how much their arrival jitters. Plain arithmetic on a caller's clock (tested with a simulated one).
+
+The actor publishes a target once per policy period; the safety node commands at ``command_hz`` on a
+:class:`DeadlineSchedule`. A target waits for the next command slot: with the slot just after the target's usual
+arrival the wait is short, but a target that comes a little later than the slot waits a whole command period,
+which was the tail of camera frame -> command. :class:`TargetSlotLock` therefore aims the slot that serves the
+targets at a high quantile (``quantile``) of their recent arrival times plus ``guard``: nearly every target
+arrives before its slot, and the wait is the arrival spread rather than a period. The slot never aims more than
+one command period after the median arrival (beyond that waiting for the next slot costs no more). The schedule
+moves by at most ``max_step`` per target, so the controller still gets a steady ``command_hz`` (one command
+period in ``command_hz / control_hz`` changes by at most that).
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import numpy as np
+
+from robot_rl.hardware.ros2.realtime import DeadlineSchedule
+
+
+class TargetSlotLock:
+    """Keeps one of ``schedule``'s deadlines per ``target_period`` (the slot) just after the targets' arrival.
+
+    :meth:`arrived` gets each target's arrival time and the deadline of the command that served it; it returns
+    the shift applied to the schedule (s, positive = later). ``lead_s`` is the slot's current lead over the
+    median arrival (the learned margin)."""
+
+    def __init__(self, schedule: DeadlineSchedule, target_period: float, quantile: float = 0.99,
+                 guard: float = 0.0005, initial_margin: float = 0.003, max_step: float = 0.0003,
+                 gain: float = 0.3, window: int = 200, min_samples: int = 10) -> None:
+        if not 0.5 <= quantile <= 1.0:
+            raise ValueError(f"quantile must be in [0.5, 1], got {quantile}")
+        if not target_period > 0 or max_step <= 0:
+            raise ValueError("target_period and max_step must be > 0")
+        self.schedule, self.target_period, self.quantile = schedule, float(target_period), float(quantile)
+        self.guard, self.initial_margin, self.max_step, self.gain = guard, initial_margin, max_step, gain
+        self.min_samples = min_samples
+        # arrival - slot (s) of recent targets, re-expressed against the current schedule (shifts subtracted):
+        # negative = the target came before its slot
+        self._offsets: deque[float] = deque(maxlen=window)  # stored + _shifted (so a shift touches one number)
+        self._shifted = 0.0
+        self._next_slot: float | None = None  # where the next target's slot is (a deadline of the schedule)
+        self._last_arrival = -math.inf
+        self._off = 0  # consecutive targets more than a quarter target period from their slot
+        self.relocks = 0
+
+    @property
+    def lead_s(self) -> float:
+        """How long before its slot the median recent target arrives (s); the initial margin until measured."""
+        if len(self._offsets) < self.min_samples:
+            return self.initial_margin
+        return -float(np.median(self._recent()))
+
+    def _recent(self) -> np.ndarray:
+        """Recent arrival - slot offsets (s) against the current schedule."""
+        return np.asarray(self._offsets) - self._shifted
+
+    def _best_slot(self) -> float:
+        """Where the slot should be, relative to the current one (s): ``guard`` after the ``quantile`` of the
+        recent arrivals, but never more than a command period (less ``guard``) after their median: a target
+        later than that is better served by the next slot than by making every target wait."""
+        offsets = self._recent()
+        late = float(np.quantile(offsets, self.quantile))
+        return min(late, float(np.median(offsets)) + self.schedule.period - 2 * self.guard) + self.guard
+
+    def _lock(self, arrival: float, served: float) -> float:
+        """First target, or after a gap: put a deadline ``initial_margin`` after ``arrival``, moving later only
+        (a shorter command period than the controller's could be read as a fault)."""
+        period = self.schedule.period
+        delta = (arrival + self.initial_margin - served) % period
+        self.schedule.shift(delta)
+        self._next_slot = served + delta + self.target_period
+        self._offsets.clear()
+        self._off = 0
+        self.relocks += 1
+        return delta
+
+    def arrived(self, arrival: float, served: float) -> float:
+        """Target arrived at ``arrival`` and was commanded at the deadline ``served``; moves the schedule."""
+        gap, self._last_arrival = arrival - self._last_arrival, arrival
+        if self._next_slot is None or gap > 2.5 * self.target_period or self._off >= 5:
+            return self._lock(arrival, served)
+        offset = math.remainder(arrival - self._next_slot, self.target_period)
+        slot = arrival - offset
+        self._off = self._off + 1 if abs(offset) > self.target_period / 4 else 0
+        self._offsets.append(offset + self._shifted)
+        if len(self._offsets) < self.min_samples:
+            error = offset + self.initial_margin  # too few to learn from: the fixed margin
+        else:
+            error = self._best_slot()  # > 0: move the slot later
+        shift = max(-self.max_step, min(self.max_step, self.gain * error))
+        self.schedule.shift(shift)
+        self._shifted += shift
+        self._next_slot = slot + self.target_period + shift
+        return shift
