@@ -4,7 +4,8 @@ The robot path is the one ``sim.launch.py`` runs, without a learner: ``robot_rl_
 ``robot_rl_safety_node`` in their own processes (the installed executables, real.yaml + sim.yaml), and the robot
 env of ``robot_rl_actor_node`` (:class:`RosRobotEnv`, ``command.via_safety_node``) in this process, driven by the
 checkpoint's policy at ``control_hz``. The same policy then runs on the learner's env (``ENVS.make`` of the run's
-config), as the learner's evaluation does. Both are deterministic (the policy's mean action).
+config), as the learner's evaluation does. Both are deterministic (the policy's mean action) unless
+``--stochastic`` (sampled, as the training actor acts).
 
     unshare -n bash -c 'ip link set lo up; ip link set lo multicast on; ip route add 224.0.0.0/4 dev lo;
         ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST .venv-ros/bin/python benchmarks/ros2_policy_eval.py \\
@@ -48,14 +49,15 @@ def _policy(checkpoint: Path, obs_spec, action_spec):  # noqa: ANN001, ANN202 (s
     return cfg, policy
 
 
-def _episodes(env, policy, episodes: int, seed: int, trace: list[dict] | None) -> list[tuple[bool, int]]:  # noqa: ANN001
+def _episodes(env, policy, episodes: int, seed: int, trace: list[dict] | None,  # noqa: ANN001
+              deterministic: bool = True) -> list[tuple[bool, int]]:
     out = []
     for ep in range(episodes):
         obs = env.reset(seed=seed + ep)
         policy.reset()
         steps, done, success = 0, False, False
         while not done:
-            action = policy.act(obs, deterministic=True)
+            action = policy.act(obs, deterministic=deterministic)
             if trace is not None:
                 trace.append({"episode": ep, "step": steps, "state": np.asarray(obs["state"]).copy(),
                               "action": np.asarray(action).copy(), "time": time.monotonic()})
@@ -98,7 +100,7 @@ def _ros_path(args: argparse.Namespace, python_bin: Path) -> tuple[list[tuple[bo
     trace: list[dict] = []
     try:
         _, policy = _policy(args.checkpoint, env.obs_spec, env.action_spec)
-        results = _episodes(env, policy, args.episodes, args.seed, trace)
+        results = _episodes(env, policy, args.episodes, args.seed, trace, not args.stochastic)
         stats = env.stats()
     finally:
         env.close()
@@ -126,6 +128,8 @@ def main() -> None:
     parser.add_argument("--out-dir", type=Path, default=Path("runs/ros2_policy_eval"))
     parser.add_argument("--trace", type=Path, default=None, help="npz of every step on both paths")
     parser.add_argument("--skip-twin", action="store_true", help="only the robot path")
+    parser.add_argument("--stochastic", action="store_true",
+                        help="sample actions as the training actor does (default: the deterministic mean)")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -142,7 +146,7 @@ def main() -> None:
         env = ENVS.make(cfg.env.name, cfg.env, seed=cfg.env.seed)
         _, policy = _policy(args.checkpoint, env.obs_spec, env.action_spec)
         print("learner's in-process twin:", flush=True)
-        twin = _episodes(env, policy, args.episodes, args.seed, twin_trace)
+        twin = _episodes(env, policy, args.episodes, args.seed, twin_trace, not args.stochastic)
         env.close()
     if args.trace is not None:
         np.savez(args.trace, **{f"{path}_{key}": np.array([row[key] for row in rows])
@@ -152,6 +156,7 @@ def main() -> None:
     print({k: round(v, 3) for k, v in stats.items() if k.startswith(keep)})
     rate = lambda rs: sum(s for s, _ in rs) / len(rs) if rs else None  # noqa: E731
     print(json.dumps({"ros_success": rate(ros), "twin_success": rate(twin), "episodes": args.episodes,
+                      "deterministic": not args.stochastic,
                       "ros_steps": [n for _, n in ros], "twin_steps": [n for _, n in twin],
                       "twin_physics_lag_s": stats.get("twin/physics_lag_s")}))
 
