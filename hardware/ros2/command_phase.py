@@ -43,8 +43,8 @@ class TargetSlotLock:
         self._offsets: deque[float] = deque(maxlen=window)  # stored + _shifted (so a shift touches one number)
         self._shifted = 0.0
         self._next_slot: float | None = None  # where the next target's slot is (a deadline of the schedule)
-        self._last_arrival = -math.inf
         self._off = 0  # consecutive targets more than a quarter target period from their slot
+        self._warmup_lead = initial_margin  # the lead while too few arrivals were seen: learned at a relock
         self.relocks = 0
 
     @property
@@ -67,28 +67,38 @@ class TargetSlotLock:
         return min(late, float(np.median(offsets)) + self.schedule.period - 2 * self.guard) + self.guard
 
     def _lock(self, arrival: float, served: float) -> float:
-        """First target, or after a gap: put a deadline ``initial_margin`` after ``arrival``, moving later only
-        (a shorter command period than the controller's could be read as a fault)."""
+        """First target, or after the targets' phase moved (5 in a row more than a quarter target period off
+        their slot, e.g. the actor's schedule restarted on other camera frames): put a deadline after
+        ``arrival`` by the lead learned so far (``initial_margin`` before anything was learned), moving later
+        only (a shorter command period than the controller's could be read as a fault). The arrival spread
+        learned so far sets the lead until enough new arrivals are seen: the jitter did not change with the phase."""
         period = self.schedule.period
-        delta = (arrival + self.initial_margin - served) % period
+        recent = self._recent()[:len(self._offsets) - self._off]  # without the off-phase ones that relock
+        if len(recent) >= self.min_samples:
+            spread = recent - float(np.median(recent))
+            self._warmup_lead = min(float(np.quantile(spread, self.quantile)), period - 2 * self.guard) + self.guard
+        delta = (arrival + self._warmup_lead - served) % period
         self.schedule.shift(delta)
-        self._next_slot = served + delta + self.target_period
+        # a deadline now lies exactly at arrival + lead (served + delta may be one command period later)
+        self._next_slot = arrival + self._warmup_lead + self.target_period
         self._offsets.clear()
+        self._shifted = 0.0
         self._off = 0
         self.relocks += 1
         return delta
 
     def arrived(self, arrival: float, served: float) -> float:
-        """Target arrived at ``arrival`` and was commanded at the deadline ``served``; moves the schedule."""
-        gap, self._last_arrival = arrival - self._last_arrival, arrival
-        if self._next_slot is None or gap > 2.5 * self.target_period or self._off >= 5:
+        """Target arrived at ``arrival`` and was commanded at the deadline ``served``; moves the schedule. A
+        pause in the targets (the actor resetting the robot) keeps the lock: the slot grid is extrapolated by
+        whole target periods, and only a changed phase relocks."""
+        if self._next_slot is None or self._off >= 5:
             return self._lock(arrival, served)
         offset = math.remainder(arrival - self._next_slot, self.target_period)
         slot = arrival - offset
         self._off = self._off + 1 if abs(offset) > self.target_period / 4 else 0
         self._offsets.append(offset + self._shifted)
         if len(self._offsets) < self.min_samples:
-            error = offset + self.initial_margin  # too few to learn from: the fixed margin
+            error = offset + self._warmup_lead  # too few to learn from yet: follow each target at a fixed lead
         else:
             error = self._best_slot()  # > 0: move the slot later
         shift = max(-self.max_step, min(self.max_step, self.gain * error))

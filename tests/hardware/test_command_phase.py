@@ -84,18 +84,27 @@ def test_commands_keep_their_rate_the_schedule_moves_in_small_steps() -> None:
     assert np.mean(steady[200:]) < 0.0002
 
 
-def test_relocks_after_a_gap_in_targets_and_after_a_phase_jump() -> None:
+def test_a_pause_keeps_the_lock_and_a_phase_jump_relocks_with_the_learned_lead() -> None:
+    """The actor pauses between episodes (resetting the robot): same phase afterwards, no relock, no miss. A
+    phase jump (its schedule restarted on other camera frames) relocks after 5 targets, at once with the lead
+    learned before the jump rather than the initial margin."""
     schedule = DeadlineSchedule(COMMAND_PERIOD, 100.0)
     lock = TargetSlotLock(schedule, TARGET_PERIOD)
-    arrivals = list(_arrivals(50))
-    arrivals += [a + 6.0 for a in _arrivals(50)[10:]]  # the actor stalled for ~2 s: lock afresh at once
-    arrivals += [a + 8.043 for a in _arrivals(60)[30:]]  # then its phase jumped by 43 ms (a restart): relock
-    for arrival in arrivals:
-        lock.arrived(arrival, _served(schedule, arrival))
-    assert lock.relocks >= 3
-    last = arrivals[-20:]
-    waits = [_served(schedule, a) - a for a in last]
-    assert np.median(waits) < 0.005  # locked onto the new phase (not waiting ~a period, as unlocked)
+    before = _arrivals(300, 3, late_fraction=0.0)
+    after_pause = _arrivals(300, 4, late_fraction=0.0)[200:] + 3.0  # 2-s pause, same phase
+    jumped = _arrivals(400, 5, late_fraction=0.0)[320:] + 3.0 + 0.0333  # one camera frame later
+    waits = []
+    for arrival in (*before, *after_pause, *jumped):
+        served = _served(schedule, arrival)
+        waits.append(served - arrival)
+        lock.arrived(arrival, served)
+    waits = np.array(waits)
+    n_before, n_pause = len(before), len(after_pause)
+    assert lock.relocks == 2  # the first lock and the phase jump
+    assert waits[n_before:n_before + n_pause].max() < 0.0085  # through the pause: locked, nothing missed
+    after_jump = waits[n_before + n_pause + 6:]  # 5 off-phase targets, then the relock
+    assert np.percentile(after_jump, 90) < 0.006
+    assert 0.001 < lock.lead_s < 0.006
 
 
 def test_first_lock_only_lengthens_a_period() -> None:
