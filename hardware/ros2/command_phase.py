@@ -44,6 +44,7 @@ class TargetSlotLock:
         self._shifted = 0.0
         self._next_slot: float | None = None  # where the next target's slot is (a deadline of the schedule)
         self._off = 0  # consecutive targets more than a quarter target period from their slot
+        self._last_arrival = -math.inf
         self._warmup_lead = initial_margin  # the lead while too few arrivals were seen: learned at a relock
         self.relocks = 0
 
@@ -67,8 +68,8 @@ class TargetSlotLock:
         return min(late, float(np.median(offsets)) + self.schedule.period - 2 * self.guard) + self.guard
 
     def _lock(self, arrival: float, served: float) -> float:
-        """First target, or after the targets' phase moved (5 in a row more than a quarter target period off
-        their slot, e.g. the actor's schedule restarted on other camera frames): put a deadline after
+        """First target, or after the targets' phase moved (two in a row more than a quarter target period off
+        their slot, or the first after a pause: the actor's schedule restarted on other camera frames): put a deadline after
         ``arrival`` by the lead learned so far (``initial_margin`` before anything was learned), moving later
         only (a shorter command period than the controller's could be read as a fault). The arrival spread
         learned so far sets the lead until enough new arrivals are seen: the jitter did not change with the phase."""
@@ -91,11 +92,17 @@ class TargetSlotLock:
         """Target arrived at ``arrival`` and was commanded at the deadline ``served``; moves the schedule. A
         pause in the targets (the actor resetting the robot) keeps the lock: the slot grid is extrapolated by
         whole target periods, and only a changed phase relocks."""
-        if self._next_slot is None or self._off >= 5:
+        gap, self._last_arrival = arrival - self._last_arrival, arrival
+        if self._next_slot is None:
             return self._lock(arrival, served)
         offset = math.remainder(arrival - self._next_slot, self.target_period)
         slot = arrival - offset
         self._off = self._off + 1 if abs(offset) > self.target_period / 4 else 0
+        # after a pause (the actor reset the robot and restarted its schedule on other camera frames) the
+        # first target off its slot is the new phase; otherwise two in a row (one slow target is not)
+        if self._off >= 2 or (self._off == 1 and gap > 2.5 * self.target_period):
+            self._offsets.append(offset + self._shifted)
+            return self._lock(arrival, served)
         self._offsets.append(offset + self._shifted)
         if len(self._offsets) < self.min_samples:
             error = offset + self._warmup_lead  # too few to learn from yet: follow each target at a fixed lead

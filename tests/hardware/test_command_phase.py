@@ -86,8 +86,8 @@ def test_commands_keep_their_rate_the_schedule_moves_in_small_steps() -> None:
 
 def test_a_pause_keeps_the_lock_and_a_phase_jump_relocks_with_the_learned_lead() -> None:
     """The actor pauses between episodes (resetting the robot): same phase afterwards, no relock, no miss. A
-    phase jump (its schedule restarted on other camera frames) relocks after 5 targets, at once with the lead
-    learned before the jump rather than the initial margin."""
+    phase jump (its schedule restarted on other camera frames) relocks at the second off-phase target, with
+    the lead learned before the jump rather than the initial margin; after a pause, at the first."""
     schedule = DeadlineSchedule(COMMAND_PERIOD, 100.0)
     lock = TargetSlotLock(schedule, TARGET_PERIOD)
     before = _arrivals(300, 3, late_fraction=0.0)
@@ -101,8 +101,12 @@ def test_a_pause_keeps_the_lock_and_a_phase_jump_relocks_with_the_learned_lead()
     waits = np.array(waits)
     n_before, n_pause = len(before), len(after_pause)
     assert lock.relocks == 2  # the first lock and the phase jump
+    paused_jump = TargetSlotLock(DeadlineSchedule(COMMAND_PERIOD, 100.0), TARGET_PERIOD)
+    for arrival in (*before, *(after_pause + 0.0333)):  # the pause and the phase change together
+        paused_jump.arrived(arrival, _served(paused_jump.schedule, arrival))
+    assert paused_jump.relocks == 2
     assert waits[n_before:n_before + n_pause].max() < 0.0085  # through the pause: locked, nothing missed
-    after_jump = waits[n_before + n_pause + 6:]  # 5 off-phase targets, then the relock
+    after_jump = waits[n_before + n_pause + 2:]  # 2 off-phase targets, then the relock
     assert np.percentile(after_jump, 90) < 0.006
     assert 0.001 < lock.lead_s < 0.006
 
