@@ -28,7 +28,7 @@ from robot_rl.hardware.ros2.camera_sync import CameraSync
 from robot_rl.hardware.ros2.config import RobotNodeConfig
 from robot_rl.hardware.ros2.realtime import (DeadlineSchedule, GcPacer, RealtimeStatus, enter_realtime, spin_window,
                                              wait_until)
-from robot_rl.hardware.ros2.safety import Guard, RateLimitedLog, limiter_for
+from robot_rl.hardware.ros2.safety import Guard, RateLimitedLog, check_action_reach, limiter_for
 from robot_rl.hardware.ros2.sensors import (SensorCache, assemble_state, checked_joint_state, checked_pose,
                                             camera_configs, camera_image, compose_chain, decode_image_msg,
                                             measured_position, node_specs)
@@ -72,7 +72,7 @@ class RosRobotEnv:
         else:
             self.scale, self.home = cfg.command.joint_action_scale, np.array(cfg.home_joints)
         self.guard = Guard(s.watchdog_timeout_s, clock)
-        self.action_reach = self._check_action_reach()
+        self.action_reach = check_action_reach(cfg, log.warning)  # < 0.9: warned, actions execute late
         self.cameras = dict(zip(topics.cameras, topics.camera_topics))
         self._camera_sync = CameraSync(cfg.camera_sync, list(self.cameras), self.period, cfg.camera_sync_margin_s,
                                        cfg.camera_sync_wait_s, clock)
@@ -113,26 +113,6 @@ class RosRobotEnv:
         # One e-stop latch per robot, in the node that owns the command stream: ours only without the safety node
         self._reset_estop_srv = None if self.via_safety_node else node.create_service(
             ros_io.message_type("trigger"), "~/reset_estop", self._on_reset_estop)
-
-    def _check_action_reach(self) -> float:
-        """How much of one full action (``action_scale`` on an axis, from rest) the command stream can execute
-        within one policy period under the configured limits; a warning below 0.9: then every action is executed
-        later and slower than in the twin's env (demos, the learner's evaluation), a different policy."""
-        from robot_rl.hardware.ros2.safety import action_reach
-        from robot_rl.hardware.ros2.safety_node import safety_limiter
-
-        if self.cfg.command.via_safety_node:
-            reach = action_reach(safety_limiter(self.cfg), self.cfg.command.interpolation_s, self.scale, self.period)
-        else:
-            reach = action_reach(self.limiter, 0.0, self.scale, self.period)
-        if reach < 0.9:
-            s = self.cfg.safety
-            log.warning("the safety limits let a full action (%.3g per step) reach only %.0f%% of its move within "
-                        "one policy period (max speed %s, max accel %s, interpolation %s s): the robot executes "
-                        "actions later than the twin the policy learns from", self.scale, 100 * reach,
-                        s.max_ee_speed if self.cartesian else s.max_joint_speed,
-                        s.max_ee_accel if self.cartesian else s.max_joint_accel, self.cfg.command.interpolation_s)
-        return reach
 
     # ------------------------------------------------------------------ ROS wiring
     def _make_io(self) -> None:

@@ -202,6 +202,37 @@ def action_reach(limiter: TargetLimiter, interpolation_s: float, step: float, se
     return float(np.min((command - start) / step))
 
 
+def safety_limiter(cfg: RobotNodeConfig) -> TargetLimiter:
+    """The actor's limits at the command period (``limiter_for`` uses the policy period)."""
+    s, dt = cfg.safety, 1.0 / float(cfg.command_hz)
+    if cfg.command.mode == "cartesian_pose":
+        return TargetLimiter(np.array(s.workspace_low), np.array(s.workspace_high), s.max_ee_speed,
+                             s.max_ee_accel, dt, s.max_target_lead)
+    return TargetLimiter(np.array(s.joint_lower), np.array(s.joint_upper), s.max_joint_speed, s.max_joint_accel,
+                         dt, s.max_joint_lead)
+
+
+def check_action_reach(cfg: RobotNodeConfig, log: Callable[..., None]) -> float:
+    """How much of one full action (``action_scale`` / ``joint_action_scale`` on an axis, from rest) the command
+    stream executes within one policy period under ``cfg``'s limits (through the safety node's limiter when
+    ``command.via_safety_node``, else the actor's own); ``log`` (a warning) below 0.9: then every action is
+    executed later and slower than in the twin's env (demos, the learner's evaluation), a different policy."""
+    cartesian = cfg.command.mode == "cartesian_pose"
+    scale = cfg.command.action_scale if cartesian else cfg.command.joint_action_scale
+    period = 1.0 / float(cfg.control_hz)
+    if cfg.command.via_safety_node:
+        reach = action_reach(safety_limiter(cfg), cfg.command.interpolation_s, scale, period)
+    else:
+        reach = action_reach(limiter_for(cfg), 0.0, scale, period)
+    if reach < 0.9:
+        s = cfg.safety
+        log("the safety limits let a full action (%.3g per step) reach only %.0f%% of its move within one policy "
+            "period (max speed %s, max accel %s, interpolation %s s): the robot executes actions later than the "
+            "twin the policy learns from", scale, 100 * reach, s.max_ee_speed if cartesian else s.max_joint_speed,
+            s.max_ee_accel if cartesian else s.max_joint_accel, cfg.command.interpolation_s)
+    return reach
+
+
 @dataclass
 class Guard:
     """Why the robot must hold right now, if it must. Thread-safe: ROS callbacks and the control loop share it.

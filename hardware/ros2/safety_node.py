@@ -33,7 +33,7 @@ from robot_rl.hardware.ros2.config import RobotNodeConfig, from_params, load_par
 from robot_rl.hardware.ros2.command_phase import TargetSlotLock
 from robot_rl.hardware.ros2.realtime import (DeadlineSchedule, GcPacer, RealtimeStatus,
                                              enter_realtime, log_off_the_loop, spin_window, wait_until)
-from robot_rl.hardware.ros2.safety import Guard, RateLimitedLog, TargetInterpolator, TargetLimiter
+from robot_rl.hardware.ros2.safety import Guard, RateLimitedLog, TargetInterpolator, safety_limiter
 from robot_rl.hardware.ros2.sensors import SensorCache, checked_joint_state, checked_pose, measured_position
 
 log = logging.getLogger("robot_rl.ros2.safety_node")
@@ -67,16 +67,6 @@ def decode_target(msg: Any, n: int) -> tuple[np.ndarray, float | None, float | N
     data = np.asarray(msg.data, np.float64)
     finite = lambda v: None if not np.isfinite(v) else float(v)  # noqa: E731
     return data[:n], finite(data[n]), finite(data[n + 1])
-
-
-def safety_limiter(cfg: RobotNodeConfig) -> TargetLimiter:
-    """The actor's limits at the command period (``limiter_for`` uses the policy period)."""
-    s, dt = cfg.safety, 1.0 / float(cfg.command_hz)
-    if cfg.command.mode == "cartesian_pose":
-        return TargetLimiter(np.array(s.workspace_low), np.array(s.workspace_high), s.max_ee_speed,
-                             s.max_ee_accel, dt, s.max_target_lead)
-    return TargetLimiter(np.array(s.joint_lower), np.array(s.joint_upper), s.max_joint_speed, s.max_joint_accel,
-                         dt, s.max_joint_lead)
 
 
 class SafetyNode:

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from robot_rl.hardware.ros2.config import RobotNodeConfig, TwinNodeConfig, load_params_files
-from robot_rl.hardware.ros2.safety import TargetInterpolator, action_reach, limiter_for
-from robot_rl.hardware.ros2.safety_node import safety_limiter
+from robot_rl.hardware.ros2.safety import (TargetInterpolator, action_reach, check_action_reach, limiter_for,
+                                           safety_limiter)
 from robot_rl.hardware.ros2.sensors import Sample, assemble_state, camera_configs, camera_image, decode_image_msg
 from robot_rl.sim.panda_config import PandaPickCubeConfig
 from robot_rl.sim.panda_pick_cube import PandaPickCube
@@ -99,6 +99,10 @@ def test_previous_command_path_lagged_one_step() -> None:
     assert robot[0, 2] > 0.3 * twin[0, 2]  # both negative (down): under a third of the twin's first move
     assert np.abs(robot - twin).max() > 0.5
     assert action_reach(safety_limiter(cfg), cfg.command.interpolation_s, cfg.command.action_scale, 0.1) < 0.9
+    warnings: list[str] = []
+    assert check_action_reach(cfg, lambda msg, *args: warnings.append(msg % args)) < 0.9
+    assert len(warnings) == 1 and "later than the twin" in warnings[0]
+    assert check_action_reach(_node_config(), warnings.append) > 0.95 and len(warnings) == 1  # sim.yaml: silent
 
 
 def test_interpolator_continues_from_where_it_stands() -> None:
