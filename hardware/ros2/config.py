@@ -103,6 +103,12 @@ class CommandConfig(ConfigNode):
     """The actor publishes its (limited) targets on ``topics.target`` and ``robot_rl_safety_node``, a separate
     process, interpolates them and commands the controller at ``command_hz`` (both launch files). False: the
     actor commands the controller itself at ``control_hz`` (single-process route)."""
+    interpolation_s: float = 0.0
+    """``robot_rl_safety_node``: a new target is reached by linear interpolation over this time (s, at most one
+    policy period), every command still through the limiter. 0 = the new target at once, shaped only by the
+    limiter's speed and acceleration limits and the controller, as the twin's env applies an action (its OSC
+    target jumps): interpolating over a whole policy period delayed every action by about one period, so the
+    robot executed a different action sequence than the one the learner's twin trains and evaluates on."""
 
 
 @dataclass
@@ -170,9 +176,11 @@ class RobotNodeConfig(ConfigNode):
     than half a camera period old): a few ms of policy-period jitter instead of acting on a frame one camera
     period old."""
     align_commands: bool = True
-    """``robot_rl_safety_node`` moves its command schedule by at most 0.2 ms per target so that a command goes
-    out about 1 ms after each target arrives (target -> command latency ~1 ms instead of up to one command
-    period). Applies while ``command_hz`` is a whole multiple of ``control_hz``."""
+    """``robot_rl_safety_node`` phase-locks its command schedule onto the actor's targets
+    (:class:`robot_rl.hardware.ros2.command_phase.TargetSlotLock`): the command slot that serves them sits 0.5 ms
+    after the 99th percentile of their recent arrival times, learned from their jitter, so a target rarely
+    waits a whole command period; the schedule moves by at most 0.3 ms per target (the rate stays steady).
+    Applies while ``command_hz`` is a whole multiple of ``control_hz``."""
     max_episode_steps: int = 100
     """Time limit of an episode in control steps."""
     image_size: int = 64
@@ -237,6 +245,19 @@ class TwinNodeConfig(ConfigNode):
     """Joint names published (and accepted in joint commands), in MuJoCo order."""
     gripper_joints: tuple[str, ...] = PANDA_FINGER_JOINTS
     """Finger joint names published in ``/joint_states``."""
+    realtime: RealtimeConfig = field(default_factory=lambda: RealtimeConfig(priority=46, executor_priority=45,
+                                                                            lock_memory=False, freeze_gc=False))
+    """The twin's executor (physics, sensor and camera timers) and DDS threads at ``SCHED_FIFO``
+    ``executor_priority``, as the robot's driver (ros2_control's controller manager) and camera drivers run on a
+    robot PC (only ``enabled`` and ``executor_priority`` are used). At normal priority the learner's and other
+    load starved it: its sensors went stale (more than half of a 40-minute run's episodes were cut by stale
+    holds) and its physics fell behind the wall clock, a slower robot than the one the policy learns on."""
+    max_catch_up_s: float = 0.1
+    """Physics keeps wall-clock time: a late tick integrates the time it missed, up to this much (s) per tick;
+    a longer stall is dropped (counted in ``physics_dropped_s``) rather than replayed in one burst."""
+    stats_file: str = ""
+    """Write the twin's physics-clock figures (:meth:`TwinNode.stats`) there as JSON on exit (benchmarks);
+    empty = off."""
 
 
 def _coerce(tp: Any, value: Any, name: str) -> Any:

@@ -28,7 +28,7 @@ from robot_rl.hardware.ros2.camera_sync import CameraSync
 from robot_rl.hardware.ros2.config import RobotNodeConfig
 from robot_rl.hardware.ros2.realtime import (DeadlineSchedule, GcPacer, RealtimeStatus, enter_realtime, spin_window,
                                              wait_until)
-from robot_rl.hardware.ros2.safety import Guard, RateLimitedLog, limiter_for
+from robot_rl.hardware.ros2.safety import Guard, RateLimitedLog, check_action_reach, limiter_for
 from robot_rl.hardware.ros2.sensors import (SensorCache, assemble_state, checked_joint_state, checked_pose,
                                             camera_configs, camera_image, compose_chain, decode_image_msg,
                                             measured_position, node_specs)
@@ -72,6 +72,7 @@ class RosRobotEnv:
         else:
             self.scale, self.home = cfg.command.joint_action_scale, np.array(cfg.home_joints)
         self.guard = Guard(s.watchdog_timeout_s, clock)
+        self.action_reach = check_action_reach(cfg, log.warning)  # < 0.9: warned, actions execute late
         self.cameras = dict(zip(topics.cameras, topics.camera_topics))
         self._camera_sync = CameraSync(cfg.camera_sync, list(self.cameras), self.period, cfg.camera_sync_margin_s,
                                        cfg.camera_sync_wait_s, clock)

@@ -48,6 +48,7 @@ class TargetLimiter:
                             ("max_lead", max_lead)):
             if not (np.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be finite and > 0, got {value}")
+        self.dt = float(dt)
         self.max_step = float(max_speed) * float(dt)                   # largest per-command move
         self.max_step_change = float(max_accel) * float(dt) ** 2       # largest change of the per-command move
         self.max_lead = float(max_lead)
@@ -148,6 +149,88 @@ def limiter_for(cfg: RobotNodeConfig) -> TargetLimiter:
                              dt, s.max_target_lead)
     return TargetLimiter(np.array(s.joint_lower), np.array(s.joint_upper), s.max_joint_speed, s.max_joint_accel,
                          dt, s.max_joint_lead)
+
+
+class TargetInterpolator:
+    """The safety node's desired position between policy targets: from where the command stream stood when a
+    target arrived to that target, linearly over ``duration`` seconds (0 = the target at once). Plain numpy on
+    a caller's clock, so the command path can be run against the twin's physics in a test."""
+
+    def __init__(self, duration: float) -> None:
+        if not (np.isfinite(duration) and duration >= 0):
+            raise ValueError(f"interpolation duration must be finite and >= 0, got {duration}")
+        self.duration = float(duration)
+        self.start: np.ndarray | None = None   # where the previous segment stood when the newest target came
+        self.goal: np.ndarray | None = None    # newest target; None = none (hold)
+        self.arrived = 0.0                     # its arrival time (s, the caller's clock)
+
+    def desired(self, now: float) -> np.ndarray | None:
+        if self.goal is None or self.start is None:
+            return None
+        alpha = 1.0 if self.duration == 0 else min(1.0, max(0.0, (now - self.arrived) / self.duration))
+        return self.start + alpha * (self.goal - self.start)
+
+    def new_target(self, target: np.ndarray, now: float) -> None:
+        """Continue from where the interpolation stands now: no jump when a target arrives early or late."""
+        current = self.desired(now)
+        self.start = np.array(target, np.float64) if current is None else current
+        self.goal, self.arrived = np.array(target, np.float64), now
+
+    def clear(self) -> None:
+        """No target until the next one (watchdog, e-stop reset, a non-finite target)."""
+        self.goal = None
+
+
+def action_reach(limiter: TargetLimiter, interpolation_s: float, step: float, seconds: float) -> float:
+    """Fraction of a move of ``step`` (one full action on one axis, from rest) that the command stream covers
+    within ``seconds`` (one policy period) through ``limiter`` (at its own ``dt``) after ``interpolation_s``.
+    Below ~0.9 the robot executes each action noticeably later and differently than the twin's env, where the
+    controller's target takes the whole step at once."""
+    low, high = limiter.low, limiter.high
+    probe = TargetLimiter(low, high, limiter.max_step / limiter.dt, limiter.max_step_change / limiter.dt ** 2,
+                          limiter.dt, limiter.max_lead)
+    start = (low + high) / 2
+    probe.reset(start)
+    interp = TargetInterpolator(min(interpolation_s, seconds))
+    interp.new_target(start + step, 0.0)
+    t, command = 0.0, start
+    for _ in range(int(round(seconds / limiter.dt))):
+        t += limiter.dt
+        desired = interp.desired(t)
+        assert desired is not None
+        command = probe(desired, desired)  # the robot follows exactly: only the command limits count here
+    return float(np.min((command - start) / step))
+
+
+def safety_limiter(cfg: RobotNodeConfig) -> TargetLimiter:
+    """The actor's limits at the command period (``limiter_for`` uses the policy period)."""
+    s, dt = cfg.safety, 1.0 / float(cfg.command_hz)
+    if cfg.command.mode == "cartesian_pose":
+        return TargetLimiter(np.array(s.workspace_low), np.array(s.workspace_high), s.max_ee_speed,
+                             s.max_ee_accel, dt, s.max_target_lead)
+    return TargetLimiter(np.array(s.joint_lower), np.array(s.joint_upper), s.max_joint_speed, s.max_joint_accel,
+                         dt, s.max_joint_lead)
+
+
+def check_action_reach(cfg: RobotNodeConfig, log: Callable[..., None]) -> float:
+    """How much of one full action (``action_scale`` / ``joint_action_scale`` on an axis, from rest) the command
+    stream executes within one policy period under ``cfg``'s limits (through the safety node's limiter when
+    ``command.via_safety_node``, else the actor's own); ``log`` (a warning) below 0.9: then every action is
+    executed later and slower than in the twin's env (demos, the learner's evaluation), a different policy."""
+    cartesian = cfg.command.mode == "cartesian_pose"
+    scale = cfg.command.action_scale if cartesian else cfg.command.joint_action_scale
+    period = 1.0 / float(cfg.control_hz)
+    if cfg.command.via_safety_node:
+        reach = action_reach(safety_limiter(cfg), cfg.command.interpolation_s, scale, period)
+    else:
+        reach = action_reach(limiter_for(cfg), 0.0, scale, period)
+    if reach < 0.9:
+        s = cfg.safety
+        log("the safety limits let a full action (%.3g per step) reach only %.0f%% of its move within one policy "
+            "period (max speed %s, max accel %s, interpolation %s s): the robot executes actions later than the "
+            "twin the policy learns from", scale, 100 * reach, s.max_ee_speed if cartesian else s.max_joint_speed,
+            s.max_ee_accel if cartesian else s.max_joint_accel, cfg.command.interpolation_s)
+    return reach
 
 
 @dataclass

@@ -3,7 +3,8 @@
     ros2 launch robot_rl real.launch.py        (starts it next to robot_rl_actor_node)
 
 The actor (``command.via_safety_node``) publishes position targets at the policy rate (``control_hz``, 10 Hz) on
-``topics.target``. This node interpolates between the last two targets over one policy period, passes every
+``topics.target``. This node moves from the previous target to the newest over ``command.interpolation_s`` (default 0: at once,
+as the twin's env applies an action), passes every
 command through the same safety layer as the actor (:class:`TargetLimiter` at ``1 / command_hz``:
 box, speed, acceleration, lead; :class:`Guard`: e-stop latch, watchdog, stale sensors) and publishes it at
 ``command_hz`` (default 100, up to 1000) from a dedicated thread, so a crash, a GC pause or slow inference in the
@@ -29,9 +30,10 @@ import numpy as np
 
 from robot_rl.hardware.ros2 import ros_io
 from robot_rl.hardware.ros2.config import RobotNodeConfig, from_params, load_params_files
-from robot_rl.hardware.ros2.realtime import (DeadlineSchedule, GcPacer, PhaseLock, RealtimeStatus,
+from robot_rl.hardware.ros2.command_phase import TargetSlotLock
+from robot_rl.hardware.ros2.realtime import (DeadlineSchedule, GcPacer, RealtimeStatus,
                                              enter_realtime, log_off_the_loop, spin_window, wait_until)
-from robot_rl.hardware.ros2.safety import Guard, RateLimitedLog, TargetLimiter
+from robot_rl.hardware.ros2.safety import Guard, RateLimitedLog, TargetInterpolator, safety_limiter
 from robot_rl.hardware.ros2.sensors import SensorCache, checked_joint_state, checked_pose, measured_position
 
 log = logging.getLogger("robot_rl.ros2.safety_node")
@@ -67,16 +69,6 @@ def decode_target(msg: Any, n: int) -> tuple[np.ndarray, float | None, float | N
     return data[:n], finite(data[n]), finite(data[n + 1])
 
 
-def safety_limiter(cfg: RobotNodeConfig) -> TargetLimiter:
-    """The actor's limits at the command period (``limiter_for`` uses the policy period)."""
-    s, dt = cfg.safety, 1.0 / float(cfg.command_hz)
-    if cfg.command.mode == "cartesian_pose":
-        return TargetLimiter(np.array(s.workspace_low), np.array(s.workspace_high), s.max_ee_speed,
-                             s.max_ee_accel, dt, s.max_target_lead)
-    return TargetLimiter(np.array(s.joint_lower), np.array(s.joint_upper), s.max_joint_speed, s.max_joint_accel,
-                         dt, s.max_joint_lead)
-
-
 class SafetyNode:
     """Subscriptions on the executor thread; :meth:`run` (the command loop) on a thread of its own."""
 
@@ -91,9 +83,9 @@ class SafetyNode:
         sensors = ["ee_pose", "joint_states"] if self.cartesian else ["joint_states"]
         self.cache = SensorCache(sensors, clock, lambda: node.get_clock().now().nanoseconds * 1e-9)
         self._lock = threading.Lock()
-        self._from: np.ndarray | None = None      # interpolation start (where the previous segment stood)
-        self._to: np.ndarray | None = None        # newest target
-        self._to_t = 0.0
+        # desired position between targets: from where the stream stood to the newest target over interpolation_s
+        self.interpolator = TargetInterpolator(min(cfg.command.interpolation_s, self.policy_period))
+        self._targets = 0
         self._watchdog_holding = False
         self._warn = RateLimitedLog(log.warning, 1.0, clock)
         self.sent = 0
@@ -105,7 +97,7 @@ class SafetyNode:
         self.holds: dict[str, int] = {}
         self.realtime = RealtimeStatus()  # what run() obtained (logged there, and in stats())
         self.schedule: DeadlineSchedule | None = None
-        self.phase_lock: PhaseLock | None = None
+        self.phase_lock: TargetSlotLock | None = None
         t = cfg.topics
         sensor_qos = ros_io.qos_profile(cfg.qos.sensor_reliability, cfg.qos.sensor_depth)
         command_qos = ros_io.qos_profile(cfg.qos.command_reliability, cfg.qos.command_depth)
@@ -152,11 +144,10 @@ class SafetyNode:
         with self._lock:
             if not np.isfinite(target).all():
                 self.guard.count("non_finite")
-                self._to = None  # hold until a finite target comes
+                self.interpolator.clear()  # hold until a finite target comes
                 return
-            # continue from where the interpolation stands now: no jump when a target arrives early or late
-            self._from = self._interpolated(now) if self._to is not None else target
-            self._to, self._to_t = target.copy(), now
+            self.interpolator.new_target(target, now)
+            self._targets += 1
             self._fresh_target_t, self._fresh_frame_stamp = now, frame_stamp
             self._watchdog_holding = False
         self.guard.action_arrived()
@@ -176,17 +167,12 @@ class SafetyNode:
     def _on_reset(self, request: Any, response: Any) -> Any:  # noqa: ARG002 (Trigger has no request data)
         response.success, response.message = self.guard.reset_estop()
         with self._lock:
-            self._to = None  # after a reset, only a fresh target moves the robot
+            self.interpolator.clear()  # after a reset, only a fresh target moves the robot
         log.warning("e-stop reset: %s (%s)", "released" if response.success else "refused", response.message)
         self._publish_latched()
         return response
 
     # ------------------------------------------------------------------ command loop (own thread)
-    def _interpolated(self, now: float) -> np.ndarray:
-        assert self._to is not None and self._from is not None
-        alpha = min(1.0, max(0.0, (now - self._to_t) / self.policy_period))
-        return self._from + alpha * (self._to - self._from)
-
     def _measured(self) -> np.ndarray:
         return measured_position(self.cache, self.cartesian, self.cfg.arm_joints, self.n)
 
@@ -195,18 +181,19 @@ class SafetyNode:
         now = self.clock()
         if self.guard.watchdog_expired():
             with self._lock:
-                self._watchdog_holding, self._to = True, None
+                self._watchdog_holding = True
+                self.interpolator.clear()
             self._warn("watchdog", f"no target for {self.cfg.safety.watchdog_timeout_s} s: holding")
         stale = self.cache.stale(self.cfg.safety.sensor_timeout_s)
         reason = self.guard.hold_reason(stale)
         with self._lock:
-            desired = None if self._to is None else self._interpolated(now)
+            desired = self.interpolator.desired(now)
             if reason is None and self._watchdog_holding:
                 reason = "watchdog"
         measured = self._measured()
         if reason is not None or desired is None or self.limiter.target is None:
             key = (reason or "no_target").split(":")[0]
-            if key == "stale" and (self._to_t == 0.0 or all(s.endswith("(missing)") for s in stale)):
+            if key == "stale" and (self._targets == 0 or all(s.endswith("(missing)") for s in stale)):
                 key = "startup"  # a sensor never heard from yet (discovery): not a stall of a running loop
             self.holds[key] = self.holds.get(key, 0) + 1
             if reason and reason != "watchdog":
@@ -236,10 +223,11 @@ class SafetyNode:
         self.schedule = DeadlineSchedule(self.period, time.monotonic())
         ratio = self.policy_period / self.period
         align = self.cfg.align_commands and round(ratio) >= 1 and abs(ratio - round(ratio)) < 1e-6
-        # margin: room for the jitter of the targets' arrival (the actor's inference time varies by a few ms)
-        lock = PhaseLock(self.schedule, margin=min(0.003, 0.3 * self.period), max_step=min(0.0005, self.period / 20))
+        # the slot that serves the targets just after nearly all of their arrivals (their jitter learned), moved
+        # by at most 0.3 ms per target so the controller still sees a steady rate
+        lock = TargetSlotLock(self.schedule, self.policy_period, guard=min(0.0005, 0.1 * self.period),
+                              initial_margin=min(0.003, 0.3 * self.period), max_step=min(0.0003, self.period / 20))
         self.phase_lock = lock
-        last_fresh = -float("inf")
         while not stop.is_set():
             wait_until(self.schedule.deadline, spin)
             target = self.tick()
@@ -250,11 +238,8 @@ class SafetyNode:
                 with self._lock:
                     fresh, self._fresh_target_t = self._fresh_target_t, None
                     frame_stamp, self._fresh_frame_stamp = self._fresh_frame_stamp, None
-                if fresh is not None and align:  # the next targets arrive with the same phase: meet them ~1 ms on
-                    if fresh - last_fresh > 2.5 * self.policy_period:
-                        lock.locked = False  # targets resume after a gap (start, a stalled actor): lock afresh
-                    lock.event(now - fresh, self.period)
-                    last_fresh = fresh
+                if fresh is not None and align:  # the next targets arrive with the same phase: meet them
+                    lock.arrived(fresh, self.schedule.deadline)
                 if len(self.send_times) < 200_000:  # statistics (benchmarks): bounded memory
                     self.send_times.append(now)
                     if fresh is not None:
@@ -279,6 +264,7 @@ class SafetyNode:
                 "target_to_command_p99_ms": float(np.percentile(lag, 99)),
                 "missed_deadlines": float(self.schedule.missed if self.schedule is not None else 0),
                 "command_phase_relocks": float(self.phase_lock.relocks if self.phase_lock is not None else 0),
+                "command_slot_lead_ms": float(self.phase_lock.lead_s * 1e3 if self.phase_lock is not None else 0),
                 **self.realtime.stats("realtime"),
                 **{f"holds/{k}": float(v) for k, v in self.holds.items()},
                 **{f"guard/{k}": float(v) for k, v in self.guard.counts.items()}}

@@ -4,13 +4,18 @@ It stands in for the robot driver, ros2_control and the cameras: publishes ``/jo
 joints), the TCP pose (``PoseStamped``), camera images (rgb8) and the task's success flag (``std_msgs/Bool``:
 the cube is lifted), and follows the command topic of ``command_mode`` (Cartesian target through the twin's
 operational-space controller, or joint targets through a joint-space PD) and the gripper topic. Physics runs
-in wall-clock time on a timer, so the whole ROS 2 path (QoS, latency, staleness) is exercised without hardware.
+in wall-clock time on a timer (a late tick integrates the time it missed), so the whole ROS 2 path (QoS,
+latency, staleness) is exercised without hardware. Its executor runs at ``SCHED_FIFO`` (``realtime``), as a
+robot's driver and cameras do: the learner's load must not slow the robot down.
 """
 from __future__ import annotations
 
 import logging
+import json
 import sys
 import threading
+import time
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -59,6 +64,9 @@ class TwinNode:
                                      ros_io.qos_profile("reliable", 10))
         self.episode_resets = 0
         self.commands = 0
+        self._clock0: tuple[float, float] | None = None  # (wall monotonic, physics time) at the first tick
+        self.max_lag_s = 0.0
+        self.dropped_s = 0.0  # physics time not integrated after stalls longer than max_catch_up_s
         node.create_timer(1.0 / cfg.physics_hz, self._physics)
         node.create_timer(1.0 / cfg.state_hz, self._publish_state)
         node.create_timer(1.0 / cfg.camera_hz, self._publish_images)
@@ -102,7 +110,9 @@ class TwinNode:
     def _physics(self) -> None:
         mj, m, d, ctrl = self.mujoco, self.model, self.data, self.env.controller
         with self.lock:
-            for _ in range(self.substeps):
+            if self._clock0 is None:
+                self._clock0 = (time.monotonic(), float(d.time))
+            for _ in range(self._substeps_due()):
                 mj.mj_step1(m, d)
                 if self.joint_target is None:
                     d.ctrl[:7] = ctrl.compute_torques()
@@ -111,6 +121,34 @@ class TwinNode:
                     d.ctrl[:7] = np.clip(tau, -self.torque_limits, self.torque_limits)
                 mj.mj_step2(m, d)
             mj.mj_forward(m, d)
+            self.max_lag_s = max(self.max_lag_s, self.physics_lag_s())
+
+    def _substeps_due(self) -> int:
+        """Physics steps that bring the physics clock to the wall clock (the timer is late under load: a fixed
+        number per tick would let the robot run slow), at most ``max_catch_up_s`` worth; the rest of a longer
+        stall is dropped and counted."""
+        dt = self.env.cfg.physics_dt
+        lag = self.physics_lag_s() + 1.0 / self.cfg.physics_hz  # integrate through this tick's period
+        due = int(lag / dt)
+        cap = max(self.substeps, int(self.cfg.max_catch_up_s / dt))
+        if due > cap:
+            assert self._clock0 is not None
+            self.dropped_s += (due - cap) * dt
+            self._clock0 = (self._clock0[0] + (due - cap) * dt, self._clock0[1])
+            due = cap
+        return max(0, due)
+
+    def physics_lag_s(self) -> float:
+        """How far the physics clock is behind the wall clock since the first tick (s)."""
+        if self._clock0 is None:
+            return 0.0
+        return (time.monotonic() - self._clock0[0]) - (float(self.data.time) - self._clock0[1])
+
+    def stats(self) -> dict[str, float]:
+        wall = time.monotonic() - self._clock0[0] if self._clock0 is not None else 0.0
+        return {"physics_lag_s": self.physics_lag_s(), "physics_lag_max_s": self.max_lag_s,
+                "physics_dropped_s": self.dropped_s,
+                "wall_s": wall, "commands": float(self.commands), "episode_resets": float(self.episode_resets)}
 
     def _publish_state(self) -> None:
         stamp = ros_io.now_stamp(self.node)
@@ -137,9 +175,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     setup_logging()
     with ros_io.node_session("robot_rl_twin", argv) as (node, executor, stop):
-        TwinNode(node, from_params(TwinNodeConfig, ros_io.node_parameters(node)))
+        cfg = from_params(TwinNodeConfig, ros_io.node_parameters(node))
+        twin = TwinNode(node, cfg)
+        from robot_rl.hardware.ros2.realtime import enter_executor_realtime
+        enter_executor_realtime(cfg.realtime, "robot_rl_twin_node executor")  # this thread spins the executor
         log.info("twin publishing on %s", node.get_topic_names_and_types())
         ros_io.spin_until(executor, stop)
+        stats = twin.stats()
+        log.info("twin stopped: %s", {k: round(v, 3) for k, v in stats.items()})
+        if cfg.stats_file:
+            Path(cfg.stats_file).write_text(json.dumps(stats))
     return 0
 
 
