@@ -90,7 +90,7 @@ def time_ours(algo, arrays: dict[str, np.ndarray], steps: int, rng: np.random.Ge
 def build_sb3():
     import gymnasium as gym
     from stable_baselines3 import SAC as SB3SAC
-    from stable_baselines3.common.utils import configure_logger
+    from stable_baselines3.common.logger import Logger
 
     class RandomEnv(gym.Env):
         observation_space = gym.spaces.Box(-np.inf, np.inf, (STATE_DIM,), np.float32)
@@ -104,7 +104,8 @@ def build_sb3():
 
     model = SB3SAC("MlpPolicy", RandomEnv(), batch_size=BATCH, buffer_size=BUFFER, learning_starts=0,
                    policy_kwargs=dict(net_arch=[HIDDEN, HIDDEN], n_critics=2), device="cpu", seed=0)
-    model._logger = configure_logger(0, None, "", False)  # what learn() would set up; no output
+    # What learn() would set up, with no output (configure_logger(verbose=0) still makes an empty /tmp/SB3-* dir).
+    model._logger = Logger(folder=None, output_formats=[])
     rng = np.random.default_rng(0)
     buf = model.replay_buffer
     buf.observations[:] = rng.standard_normal(buf.observations.shape, dtype=np.float32)
