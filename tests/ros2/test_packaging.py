@@ -48,9 +48,13 @@ def test_rcl_parses_the_launch_parameter_files_like_our_loader() -> None:
     expected = load_params_file(config / "real.yaml", "robot_rl_actor", RobotNodeConfig)
     assert cfg.control_hz == 100.0 and cfg.bag_dir == "bags_sim"  # later files and -p win, as in launch
     assert cfg.home_position == (0.543, 0.0, 0.234)  # sim.yaml: the twin's start pose
-    # sim.yaml overrides one nested name (topics.episode_reset); the others keep real.yaml's values
+    # sim.yaml overrides a few nested names (topics.episode_reset; safety.max_ee_speed/accel, which admit a full
+    # action per policy period on the twin); the others keep real.yaml's values
     assert cfg.topics.episode_reset == "/robot_rl/episode_reset" and expected.topics.episode_reset == ""
-    assert (dataclasses.replace(cfg.topics, episode_reset=""), cfg.safety, cfg.command, cfg.qos) == (
+    assert (cfg.safety.max_ee_speed, cfg.safety.max_ee_accel) == (1.0, 50.0)
+    assert (expected.safety.max_ee_speed, expected.safety.max_ee_accel) == (0.3, 3.0)
+    assert (dataclasses.replace(cfg.topics, episode_reset=""),
+            dataclasses.replace(cfg.safety, max_ee_speed=0.3, max_ee_accel=3.0), cfg.command, cfg.qos) == (
         expected.topics, expected.safety, expected.command, expected.qos)
 
 
