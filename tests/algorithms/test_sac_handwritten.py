@@ -15,6 +15,7 @@ from robot_rl.config import load_config
 from robot_rl.registry import ALGORITHMS, POLICIES
 from robot_rl.specs import ActionSpec, ArraySpec, ObsSpec
 from robot_rl.types import Batch
+from test_sac_reference import random_batch as reference_random_batch
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -37,17 +38,7 @@ def build(overrides: list[str], seed: int = 0) -> SAC:
 
 
 def random_batch(rng: np.random.Generator) -> Batch:
-    low, high = np.array(ACTION_SPEC.low, np.float32), np.array(ACTION_SPEC.high, np.float32)
-    return Batch.from_arrays({
-        "obs/state": rng.normal(1.0, 2.0, (BATCH, STATE_DIM)).astype(np.float32),
-        "next_obs/state": rng.normal(1.0, 2.0, (BATCH, STATE_DIM)).astype(np.float32),
-        "action": rng.uniform(low, high, (BATCH, ACTION_DIM)).astype(np.float32),
-        "policy_action": np.zeros((BATCH, ACTION_DIM), np.float32),
-        "reward": rng.normal(size=BATCH).astype(np.float32),
-        "terminated": rng.random(BATCH) < 0.2,
-        "truncated": np.zeros(BATCH, bool), "intervened": np.zeros(BATCH, bool),
-        "episode_id": np.zeros(BATCH, np.int64), "step": np.zeros(BATCH, np.int64),
-    }).to_torch("cpu")
+    return reference_random_batch(rng, BATCH, STATE_DIM, ACTION_SPEC)
 
 
 CONFIGS = [[], ["algo.backup_entropy=true", "algo.actor_q_reduction=mean", "algo.num_critics=3",

@@ -42,17 +42,20 @@ def build(overrides: list[str]) -> SAC:
     return ALGORITHMS.make("sac", cfg.algo, policy, OBS_SPEC, ACTION_SPEC, "cpu")
 
 
-def random_batch(rng: np.random.Generator) -> Batch:
-    low, high = np.array(ACTION_SPEC.low, np.float32), np.array(ACTION_SPEC.high, np.float32)
+def random_batch(rng: np.random.Generator, batch: int = BATCH, state_dim: int = STATE_DIM,
+                 action_spec: ActionSpec = ACTION_SPEC) -> Batch:
+    """A state-only batch with actions inside ``action_spec``'s bounds and 20% terminal rows."""
+    low, high = np.array(action_spec.low, np.float32), np.array(action_spec.high, np.float32)
+    action_dim = len(low)
     return Batch.from_arrays({
-        "obs/state": rng.normal(1.0, 2.0, (BATCH, STATE_DIM)).astype(np.float32),
-        "next_obs/state": rng.normal(1.0, 2.0, (BATCH, STATE_DIM)).astype(np.float32),
-        "action": rng.uniform(low, high, (BATCH, ACTION_DIM)).astype(np.float32),
-        "policy_action": np.zeros((BATCH, ACTION_DIM), np.float32),
-        "reward": rng.normal(size=BATCH).astype(np.float32),
-        "terminated": rng.random(BATCH) < 0.2,
-        "truncated": np.zeros(BATCH, bool), "intervened": np.zeros(BATCH, bool),
-        "episode_id": np.zeros(BATCH, np.int64), "step": np.zeros(BATCH, np.int64),
+        "obs/state": rng.normal(1.0, 2.0, (batch, state_dim)).astype(np.float32),
+        "next_obs/state": rng.normal(1.0, 2.0, (batch, state_dim)).astype(np.float32),
+        "action": rng.uniform(low, high, (batch, action_dim)).astype(np.float32),
+        "policy_action": np.zeros((batch, action_dim), np.float32),
+        "reward": rng.normal(size=batch).astype(np.float32),
+        "terminated": rng.random(batch) < 0.2,
+        "truncated": np.zeros(batch, bool), "intervened": np.zeros(batch, bool),
+        "episode_id": np.zeros(batch, np.int64), "step": np.zeros(batch, np.int64),
     }).to_torch("cpu")
 
 
