@@ -178,6 +178,7 @@ class Soak:
                 ports = self.relay_ports
         if i == DISK_FULL:
             extra.append(f"transport.max_pending_bytes={self.args.disk_pending_kb * 1024}")
+            extra.append("transport.shm_spill_fraction=0")  # image chunks would go to /dev/shm, not the full disk
         return [*prefix, sys.executable, str(Path(__file__).resolve()), "--actor-proc", "--trace", str(trace), "--",
                 "actor", *self.common(), f"actor.actor_id=actor-{i}", "actor.realtime=true", "actor.max_env_steps=0",
                 f"transport.host={host}", f"transport.transitions_port={ports[0]}",

@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from robot_rl.transport.chunking import Field, chunk_fields, empty_arrays, frame_rows, stack_into, views_as_arrays
+from robot_rl.transport.shm import remove_if_empty, remove_orphans, shm_budget_bytes, shm_dir_for
 from robot_rl.transport.spill import (Key, MappedSlot, SpillDir, chunk_files, mapping_budget, read_frames,
                                       write_frames)
 from robot_rl.types import Transition
@@ -86,6 +87,8 @@ class PendingChunk:
     was_mapped: bool = False
     """Stacked into a mapped file (``slot`` is dropped at close): without the mapping to check, the file is
     deleted at commit rather than reused (a send from that mapping may still be in flight)."""
+    in_shm: bool = False
+    """``spill_path`` is in the RAM spill directory (:mod:`robot_rl.transport.shm`), not the disk one."""
 
     @property
     def libzmq_done(self) -> bool:
@@ -99,7 +102,10 @@ def _frame_bytes(frame: Any) -> memoryview:
 
 
 class PendingChunks:
-    def __init__(self, max_bytes: int, spill_dir: Path | None) -> None:
+    def __init__(self, max_bytes: int, spill_dir: Path | None, shm_fraction: float = 0.0) -> None:
+        """``shm_fraction`` > 0 (with a ``spill_dir``): chunks stacked into mapped spill files go to a RAM-backed
+        directory paired with ``spill_dir`` while they take at most that fraction of it (see
+        :mod:`robot_rl.transport.shm`); the rest, and everything at :meth:`spill_all`, go to ``spill_dir``."""
         self.max_bytes = int(max_bytes)
         self.spill_dir = spill_dir
         self._chunks: "OrderedDict[Key, PendingChunk]" = OrderedDict()
@@ -122,23 +128,39 @@ class PendingChunks:
         # Committed chunk files are recycled, up to what one memory bound's worth of chunks occupies.
         self._spill = SpillDir(spill_dir, max_free_bytes=self.max_bytes) if spill_dir is not None else None
         self._mapped = 0  # held chunks whose frames live in a mapped spill file
+        self._shm: SpillDir | None = None
+        self.shm_budget = 0
+        """Most bytes of chunk files (held and recycled) in the RAM spill directory."""
+        self.shm_bytes = 0
+        """Bytes of held chunks whose file is in the RAM spill directory (read by other threads: stats)."""
+        if spill_dir is not None and shm_fraction > 0:
+            remove_orphans()
+            shm = shm_dir_for(spill_dir)
+            if shm is not None:
+                self.shm_budget = shm_budget_bytes(shm, shm_fraction)
+                self._shm = SpillDir(shm, max_free_bytes=0)
 
     def __len__(self) -> int:
         return len(self._chunks)
 
     def recover_spilled(self) -> int:
-        """Load spilled chunks left by an earlier run of this actor; they will be resent."""
+        """Load spilled chunks left by an earlier run of this actor (disk and RAM spill directories, in seq
+        order); they will be resent."""
         if self.spill_dir is None:
             return 0
+        files = [(key, path, False) for key, path in chunk_files(self.spill_dir)]
+        if self._shm is not None:
+            files += [(key, path, True) for key, path in chunk_files(self._shm.directory)]
         found = 0
-        for key, path in chunk_files(self.spill_dir):
+        for key, path, in_shm in sorted(files, key=lambda f: f[0]):
             try:
                 size = path.stat().st_size
             except OSError:
                 log.warning("ignoring unreadable spill file %s", path)
                 continue
             if key not in self._chunks:
-                self._chunks[key] = PendingChunk(None, size, 0, spill_path=path)
+                self._chunks[key] = PendingChunk(None, size, 0, spill_path=path, in_shm=in_shm)
+                self.shm_bytes += size if in_shm else 0
                 self.unacked += 1
                 found += 1
         return found
@@ -204,7 +226,7 @@ class PendingChunks:
         if (persist and self._spill is not None and sum(sizes) >= MAPPED_MIN_BYTES
                 and self._mapped < MAX_MAPPED_CHUNKS):
             try:
-                slot, views = self._spill.open_mapped(sizes)
+                target, slot, views = self._open_mapped(sizes)
             except OSError as exc:
                 self._spill_failed(exc)
                 write_failed = True
@@ -213,18 +235,20 @@ class PendingChunks:
                     views[0][:] = head
                     arrays = views_as_arrays(fields, views[1:])
                     stack_into(items, rows, obs_row, arrays)
-                    path = self._spill.persist(slot, key)
+                    path = target.persist(slot, key)
                 except OSError as exc:  # the rename failed (directory gone): build it in memory below
-                    self._spill.abandon(slot)
+                    target.abandon(slot)
                     self._spill_failed(exc)
                     write_failed = True
                 except BaseException:
-                    self._spill.abandon(slot)
+                    target.abandon(slot)
                     raise
                 else:
                     self._spill_ok()
                     chunk = self._hold(key, [head, *arrays.values()], len(items), buffers=None, nbytes=sum(sizes))
                     chunk.spill_path, chunk.slot, chunk.was_mapped = path, slot, True
+                    chunk.in_shm = target is self._shm
+                    self.shm_bytes += chunk.nbytes if chunk.in_shm else 0
                     self._mapped += 1
                     self._spill_if_needed()
                     return
@@ -238,6 +262,24 @@ class PendingChunks:
             self._spill_if_needed()
         else:  # small (or many mapped already): one writev when persisted
             self.add(key, frames, len(items), persist, buffers=observations)
+
+    def _open_mapped(self, sizes: list[int]) -> tuple[SpillDir, MappedSlot, list[memoryview]]:
+        """A mapped slot for a chunk of frames ``sizes``: in the RAM spill directory while it is within its budget
+        (a recycled file there is always taken), else in the disk one. Raises OSError when the disk one fails."""
+        if self._shm is not None:
+            room = self.shm_bytes + self._shm.free_bytes + sum(sizes) + 8 * len(sizes) + 4 <= self.shm_budget
+            try:
+                opened = self._shm.open_mapped(sizes, allow_new=room)
+            except OSError as exc:  # the tmpfs is shared with other programs: it may be full below our budget
+                self.shm_budget = self.shm_bytes + self._shm.free_bytes  # reuse what it has, add nothing
+                log.warning("RAM spill directory %s: %s; new chunks go to %s (%s of RAM in use)",
+                            self._shm.directory, exc.strerror or exc, self.spill_dir, human_bytes(self.shm_budget))
+                opened = None
+            if opened is not None:
+                return self._shm, *opened
+        assert self._spill is not None
+        slot, views = self._spill.open_mapped(sizes)  # type: ignore[misc]  # allow_new: never None
+        return self._spill, slot, views
 
     def _hold(self, key: Key, frames: list[Any], n_transitions: int, buffers: list[np.ndarray] | None,
               nbytes: int | None = None) -> PendingChunk:
@@ -317,16 +359,40 @@ class PendingChunks:
         self._spill_if_needed()
 
     def spill_all(self) -> int:
-        """Write every in-memory chunk to disk (actor shutdown: a later run resends what is uncommitted)."""
+        """Write every in-memory chunk to disk, and move the RAM spill directory's chunks there (actor shutdown:
+        a later run resends what is uncommitted, even after a reboot)."""
         if self.spill_dir is None:
             return 0
+        moved = self._move_shm_to_disk()
         saved_bound, self.max_bytes = self.max_bytes, -1
         try:
             before = self.spilled_total
             self._spill_if_needed()
-            return self.spilled_total - before
+            return self.spilled_total - before + moved
         finally:
             self.max_bytes = saved_bound
+
+    def _move_shm_to_disk(self) -> int:
+        """Copy every held chunk file of the RAM spill directory to the disk one; a chunk that cannot be copied
+        (disk full) stays in RAM, where a restarted actor still finds it (until a reboot), and is logged."""
+        assert self._spill is not None
+        moved = 0
+        for key, chunk in self._chunks.items():
+            if not chunk.in_shm or chunk.spill_path is None:
+                continue
+            try:
+                path = self._spill.adopt(chunk.spill_path, key)
+            except OSError as exc:
+                log.error("could not move uncommitted chunks from %s to %s (%s): %d stay in RAM, where the next "
+                          "run of this actor finds them unless the machine reboots first", self._shm.directory
+                          if self._shm else "?", self.spill_dir, exc.strerror or exc,
+                          sum(c.in_shm for c in self._chunks.values()))
+                break
+            self._release(chunk)  # its mapping was of the RAM file: the chunk is read from disk from now on
+            chunk.spill_path, chunk.in_shm, chunk.was_mapped = path, False, False
+            self.shm_bytes -= chunk.nbytes
+            moved += 1
+        return moved
 
     def frames(self, key: Key) -> list[Any]:
         chunk = self._chunks[key]
@@ -368,7 +434,10 @@ class PendingChunks:
         """Forget chunks ``(incarnation, seq <= through_seq)``; returns how many were dropped."""
         drop = [k for k in self._chunks if k[0] == incarnation and k[1] <= through_seq]
         if self._spill is not None:  # recycle as many files as the uncommitted set occupies: the next ones need them
-            self._spill.keep_free(sum(c.nbytes + 4096 for c in self._chunks.values() if c.spill_path is not None))
+            held = [c for c in self._chunks.values() if c.spill_path is not None]
+            self._spill.keep_free(sum(c.nbytes + 4096 for c in held if not c.in_shm))
+            if self._shm is not None:
+                self._shm.keep_free(min(self.shm_budget, self.shm_bytes + 4096 * sum(c.in_shm for c in held)))
         for key in drop:
             self._forget(key)
         return len(drop)
@@ -384,9 +453,14 @@ class PendingChunks:
         self._release(chunk)
         if chunk.spill_path is not None and self._spill is not None:
             # the next chunk of its size is written over it (mapped, if it was), unless libzmq may still read it
-            self._spill.recycle(chunk.spill_path, slot, reusable)
+            target = self._shm if chunk.in_shm and self._shm is not None else self._spill
+            self.shm_bytes -= chunk.nbytes if chunk.in_shm else 0
+            target.recycle(chunk.spill_path, slot, reusable)
 
     def close(self) -> None:
         """Delete the recycled spill files (after :meth:`spill_all`: what stays is uncommitted chunks only)."""
         if self._spill is not None:
             self._spill.close()
+        if self._shm is not None:
+            self._shm.close()
+            remove_if_empty(self._shm.directory)

@@ -27,6 +27,7 @@ import contextlib
 import mmap
 import os
 import resource
+import shutil
 import struct
 import sys
 from collections import OrderedDict
@@ -200,14 +201,23 @@ class SpillDir:
             raise
         return final
 
-    def open_mapped(self, frame_sizes: Sequence[int]) -> tuple[MappedSlot, list[memoryview]]:
+    @property
+    def free_bytes(self) -> int:
+        """Bytes of recycled files kept for reuse."""
+        return self._free_bytes
+
+    def open_mapped(self, frame_sizes: Sequence[int],
+                    allow_new: bool = True) -> tuple[MappedSlot, list[memoryview]] | None:
         """A file laid out for frames of ``frame_sizes`` bytes, mapped, under a ``.free-*`` name (no chunk yet),
-        and a writable view per frame. Raises OSError (disk full...) with nothing left behind."""
+        and a writable view per frame. Raises OSError (disk full...) with nothing left behind. With
+        ``allow_new`` False only a recycled file is used: None when there is none."""
         prefix = _prefix(frame_sizes)
         size = len(prefix) + sum(frame_sizes)
         taken = self._take_free(size)
         if taken is not None:
             path, old_size, mm = taken
+        elif not allow_new:
+            return None
         else:
             path, old_size, mm = self.directory / f"{FREE_PREFIX}{self._next_free}.spill", -1, None
             self._next_free += 1
@@ -255,6 +265,23 @@ class SpillDir:
         final = self.path(key)
         os.replace(slot.path, final)
         slot.path = final
+        return final
+
+    def adopt(self, source: Path, key: Key) -> Path:
+        """Copy the chunk file ``source`` (another directory's) in under its chunk name, then delete ``source``.
+        Raises OSError (disk full...) with ``source`` intact and nothing left here; a kill between the rename and
+        the delete leaves the chunk in both places, which the learner's ledger deduplicates."""
+        final = self.path(key)
+        tmp = self.directory / f".{final.name}.tmp"
+        try:
+            shutil.copyfile(source, tmp)  # sendfile on Linux: no copy through Python
+            os.replace(tmp, final)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        with contextlib.suppress(FileNotFoundError):
+            source.unlink()
         return final
 
     def abandon(self, slot: MappedSlot) -> None:

@@ -49,7 +49,9 @@ class ZmqActorClient(ActorTransport):
         self._progress: dict[str, int] | None = None
         self._status_frames: list[bytes] | None = None  # latest ActorStatus, sent with the heartbeats
         self._controls: collections.deque[Control] = collections.deque()  # IO thread -> control loop
-        self.pending = PendingChunks(cfg.max_pending_bytes, Path(spill_dir) if spill_dir else None)
+        spill_at_creation = cfg.spill_all_chunks and cfg.durability == "checkpoint"
+        self.pending = PendingChunks(cfg.max_pending_bytes, Path(spill_dir) if spill_dir else None,
+                                     shm_fraction=cfg.shm_spill_fraction if spill_at_creation else 0.0)
         recovered = self.pending.recover_spilled()
         if recovered:
             log.info("actor %s: %d uncommitted chunks from an earlier run will be resent", actor_id, recovered)
@@ -133,7 +135,8 @@ class ZmqActorClient(ActorTransport):
     def stats(self) -> dict[str, float]:
         return {**{k: float(v) for k, v in self.counters.items()},
                 "queue_depth": float(len(self._incoming)), "pending_chunks": float(len(self.pending)),
-                "pending_bytes": float(self.pending.mem_bytes), "spilled": float(self.pending.spilled_total),
+                "pending_bytes": float(self.pending.mem_bytes),
+                "pending_ram_spill_bytes": float(self.pending.shm_bytes), "spilled": float(self.pending.spilled_total),
                 "spill_failures": float(self.pending.spill_failures),
                 "backpressure": float(self.pending.backpressure),
                 "connected": float(self.connected), "weights_version": float(self._taken.version if self._taken else -1)}

@@ -1,7 +1,8 @@
 """The default durability's hot path over real sockets: every chunk stacked into a mapped spill file, many chunks
 in flight (acked or not, never committed yet), committed files recycled for later chunks, a learner that dies
 and restarts from its checkpoint mid-stream, an actor that restarts from its spill directory. Replay must hold
-every transition exactly once."""
+every transition exactly once. Both homes of the mapped files are covered: the RAM spill directory (the
+default, ``transport.shm_spill_fraction`` > 0) and the disk spill directory (``shm_spill_fraction=0``)."""
 from __future__ import annotations
 
 import time
@@ -11,6 +12,7 @@ import pytest
 from robot_rl.replay import ReplayBuffer
 from robot_rl.transport import pending as pending_module
 from robot_rl.transport.base import DedupLedger
+from robot_rl.transport.shm import shm_dir_for
 from robot_rl.types import Batch
 from support import rollout
 from test_zmq import Rig, _wait
@@ -23,14 +25,30 @@ def map_every_chunk(monkeypatch):
 
 
 def _inodes(directory):
-    return {p.stat().st_ino for p in directory.iterdir()}
+    return {p.stat().st_ino for p in directory.iterdir() if p.name != "origin"}
 
 
-def test_a_window_of_uncommitted_chunks_survives_a_learner_restart_exactly_once(pixel_env, ports, tmp_path):
-    rig = Rig(pixel_env, ports, chunk_size=8)
+TIERS = pytest.mark.parametrize("fraction", [0.25, 0.0], ids=["ram", "disk"])
+
+
+def _files_dir(spill, fraction):
+    """Where the mapped chunk files live: the RAM directory paired with ``spill``, or ``spill`` itself."""
+    if fraction == 0:
+        return spill
+    ram = shm_dir_for(spill)
+    if ram is None:
+        pytest.skip("no writable /dev/shm on this machine")
+    return ram
+
+
+@TIERS
+def test_a_window_of_uncommitted_chunks_survives_a_learner_restart_exactly_once(pixel_env, ports, tmp_path,
+                                                                                fraction):
+    rig = Rig(pixel_env, ports, chunk_size=8, shm_spill_fraction=fraction)
     server = rig.start_server()
     spill = tmp_path / "spill"
     client = rig.client(spill_dir=spill)
+    files = _files_dir(spill, fraction)
     data = rollout(pixel_env, 480)
     try:
         for tr in data[:160]:
@@ -40,12 +58,13 @@ def test_a_window_of_uncommitted_chunks_survives_a_learner_restart_exactly_once(
         checkpoint = server.ledger.state_dict(), len(rig.replay)  # a checkpoint taken here
         server.commit(server.ledger.marks())
         assert _wait(lambda: len(client.pending) == 0)
-        first_files = _inodes(spill)  # the 20 committed chunks' files, kept for reuse
+        first_files = _inodes(files)  # the 20 committed chunks' files, kept for reuse
         assert len(first_files) == 20
+        assert not list(spill.glob("*.chunk")) or fraction == 0  # in RAM: nothing went to the disk directory
         for tr in data[160:320]:  # in flight and acked, never in a checkpoint
             client.send(tr)
         assert client.wait_acked(10)
-        assert _inodes(spill) == first_files  # the new chunks were written over the committed ones' files
+        assert _inodes(files) == first_files  # the new chunks were written over the committed ones' files
         server.close()  # the learner dies
         assert _wait(lambda: not client.connected, timeout=5)
         for tr in data[320:]:  # the actor keeps producing meanwhile
@@ -62,15 +81,17 @@ def test_a_window_of_uncommitted_chunks_survives_a_learner_restart_exactly_once(
         assert len(ids) == len(set(ids)) == 480
         server.commit(server.ledger.marks())
         assert _wait(lambda: len(client.pending) == 0)
-        assert not list(spill.glob("*.chunk"))  # all committed: only recycled files remain
+        assert not list(files.glob("*.chunk"))  # all committed: only recycled files remain
     finally:
         client.close()
         server.close()
     assert not list(spill.iterdir())  # a clean stop deletes the recycled files
+    assert fraction == 0 or not files.exists()  # and the RAM directory
 
 
-def test_an_actor_restart_resends_its_mapped_uncommitted_chunks_exactly_once(pixel_env, ports, tmp_path):
-    rig = Rig(pixel_env, ports, chunk_size=8)
+@TIERS
+def test_an_actor_restart_resends_its_mapped_uncommitted_chunks_exactly_once(pixel_env, ports, tmp_path, fraction):
+    rig = Rig(pixel_env, ports, chunk_size=8, shm_spill_fraction=fraction)
     server = rig.start_server()
     spill = tmp_path / "spill"
     data = rollout(pixel_env, 160)
@@ -86,6 +107,7 @@ def test_an_actor_restart_resends_its_mapped_uncommitted_chunks_exactly_once(pix
         assert first.wait_acked(10)  # acked, not committed: on disk only in the mapped spill files
     finally:
         first.close()
+    # a clean stop leaves the uncommitted chunks on disk (moved out of RAM: they survive a reboot too)
     assert len(list(spill.glob("*.chunk"))) == 10
     second = rig.client(spill_dir=spill)  # a new incarnation finds them and resends them under their own seqs
     try:
