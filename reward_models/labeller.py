@@ -72,6 +72,7 @@ class RewardLabeller:
         self.online_episodes: list[Any] = []  # finished online episodes for refreshing (newest last)
         self._since_refresh = 0
         self.refreshes = 0
+        self._refresh_thread: threading.Thread | None = None  # the refresh in progress, if any
         self._ingest_lock = threading.Lock()
         # (episode, frame index, hash of the frame's bytes in the model's views) -> (Phi, P(done)) under the
         # current model: Phi is a function of the frame alone, so a frame is encoded once per model version,
@@ -156,15 +157,43 @@ class RewardLabeller:
         del self.online_episodes[: -self.cfg.refresh_keep]
         self._since_refresh += 1
 
+    @property
+    def refreshing(self) -> bool:
+        """A refresh is training right now (on its own thread)."""
+        thread = self._refresh_thread
+        return thread is not None and thread.is_alive()
+
+    def wait_refresh(self, timeout_s: float | None = None) -> bool:
+        """Block until the refresh in progress (if any) has swapped its model in; True when none is running."""
+        thread = self._refresh_thread
+        if thread is not None:
+            thread.join(timeout_s)
+        return not self.refreshing
+
     def _maybe_refresh(self) -> None:
-        """On the labelling thread: continue training a copy of the model on demos + online episodes."""
+        """On the labelling thread, when enough online episodes arrived: start training a copy of the model on
+        demos + online episodes on its own thread. Run inline it stalled labelling, so the learner's updates, for
+        the whole refresh (7-42 s per refresh in the reward benchmark's runs); meanwhile the current model keeps
+        labelling, and the new one is swapped in when it is done (one refresh at a time)."""
         with self._ingest_lock:
-            due = self._since_refresh >= self.cfg.refresh_every_episodes
+            due = self._since_refresh >= self.cfg.refresh_every_episodes and not self.refreshing
             episodes = list(self.online_episodes) if due else []
             if due:
                 self._since_refresh = 0
         if not due or not any(e.success for e in [*self.base_episodes, *episodes]):
             return
+        self._refresh_thread = threading.Thread(target=self._refresh, args=(episodes,), name="reward-refresh",
+                                                daemon=True)
+        self._refresh_thread.start()
+
+    def _refresh(self, episodes: list[Any]) -> None:
+        """The refresh thread: train a copy on the demos + ``episodes``, then swap it in."""
+        try:
+            self._train_refresh(episodes)
+        except Exception:  # a failed refresh keeps the current model labelling; never the learner's problem
+            log.exception("reward model refresh failed; the current model keeps labelling")
+
+    def _train_refresh(self, episodes: list[Any]) -> None:
         import copy
 
         from robot_rl.reward_models.config import RewardTrainConfig

@@ -74,8 +74,32 @@ def test_refresh_on_online_episodes_labelled_by_success(trained_state_model, sta
         labeller.observe_online(e.to_batch())
     assert len(labeller.online_episodes) == 4
     assert [e.success for e in labeller.online_episodes] == [e.success for e in online]
-    labeller.label(online[0].to_batch())  # the refresh runs on the labelling thread
+    labeller.label(online[0].to_batch())  # the labelling thread starts the refresh on its own thread
+    assert labeller.wait_refresh(120)
     assert labeller.refreshes == 1 and labeller.version != before
     assert labeller.stats()["reward/refreshes"] == 1
     phi_final = [labeller.potentials({k: v[-1:] for k, v in e.frames.items()})[0][0] for e in online if e.success]
     assert min(phi_final) > 0.5  # the refreshed model still calls the online successes finished
+
+
+def test_labelling_goes_on_with_the_current_model_while_a_refresh_trains(trained_state_model, state_train_episodes,
+                                                                         state_heldout_episodes):
+    """A refresh inline on the labelling thread stalled every learner update for its whole duration."""
+    task = state_train_episodes[0].task
+    labeller = RewardLabeller(trained_state_model, _reward_cfg(task, refresh_every_episodes=2, refresh_steps=600),
+                              gamma=0.99)
+    labeller.base_episodes = [e for e in state_train_episodes if e.success][:3]
+    online = [e for e in state_heldout_episodes if e.success][:2]
+    for e in online:
+        labeller.observe_online(e.to_batch())
+    before, batch = labeller.version, online[0].to_batch()
+    expected = labeller.rewards(batch)  # the current model's labels
+    labeller.label(batch)  # starts the refresh
+    try:
+        assert labeller.refreshing
+        relabelled = labeller.label(batch)  # served at once, by the model in use, while the refresh trains
+        assert labeller.refreshing and labeller.version == before and labeller.refreshes == 0
+        np.testing.assert_allclose(relabelled.reward, expected)
+    finally:
+        assert labeller.wait_refresh(300)
+    assert labeller.refreshes == 1 and labeller.version != before
