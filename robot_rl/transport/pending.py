@@ -165,6 +165,18 @@ class PendingChunks:
                 found += 1
         return found
 
+    def upgrade_recovered(self, convert: Callable[[Path], bool]) -> int:
+        """Apply ``convert(path)`` (rewrites an older protocol's chunk file in place, True if it did) to every
+        chunk :meth:`recover_spilled` found; returns how many were rewritten."""
+        upgraded = 0
+        for chunk in self._chunks.values():
+            if chunk.frames is None and chunk.spill_path is not None and convert(chunk.spill_path):
+                size = chunk.spill_path.stat().st_size
+                self.shm_bytes += size - chunk.nbytes if chunk.in_shm else 0
+                chunk.nbytes = size
+                upgraded += 1
+        return upgraded
+
     def _release(self, chunk: PendingChunk) -> None:
         """Drop a chunk's in-memory frames, recycling its pooled buffers when libzmq no longer uses them."""
         if chunk.frames is not None and chunk.slot is None:

@@ -22,6 +22,7 @@ from robot_rl.specs import ActionSpec, ObsSpec
 from robot_rl.transport.base import ActorTransport, RateLimitedLog
 from robot_rl.transport.keys import actor_keys, make_client_socket_secure
 from robot_rl.transport.pending import PendingChunks, human_bytes
+from robot_rl.transport.upgrade import upgrade_spill_file
 from robot_rl.transport.wire import (ActorStatus, Control, Hello, Msg, Weights, WireError, chunk_header,
                                      decode_weights, pack_header, unpack_header)
 from robot_rl.types import Transition
@@ -55,6 +56,9 @@ class ZmqActorClient(ActorTransport):
         recovered = self.pending.recover_spilled()
         if recovered:
             log.info("actor %s: %d uncommitted chunks from an earlier run will be resent", actor_id, recovered)
+            upgraded = self.pending.upgrade_recovered(upgrade_spill_file)
+            if upgraded:
+                log.info("actor %s: %d of them were converted from an older wire protocol", actor_id, upgraded)
         self._seq = 0
         self._unsent: collections.deque[tuple[str, int]] = collections.deque()  # keys to send, in order
         self.learner_incarnation: str | None = None
