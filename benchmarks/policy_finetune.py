@@ -18,7 +18,9 @@ learner/actor (``tests/algorithms/test_chunk_pipeline.py`` covers that path).
 
 Latency: per action chunk (batch 1, CPU, one torch thread) for the K-step sampler vs the consistency-distilled
 one-step head of the same BC policy, with the deterministic success of each (``--distill`` steps).
-The last line is JSON: medians over seeds plus ``per_seed``.
+With ``--eval-every N`` the fine-tuned policy is also evaluated every N online env steps: each seed's ``curve`` and
+``steps_to_90`` (first evaluation at >= 90%), and ``steps_to_90_max`` over seeds (None unless every seed got there).
+The last line is JSON: medians over seeds, ``steps_to_90_max``, ``final_success_min`` and ``per_seed``.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ import os
 import statistics
 import tempfile
 import time
+from typing import Any
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("WANDB_MODE", "disabled")
@@ -70,9 +73,11 @@ def evaluate(cfg, policy, episodes: int, seed: int) -> float:
     return float(run_episodes(env, policy, episodes, seed=50_000 + seed)["success_rate"])
 
 
-def fine_tune(cfg, policy, algo, demos: list[Episode], online_steps: int, warmup: int, seed: int
-              ) -> dict[str, float]:
-    """Online fine-tuning in one process: act, store, ``update`` once per env step after the warm-up."""
+def fine_tune(cfg, policy, algo, demos: list[Episode], online_steps: int, warmup: int, seed: int,
+              eval_every: int = 0, eval_episodes: int = 20) -> dict[str, Any]:
+    """Online fine-tuning in one process: act, store, ``update`` once per env step after the warm-up. With
+    ``eval_every`` > 0 the policy is evaluated deterministically every that many env steps (``curve``) and
+    ``steps_to_90`` is the first such step with success >= 0.9 (None if never)."""
     env = ENVS.make(cfg.env.name, cfg.env, seed=seed + 7)
     replay = ReplayBuffer(env.obs_spec, env.action_spec, capacity=online_steps + 5000)
     for ep in demos:  # the demos seed the replay (the learner keeps them in a separate demo buffer)
@@ -81,7 +86,12 @@ def fine_tune(cfg, policy, algo, demos: list[Episode], online_steps: int, warmup
     obs, ep_id, t, successes = env.reset(seed=seed), 1000, 0, []
     policy.reset()
     t0 = time.perf_counter()
+    curve: list[tuple[int, float]] = []
     for step in range(online_steps):
+        if eval_every and step and step % eval_every == 0:
+            curve.append((step, evaluate(cfg, policy, eval_episodes, seed)))
+            policy.reset()  # the evaluation reset the policy's chunk queue on its own env
+            print(f"  seed {seed}: eval at {step} env steps: {curve[-1][1]:.2f}", flush=True)
         if step and step % 2000 == 0:
             print(f"  seed {seed}: {step} online steps, training success (last 20 episodes) "
                   f"{np.mean(successes[-20:]) if successes else 0.0:.2f}, {time.perf_counter() - t0:.0f} s", flush=True)
@@ -100,7 +110,7 @@ def fine_tune(cfg, policy, algo, demos: list[Episode], online_steps: int, warmup
                 else replay.sample(cfg.algo.batch_size, rng)
             algo.update(batch.to_torch())
             policy.eval()
-    return {"train_success_last20": float(np.mean(successes[-20:])) if successes else 0.0}
+    return {"train_success_last20": float(np.mean(successes[-20:])) if successes else 0.0, "curve": curve}
 
 
 def chunk_latency_ms(policy, obs: dict[str, np.ndarray], onestep: bool, repeats: int = 200) -> float:
@@ -143,9 +153,12 @@ def run_seed(args, seed: int) -> dict[str, float]:
         policy = POLICIES.make(ft_cfg.policy.name, ft_cfg.policy, bc.obs_spec, bc.action_spec)
         algo = ALGORITHMS.make(ft_cfg.algo.name, ft_cfg.algo, policy, bc.obs_spec, bc.action_spec, "cpu")
     t0 = time.perf_counter()
-    out.update(fine_tune(ft_cfg, policy, algo, demos, args.online_steps, args.warmup, seed))
+    out.update(fine_tune(ft_cfg, policy, algo, demos, args.online_steps, args.warmup, seed, args.eval_every,
+                         args.eval_episodes))
     out["finetune_wall_s"] = time.perf_counter() - t0
     out["final_success"] = evaluate(ft_cfg, policy, args.eval_episodes, seed)
+    out["curve"].append((args.online_steps, out["final_success"]))
+    out["steps_to_90"] = next((step for step, success in out["curve"] if success >= 0.9), None)
     out["online_steps"] = args.online_steps
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}), flush=True)
     return out
@@ -165,6 +178,8 @@ def main() -> None:
     parser.add_argument("--online-steps", type=int, default=3000)
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--eval-episodes", type=int, default=30)
+    parser.add_argument("--eval-every", type=int, default=0,
+                        help="also evaluate every N online env steps (curve, steps_to_90); 0: only at the end")
     parser.add_argument("overrides", nargs="*", help="extra hydra overrides for the policy / algorithm")
     args = parser.parse_args()
     # algo.* overrides configure the fine-tuning algorithm only (the BC pretraining config is algo=bc).
@@ -178,6 +193,9 @@ def main() -> None:
             "latency_ratio", "finetune_wall_s"]
     summary = {f"{args.algo}_{k}" if k == "final_success" else k: round(statistics.median(r[k] for r in rows), 4)
                for k in keys}
+    steps = [r["steps_to_90"] for r in rows]
+    summary["steps_to_90_max"] = None if None in steps else max(steps)  # every seed reached 90% by then
+    summary["final_success_min"] = min(r["final_success"] for r in rows)
     summary.update(env=args.env, algo=args.algo, sequence_critic=args.sequence_critic,
                    execute_steps=args.execute_steps, online_steps=args.online_steps, seeds=args.seeds, per_seed=rows)
     print(json.dumps(summary))
