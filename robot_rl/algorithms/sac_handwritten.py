@@ -6,7 +6,9 @@ Python) as on the products themselves. This path computes exactly the same updat
 (the same losses, the same noise in the same order, the same fused Adam and Polyak kernels) with:
 
 - every activation, gradient and scratch tensor preallocated once per batch size and written with ``out=``
-  kernels (``addmm``/``baddbmm``/``bmm``, in-place ReLU, ``threshold_backward`` for its gradient);
+  kernels (``mm``/``bmm``, ``threshold_backward`` for ReLU's gradient); on the CPU a hidden layer is the
+  product without bias, then bias and ReLU in one in-place pass (``_add_relu_``; bit-identical to
+  ``addmm``/``baddbmm`` + ``relu_``, which other devices use, and one pass over the activations fewer);
 - one actor forward over ``[next_obs; obs]`` (``2n`` rows): the actor does not change between the TD target
   and the actor loss, so the next action and the actor's action come from one pass (noise still drawn
   next-state first, then the actor's, as the autograd path draws it);
@@ -41,6 +43,10 @@ _LOG_2 = math.log(2.0)
 # ReLU's backward from its output: grad where out > 0, else 0 (written in place into the gradient buffer).
 _relu_backward = torch.ops.aten.threshold_backward.grad_input
 _softplus = torch._C._nn.softplus  # F.softplus with out=
+# relu(x + bias) in place in one pass (torch's CPU kernel for its add+relu fusion). A hidden layer as a matrix
+# product without bias, then this, reads and writes its (n, H) output once less than addmm/baddbmm (which
+# first copy the broadcast bias into the output) followed by relu_, with bit-identical results.
+_add_relu_ = getattr(torch._C._VariableFunctions, "_add_relu_", None)
 
 
 def unsupported_reason(algo: SAC) -> str | None:
@@ -184,6 +190,8 @@ class HandWrittenSACUpdate:
         self._critic_opt_grads = [self.grads[p] for p in algo._critic_opt_params]
         self._actor_opt_grads = [self.grads[p] for p in algo._actor_opt_params]
         self._buffers: dict[int, _Buffers] = {}
+        # _add_relu_ has a CPU kernel only; other devices take baddbmm/addmm + relu_.
+        self.add_relu = _add_relu_ if algo.log_alpha.device.type == "cpu" else None
         # The tensors _Views holds views of, and their storage addresses when the views were made: moving a
         # parameter (``param.data = ...``, ``module.to(other_device)``) changes the address, and stale views
         # would read the old storage.
@@ -206,14 +214,16 @@ class HandWrittenSACUpdate:
         return b
 
     # ------------------------------------------------------------------ critic ensemble
-    @staticmethod
-    def _critic_forward(weights: list[torch.Tensor], biases: list[torch.Tensor], x_members: torch.Tensor,
+    def _critic_forward(self, weights: list[torch.Tensor], biases: list[torch.Tensor], x_members: torch.Tensor,
                         b: _Buffers) -> torch.Tensor:
         """``x_members (E, n, D)`` (one input expanded over members) -> Q ``(E, n, 1)`` in ``b.q``; the
         post-ReLU activations stay in ``b.c_act``."""
-        h = x_members
+        h, add_relu = x_members, self.add_relu
         for weight, bias, out in zip(weights, biases, b.c_act):
-            torch.baddbmm(bias, h, weight, out=out).relu_()  # (E, n, H_i)
+            if add_relu is not None:
+                add_relu(torch.bmm(h, weight, out=out), bias)  # (E, n, H_i)
+            else:
+                torch.baddbmm(bias, h, weight, out=out).relu_()
             h = out
         return torch.baddbmm(biases[-1], h, weights[-1], out=b.q)  # (E, n, 1)
 
@@ -266,9 +276,12 @@ class HandWrittenSACUpdate:
         """Tanh-Gaussian sample and log-prob for all ``2n`` rows of ``b.features``; the actions go into the
         action columns of ``b.x_actor`` (rows :n the next action, rows n: the actor's action)."""
         policy = self.algo.policy
-        h = b.features  # (2n, F): a strided view, read by BLAS in place
+        h, add_relu = b.features, self.add_relu  # (2n, F): a strided view, read by BLAS in place
         for weight_t, bias, out in zip(v.actor_w_t, v.actor_b, b.a_act):
-            torch.addmm(bias, h, weight_t, out=out).relu_()  # (2n, H_i)
+            if add_relu is not None:
+                add_relu(torch.mm(h, weight_t, out=out), bias)  # (2n, H_i)
+            else:
+                torch.addmm(bias, h, weight_t, out=out).relu_()
             h = out
         torch.addmm(v.actor_b[-1], h, v.actor_w_t[-1], out=b.head)
         torch.tanh(b.raw_log_std, out=b.tanh_raw)

@@ -47,11 +47,17 @@ CONFIGS = [[], ["algo.backup_entropy=true", "algo.actor_q_reduction=mean", "algo
 IDS = ["sac", "soft-backup-mean-3-critics", "td-target-clip"]
 
 
+@pytest.mark.parametrize("fused_add_relu", [True, False], ids=["add-relu", "addmm-relu"])
 @pytest.mark.parametrize("overrides", CONFIGS, ids=IDS)
-def test_gradients_match_autograd(overrides: list[str]) -> None:
+def test_gradients_match_autograd(overrides: list[str], fused_add_relu: bool) -> None:
+    """Both hidden-layer forms: product + fused add/ReLU (the CPU default) and addmm/baddbmm + relu_ (other
+    devices, checked here on the CPU)."""
     algo = build(overrides)
     hand = algo._handwritten
     assert hand is not None and algo.handwritten_fallback is None
+    assert hand.add_relu is not None  # the CPU default
+    if not fused_add_relu:
+        hand.add_relu = None
     batch = random_batch(np.random.default_rng(1))
     reward, not_done = batch.reward, torch.logical_not(batch.terminated).float()
     alpha = algo.log_alpha.detach().exp()
@@ -128,6 +134,21 @@ def test_cached_parameter_views_follow_a_moved_parameter() -> None:
         ours, ref = getattr(hand, module).state_dict(), getattr(auto, module).state_dict()
         for (name, a), b in zip(ours.items(), ref.values()):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=2e-6, msg=lambda m: f"{module}.{name}: {m}")
+
+
+def test_fused_add_relu_is_relu_of_the_sum() -> None:
+    """The fused hidden-layer epilogue (torch's ``_add_relu_``) is relu(x + bias) bit for bit, with the bias
+    broadcast over rows and ensemble members as the update uses it."""
+    from robot_rl.algorithms.sac_handwritten import _add_relu_
+
+    assert _add_relu_ is not None
+    gen = torch.Generator().manual_seed(0)
+    for x, bias in [(torch.randn(2, 37, 64, generator=gen), torch.randn(2, 1, 64, generator=gen)),
+                    (torch.randn(300, 256, generator=gen), torch.randn(256, generator=gen))]:
+        expected = (x + bias).relu()
+        out = x.clone()
+        assert _add_relu_(out, bias) is out
+        assert torch.equal(out, expected) and bool((expected == 0).any()) and bool((expected > 0).any())
 
 
 def optimizer_tensors(algo: SAC) -> list[torch.Tensor]:
