@@ -10,6 +10,7 @@ once. The maths is the optimizer's own; anything the short path cannot honour fa
 from __future__ import annotations
 
 import torch
+import torch.optim.optimizer as _optimizer_module  # its global step hooks, read every step
 
 
 def make_adam(params: list, lr: float) -> torch.optim.Adam:
@@ -50,11 +51,10 @@ class FastAdam:
         self._flat_steps: torch.Tensor | None = None
 
     def _has_hooks(self) -> bool:
-        from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
-
         opt = self.optimizer
         return bool(opt._optimizer_step_pre_hooks or opt._optimizer_step_post_hooks
-                    or _global_optimizer_pre_hooks or _global_optimizer_post_hooks)
+                    or _optimizer_module._global_optimizer_pre_hooks
+                    or _optimizer_module._global_optimizer_post_hooks)
 
     def _build(self) -> bool:
         """(Re)build the cached lists from the optimizer's state; False when the short path cannot be used

@@ -47,11 +47,17 @@ CONFIGS = [[], ["algo.backup_entropy=true", "algo.actor_q_reduction=mean", "algo
 IDS = ["sac", "soft-backup-mean-3-critics", "td-target-clip"]
 
 
+@pytest.mark.parametrize("fused_add_relu", [True, False], ids=["add-relu", "addmm-relu"])
 @pytest.mark.parametrize("overrides", CONFIGS, ids=IDS)
-def test_gradients_match_autograd(overrides: list[str]) -> None:
+def test_gradients_match_autograd(overrides: list[str], fused_add_relu: bool) -> None:
+    """Both hidden-layer forms: product + fused add/ReLU (the CPU default) and addmm/baddbmm + relu_ (other
+    devices, checked here on the CPU)."""
     algo = build(overrides)
     hand = algo._handwritten
     assert hand is not None and algo.handwritten_fallback is None
+    assert hand.add_relu is not None  # the CPU default
+    if not fused_add_relu:
+        hand.add_relu = None
     batch = random_batch(np.random.default_rng(1))
     reward, not_done = batch.reward, torch.logical_not(batch.terminated).float()
     alpha = algo.log_alpha.detach().exp()
@@ -79,6 +85,70 @@ def test_gradients_match_autograd(overrides: list[str]) -> None:
     for value, ref in [(loss, ref_loss), (q_mean, ref_q_mean), (actor_loss, ref_actor_loss),
                        (mean_log_prob, ref_mean_log_prob)]:
         torch.testing.assert_close(value, ref.detach(), **tol)
+
+
+def test_min_member_gradient_when_one_member_is_never_the_minimum() -> None:
+    """The min-member backward groups the rows by member: a member that is the minimum on no row (an empty
+    group) contributes nothing, and the gradients still equal autograd's."""
+    algo = build([])
+    with torch.no_grad():
+        algo.critic.layers[-1].bias[0].fill_(-100.0)  # member 0 is the minimum on every row
+    batch = random_batch(np.random.default_rng(4))
+    reward, not_done = batch.reward, torch.logical_not(batch.terminated).float()
+    alpha = algo.log_alpha.detach().exp()
+    hand = algo._handwritten
+    torch.manual_seed(11)
+    with torch.no_grad():
+        _, _, buffers = hand.critic_gradients(batch.obs, batch.action, reward, batch.next_obs, not_done, alpha)
+        q = hand._critic_forward(hand._views().critic_w, hand._views().critic_b, buffers.x_pi_members, buffers)
+        assert bool((q.argmin(0) == 0).all())  # the case under test: member 1's row group is empty
+        hand.actor_gradients(alpha, BATCH, buffers)
+    ours = {p: hand.grads[p].clone() for p in algo.policy.actor_parameters()}
+    torch.manual_seed(11)
+    _, _, features = algo._critic_loss(batch.obs, batch.action, reward, batch.next_obs, not_done, alpha, None)
+    total, _, _, _ = algo._actor_losses(features, alpha, batch.action, None)
+    actor_params = list(algo.policy.actor_parameters())
+    for p, ref in zip(actor_params, torch.autograd.grad(total, actor_params)):
+        assert ref.abs().max() > 1e-4
+        torch.testing.assert_close(ours[p], ref, rtol=1e-5, atol=1e-6)
+
+
+def test_cached_parameter_views_follow_a_moved_parameter() -> None:
+    """The update reads parameters through views made once; replacing a parameter's storage (``param.data =
+    ...``, as ``module.to(other_device)`` does) must rebuild them, or the update would read stale weights
+    that the optimizer no longer steps. Here every parameter moves before the second update, and three
+    updates still equal the autograd path's."""
+    hand, auto = build([]), build(["algo.handwritten_update=false"])
+    rng = np.random.default_rng(5)
+    for step in range(3):
+        batch = random_batch(rng)
+        if step == 1:
+            for module in (hand.critic, hand.target_critic, hand.policy):
+                for tensor in list(module.parameters()) + list(module.buffers()):
+                    tensor.data = tensor.data.clone()  # same values, new storage
+        torch.manual_seed(200 + step)
+        hand.update(batch)
+        torch.manual_seed(200 + step)
+        auto.update(batch)
+    for module in ("policy", "critic", "target_critic"):
+        ours, ref = getattr(hand, module).state_dict(), getattr(auto, module).state_dict()
+        for (name, a), b in zip(ours.items(), ref.values()):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=2e-6, msg=lambda m: f"{module}.{name}: {m}")
+
+
+def test_fused_add_relu_is_relu_of_the_sum() -> None:
+    """The fused hidden-layer epilogue (torch's ``_add_relu_``) is relu(x + bias) bit for bit, with the bias
+    broadcast over rows and ensemble members as the update uses it."""
+    from robot_rl.algorithms.sac_handwritten import _add_relu_
+
+    assert _add_relu_ is not None
+    gen = torch.Generator().manual_seed(0)
+    for x, bias in [(torch.randn(2, 37, 64, generator=gen), torch.randn(2, 1, 64, generator=gen)),
+                    (torch.randn(300, 256, generator=gen), torch.randn(256, generator=gen))]:
+        expected = (x + bias).relu()
+        out = x.clone()
+        assert _add_relu_(out, bias) is out
+        assert torch.equal(out, expected) and bool((expected == 0).any()) and bool((expected > 0).any())
 
 
 def optimizer_tensors(algo: SAC) -> list[torch.Tensor]:
