@@ -392,12 +392,13 @@ class PendingChunks:
         for key, chunk in self._chunks.items():
             if not chunk.in_shm or chunk.spill_path is None:
                 continue
+            assert self._shm is not None  # only it makes in_shm chunks
             try:
                 path = self._spill.adopt(chunk.spill_path, key)
             except OSError as exc:
                 log.error("could not move uncommitted chunks from %s to %s (%s): %d stay in RAM, where the next "
-                          "run of this actor finds them unless the machine reboots first", self._shm.directory
-                          if self._shm else "?", self.spill_dir, exc.strerror or exc,
+                          "run of this actor finds them unless the machine reboots first", self._shm.directory,
+                          self.spill_dir, exc.strerror or exc,
                           sum(c.in_shm for c in self._chunks.values()))
                 break
             self._release(chunk)  # its mapping was of the RAM file: the chunk is read from disk from now on

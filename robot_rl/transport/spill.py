@@ -114,6 +114,21 @@ def read_frames(path: Path) -> list[bytes]:
     return frames
 
 
+def read_first_frame(path: Path, max_bytes: int) -> bytes | None:
+    """The first frame of a chunk file (its header) without reading the rest; None when the file is too short
+    to hold it or the frame is over ``max_bytes``."""
+    with open(path, "rb") as f:
+        prefix = f.read(12)  # u32 frame count, then the first frame's u64 length
+        if len(prefix) < 12:
+            return None
+        count, length = struct.unpack("<IQ", prefix)
+        if count == 0 or length > max_bytes:
+            return None
+        f.seek(4 + 8 * count)
+        frame = f.read(length)
+    return frame if len(frame) == length else None
+
+
 def chunk_files(directory: Path) -> Iterator[tuple[Key, Path]]:
     """``((incarnation, seq), path)`` of every chunk file waiting in ``directory``, oldest seq first."""
     for path in sorted(directory.glob(f"*{CHUNK_SUFFIX}")):

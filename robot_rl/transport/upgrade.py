@@ -20,7 +20,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from robot_rl.transport.spill import read_frames, write_frames
+from robot_rl.transport.spill import read_first_frame, read_frames, write_frames
 from robot_rl.transport.wire import MAX_HEADER_BYTES, PROTOCOL_VERSION, WireError, encode_chunk
 from robot_rl.types import Batch
 
@@ -29,12 +29,12 @@ log = logging.getLogger("robot_rl.actor.transport")
 UPGRADABLE_VERSIONS = (3,)
 
 
-def chunk_version(frames: list[Any]) -> int | None:
+def chunk_version(header_frame: bytes | None) -> int | None:
     """The protocol version in a chunk's header frame, None when it is not a chunk header at all."""
-    if not frames or len(frames[0]) > MAX_HEADER_BYTES:
+    if header_frame is None or len(header_frame) > MAX_HEADER_BYTES:
         return None
     try:
-        header = msgpack.unpackb(frames[0], raw=False)
+        header = msgpack.unpackb(header_frame, raw=False)
     except Exception:  # garbage: not ours to judge here (the learner refuses it with a reason)
         return None
     if not isinstance(header, dict) or header.get("t") != "chunk" or not isinstance(header.get("v"), int):
@@ -72,8 +72,8 @@ def upgrade_spill_file(path: Path) -> bool:
     """Rewrite ``path`` (a chunk file) in the current protocol if it is in an older one it can convert; True
     when it was rewritten. A file that cannot be converted is left untouched and logged (its transitions stay
     in the actor's episode store)."""
-    frames = read_frames(path)
-    version = chunk_version(frames)
+    # Only the header is read to decide: a restarted actor may find gigabytes of current-protocol chunks.
+    version = chunk_version(read_first_frame(path, MAX_HEADER_BYTES))
     if version is None or version == PROTOCOL_VERSION:
         return False
     if version not in UPGRADABLE_VERSIONS:
@@ -82,7 +82,7 @@ def upgrade_spill_file(path: Path) -> bool:
                   path, version, PROTOCOL_VERSION)
         return False
     try:
-        upgraded = upgrade_v3_chunk(frames)
+        upgraded = upgrade_v3_chunk(read_frames(path))
     except WireError as exc:
         log.error("spill file %s: cannot convert its protocol-3 chunk (%s); left as it is", path, exc)
         return False

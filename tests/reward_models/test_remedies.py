@@ -60,12 +60,17 @@ def test_labeller_remedies(trained_state_model, state_train_episodes):
     np.testing.assert_allclose(annealed.rewards(batch), batch.reward)  # plain base reward at the end
 
 
+def _refreshing_labeller(model, train_episodes, every: int, steps: int) -> RewardLabeller:
+    """A labeller that refreshes every ``every`` online episodes (``steps`` each), its base episodes 3 demos."""
+    cfg = _reward_cfg(train_episodes[0].task, refresh_every_episodes=every, refresh_steps=steps)
+    labeller = RewardLabeller(model, cfg, gamma=0.99)
+    labeller.base_episodes = [e for e in train_episodes if e.success][:3]
+    return labeller
+
+
 def test_refresh_on_online_episodes_labelled_by_success(trained_state_model, state_train_episodes,
                                                         state_heldout_episodes):
-    task = state_train_episodes[0].task
-    labeller = RewardLabeller(trained_state_model, _reward_cfg(task, refresh_every_episodes=4, refresh_steps=30),
-                              gamma=0.99)
-    labeller.base_episodes = [e for e in state_train_episodes if e.success][:3]
+    labeller = _refreshing_labeller(trained_state_model, state_train_episodes, every=4, steps=30)
     online = [e for e in state_heldout_episodes if e.success][:2] + \
         [e for e in state_heldout_episodes if not e.success][:2]
     assert any(e.success for e in online) and any(not e.success for e in online)
@@ -85,10 +90,7 @@ def test_refresh_on_online_episodes_labelled_by_success(trained_state_model, sta
 def test_labelling_goes_on_with_the_current_model_while_a_refresh_trains(trained_state_model, state_train_episodes,
                                                                          state_heldout_episodes):
     """A refresh inline on the labelling thread stalled every learner update for its whole duration."""
-    task = state_train_episodes[0].task
-    labeller = RewardLabeller(trained_state_model, _reward_cfg(task, refresh_every_episodes=2, refresh_steps=600),
-                              gamma=0.99)
-    labeller.base_episodes = [e for e in state_train_episodes if e.success][:3]
+    labeller = _refreshing_labeller(trained_state_model, state_train_episodes, every=2, steps=600)
     online = [e for e in state_heldout_episodes if e.success][:2]
     for e in online:
         labeller.observe_online(e.to_batch())

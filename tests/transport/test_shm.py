@@ -10,22 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from robot_rl.transport import pending as pending_module
 from robot_rl.transport.pending import PendingChunks
 from robot_rl.transport.shm import ORIGIN_FILE, SHM_ROOT, remove_orphans, shm_dir_for
 from robot_rl.transport.spill import chunk_files, read_frames
 from robot_rl.transport.wire import encode_chunk
 from robot_rl.specs import spec_hash
 from robot_rl.types import Batch
-from test_spill import ACT, OBS, _bytes, _header, _transitions
+from test_spill import ACT, OBS, _bytes, _header, _transitions, map_small_chunks  # noqa: F401 (fixture)
 
-pytestmark = pytest.mark.skipif(not SHM_ROOT.is_dir(), reason="no /dev/shm on this machine (the RAM spill directory is Linux-only)")
-
-
-@pytest.fixture(autouse=True)
-def map_small_chunks(monkeypatch):
-    """These chunks are a few kB: map them like the megabyte image chunks of a real robot."""
-    monkeypatch.setattr(pending_module, "MAPPED_MIN_BYTES", 0)
+pytestmark = [pytest.mark.skipif(not SHM_ROOT.is_dir(),
+                                 reason="no /dev/shm on this machine (the RAM spill directory is Linux-only)"),
+              pytest.mark.usefixtures("map_small_chunks")]  # a few kB each: mapped like real image chunks
 
 
 def _add(pending, seqs):

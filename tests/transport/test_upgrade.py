@@ -9,7 +9,7 @@ import msgpack
 import numpy as np
 
 from robot_rl.transport import wire
-from robot_rl.transport.spill import read_frames, write_frames
+from robot_rl.transport.spill import read_first_frame, read_frames, write_frames
 from robot_rl.transport.upgrade import chunk_version, upgrade_spill_file
 from robot_rl.transport.zmq_learner import ZmqLearnerServer
 from robot_rl.types import Batch
@@ -40,7 +40,7 @@ def test_an_upgraded_actor_converts_and_resends_protocol_3_chunks_exactly_once(p
     for seq in range(5):
         write_frames(spill / f"old-{seq:012d}.chunk",
                      _v3_frames(Batch.from_transitions(data[8 * seq:8 * seq + 8]), "a0", "old", seq, rig.sh))
-    assert chunk_version(read_frames(spill / "old-000000000000.chunk")) == 3
+    assert chunk_version(read_frames(spill / "old-000000000000.chunk")[0]) == 3
     client = rig.client(spill_dir=spill)
     try:
         assert client.wait_acked(10)
@@ -73,6 +73,7 @@ def test_unconvertible_chunk_files_are_left_untouched_with_a_reason(pixel_env, t
     write_frames(older, [msgpack.packb({"t": "chunk", "v": 2}), b"x"])  # a protocol this version cannot read
     current = tmp_path / "new-000000000000.chunk"
     write_frames(current, wire.encode_chunk(Batch.from_transitions(data), "a0", "new", 0, "hash"))
+    assert read_first_frame(current, 1 << 16) == read_frames(current)[0]  # the header alone decides
     before = {p: p.read_bytes() for p in (broken, older, current)}
     with caplog.at_level(logging.ERROR, logger="robot_rl.actor.transport"):
         assert not upgrade_spill_file(broken) and not upgrade_spill_file(older) and not upgrade_spill_file(current)
