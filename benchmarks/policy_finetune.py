@@ -3,7 +3,7 @@
     MUJOCO_GL=egl python benchmarks/policy_finetune.py [--seeds 0 1 2] [--online-steps 3000] [--algo dsrl]
     MUJOCO_GL=egl python benchmarks/policy_finetune.py --env panda_pick_cube_random --demos 20 --online-steps 20000
     MUJOCO_GL=egl python benchmarks/policy_finetune.py --algo adpo             # ADPO (DPPO + the ADAPG optimizer)
-    MUJOCO_GL=egl python benchmarks/policy_finetune.py --sequence-critic --execute-steps 4   # DSRL, chunk critic
+    MUJOCO_GL=egl python benchmarks/policy_finetune.py --sequence-critic --execute-steps 4   # chunk critic (any --algo)
 
 Per seed, on ``--env`` (state obs; PointReach by default, the Panda pick-cube twin with ``--env
 panda_pick_cube_random``): record ``--demos`` scripted-expert demos, behaviour-clone a flow policy
@@ -11,7 +11,7 @@ panda_pick_cube_random``): record ``--demos`` scripted-expert demos, behaviour-c
 deterministically (``bc_success``), then fine-tune it online with the registered algorithm (DSRL by default) through
 its learner-facing ``update(batch)`` on a real :class:`ReplayBuffer` (demos + the policy's own transitions, one
 update per env step after ``--warmup`` steps, replanning every step) and evaluate again (``final_success``).
-With ``--sequence-critic`` (DSRL) the critic scores the executed chunk: the policy executes ``--execute-steps``
+With ``--sequence-critic`` (every ``--algo``) the critic scores the executed chunk: the policy executes ``--execute-steps``
 actions per chunk and the updates train on chunks re-assembled from the same replay (``robot_rl.sequence_replay``).
 Few demos and few BC steps make the BC policy deliberately weak. This is the in-process loop, not the ZeroMQ
 learner/actor (``tests/algorithms/test_chunk_pipeline.py`` covers that path).
@@ -168,7 +168,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--algo", default="dsrl", help="dsrl | fql | dppo | adpo")
-    parser.add_argument("--sequence-critic", action="store_true", help="DSRL: score the executed chunk "
+    parser.add_argument("--sequence-critic", action="store_true", help="score the executed chunk "
                         "(algo.sequence_critic=true) and execute --execute-steps actions per chunk")
     parser.add_argument("--execute-steps", type=int, default=1, help="actions executed per chunk (max 4)")
     parser.add_argument("--env", default="point_reach", help="point_reach | panda_pick_cube_random (state obs)")

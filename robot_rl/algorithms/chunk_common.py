@@ -1,10 +1,10 @@
-"""Pieces shared by the fine-tuning algorithms of generative chunk policies (DSRL, FQL, DPPO).
+"""Pieces shared by the fine-tuning algorithms of generative chunk policies (DSRL, FQL, DPPO, ADPO).
 
 By default critics score *single-step* env actions ``Q(s, a_t)`` (normalised to [-1, 1]) on the conditioning features of the
 policy's own encoder; the policy's action at ``s`` is the first action of its chunk. That matches what replay
 holds (one executed action per transition) and is exact when the actor replans every step
 (``policy.execute_steps=1``, the fine-tuning configs' default); with longer open-loop execution the later
-actions of a chunk are still valid off-policy data for the critic. ``sequence_critic=true`` (DSRL, FQL) scores
+actions of a chunk are still valid off-policy data for the critic. ``sequence_critic=true`` (all four) scores
 the executed chunk instead (:mod:`robot_rl.algorithms.sequence_critic`).
 """
 from __future__ import annotations
@@ -41,7 +41,7 @@ class ChunkFinetuneConfig(AlgoConfig):
     critic_layer_norm: bool = True
     """LayerNorm in the critics (as RLPD and FQL)."""
     sequence_critic: bool = False
-    """Action-sequence critic (CQN-AS / Q-chunking; DSRL and FQL): score the executed chunk ``Q(s, a_t ..
+    """Action-sequence critic (CQN-AS / Q-chunking; DSRL, FQL, DPPO, ADPO): score the executed chunk ``Q(s, a_t ..
     a_{t+E-1})``, ``E = policy.execute_steps``, instead of the first action, trained on chunks the learner
     re-assembles from replay (``robot_rl.sequence_replay``), so fine-tuning need not replan every step."""
 

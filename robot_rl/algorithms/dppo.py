@@ -16,6 +16,12 @@ ordinary replay batches:
 - off-policy evaluation gate: at the end of an iteration the new policy must score at least
   ``ope_margin`` above ``pi_old`` on ``mean Q(s, pi(s)_0)`` over the batch states (same noise for both),
   otherwise the iteration is rolled back. The last gate decision is reported as ``dppo/ope_accepted``.
+
+With ``sequence_critic=true`` ``Q`` is an action-sequence critic (:mod:`robot_rl.algorithms.sequence_critic`): it
+scores the executed chunk prefix ``a_t .. a_{t+E-1}`` (``E = policy.execute_steps``) and is trained on executed
+chunks from replay with the chunked target ``sum_k gamma^k r_{t+k} + gamma^L V(s_{t+L})``; ``V`` regresses onto
+``min Q'(s, executed chunk)``, and the PPO advantage and the OPE gate score the sampled chunk's executed prefix
+instead of its first action. Fine-tuning then no longer needs ``policy.execute_steps=1``.
 """
 from __future__ import annotations
 
@@ -31,8 +37,11 @@ from torch import nn
 from robot_rl.algorithms.base import Algorithm
 from robot_rl.algorithms.chunk_common import (ChunkFinetuneConfig, adam, check_batch, load_pretrained, make_critic,
                                               polyak, scalar)
+from robot_rl.algorithms.sequence_critic import (check_chunks, chunk_td_target, flatten_chunk, make_sequence_critic,
+                                                 scored_actions, sequence_horizon)
 from robot_rl.config import store
 from robot_rl.registry import ALGORITHMS
+from robot_rl.sequence_replay import SequenceBatch
 from robot_rl.specs import ActionSpec, ObsSpec
 from robot_rl.types import Batch
 
@@ -57,7 +66,7 @@ class DPPOConfig(ChunkFinetuneConfig):
     ope_margin: float = 0.0
     """Required improvement of mean Q(s, pi(s)) over pi_old for an iteration to be kept."""
     bc_weight: float = 0.0
-    """Weight of the BC loss on batch actions in the actor loss (``chunk_size=1`` policies only)."""
+    """Weight of the BC loss on batch actions in the actor loss (``chunk_size=1`` policies, single-action critic)."""
 
 
 store("algo", "dppo_schema", DPPOConfig)
@@ -76,9 +85,6 @@ class DPPO(Algorithm):
                 raise TypeError(f"DPPO needs a diffusion/flow policy; {type(policy).__name__} has no .{attr}")
         if policy.cfg.chain_min_std <= 0:
             raise ValueError("DPPO needs policy.chain_min_std > 0 (the last denoising step must stay stochastic)")
-        if cfg.sequence_critic:
-            raise ValueError("DPPO/ADPO have no action-sequence critic yet (algo.sequence_critic is DSRL/FQL only); "
-                             "fine-tune with policy.execute_steps=1")
         if cfg.clip_first <= 0 or cfg.clip_last <= 0:
             raise ValueError(f"clip ranges must be > 0, got {cfg.clip_first}, {cfg.clip_last}")
         self.cfg = cfg
@@ -91,8 +97,14 @@ class DPPO(Algorithm):
         self.policy.denoiser.requires_grad_(True)
         feat = policy.encoder.output_dim
         hidden = tuple(cfg.critic_hidden_dims)
-        self.q, self.q_target = make_critic(feat + policy.action_dim, hidden, cfg.num_critics, cfg.critic_layer_norm,
-                                           self.device)
+        # Executed steps per chunk the sequence critic scores (0: Q scores the chunk's first action only).
+        self.horizon = sequence_horizon(policy, cfg.sequence_critic)
+        if self.horizon:
+            self.q, self.q_target = make_sequence_critic(feat, self.horizon, policy.action_dim, hidden, cfg.num_critics,
+                                                         cfg.critic_layer_norm, self.device)
+        else:
+            self.q, self.q_target = make_critic(feat + policy.action_dim, hidden, cfg.num_critics,
+                                               cfg.critic_layer_norm, self.device)
         self.v, _ = make_critic(feat, hidden, 1, cfg.critic_layer_norm, self.device)
         self.actor_opt = adam(policy.denoiser.parameters(), cfg.actor_lr)
         self.q_opt = adam(self.q.parameters(), cfg.critic_lr)
@@ -106,11 +118,17 @@ class DPPO(Algorithm):
         self.accepted = 0
         self.rejected = 0
 
+    @property
+    def sequence_horizon(self) -> int:
+        return self.horizon
+
     def _value(self, cond: torch.Tensor) -> torch.Tensor:
         return self.v(cond, cond[:, :0])[0]  # (N,)  (V takes features only: an empty action)
 
-    def _critic_step(self, batch: Batch, cond: torch.Tensor, next_cond: torch.Tensor) -> dict[str, float]:
-        a = self.policy.normalize(batch.action)
+    def _critic_step(self, batch: Batch | SequenceBatch, cond: torch.Tensor,
+                     next_cond: torch.Tensor) -> dict[str, float]:
+        # Replay actions Q scores: (N, A), or with the sequence critic the executed chunk (N, E * A).
+        a = flatten_chunk(self.policy.normalize(batch.action)) if self.horizon else self.policy.normalize(batch.action)
         with torch.no_grad():
             q_min = self.q_target(cond, a).min(0).values
         v_loss = expectile_loss(q_min - self._value(cond), self.cfg.expectile)
@@ -118,7 +136,12 @@ class DPPO(Algorithm):
         v_loss.backward()
         self.v_opt.step()
         with torch.no_grad():
-            target = batch.reward.float() + self.cfg.gamma * (1.0 - batch.terminated.float()) * self._value(next_cond)
+            next_v = self._value(next_cond)  # (N,) V at the state after the (executed chunk's) last step
+            if self.horizon:
+                target = chunk_td_target(batch.reward, batch.valid, batch.terminated, batch.length, next_v,
+                                         self.cfg.gamma)
+            else:
+                target = batch.reward.float() + self.cfg.gamma * (1.0 - batch.terminated.float()) * next_v
         q = self.q(cond, a)
         q_loss = F.mse_loss(q, target.expand_as(q))
         self.q_opt.zero_grad(set_to_none=True)
@@ -136,7 +159,7 @@ class DPPO(Algorithm):
     def _policy_value(self, cond: torch.Tensor, noise: torch.Tensor, denoiser: nn.Module) -> float:
         current = self._swap_denoiser(denoiser)
         try:
-            return float(self.q(cond, self.policy.sample(cond, noise)[:, 0]).mean())
+            return float(self.q(cond, scored_actions(self.policy.sample(cond, noise), self.horizon)).mean())
         finally:
             self._swap_denoiser(current)
 
@@ -154,9 +177,12 @@ class DPPO(Algorithm):
         self.old_denoiser.load_state_dict(self.policy.denoiser.state_dict())
         return float(accepted)
 
-    def update(self, batch: Batch) -> dict[str, float]:
+    def update(self, batch: Batch | SequenceBatch) -> dict[str, float]:
         p = self.policy
-        check_batch(batch, p.action_dim)
+        if self.horizon:
+            check_chunks(batch, self.horizon, p.action_dim)
+        else:
+            check_batch(batch, p.action_dim)
         p.eval()
         with torch.no_grad():
             cond, next_cond = p.features(batch.obs), p.features(batch.next_obs)
@@ -170,14 +196,15 @@ class DPPO(Algorithm):
             chain = p.sample_chain(cond, noise)  # (N, K + 1, H, A)
             old_logp = p.chain_log_prob(cond, chain)  # (N, K)
             self._swap_denoiser(current)
-            adv = self.q(cond, chain[:, -1, 0].clamp(-1, 1)).mean(0) - self._value(cond)  # (N,)
+            scored = scored_actions(chain[:, -1].clamp(-1, 1), self.horizon)  # (N, A) or (N, E * A)
+            adv = self.q(cond, scored).mean(0) - self._value(cond)  # (N,)
             adv = (adv - adv.mean()) / adv.std().clamp_min(1e-6)
         logp = p.chain_log_prob(cond, chain)  # (N, K)
         ratio = (logp - old_logp).clamp(-20, 20).exp()
         clip = self.clips[None]
         ppo = -torch.minimum(ratio * adv[:, None], ratio.clamp(1 - clip, 1 + clip) * adv[:, None]).mean()
         loss = ppo
-        if self.cfg.bc_weight > 0 and p.chunk_size == 1:
+        if self.cfg.bc_weight > 0 and p.chunk_size == 1 and not self.horizon:
             loss = loss + self.cfg.bc_weight * p.bc_loss(cond, p.chunk_targets(batch))
         self.actor_opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -1,4 +1,4 @@
-"""Action-sequence critics for chunked policies (``algo.sequence_critic=true``; DSRL so far).
+"""Action-sequence critics for chunked policies (``algo.sequence_critic=true``; DSRL, FQL, DPPO and ADPO).
 
 Following the action-chunking critics of CQN-AS ("Coarse-to-fine Q-Network with Action Sequence", Seo et al. 2024)
 and Q-chunking ("Reinforcement Learning with Action Chunking", Li, Zhou & Levine 2025): the critic scores the whole

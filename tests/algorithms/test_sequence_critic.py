@@ -1,5 +1,6 @@
 """Action-sequence critic (``algo.sequence_critic=true``): chunks re-assembled from replay, the chunked TD target,
-gradients to every action of the chunk, and DSRL / FQL trained on executed chunks through the learner loop."""
+gradients to every action of the chunk, and DSRL / FQL / DPPO / ADPO trained on executed chunks through the learner
+loop."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 import torch
 
 from robot_rl.actor import Actor
-from robot_rl.algorithms.sequence_critic import chunk_td_target, flatten_chunk, make_sequence_critic
+from robot_rl.algorithms.sequence_critic import chunk_td_target, flatten_chunk, make_sequence_critic, scored_actions
 from robot_rl.config import load_config
 from robot_rl.learner import Learner
 from robot_rl.replay import ReplayBuffer
@@ -73,9 +74,11 @@ def test_sample_sequences_follows_episodes_and_stops_at_their_end() -> None:
     assert (seq.length == 5).mean() > 0.5
 
 
-@pytest.mark.parametrize("algo_name", ["dsrl", "fql"])
+@pytest.mark.parametrize("algo_name", ["dsrl", "fql", "dppo", "adpo"])
 def test_the_sequence_critic_trains_through_the_learner(tmp_path, algo_name: str) -> None:
-    cfg = load_config(["env=point_reach", "policy=flow", "policy.backbone=mlp", "policy.width=32", "policy.depth=2",
+    # DPPO/ADPO: a short critic warm-up and short iterations, so PPO steps and OPE gates run within 50 updates.
+    chain = ["algo.critic_warmup_updates=10", "algo.iteration_updates=5"] if algo_name in ("dppo", "adpo") else []
+    cfg = load_config([*chain, "env=point_reach", "policy=flow", "policy.backbone=mlp", "policy.width=32", "policy.depth=2",
                        "policy.chunk_size=4", "policy.execute_steps=3", "policy.inference_steps=3",
                        "policy.noise_actor_hidden_dims=[32,32]", f"algo={algo_name}", "algo.sequence_critic=true",
                        "algo.batch_size=32", "algo.critic_hidden_dims=[32,32]", f"run_dir={tmp_path}",
@@ -98,16 +101,33 @@ def test_the_sequence_critic_trains_through_the_learner(tmp_path, algo_name: str
     assert all(isinstance(b, SequenceBatch) and b.action.shape == (32, 3, 2) for b in seen)
     assert any(bool((b.length > 1).any()) for b in seen)  # real multi-step chunks reached the critic
     # The learner fed the critic whole chunks: its first layer reads F + 3 x 2 inputs.
-    critic = algo.q_action if algo_name == "dsrl" else algo.critic
+    critic = getattr(algo, {"dsrl": "q_action", "fql": "critic"}.get(algo_name, "q"))
     assert critic.layers[0].weight.shape[1] == algo.policy.encoder.output_dim + 3 * 2
+    if algo_name in ("dppo", "adpo"):  # the chain policy gradient ran on the sequence critic's advantages
+        assert algo.ppo_updates >= 30 and algo.accepted + algo.rejected >= 6
 
 
-def test_dppo_refuses_the_sequence_critic() -> None:
+@pytest.mark.parametrize("algo_name", ["dppo", "adpo"])
+def test_dppo_advantage_scores_every_executed_action(algo_name: str) -> None:
+    """With the sequence critic, DPPO's advantage (and so its PPO step) sees the whole executed prefix: moving
+    only the last executed action of the sampled chunk changes the score."""
     from robot_rl.registry import ALGORITHMS, POLICIES
 
-    cfg = load_config(["env=point_reach", "policy=diffusion", "policy.backbone=mlp", "policy.width=32",
-                       "policy.depth=2", "algo=dppo", "algo.sequence_critic=true"])
+    torch.manual_seed(0)
+    cfg = load_config(["env=point_reach", "policy=flow", "policy.backbone=mlp", "policy.width=32",
+                       "policy.depth=2", "policy.chunk_size=4", "policy.execute_steps=3", f"algo={algo_name}",
+                       "algo.sequence_critic=true", "algo.critic_hidden_dims=[32,32]"])
     env = PointReach(PointReachConfig())
-    policy = POLICIES.make("diffusion", cfg.policy, env.obs_spec, env.action_spec)
-    with pytest.raises(ValueError, match="sequence"):
-        ALGORITHMS.make("dppo", cfg.algo, policy, env.obs_spec, env.action_spec, "cpu")
+    policy = POLICIES.make("flow", cfg.policy, env.obs_spec, env.action_spec)
+    algo = ALGORITHMS.make(algo_name, cfg.algo, policy, env.obs_spec, env.action_spec, "cpu")
+    assert algo.sequence_horizon == 3
+    cond = torch.randn(8, policy.encoder.output_dim)
+    chunk = torch.rand(8, 4, 2) * 2 - 1  # (N, H, A) normalised
+    moved = chunk.clone()
+    moved[:, 2] = -moved[:, 2]  # the last executed action
+    beyond = chunk.clone()
+    beyond[:, 3] = -beyond[:, 3]  # predicted but never executed
+    with torch.no_grad():
+        q = algo.q(cond, scored_actions(chunk, 3))
+        assert not torch.allclose(q, algo.q(cond, scored_actions(moved, 3)))
+        assert torch.equal(q, algo.q(cond, scored_actions(beyond, 3)))
