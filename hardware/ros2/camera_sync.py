@@ -18,9 +18,9 @@ class CameraSync:
     """Phase lock of a control schedule (period ``control_period`` s) to the frames of ``cameras[0]``."""
 
     def __init__(self, enabled: bool, cameras: list[str], control_period: float, margin_s: float, wait_s: float,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], sleep: Callable[[float], None] = time.sleep) -> None:
         self.enabled, self.control_period, self.margin_s, self.wait_s = enabled, control_period, margin_s, wait_s
-        self.clock = clock
+        self.clock, self.sleep = clock, sleep
         self.keys = [f"images/{c}" for c in cameras]
         self.sync_camera = cameras[0] if cameras else None
         self.frame_interval = ArrivalRate()  # the synced camera's frame period, measured
@@ -47,7 +47,27 @@ class CameraSync:
             latest, now = cache.snapshot()[0], self.clock()
             if all(k not in latest or now - latest[k].received < cam_period / 2 for k in self.keys):
                 return
-            time.sleep(0.0002)
+            self.sleep(0.0002)
+
+    def wait_for_next_frame(self, cache: SensorCache) -> bool:
+        """At an episode's start (before its first observation): wait for the synced camera's next frame, at
+        most two camera periods, then ``camera_sync_margin_s``. The first observation is then as fresh as a
+        locked tick's; before, it was taken whenever the reset ended, with a frame up to a camera period old.
+        Returns whether a new frame came."""
+        cam_period = self.frame_interval.period
+        if not self.enabled or cam_period is None or self.sync_camera is None:
+            return False
+        key = f"images/{self.sync_camera}"
+        before = cache.snapshot()[0].get(key)
+        give_up = self.clock() + 2 * cam_period
+        while self.clock() < give_up:
+            sample = cache.snapshot()[0].get(key)
+            if sample is not None and (before is None or sample.received > before.received):
+                while self.clock() < sample.received + self.margin_s:
+                    self.sleep(0.0002)
+                return True
+            self.sleep(0.0002)
+        return False
 
     def align(self, tick: float, cache: SensorCache) -> None:
         """Move the control schedule so that its ticks come ``camera_sync_margin_s`` after the synced camera's

@@ -88,6 +88,10 @@ class TargetSlotLock:
         self.relocks += 1
         return delta
 
+    def forget_phase(self) -> None:
+        """The next target locks afresh (a new source of targets), with the lead learned so far."""
+        self._next_slot = None
+
     def arrived(self, arrival: float, served: float) -> float:
         """Target arrived at ``arrival`` and was commanded at the deadline ``served``; moves the schedule. A
         pause in the targets (the actor resetting the robot) keeps the lock: the slot grid is extrapolated by

@@ -29,9 +29,11 @@ import gc
 import logging
 import math
 import os
+import statistics
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -297,22 +299,27 @@ class PhaseLock:
 
 
 class ArrivalRate:
-    """The period of a periodic input (camera frames), measured: an exponential average of the intervals between
-    arrivals, ignoring gaps over 1 s (a stopped sensor). ``period`` is None until 10 intervals were seen."""
+    """The period of a periodic input (camera frames), measured: the median of the last ``window`` intervals
+    between arrivals, ignoring gaps over 1 s (a stopped sensor). ``period`` is None until ``min_intervals`` were
+    seen. A median, not a running mean: a camera's first interval (driver start-up, DDS discovery) can be several
+    periods long, and a mean seeded with it stayed off by more than camera sync's 5% for a second, so the first
+    ticks of a run acted on frames up to a camera period old."""
 
-    def __init__(self, smoothing: float = 0.1) -> None:
-        self.smoothing, self._last, self._mean, self._n = smoothing, None, 0.0, 0
+    def __init__(self, window: int = 31, min_intervals: int = 10) -> None:
+        self.min_intervals = min_intervals
+        self._last: float | None = None
+        self._intervals: deque[float] = deque(maxlen=window)
 
     def arrived(self, t: float) -> None:
         if self._last is not None and 0.0 < t - self._last < 1.0:
-            dt = t - self._last
-            self._mean = dt if self._n == 0 else self._mean + self.smoothing * (dt - self._mean)
-            self._n += 1
+            self._intervals.append(t - self._last)
         self._last = t
 
     @property
     def period(self) -> float | None:
-        return self._mean if self._n >= 10 else None
+        if len(self._intervals) < self.min_intervals:
+            return None
+        return float(statistics.median(self._intervals))
 
 
 def spin_window(cfg: RealtimeConfig, period: float) -> float:

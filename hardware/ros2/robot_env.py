@@ -393,6 +393,7 @@ class RosRobotEnv:
             while (self._camera_sync.frame_interval.period is None and self.clock() < deadline
                    and not self.stop.is_set()):
                 self.stop.wait(0.01)
+            self._camera_sync.wait_for_next_frame(self.cache)  # the first observation as fresh as a tick's
         obs, _ = self._wait_until_safe()
         if obs is None:
             raise StoppedDuringReset("stopped while resetting")

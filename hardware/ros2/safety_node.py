@@ -228,6 +228,7 @@ class SafetyNode:
         lock = TargetSlotLock(self.schedule, self.policy_period, guard=min(0.0005, 0.1 * self.period),
                               initial_margin=min(0.003, 0.3 * self.period), max_step=min(0.0003, self.period / 20))
         self.phase_lock = lock
+        stamped_seen = False  # a target with a camera frame stamp came (the policy acts on camera frames)
         while not stop.is_set():
             wait_until(self.schedule.deadline, spin)
             target = self.tick()
@@ -238,7 +239,16 @@ class SafetyNode:
                 with self._lock:
                     fresh, self._fresh_target_t = self._fresh_target_t, None
                     frame_stamp, self._fresh_frame_stamp = self._fresh_frame_stamp, None
-                if fresh is not None and align:  # the next targets arrive with the same phase: meet them
+                if frame_stamp is not None and not stamped_seen:
+                    # Once the actor's targets carry camera frame stamps, only those (the policy's) lead the
+                    # lock: the unstamped ones of a reset (moving home) come on the reset's schedule, and the
+                    # lock they set cost the first policy targets a command period each. The first stamped
+                    # target locks afresh; later resets are pauses in the stamped targets, which the lock keeps
+                    # or relocks after as it does for any pause.
+                    stamped_seen = True
+                    lock.forget_phase()
+                # the next targets arrive with the same phase: meet them
+                if fresh is not None and align and (frame_stamp is not None or not stamped_seen):
                     lock.arrived(fresh, self.schedule.deadline)
                 if len(self.send_times) < 200_000:  # statistics (benchmarks): bounded memory
                     self.send_times.append(now)

@@ -66,3 +66,30 @@ def test_disabled_or_unmeasured_does_nothing() -> None:
         sync.align(before, cache)
         sync.wait_for_late_frame(cache)  # returns at once: nothing to wait for
         assert schedule.deadline == before
+
+
+def test_an_episode_starts_on_a_fresh_frame() -> None:
+    """Reset waits for the synced camera's next frame and the margin, so the first observation is not up to a
+    camera period old (it was the benchmark's frame-age tail: 17-28 ms at the first tick)."""
+    clock, cam_period, margin = Clock(), 1 / 30, 0.002
+    cache = SensorCache(["images/front"], clock, clock)
+    frames = [100.0 + k * cam_period for k in range(40)]
+
+    def sleep(dt: float) -> None:  # time passes; frames arrive when due
+        clock.now += dt
+        while frames and frames[0] <= clock.now:
+            cache.put("images/front", 0, frames.pop(0))
+            sync.frame_arrived("front")
+
+    sync = CameraSync(True, ["front"], 0.1, margin, 0.004, clock, sleep)
+    while clock.now < 100.0 + 12 * cam_period + 0.010:  # the rate is known; the newest frame is 10 ms old
+        sleep(0.001)
+    newest = cache.snapshot()[0]["images/front"].received
+    assert sync.wait_for_next_frame(cache)
+    first_obs = clock.now
+    assert first_obs - cache.snapshot()[0]["images/front"].received == pytest.approx(margin, abs=0.0003)
+    assert cache.snapshot()[0]["images/front"].received == pytest.approx(newest + cam_period)
+    frames.clear()  # the camera stops: the wait gives up after two camera periods
+    start = clock.now
+    assert not sync.wait_for_next_frame(cache)
+    assert clock.now - start == pytest.approx(2 * sync.frame_interval.period, abs=0.0005)

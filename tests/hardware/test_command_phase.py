@@ -121,3 +121,22 @@ def test_first_lock_only_lengthens_a_period() -> None:
     assert _served(schedule, arrival) - arrival == pytest.approx(0.002, abs=1e-9)
     with pytest.raises(ValueError):
         TargetSlotLock(schedule, TARGET_PERIOD, quantile=0.2)
+
+
+def test_forget_phase_locks_the_next_target_at_once() -> None:
+    """The safety node follows the policy's (frame-stamped) targets once they come: the reset's targets had set
+    the slots on another phase, and without a fresh lock the first two policy targets waited a period each."""
+    schedule = DeadlineSchedule(COMMAND_PERIOD, 100.0)
+    lock = TargetSlotLock(schedule, TARGET_PERIOD)
+    for arrival in _arrivals(30, 6, late_fraction=0.0):  # the reset's targets
+        lock.arrived(arrival, _served(schedule, arrival))
+    lock.forget_phase()
+    policy = _arrivals(20, 7, late_fraction=0.0) + 3.0 + 0.047  # another phase, no pause long enough to relock
+    lock.arrived(policy[0], _served(schedule, policy[0]))
+    assert lock.relocks == 2  # at the first policy target (without forget_phase: at the second)
+    waits = []
+    for arrival in policy[1:]:
+        served = _served(schedule, arrival)
+        waits.append(served - arrival)
+        lock.arrived(arrival, served)
+    assert lock.relocks == 2 and np.median(waits) < 0.004  # served at the learned lead, no further relock

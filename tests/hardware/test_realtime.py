@@ -114,6 +114,18 @@ def test_arrival_rate_measures_the_period_and_ignores_gaps() -> None:
     assert ArrivalRate().period is None
 
 
+def test_arrival_rate_is_right_from_its_tenth_interval_after_a_slow_start() -> None:
+    """Regression: a running mean seeded with a camera's slow first interval (start-up) stayed more than 5% off
+    for about a second, so camera sync did not lock and the first ticks acted on frames a camera period old."""
+    rate = ArrivalRate()
+    t = 0.0
+    for dt in [0.2, 0.001, *[1 / 30] * 9]:  # a slow first frame, then a burst, then the steady rate
+        rate.arrived(t)
+        t += dt
+    rate.arrived(t)
+    assert rate.period == pytest.approx(1 / 30, rel=0.01)
+
+
 def test_the_spin_never_takes_more_than_a_quarter_of_the_period() -> None:
     cfg = RealtimeConfig(spin_s=0.0008)
     assert spin_window(cfg, 0.01) == pytest.approx(0.0008)        # 100 Hz
