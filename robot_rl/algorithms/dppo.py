@@ -35,10 +35,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from robot_rl.algorithms.base import Algorithm
-from robot_rl.algorithms.chunk_common import (ChunkFinetuneConfig, adam, check_batch, load_pretrained, make_critic,
-                                              polyak, scalar)
-from robot_rl.algorithms.sequence_critic import (check_chunks, chunk_td_target, flatten_chunk, make_sequence_critic,
-                                                 scored_actions, sequence_horizon)
+from robot_rl.algorithms.chunk_common import ChunkFinetuneConfig, adam, load_pretrained, make_critic, polyak, scalar
+from robot_rl.algorithms.sequence_critic import (bootstrapped_target, check_update_batch, make_sequence_critic,
+                                                 replay_actions, scored_actions, sequence_horizon)
 from robot_rl.config import store
 from robot_rl.registry import ALGORITHMS
 from robot_rl.sequence_replay import SequenceBatch
@@ -127,8 +126,7 @@ class DPPO(Algorithm):
 
     def _critic_step(self, batch: Batch | SequenceBatch, cond: torch.Tensor,
                      next_cond: torch.Tensor) -> dict[str, float]:
-        # Replay actions Q scores: (N, A), or with the sequence critic the executed chunk (N, E * A).
-        a = flatten_chunk(self.policy.normalize(batch.action)) if self.horizon else self.policy.normalize(batch.action)
+        a = replay_actions(self.policy, batch, self.horizon)  # (N, A) or the executed chunk (N, E * A)
         with torch.no_grad():
             q_min = self.q_target(cond, a).min(0).values
         v_loss = expectile_loss(q_min - self._value(cond), self.cfg.expectile)
@@ -136,12 +134,8 @@ class DPPO(Algorithm):
         v_loss.backward()
         self.v_opt.step()
         with torch.no_grad():
-            next_v = self._value(next_cond)  # (N,) V at the state after the (executed chunk's) last step
-            if self.horizon:
-                target = chunk_td_target(batch.reward, batch.valid, batch.terminated, batch.length, next_v,
-                                         self.cfg.gamma)
-            else:
-                target = batch.reward.float() + self.cfg.gamma * (1.0 - batch.terminated.float()) * next_v
+            # V at the state after the (executed chunk's) last step, (N,)
+            target = bootstrapped_target(batch, self._value(next_cond), self.cfg.gamma, self.horizon)
         q = self.q(cond, a)
         q_loss = F.mse_loss(q, target.expand_as(q))
         self.q_opt.zero_grad(set_to_none=True)
@@ -179,10 +173,7 @@ class DPPO(Algorithm):
 
     def update(self, batch: Batch | SequenceBatch) -> dict[str, float]:
         p = self.policy
-        if self.horizon:
-            check_chunks(batch, self.horizon, p.action_dim)
-        else:
-            check_batch(batch, p.action_dim)
+        check_update_batch(batch, self.horizon, p.action_dim)
         p.eval()
         with torch.no_grad():
             cond, next_cond = p.features(batch.obs), p.features(batch.next_obs)

@@ -28,10 +28,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from robot_rl.algorithms.base import Algorithm
-from robot_rl.algorithms.sequence_critic import (check_chunks, chunk_td_target, flatten_chunk, make_sequence_critic,
-                                                 scored_actions, sequence_horizon)
-from robot_rl.algorithms.chunk_common import (ChunkFinetuneConfig, adam, check_batch, load_pretrained, make_critic,
-                                              polyak, scalar, td_target)
+from robot_rl.algorithms.sequence_critic import (bootstrapped_target, check_update_batch, make_sequence_critic,
+                                                 replay_actions, scored_actions, sequence_horizon)
+from robot_rl.algorithms.chunk_common import ChunkFinetuneConfig, adam, load_pretrained, make_critic, polyak, scalar
 from robot_rl.config import store
 from robot_rl.registry import ALGORITHMS
 from robot_rl.sequence_replay import SequenceBatch
@@ -107,27 +106,17 @@ class DSRL(Algorithm):
         from ``noise``, or with the sequence critic its executed prefix flattened ``(N, E * A)``."""
         return scored_actions(self.policy.sample(cond, noise), self.horizon)
 
-    def _check(self, batch: Batch | SequenceBatch) -> None:
-        if self.horizon:
-            check_chunks(batch, self.horizon, self.policy.action_dim)
-        else:
-            check_batch(batch, self.policy.action_dim)
-
     def update(self, batch: Batch | SequenceBatch) -> dict[str, float]:
         p = self.policy
-        self._check(batch)
+        check_update_batch(batch, self.horizon, p.action_dim)
         self.policy.eval()
         with torch.no_grad():
             cond, next_cond = p.features(batch.obs), p.features(batch.next_obs)  # (N, F) frozen encoder
             next_w, _ = p.noise_actor(next_cond)
             next_a = self._first_action(next_cond, next_w)
             next_q = self.q_action_target(next_cond, next_a).min(0).values  # (N,)
-            if self.horizon:  # chunked target: E discounted rewards, bootstrap after the last executed step
-                target = chunk_td_target(batch.reward, batch.valid, batch.terminated, batch.length, next_q,
-                                         self.cfg.gamma)
-            else:
-                target = td_target(batch, next_q, self.cfg.gamma)
-        executed = flatten_chunk(p.normalize(batch.action)) if self.horizon else p.normalize(batch.action)
+            target = bootstrapped_target(batch, next_q, self.cfg.gamma, self.horizon)
+        executed = replay_actions(p, batch, self.horizon)
         q = self.q_action(cond, executed)  # (E, N)
         q_loss = F.mse_loss(q, target.expand_as(q))
         self.q_action_opt.zero_grad(set_to_none=True)

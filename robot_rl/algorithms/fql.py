@@ -23,10 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from robot_rl.algorithms.base import Algorithm
-from robot_rl.algorithms.sequence_critic import (check_chunks, chunk_td_target, flatten_chunk, make_sequence_critic,
-                                                 scored_actions, sequence_horizon)
-from robot_rl.algorithms.chunk_common import (ChunkFinetuneConfig, adam, check_batch, load_pretrained, make_critic,
-                                              polyak, scalar, td_target)
+from robot_rl.algorithms.sequence_critic import (bootstrapped_target, check_update_batch, make_sequence_critic,
+                                                 replay_actions, scored_actions, sequence_horizon)
+from robot_rl.algorithms.chunk_common import ChunkFinetuneConfig, adam, load_pretrained, make_critic, polyak, scalar
 from robot_rl.config import store
 from robot_rl.registry import ALGORITHMS
 from robot_rl.sequence_replay import SequenceBatch
@@ -92,10 +91,7 @@ class FQL(Algorithm):
 
     def update(self, batch: Batch | SequenceBatch) -> dict[str, float]:
         p = self.policy
-        if self.horizon:
-            check_chunks(batch, self.horizon, p.action_dim)
-        else:
-            check_batch(batch, p.action_dim)
+        check_update_batch(batch, self.horizon, p.action_dim)
         p.eval()
         shape = (len(batch), p.chunk_size, p.action_dim)
         metrics: dict[str, float] = {}
@@ -111,9 +107,8 @@ class FQL(Algorithm):
             cond, next_cond = p.features(batch.obs), p.features(batch.next_obs)  # (N, F)
             next_a = scored_actions(self._onestep(next_cond, torch.randn(shape, device=self.device)), self.horizon)
             next_q = self.target_critic(next_cond, next_a).min(0).values  # (N,)
-            target = chunk_td_target(batch.reward, batch.valid, batch.terminated, batch.length, next_q,
-                                     self.cfg.gamma) if self.horizon else td_target(batch, next_q, self.cfg.gamma)
-        executed = flatten_chunk(p.normalize(batch.action)) if self.horizon else p.normalize(batch.action)
+            target = bootstrapped_target(batch, next_q, self.cfg.gamma, self.horizon)
+        executed = replay_actions(p, batch, self.horizon)
         q = self.critic(cond, executed)  # (E, N)
         critic_loss = F.mse_loss(q, target.expand_as(q))
         self.critic_opt.zero_grad(set_to_none=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 
+from robot_rl.algorithms.chunk_common import check_batch, td_target
 from robot_rl.algorithms.critics import EnsembleCritic
 
 
@@ -63,3 +64,27 @@ def scored_actions(chunk: torch.Tensor, horizon: int) -> torch.Tensor:
     """What the critic scores of a normalised policy chunk ``(N, H, A)``: its executed prefix flattened
     ``(N, horizon * A)``, or its first action ``(N, A)`` when ``horizon`` is 0 (single-action critic)."""
     return flatten_chunk(chunk[:, :horizon]) if horizon else chunk[:, 0]
+
+
+# What every fine-tuner (DSRL, FQL, DPPO, ADPO) does the same way with either critic (``horizon`` 0: single-action).
+def check_update_batch(batch, horizon: int, action_dim: int) -> None:
+    """:func:`check_chunks` for a sequence critic, else :func:`check_batch` on a one-step batch."""
+    if horizon:
+        check_chunks(batch, horizon, action_dim)
+    else:
+        check_batch(batch, action_dim)
+
+
+def replay_actions(policy, batch, horizon: int) -> torch.Tensor:
+    """What the critic scores of the replayed actions, normalised: the executed chunk ``(N, horizon * A)`` or the
+    single action ``(N, A)``."""
+    actions = policy.normalize(batch.action)
+    return flatten_chunk(actions) if horizon else actions
+
+
+def bootstrapped_target(batch, next_value: torch.Tensor, gamma: float, horizon: int) -> torch.Tensor:
+    """TD target ``(N,)``: :func:`chunk_td_target` (rewards of the executed steps, bootstrap after the last one) for
+    a sequence critic, else the one-step ``r + gamma (1 - terminated) next_value``."""
+    if horizon:
+        return chunk_td_target(batch.reward, batch.valid, batch.terminated, batch.length, next_value, gamma)
+    return td_target(batch, next_value, gamma)
