@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from robot_rl.hardware.ros2.realtime import ArrivalRate, DeadlineSchedule, PhaseLock
+from robot_rl.hardware.ros2.realtime import ArrivalRate, DeadlineSchedule, PhaseLock, wait_until
 from robot_rl.hardware.ros2.sensors import SensorCache
 
 
@@ -63,8 +63,7 @@ class CameraSync:
         while self.clock() < give_up:
             sample = cache.snapshot()[0].get(key)
             if sample is not None and (before is None or sample.received > before.received):
-                while self.clock() < sample.received + self.margin_s:
-                    self.sleep(0.0002)
+                wait_until(sample.received + self.margin_s, 0.0, self.clock, self.sleep)
                 return True
             self.sleep(0.0002)
         return False
