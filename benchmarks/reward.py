@@ -37,6 +37,9 @@ import torch
 
 from robot_rl.run_log import read_metrics
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sample_efficiency import free_ports  # noqa: E402
+
 
 def quality(args) -> tuple[dict, object, list]:
     from robot_rl.config import load_config
@@ -153,8 +156,12 @@ def rl(args) -> dict:
                 print(f"{name} seed {seed}: reusing the finished run {run}", flush=True)
             else:
                 t0 = time.monotonic()
+                # Ports of its own, so invocations for other seeds or arms can run beside this one.
+                transitions_port, weights_port = free_ports(2)
                 subprocess.run([sys.executable, "-m", "robot_rl.cli", "train", f"run_dir={run}", f"seed={seed}",
-                                f"env.seed={seed}", "logger.wandb=disabled", *args.train_args, *extra], check=True)
+                                f"env.seed={seed}", "logger.wandb=disabled",
+                                f"transport.transitions_port={transitions_port}",
+                                f"transport.weights_port={weights_port}", *args.train_args, *extra], check=True)
                 print(f"{name} seed {seed}: {time.monotonic() - t0:.0f} s, load average {os.getloadavg()[0]:.1f}",
                       flush=True)
             records = read_metrics(run / "metrics_learner.jsonl")

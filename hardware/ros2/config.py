@@ -178,8 +178,9 @@ class RobotNodeConfig(ConfigNode):
     align_commands: bool = True
     """``robot_rl_safety_node`` phase-locks its command schedule onto the actor's targets
     (:class:`robot_rl.hardware.ros2.command_phase.TargetSlotLock`): the command slot that serves them sits 0.5 ms
-    after the 99th percentile of their recent arrival times, learned from their jitter, so a target rarely
-    waits a whole command period; the schedule moves by at most 0.3 ms per target (the rate stays steady).
+    after the 99th percentile of their recent arrival times or 3x their p90 - p50 spread after the median,
+    whichever is later (learned from their jitter), so a target rarely waits a whole command period; the
+    schedule moves by at most 0.3 ms per target (the rate stays steady).
     Applies while ``command_hz`` is a whole multiple of ``control_hz``."""
     max_episode_steps: int = 100
     """Time limit of an episode in control steps."""
