@@ -94,6 +94,7 @@ class SafetyNode:
         self._fresh_target_t: float | None = None
         self._fresh_frame_stamp: float | None = None
         self.frame_to_command_ms: list[float] = []  # camera frame stamp -> first command that follows its target
+        self.frame_to_target_ms: list[float] = []  # camera frame stamp -> its target's arrival here
         self.holds: dict[str, int] = {}
         self.realtime = RealtimeStatus()  # what run() obtained (logged there, and in stats())
         self.schedule: DeadlineSchedule | None = None
@@ -150,6 +151,8 @@ class SafetyNode:
             self._targets += 1
             self._fresh_target_t, self._fresh_frame_stamp = now, frame_stamp
             self._watchdog_holding = False
+            if frame_stamp is not None and len(self.frame_to_target_ms) < 200_000:  # statistics, bounded
+                self.frame_to_target_ms.append((self.node.get_clock().now().nanoseconds * 1e-9 - frame_stamp) * 1e3)
         self.guard.action_arrived()
         if grip is not None and self._gripper_pub is not None and grip != self._last_grip and not self.guard.estopped:
             self._last_grip = grip
@@ -265,11 +268,15 @@ class SafetyNode:
         jitter = np.abs(ticks - self.period) * 1e3 if ticks.size else np.zeros(1)
         lag = np.asarray(self.target_to_command_ms[-100_000:] or [0.0])
         frame = np.asarray(self.frame_to_command_ms[-100_000:] or [0.0])
+        frame_target = np.asarray(self.frame_to_target_ms[-100_000:] or [0.0])
         return {"commands": float(self.sent), "command_jitter_p50_ms": float(np.percentile(jitter, 50)),
                 "command_jitter_p99_ms": float(np.percentile(jitter, 99)),
                 "command_period_max_ms": float(ticks.max() * 1e3) if ticks.size else 0.0,
                 "frame_to_command_p50_ms": float(np.percentile(frame, 50)),
                 "frame_to_command_p99_ms": float(np.percentile(frame, 99)),
+                "frame_to_target_p50_ms": float(np.percentile(frame_target, 50)),
+                "frame_to_target_p90_ms": float(np.percentile(frame_target, 90)),
+                "frame_to_target_p99_ms": float(np.percentile(frame_target, 99)),
                 "target_to_command_p50_ms": float(np.percentile(lag, 50)),
                 "target_to_command_p99_ms": float(np.percentile(lag, 99)),
                 "missed_deadlines": float(self.schedule.missed if self.schedule is not None else 0),

@@ -93,3 +93,41 @@ def test_an_episode_starts_on_a_fresh_frame() -> None:
     start = clock.now
     assert not sync.wait_for_next_frame(cache)
     assert clock.now - start == pytest.approx(2 * sync.frame_interval.period, abs=0.0005)
+
+
+@pytest.mark.parametrize("reset_ends_after_frames", [0.2, 1.2, 2.2])
+def test_a_new_episode_keeps_the_policy_phase_of_the_last_one(reset_ends_after_frames: float) -> None:
+    """With 3 frames per control period the reset waits for the frame on the previous episode's tick grid, not
+    for whichever frame comes first: the actor's targets keep their phase, so the safety node's command slot
+    does not relock at every episode start (358 relocks in 216 episodes before)."""
+    clock, cam_period, margin, period = Clock(), 1 / 30, 0.002, 0.1
+    cache = SensorCache(["images/front"], clock, clock)
+    frames = [100.0 + k * cam_period for k in range(400)]
+
+    def sleep(dt: float) -> None:  # frames arrive exactly when due (the camera period is measured exactly)
+        end = clock.now + dt
+        while frames and frames[0] <= end:
+            clock.now = max(clock.now, frames.pop(0))
+            cache.put("images/front", 0, clock.now)
+            sync.frame_arrived("front")
+        clock.now = end
+
+    sync = CameraSync(True, ["front"], period, margin, 0.004, clock, sleep)
+    while clock.now < 100.0 + 12 * cam_period + 0.001:
+        sleep(0.001)
+    # an episode whose ticks came on frames 12, 15, 18, ... (+ margin)
+    schedule = DeadlineSchedule(period, clock.now)
+    sync.restart(schedule)
+    grid = 100.0 + 12 * cam_period + margin
+    for k in range(20):
+        tick = grid + k * period
+        sleep(tick - clock.now)
+        sync.align(tick, cache)
+    # the reset (moving home) ends at a phase unrelated to the grid
+    sleep(2.0 + reset_ends_after_frames * cam_period - (clock.now - (grid + 19 * period)))
+    start = clock.now
+    assert sync.wait_for_next_frame(cache)
+    first_obs = clock.now
+    assert abs((first_obs - grid + period / 2) % period - period / 2) < 0.0005  # on the old grid
+    assert first_obs - start <= 3 * cam_period + margin + 0.001  # at most one control period of waiting
+    assert first_obs - cache.snapshot()[0]["images/front"].received == pytest.approx(margin, abs=0.0003)
