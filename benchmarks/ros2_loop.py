@@ -247,6 +247,8 @@ def run(command_hz: float, seconds: float, loaded: bool) -> dict[str, float]:
             "target_to_command_p50_ms": stats["target_to_command_p50_ms"],
             "target_to_command_p99_ms": stats["target_to_command_p99_ms"],
             "command_phase_relocks": stats["command_phase_relocks"],
+            "frame_to_target_p50_ms": stats.get("frame_to_target_p50_ms", 0.0),
+            "frame_to_target_p99_ms": stats.get("frame_to_target_p99_ms", 0.0),
             "frame_to_command_p50_ms": stats["frame_to_command_p50_ms"],
             "frame_to_command_p99_ms": stats["frame_to_command_p99_ms"],
             "frame_to_command_bound_p99_ms": actor["frame_to_command_p99_ms"] + stats["target_to_command_p99_ms"],
