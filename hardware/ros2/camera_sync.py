@@ -60,9 +60,10 @@ class CameraSync:
         frames = self.control_period / cam_period
         return round(frames) if round(frames) >= 1 and abs(frames - round(frames)) <= 0.05 else 0
 
-    def wait_for_next_frame(self, cache: SensorCache) -> bool:
+    def wait_for_next_frame(self, cache: SensorCache) -> float | None:
         """At an episode's start (before its first observation): wait for the synced camera's next frame on the
-        policy's phase, then ``camera_sync_margin_s``. Returns whether such a frame came.
+        policy's phase, then ``camera_sync_margin_s``. Returns the tick it waited for (that frame's arrival +
+        margin: start the episode's schedule there), None when no such frame came.
 
         On the policy's phase: with ``k`` camera frames per control period, the frame whose tick (its arrival +
         margin) falls on the grid of the previous episode's ticks, so the policy keeps its phase from episode
@@ -74,7 +75,7 @@ class CameraSync:
         a grid)."""
         cam_period = self.frame_interval.period
         if not self.enabled or cam_period is None or self.sync_camera is None:
-            return False
+            return None
         frames = self._frames_per_tick()
         grid = self._last_tick if frames else None
         key = f"images/{self.sync_camera}"
@@ -87,9 +88,9 @@ class CameraSync:
                 tick = sample.received + self.margin_s
                 if grid is None or abs(math.remainder(tick - grid, self.control_period)) < cam_period / 2:
                     wait_until(tick, 0.0, self.clock, self.sleep)
-                    return True
+                    return tick
             self.sleep(0.0002)
-        return False
+        return None
 
     def align(self, tick: float, cache: SensorCache) -> None:
         """Move the control schedule so that its ticks come ``camera_sync_margin_s`` after the synced camera's

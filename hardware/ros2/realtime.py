@@ -290,6 +290,8 @@ class PhaseLock:
         self._off = self._off + 1 if abs(error) > event_period / 4 else 0
         if not self.locked or self._off >= self.relock_after:
             delta = (self.margin - lag) % event_period  # later only: no period is ever cut short
+            if event_period - delta < 1e-6:
+                delta = 0.0  # lag a rounding error over the margin: in phase already, not a whole period early
             self.locked, self._off = True, 0
             self.relocks += 1
         else:

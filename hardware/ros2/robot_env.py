@@ -388,12 +388,13 @@ class RosRobotEnv:
             self._sleep_to_tick()
         if self._episode_reset_pub is not None:
             self._request_scene_reset()
+        first_tick = None  # the frame-locked tick the episode starts on
         if self.cfg.camera_sync:  # the frame rate must be known to lock the first tick to the frames
             deadline = self.clock() + 1.0
             while (self._camera_sync.frame_interval.period is None and self.clock() < deadline
                    and not self.stop.is_set()):
                 self.stop.wait(0.01)
-            self._camera_sync.wait_for_next_frame(self.cache)  # the first observation as fresh as a tick's
+            first_tick = self._camera_sync.wait_for_next_frame(self.cache)  # as fresh as a tick's, on the old grid
         obs, _ = self._wait_until_safe()
         if obs is None:
             raise StoppedDuringReset("stopped while resetting")
@@ -405,9 +406,14 @@ class RosRobotEnv:
             self._bag = EpisodeBag(self._bag_topics)
         self._last_obs, self._obs_time, self._obs_frame_age_s = obs, self.clock(), self._frame_age_s
         self._obs_frame_stamp = self._frame_stamp
-        self._schedule = DeadlineSchedule(self.period, self._obs_time)
+        # The schedule starts on the tick the first observation was meant for (its frame + margin), not at
+        # _obs_time: reading the observation takes a few ms past the margin, and aligning that later time to
+        # the frames moved every episode's ticks onto the next camera frame (the actor's phase crept one camera
+        # period per episode, and the safety node relocked its command slot at nearly every episode start).
+        start = first_tick if first_tick is not None else self._obs_time
+        self._schedule = DeadlineSchedule(self.period, start)
         self._camera_sync.restart(self._schedule)
-        self._camera_sync.align(self._obs_time, self.cache)  # lock to the frames now (a free jump: nothing timed)
+        self._camera_sync.align(start, self.cache)  # lock to the frames now (a free jump: nothing timed)
         self._schedule.advance(self._obs_time)
         return obs
 

@@ -131,3 +131,27 @@ def test_a_new_episode_keeps_the_policy_phase_of_the_last_one(reset_ends_after_f
     assert abs((first_obs - grid + period / 2) % period - period / 2) < 0.0005  # on the old grid
     assert first_obs - start <= 3 * cam_period + margin + 0.001  # at most one control period of waiting
     assert first_obs - cache.snapshot()[0]["images/front"].received == pytest.approx(margin, abs=0.0003)
+    assert first_obs - cache.snapshot()[0]["images/front"].received == pytest.approx(margin, abs=0.0003)
+
+
+def test_the_episode_schedule_starts_on_the_frame_tick_not_when_the_observation_was_read() -> None:
+    """``RobotEnv.reset`` starts the schedule on the tick ``wait_for_next_frame`` returns. Reading the observation
+    takes a few ms past the margin; aligning that later time to the frames moved the ticks onto the next camera
+    frame, one camera period later at every episode start (what made the safety node relock)."""
+    clock, cam_period, margin, period = Clock(), 1 / 30, 0.002, 0.1
+    cache = SensorCache(["images/front"], clock, clock)
+    sync = CameraSync(True, ["front"], period, margin, 0.004, clock)
+    last = _frames(sync, cache, clock, 100.0, cam_period, 12)
+    tick = last + margin  # what wait_for_next_frame returns for the last frame
+    clock.now = tick + 0.004  # the observation was read 4 ms later
+    for start, moved in ((tick, False), (clock.now, True)):
+        schedule = DeadlineSchedule(period, start)
+        sync.restart(schedule)
+        sync.align(start, cache)
+        schedule.advance(clock.now)
+        next_tick_after_frame = (schedule.deadline - last) % cam_period
+        if moved:  # the old way: the ticks jump to margin after the NEXT frame
+            assert schedule.deadline == pytest.approx(clock.now + period + cam_period - 0.004, abs=1e-6)
+        else:
+            assert schedule.deadline == pytest.approx(tick + period, abs=1e-9)
+        assert next_tick_after_frame == pytest.approx(margin, abs=1e-6)
