@@ -67,12 +67,12 @@ class CameraSync:
 
         On the policy's phase: with ``k`` camera frames per control period, the frame whose tick (its arrival +
         margin) falls on the grid of the previous episode's ticks, so the policy keeps its phase from episode
-        to episode (a wait of at most ``k`` camera periods). Restarting on whichever frame came first moved
-        the actor's targets by a camera period at two resets in three, and every such move made the safety
-        node's command slot relock (358 relocks in 216 episodes of ``ros2_learning.py``), with the first
-        target of the new phase waiting up to a command period. Before the first episode (no grid yet) or
-        without a lockable camera rate, the next frame. Gives up after ``k + 1`` camera periods (two without
-        a grid)."""
+        to episode (a wait of at most ``k`` camera periods). Restarting on whichever frame came first can move
+        the actor's targets by one or two camera periods at a reset, and each such move makes the safety
+        node's command slot relock, with the first target of the new phase waiting up to a command period
+        (``RosRobotEnv.reset`` starts the schedule on the returned tick for the same reason). Before the first
+        episode (no grid yet) or without a lockable camera rate, the next frame. Gives up after ``k + 1``
+        camera periods (two without a grid)."""
         cam_period = self.frame_interval.period
         if not self.enabled or cam_period is None or self.sync_camera is None:
             return None

@@ -152,7 +152,8 @@ class SafetyNode:
             self._fresh_target_t, self._fresh_frame_stamp = now, frame_stamp
             self._watchdog_holding = False
             if frame_stamp is not None and len(self.frame_to_target_ms) < 200_000:  # statistics, bounded
-                self.frame_to_target_ms.append((self.node.get_clock().now().nanoseconds * 1e-9 - frame_stamp) * 1e3)
+                ros_now = self.node.get_clock().now().nanoseconds * 1e-9  # the camera stamps' clock
+                self.frame_to_target_ms.append((ros_now - frame_stamp) * 1e3)
         self.guard.action_arrived()
         if grip is not None and self._gripper_pub is not None and grip != self._last_grip and not self.guard.estopped:
             self._last_grip = grip
