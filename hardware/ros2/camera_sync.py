@@ -51,12 +51,9 @@ class CameraSync:
                 return
             self.sleep(0.0002)
 
-    def _frames_per_tick(self) -> int:
-        """Camera frames per control period, 0 when the camera rate is unknown or not a multiple of
-        ``control_hz`` (no phase to lock to)."""
-        cam_period = self.frame_interval.period
-        if cam_period is None:
-            return 0
+    def _frames_per_tick(self, cam_period: float) -> int:
+        """Camera frames per control period at the measured ``cam_period``, 0 when the camera rate is not a
+        multiple of ``control_hz`` (no phase to lock to)."""
         frames = self.control_period / cam_period
         return round(frames) if round(frames) >= 1 and abs(frames - round(frames)) <= 0.05 else 0
 
@@ -76,7 +73,7 @@ class CameraSync:
         cam_period = self.frame_interval.period
         if not self.enabled or cam_period is None or self.sync_camera is None:
             return None
-        frames = self._frames_per_tick()
+        frames = self._frames_per_tick(cam_period)
         grid = self._last_tick if frames else None
         key = f"images/{self.sync_camera}"
         seen = cache.snapshot()[0].get(key)
@@ -98,7 +95,7 @@ class CameraSync:
         cam_period = self.frame_interval.period
         if not self.enabled or cam_period is None or self.lock is None:
             return
-        if not self._frames_per_tick():
+        if not self._frames_per_tick(cam_period):
             return  # the camera rate is not a multiple of control_hz: no phase to lock to
         sample = cache.snapshot()[0].get(f"images/{self.sync_camera}")
         if sample is not None:

@@ -66,10 +66,9 @@ class TargetSlotLock:
         """Recent arrival - slot offsets (s) against the current schedule."""
         return np.asarray(self._offsets) - self._shifted
 
-    def _late_edge(self, offsets: np.ndarray) -> float:
-        """How far after their median the latest targets come (s): the ``quantile`` of ``offsets`` or
+    def _late_edge(self, offsets: np.ndarray, median: float) -> float:
+        """How far after their ``median`` the latest targets come (s): the ``quantile`` of ``offsets`` or
         ``tail_factor`` x their p90 - p50 spread, whichever is later."""
-        median = float(np.median(offsets))
         quantile, p90 = np.quantile(offsets, [self.quantile, 0.9])
         return max(float(quantile) - median, self.tail_factor * (float(p90) - median))
 
@@ -79,7 +78,7 @@ class TargetSlotLock:
         later than that is better served by the next slot than by making every target wait."""
         offsets = self._recent()
         median = float(np.median(offsets))
-        return median + min(self._late_edge(offsets), self.schedule.period - 2 * self.guard) + self.guard
+        return median + min(self._late_edge(offsets, median), self.schedule.period - 2 * self.guard) + self.guard
 
     def _lock(self, arrival: float, served: float) -> float:
         """First target, or after the targets' phase moved (two in a row more than a quarter target period off
@@ -90,7 +89,7 @@ class TargetSlotLock:
         period = self.schedule.period
         recent = self._recent()[:len(self._offsets) - self._off]  # without the off-phase ones that relock
         if len(recent) >= self.min_samples:
-            self._warmup_lead = min(self._late_edge(recent), period - 2 * self.guard) + self.guard
+            self._warmup_lead = min(self._late_edge(recent, float(np.median(recent))), period - 2 * self.guard) + self.guard
         delta = (arrival + self._warmup_lead - served) % period
         self.schedule.shift(delta)
         # a deadline now lies exactly at arrival + lead (served + delta may be one command period later)
