@@ -163,8 +163,14 @@ def main() -> None:
     last = [s for _, s in actor[-20:]]
     print(f"ROS actor: {len(actor)} episodes, {sum(s for _, s in actor)} successful; last 20: "
           f"{sum(last)}/{len(last)}")
+    # The twin node logs each time it had to put the arm back home (an arm the episodes could not recover).
+    launch_log = (run / "launch.log").read_text(errors="replace") if (run / "launch.log").exists() else ""
+    recoveries = launch_log.count("twin arm recovered")
+    if recoveries:
+        print(f"twin: arm put back home {recoveries} time(s) (see launch.log)")
     print(json.dumps({"final_success": evals[-1]["eval/success_rate"] if evals else None, "wall_s": round(wall, 1),
                       "actor_episodes": len(actor), "actor_successes": sum(s for _, s in actor),
+                      "twin_arm_recoveries": recoveries,
                       "actor_success_last_20": (sum(last) / len(last)) if last else None,
                       "reached_target_at_s": None if reached is None else round(reached, 1),
                       "target": args.target, "evals": [[round(e["time"] - t0, 1), e["step"],

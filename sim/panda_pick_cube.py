@@ -179,6 +179,36 @@ class PandaPickCube:
         truncated = (not success) and self._steps >= self.max_episode_steps
         return StepResult(self._observation(), float(success), success, truncated, success)
 
+    def arm_fault(self, margin: float = 0.05) -> str:
+        """Why the simulated arm is in a state no episode can start from, or ``""``: a non-finite state, or
+        the TCP more than ``margin`` (m) outside the workspace box (e.g. driven under the table, where the
+        controller cannot bring it back through the table top). A real Panda stops on a reflex long before;
+        the twin, like an operator, puts the arm back (:meth:`recover_arm`)."""
+        d = self.data
+        if not (np.isfinite(d.qpos).all() and np.isfinite(d.qvel).all()):
+            return "non-finite joint state"
+        tcp = d.site_xpos[self._tcp_site]
+        if (tcp < self.workspace_low - margin).any() or (tcp > self.workspace_high + margin).any():
+            return (f"TCP at {np.round(tcp, 3).tolist()} m, more than {margin} m outside the workspace "
+                    f"{self.workspace_low.tolist()}..{self.workspace_high.tolist()}")
+        return ""
+
+    def recover_arm(self) -> None:
+        """Arm back to its home pose at rest, gripper open, controller target on the home TCP; the cube is
+        left alone (the caller places it). Keeps the physics clock (``data.time``) running."""
+        m, d = self.model, self.data
+        d.qpos[:7] = pm.HOME_QPOS
+        d.qpos[7:9] = _GRIPPER_OPEN
+        d.qvel[:9] = 0.0
+        d.qacc_warmstart[:] = 0.0
+        d.ctrl[7:9] = _GRIPPER_OPEN
+        if not (np.isfinite(d.qpos).all() and np.isfinite(d.qvel).all()):  # the cube went non-finite too
+            d.qvel[:] = 0.0
+            self._place_objects(self._rng)
+        mujoco.mj_forward(m, d)
+        self._target = np.clip(d.site_xpos[self._tcp_site], self.workspace_low, self.workspace_high)
+        self.controller.set_target(self._target, self._home_rot)
+
     def _success(self) -> bool:
         return bool(self.data.qpos[self._cube_qpos + 2] >= self.cube_rest_z + self.cfg.lift_height)
 

@@ -259,6 +259,10 @@ class TwinNodeConfig(ConfigNode):
     stats_file: str = ""
     """Write the twin's physics-clock figures (:meth:`TwinNode.stats`) there as JSON on exit (benchmarks);
     empty = off."""
+    recover_margin_m: float = 0.05
+    """At each episode reset the twin puts the arm back home when its TCP is more than this far (m) outside the
+    workspace box, or its state is non-finite (counted in ``arm_recoveries``): a simulated arm driven under
+    the table stays there, where a real Panda would have stopped on a reflex and an operator recovered it."""
 
 
 def _coerce(tp: Any, value: Any, name: str) -> Any:

@@ -63,6 +63,7 @@ class TwinNode:
             node.create_subscription(ros_io.message_type("bool"), t.episode_reset, self._on_episode_reset,
                                      ros_io.qos_profile("reliable", 10))
         self.episode_resets = 0
+        self.arm_recoveries = 0
         self.commands = 0
         self._clock0: tuple[float, float] | None = None  # (wall monotonic, physics time) at the first tick
         self.max_lag_s = 0.0
@@ -96,15 +97,30 @@ class TwinNode:
 
     def _on_episode_reset(self, msg: Any) -> None:
         """The actor's reset is done moving home: put the cube back on its start pose (the twin's own
-        randomisation), at rest. The arm stays where the commands brought it."""
+        randomisation), at rest. The arm stays where the commands brought it, unless it is somewhere no
+        episode can start from (``recover_margin_m``): then it goes back home first."""
         if not msg.data:
             return
         with self.lock:
             env, m, d = self.env, self.model, self.data
+            self._recover_if_faulted("at episode reset")
             env._place_objects(env._rng)
             d.qvel[env._cube_qvel:env._cube_qvel + 6] = 0.0
             self.mujoco.mj_forward(m, d)
             self.episode_resets += 1
+
+    def _recover_if_faulted(self, when: str) -> None:
+        """Arm back home when it is in a state no episode can start from (caller holds the lock)."""
+        fault = self.env.arm_fault(self.cfg.recover_margin_m)
+        if not fault:
+            return
+        from robot_rl.sim import panda_model as pm
+
+        log.warning("twin arm recovered %s: %s; arm put back home", when, fault)
+        self.env.recover_arm()
+        # Joint modes hold home until the next joint command; Cartesian mode holds the home TCP.
+        self.joint_target = None if self.joint_target is None else np.array(pm.HOME_QPOS, np.float64)
+        self.arm_recoveries += 1
 
     # ------------------------------------------------------------------ physics + sensors
     def _physics(self) -> None:
@@ -120,6 +136,8 @@ class TwinNode:
                     tau = 400.0 * (self.joint_target - d.qpos[:7]) - 40.0 * d.qvel[:7] + d.qfrc_bias[:7]
                     d.ctrl[:7] = np.clip(tau, -self.torque_limits, self.torque_limits)
                 mj.mj_step2(m, d)
+            if not np.isfinite(d.qvel[:9]).all():  # diverged: NaN would reach every subscriber
+                self._recover_if_faulted("mid-episode")
             mj.mj_forward(m, d)
             self.max_lag_s = max(self.max_lag_s, self.physics_lag_s())
 
@@ -148,7 +166,8 @@ class TwinNode:
         wall = time.monotonic() - self._clock0[0] if self._clock0 is not None else 0.0
         return {"physics_lag_s": self.physics_lag_s(), "physics_lag_max_s": self.max_lag_s,
                 "physics_dropped_s": self.dropped_s,
-                "wall_s": wall, "commands": float(self.commands), "episode_resets": float(self.episode_resets)}
+                "wall_s": wall, "commands": float(self.commands), "episode_resets": float(self.episode_resets),
+                "arm_recoveries": float(self.arm_recoveries)}
 
     def _publish_state(self) -> None:
         stamp = ros_io.now_stamp(self.node)

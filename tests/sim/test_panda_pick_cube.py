@@ -104,6 +104,31 @@ def test_safety_box_clips_the_tcp(env: PandaPickCube) -> None:
         assert (tcp >= np.asarray(cfg.workspace_low) - 5e-3).all() and (tcp <= np.asarray(cfg.workspace_high) + 5e-3).all()
 
 
+def test_an_arm_out_of_the_workspace_is_reported_and_recovered_home(env: PandaPickCube) -> None:
+    # The ROS twin node's recovery (arm driven under the table in a 25-minute run never came back): the
+    # arm is flagged, put home at rest, and then holds there under the controller; the cube is left alone.
+    home_tcp = env.reset(seed=0)["state"][:3].copy()
+    cube = env.cube_pose().copy()
+    assert env.arm_fault() == ""
+    for broken in ("swung", "nan"):
+        d = env.data
+        if broken == "swung":
+            d.qpos[0] = np.pi  # shoulder turned round: TCP at x < 0, far behind the workspace
+        else:
+            d.qvel[3] = np.nan
+        mujoco.mj_forward(env.model, d)
+        fault = env.arm_fault()
+        assert fault.startswith("TCP at" if broken == "swung" else "non-finite"), fault
+        env.recover_arm()
+        assert env.arm_fault() == ""
+        assert np.allclose(d.qpos[:7], pm.HOME_QPOS) and not d.qvel[:9].any()
+        np.testing.assert_allclose(env.cube_pose(), cube, atol=1e-9)
+        for _ in range(10):
+            obs = env.step(np.array([0, 0, 0, -1], np.float32)).obs
+        np.testing.assert_allclose(obs["state"][:3], home_tcp, atol=5e-3)
+        cube = env.cube_pose().copy()
+
+
 def test_non_finite_and_malformed_actions_raise(env: PandaPickCube) -> None:
     env.reset(seed=0)
     for bad in ([np.nan, 0, 0, 0], [0, np.inf, 0, 0], [0, 0, -np.inf, 1]):

@@ -1,0 +1,56 @@
+"""The twin node (``robot_rl_twin_node``'s class, in this process on a real rclpy node) recovers an arm it finds
+somewhere no episode can start from when the actor's episode-reset request arrives over DDS, and leaves a
+healthy arm where the commands brought it."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy", reason="ROS 2 tests need rclpy: run `make test-ros`")
+
+from ros_rig import wait_for  # noqa: E402
+from robot_rl.hardware.ros2 import ros_io  # noqa: E402
+from robot_rl.hardware.ros2.config import TopicsConfig, TwinNodeConfig  # noqa: E402
+from robot_rl.hardware.ros2.realtime import RealtimeConfig  # noqa: E402
+from robot_rl.hardware.ros2.twin_node import TwinNode  # noqa: E402
+from robot_rl.sim import panda_model as pm  # noqa: E402
+
+pytestmark = pytest.mark.ros
+RESET_TOPIC = "/robot_rl/episode_reset"
+
+
+def test_episode_reset_puts_a_wrecked_arm_back_home_and_leaves_a_healthy_one(rclpy_node) -> None:
+    cfg = TwinNodeConfig(camera_hz=1.0, image_size=16, realtime=RealtimeConfig(enabled=False),
+                         topics=TopicsConfig(episode_reset=RESET_TOPIC, cameras=("front",),
+                                             camera_topics=("/cameras/front/image_raw",)))
+    twin = TwinNode(rclpy_node, cfg)
+    reset_pub = rclpy_node.create_publisher(ros_io.message_type("bool"), RESET_TOPIC,
+                                            ros_io.qos_profile("reliable", 10))
+    wait_for(lambda: reset_pub.get_subscription_count() > 0, what="the twin's episode-reset subscription")
+
+    def request_reset(expected: int) -> None:
+        reset_pub.publish(ros_io.message_type("bool")(data=True))
+        wait_for(lambda: twin.episode_resets >= expected, what=f"episode reset {expected}")
+
+    # A healthy arm a little off home (where an episode's commands left it) stays where it is.
+    with twin.lock:
+        twin.data.qpos[0] = 0.2
+        twin.mujoco.mj_forward(twin.model, twin.data)
+        twin.env.controller.set_target(twin.data.site_xpos[twin.env._tcp_site].copy())  # as a command would
+        off_home = twin.data.qpos[:7].copy()
+    request_reset(1)
+    with twin.lock:
+        assert twin.arm_recoveries == 0
+        assert abs(twin.data.qpos[0] - off_home[0]) < 0.05  # only the physics moved it, not a reset
+    # Shoulder turned round, TCP far behind the workspace: the arm goes home before the next episode.
+    with twin.lock:
+        twin.data.qpos[0] = np.pi
+        twin.data.qvel[:7] = 0.0
+        twin.mujoco.mj_forward(twin.model, twin.data)
+        assert twin.env.arm_fault(cfg.recover_margin_m)
+    request_reset(2)
+    with twin.lock:
+        assert twin.arm_recoveries == 1
+        assert twin.env.arm_fault(cfg.recover_margin_m) == ""
+        np.testing.assert_allclose(twin.data.qpos[:7], pm.HOME_QPOS, atol=0.05)
+    assert twin.stats()["arm_recoveries"] == 1.0
