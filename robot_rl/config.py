@@ -279,6 +279,13 @@ class TrainConfig(ConfigNode):
     num_demos: int = 20
     """``robot-rl train``: scripted-expert demo episodes recorded before training (cached in run_dir/demos)
     when ``learner.demos`` is unset and the env has an expert; 0 = train without demos."""
+    demo_spread: bool = False
+    """Scripted demos (``robot-rl train``, ``robot-rl demos``): choose their start states to cover the
+    randomization range (farthest-point over the start observations), as an operator placing the object
+    across the workspace would, instead of taking them as the seeds come. Matters with a handful of demos:
+    3 random ones can all start on one side. Spreads over what varies in the low-dim observation (the
+    cube pose with ``env.obs=state`` or ``state+pixels``); with nothing varying there (``obs=pixels``) the
+    seeds' order stands."""
     eval_episodes: int = 10
     """``robot-rl train``: deterministic evaluation episodes at the end (success rate, video)."""
     eval_video_episodes: int = 3

@@ -1,0 +1,73 @@
+"""Scripted demos with ``demo_spread``: a handful of demos cover the start-state range instead of landing
+wherever the seeds put them (pick-cube, state obs: the cube's start xy is what varies)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from robot_rl.actor import env_seed
+from robot_rl.config import load_config
+from robot_rl.demos import _start_features, generate_demos, spread_order
+from robot_rl.episode_store import EpisodeStore
+from robot_rl.registry import ENVS
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+CUBE_XY = slice(21, 23)  # the cube's position in pick_cube's state vector
+
+
+def _starts(demo_dir: Path) -> np.ndarray:
+    """(N, 2) cube start xy of every recorded demo."""
+    return np.stack([ep.frames["state"][0, CUBE_XY] for ep in EpisodeStore(demo_dir).episodes(skip_bad=False)])
+
+
+def _min_pairwise(points: np.ndarray) -> float:
+    d = np.linalg.norm(points[:, None] - points[None], axis=-1)
+    return float(d[np.triu_indices(len(points), 1)].min())
+
+
+def test_spread_demos_cover_the_range_where_random_ones_bunch_up(tmp_path: Path) -> None:
+    # env.seed=1 is the case that made this necessary: its first 3 random demos all start at y < -0.039.
+    random_cfg = load_config(["env.seed=1"])
+    spread_cfg = load_config(["env.seed=1", "demo_spread=true"])
+    assert generate_demos(random_cfg, 3, tmp_path / "random")["episodes"] == 3
+    assert generate_demos(spread_cfg, 3, tmp_path / "spread")["episodes"] == 3
+    random_xy, spread_xy = _starts(tmp_path / "random"), _starts(tmp_path / "spread")
+    assert (random_xy[:, 1] < -0.03).all()  # the bunching this test is about (documents the seed's draw)
+    # Spread: both sides of the cube's y range, and demos well apart (the range is about 0.1 x 0.1 m).
+    assert spread_xy[:, 1].min() < -0.03 and spread_xy[:, 1].max() > 0.03
+    assert _min_pairwise(spread_xy) > 2 * _min_pairwise(random_xy)
+    assert _min_pairwise(spread_xy) > 0.05
+
+
+def test_spreading_continues_from_the_demos_already_recorded(tmp_path: Path) -> None:
+    # An interrupted recording is repeated: the new demos fill the gaps left by the recorded ones rather
+    # than starting over at the same corners.
+    cfg = load_config(["env.seed=0", "demo_spread=true"])
+    generate_demos(cfg, 2, tmp_path / "demos")
+    first = _starts(tmp_path / "demos")
+    generate_demos(cfg, 2, tmp_path / "demos")
+    added = _starts(tmp_path / "demos")[2:]
+    gaps = np.linalg.norm(added[:, None] - first[None], axis=-1).min(axis=1)
+    assert (gaps > 0.04).all(), (first, added)
+
+
+def test_spread_order_is_a_permutation_and_keeps_the_order_when_starts_do_not_vary() -> None:
+    cfg = load_config(["env.seed=0"])
+    env = ENVS.make(cfg.env.name, cfg.env, seed=0)
+    try:
+        seeds = [env_seed(0, "expert", i) for i in range(12)]
+        order = spread_order(env, seeds)
+        assert sorted(order) == list(range(12))
+        starts = np.stack([_start_features(env.reset(seed=s)) for s in seeds])[:, CUBE_XY]
+        centre = starts.mean(axis=0)
+        # The first pick is the start nearest the centre of the candidates (scaled per dimension), the
+        # second the one farthest from it.
+        scaled = (starts - centre) / starts.std(axis=0)
+        assert order[0] == int(np.argmin(np.linalg.norm(scaled, axis=1)))
+        assert order[1] == int(np.argmax(np.linalg.norm(scaled - scaled[order[0]], axis=1)))
+        # The same seed twice: no spread to exploit, the given order stands.
+        assert spread_order(env, [seeds[0]] * 4) == [0, 1, 2, 3]
+    finally:
+        env.close()
