@@ -14,7 +14,8 @@ their success is what the robot itself achieved through the whole ROS path (stoc
 safety node), which the learner's evaluation on its own twin does not see. Runs the whole budget unless
 ``--stop-at-target``. Writes ``learning_curve.png`` (both against wall-clock minutes) in the run directory and
 ends with one JSON line: ``final_success``, ``wall_s``, ``reached_target_at_s`` (None if never),
-``actor_episodes``, ``actor_successes``, ``actor_success_last_20``, ``evals``, ``target``. Extra learner overrides go after ``--`` (e.g. the pixel recipe of the pixels
+``actor_episodes``, ``actor_successes``, ``actor_success_last_20``, ``twin_arm_recoveries`` (times the twin node
+put a wrecked arm back home), ``evals``, ``target``. Extra learner overrides go after ``--`` (e.g. the pixel recipe of the pixels
 issue). This is a 40-minute job: it is not part of any test.
 """
 from __future__ import annotations
