@@ -99,23 +99,23 @@ def spread_order(env: Any, seeds: Sequence[int], recorded: Sequence[np.ndarray] 
     varying = spread > 1e-9
     if not varying.any():
         return list(range(len(seeds)))
-    points = (starts[:, varying] - starts[:, varying].mean(axis=0)) / spread[varying]
-    chosen = [np.asarray(r)[varying] for r in recorded if np.asarray(r).shape == starts.shape[1:]]
-    chosen = [(c - starts[:, varying].mean(axis=0)) / spread[varying] for c in chosen]
-    order: list[int] = []
-    # Distance to the nearest chosen point per candidate. With nothing chosen yet, start from the most central
-    # candidate: greedy farthest-point from the centre is the classic 2-approximation of the k-centre problem
-    # (no start state far from every demo). Starting from a corner instead leaves the opposite corners a
-    # whole side length from the nearest demo (3 demos in a square). In RL the two orders did not differ
-    # beyond the noise of one 3-seed trial each (README, "Learned rewards").
-    nearest = np.full(len(seeds), np.inf) if chosen else -np.linalg.norm(points, axis=1)
-    for c in chosen:
+    centre, scale = starts[:, varying].mean(axis=0), spread[varying]
+    points = (starts[:, varying] - centre) / scale
+    chosen = [(np.asarray(r)[varying] - centre) / scale for r in recorded if np.asarray(r).shape == starts.shape[1:]]
+    # With nothing recorded yet, the first pick is the most central candidate: greedy farthest-point from the
+    # centre is the classic 2-approximation of the k-centre problem (no start state far from every demo).
+    # Starting from a corner instead leaves the opposite corners a whole side length from the nearest demo
+    # (3 demos in a square). In RL the two orders did not differ beyond the noise of one 3-seed trial each
+    # (README, "Learned rewards").
+    order = [] if chosen else [int(np.argmin(np.linalg.norm(points, axis=1)))]
+    nearest = np.full(len(seeds), np.inf)  # distance of each candidate to its nearest chosen start
+    for c in [*chosen, *points[order]]:
         nearest = np.minimum(nearest, np.linalg.norm(points - c, axis=1))
-    remaining = np.ones(len(seeds), bool)
-    while remaining.any():
-        i = int(np.argmax(np.where(remaining, nearest, -np.inf)))
+    taken = np.zeros(len(seeds), bool)
+    taken[order] = True
+    while not taken.all():
+        i = int(np.argmax(np.where(taken, -np.inf, nearest)))
         order.append(i)
-        remaining[i] = False
-        d = np.linalg.norm(points - points[i], axis=1)
-        nearest = d if len(order) == 1 and not chosen else np.minimum(nearest, d)
+        taken[i] = True
+        nearest = np.minimum(nearest, np.linalg.norm(points - points[i], axis=1))
     return order
