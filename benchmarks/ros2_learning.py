@@ -29,6 +29,7 @@ import sys
 import time
 from pathlib import Path
 
+from robot_rl.hardware.ros2.twin_node import ARM_RECOVERED
 from robot_rl.run_log import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -166,7 +167,7 @@ def main() -> None:
           f"{sum(last)}/{len(last)}")
     # The twin node logs each time it had to put the arm back home (an arm the episodes could not recover).
     launch_log = (run / "launch.log").read_text(errors="replace") if (run / "launch.log").exists() else ""
-    recoveries = launch_log.count("twin arm recovered")
+    recoveries = launch_log.count(ARM_RECOVERED)
     if recoveries:
         print(f"twin: arm put back home {recoveries} time(s) (see launch.log)")
     print(json.dumps({"final_success": evals[-1]["eval/success_rate"] if evals else None, "wall_s": round(wall, 1),

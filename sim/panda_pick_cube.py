@@ -131,9 +131,7 @@ class PandaPickCube:
         m, d, rng = self.model, self.data, self._rng
         self.randomizer.apply(rng)
         mujoco.mj_resetData(m, d)
-        d.qpos[:7] = pm.HOME_QPOS
-        d.qpos[7:9] = _GRIPPER_OPEN
-        d.ctrl[7:9] = _GRIPPER_OPEN
+        self._arm_to_home_pose()
         self._place_objects(rng)
         mujoco.mj_forward(m, d)
         self._home_rot = d.site_xmat[self._tcp_site].reshape(3, 3).copy()
@@ -142,6 +140,13 @@ class PandaPickCube:
         self._action_delay.reset()
         self._steps = 0
         return self._observation()
+
+    def _arm_to_home_pose(self) -> None:
+        """Arm joints at home, fingers and their command open (velocities as the caller left them)."""
+        d = self.data
+        d.qpos[:7] = pm.HOME_QPOS
+        d.qpos[7:9] = _GRIPPER_OPEN
+        d.ctrl[7:9] = _GRIPPER_OPEN
 
     def _place_objects(self, rng: np.random.Generator) -> None:
         xy, yaw = sample_object_pose(rng, self.cfg.randomization, pm.CUBE_HOME_XY)
@@ -197,11 +202,9 @@ class PandaPickCube:
         """Arm back to its home pose at rest, gripper open, controller target on the home TCP; the cube is
         left alone (the caller places it). Keeps the physics clock (``data.time``) running."""
         m, d = self.model, self.data
-        d.qpos[:7] = pm.HOME_QPOS
-        d.qpos[7:9] = _GRIPPER_OPEN
+        self._arm_to_home_pose()
         d.qvel[:9] = 0.0
         d.qacc_warmstart[:] = 0.0
-        d.ctrl[7:9] = _GRIPPER_OPEN
         if not (np.isfinite(d.qpos).all() and np.isfinite(d.qvel).all()):  # the cube went non-finite too
             d.qvel[:] = 0.0
             self._place_objects(self._rng)
@@ -320,6 +323,13 @@ class PandaPickPlaceCube(PandaPickCube):
 
     def __init__(self, cfg: PandaPickPlaceCubeConfig | None = None, seed: int | None = None) -> None:
         super().__init__(cfg if cfg is not None else PandaPickPlaceCubeConfig(), seed)
+
+    def _arm_to_home_pose(self) -> None:
+        """Arm joints at home, fingers and their command open (velocities as the caller left them)."""
+        d = self.data
+        d.qpos[:7] = pm.HOME_QPOS
+        d.qpos[7:9] = _GRIPPER_OPEN
+        d.ctrl[7:9] = _GRIPPER_OPEN
 
     def _place_objects(self, rng: np.random.Generator) -> None:
         super()._place_objects(rng)

@@ -24,6 +24,7 @@ from robot_rl.hardware.ros2 import ros_io
 from robot_rl.hardware.ros2.config import TwinNodeConfig
 
 log = logging.getLogger("robot_rl.ros2.twin")
+ARM_RECOVERED = "twin arm recovered"  # starts the warning logged per recovery (benchmarks count it in launch logs)
 
 
 class TwinNode:
@@ -116,7 +117,7 @@ class TwinNode:
             return
         from robot_rl.sim import panda_model as pm
 
-        log.warning("twin arm recovered %s: %s; arm put back home", when, fault)
+        log.warning("%s %s: %s; arm put back home", ARM_RECOVERED, when, fault)
         self.env.recover_arm()
         # Joint modes hold home until the next joint command; Cartesian mode holds the home TCP.
         self.joint_target = None if self.joint_target is None else np.array(pm.HOME_QPOS, np.float64)
