@@ -36,6 +36,7 @@ import torch
 from robot_rl.registry import REWARD_MODELS
 from robot_rl.replay import MixedSampler
 from robot_rl.reward_models.shaping import SHAPINGS, shape
+from robot_rl.reward_models.train import TrainingCancelled
 from robot_rl.reward_models.trust import HackingMonitor, ProbeDrift
 from robot_rl.specs import ObsSpec
 from robot_rl.types import Batch
@@ -73,6 +74,7 @@ class RewardLabeller:
         self._since_refresh = 0
         self.refreshes = 0
         self._refresh_thread: threading.Thread | None = None  # the refresh in progress, if any
+        self._closing = threading.Event()  # set by close(): a refresh in progress stops, none starts
         self._ingest_lock = threading.Lock()
         # (episode, frame index, hash of the frame's bytes in the model's views) -> (Phi, P(done)) under the
         # current model: Phi is a function of the frame alone, so a frame is encoded once per model version,
@@ -170,6 +172,15 @@ class RewardLabeller:
             thread.join(timeout_s)
         return not self.refreshing
 
+    def close(self, timeout_s: float = 30.0) -> bool:
+        """Stop a refresh in progress (discarded; the current model stays) and join its thread: a process
+        exiting with it in torch ops aborts (exit -6). True when no refresh thread is left running."""
+        self._closing.set()
+        stopped = self.wait_refresh(timeout_s)
+        if not stopped:
+            log.warning("the reward-model refresh did not stop within %.0fs", timeout_s)
+        return stopped
+
     def _maybe_refresh(self) -> None:
         """On the labelling thread, when enough online episodes arrived: start training a copy of the model on
         demos + online episodes on its own thread. Run inline it stalled labelling, so the learner's updates, for
@@ -180,7 +191,7 @@ class RewardLabeller:
             episodes = list(self.online_episodes) if due else []
             if due:
                 self._since_refresh = 0
-        if not due or not any(e.success for e in [*self.base_episodes, *episodes]):
+        if not due or self._closing.is_set() or not any(e.success for e in [*self.base_episodes, *episodes]):
             return
         self._refresh_thread = threading.Thread(target=self._refresh, args=(episodes,), name="reward-refresh",
                                                 daemon=True)
@@ -190,6 +201,8 @@ class RewardLabeller:
         """The refresh thread: train a copy on the demos + ``episodes``, then swap it in."""
         try:
             self._train_refresh(episodes)
+        except TrainingCancelled:
+            log.info("reward-model refresh cancelled: the learner is closing (the current model stays)")
         except Exception:  # a failed refresh keeps the current model labelling; never the learner's problem
             log.exception("reward model refresh failed; the current model keeps labelling")
 
@@ -204,7 +217,8 @@ class RewardLabeller:
         cfg = RewardTrainConfig(steps=self.cfg.refresh_steps, lr=3e-4, seed=self.refreshes,
                                 failure_prob=0.5 if any(not e.success for e in episodes) else 0.0)
         model = train_model([*self.base_episodes, *episodes], cfg, model=model,
-                            task_embedding=dict(getattr(self.model, "task_embedding", {})))
+                            task_embedding=dict(getattr(self.model, "task_embedding", {})),
+                            should_stop=self._closing.is_set)
         for name in ("tasks", "task_embedding"):
             if hasattr(self.model, name):
                 setattr(model, name, getattr(self.model, name))

@@ -95,12 +95,18 @@ def fit_state_normalisation(model: nn.Module, episodes: Sequence[Episode]) -> No
             model.encoder.set_normalisation(key, x.mean(0), x.std(0))
 
 
+class TrainingCancelled(RuntimeError):
+    """``train_model`` was asked to stop (``should_stop``) before it finished; the model is discarded."""
+
+
 def train_model(episodes: Sequence[Episode], cfg: RewardTrainConfig, model: nn.Module | None = None,
                 task_embedding: dict[str, np.ndarray] | None = None,
                 on_log: Callable[[int, dict[str, float]], None] | None = None, log_every: int = 100,
-                weights: Sequence[float] | None = None) -> nn.Module:
+                weights: Sequence[float] | None = None, should_stop: Callable[[], bool] | None = None) -> nn.Module:
     """Train (or continue training ``model``) on ``episodes``; returns the model in eval mode. ``weights``
-    (one per episode, default uniform) sets how often each successful episode is drawn."""
+    (one per episode, default uniform) sets how often each successful episode is drawn. ``should_stop`` is
+    asked before every step; when it answers True, :class:`TrainingCancelled` is raised (the learner's refresh
+    thread uses it to stop at shutdown instead of running torch ops while the interpreter exits)."""
     from robot_rl.reward_models.text import embed
 
     torch.manual_seed(cfg.seed)
@@ -125,6 +131,8 @@ def train_model(episodes: Sequence[Episode], cfg: RewardTrainConfig, model: nn.M
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(cfg.steps, 1), eta_min=cfg.lr * 0.05)
     t0 = time.monotonic()
     for step in range(1, cfg.steps + 1):
+        if should_stop is not None and should_stop():
+            raise TrainingCancelled(f"reward-model training cancelled at step {step} of {cfg.steps}")
         loss, stats = batch_loss(model, sampler.sample(cfg.episodes_per_batch), cfg, device)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"reward-model loss became {float(loss)} at step {step}")

@@ -464,6 +464,8 @@ class Learner:
                  self.online_transitions)
 
     def close(self) -> None:
+        if self.reward_labeller is not None:  # before the process exits: no refresh thread left in torch ops
+            self.reward_labeller.close()
         if self.dashboard_feed is not None:
             self.dashboard_feed.close()
         self.transport.close()

@@ -71,6 +71,23 @@ def test_offline_pretraining_batches_are_labelled_too(tmp_path, demo_dir, state_
         learner.sampler.close()
 
 
+def test_closing_the_learner_stops_a_reward_refresh_in_progress(tmp_path, demo_dir, state_checkpoint,
+                                                                state_heldout_episodes):
+    """A learner that exited while a refresh trained on its daemon thread aborted at interpreter exit
+    (code -6), and the run lost its final evaluation: ``Learner.close`` stops and joins the refresh."""
+    cfg = _cfg(tmp_path, "reward=prm", f"reward.checkpoint={state_checkpoint}", f"learner.demos={demo_dir}",
+               "replay.prefetch=0", "reward.refresh_every_episodes=2", "reward.refresh_steps=1000000")
+    learner = Learner(cfg)
+    labeller = learner.reward_labeller
+    for episode in [e for e in state_heldout_episodes if e.success][:2]:
+        labeller.observe_online(episode.to_batch())
+    learner.sampler.next()  # labelling this batch starts the (endless) refresh
+    assert labeller.refreshing
+    learner.sampler.close()
+    learner.close()
+    assert not labeller.refreshing and labeller.refreshes == 0
+
+
 def test_reward_options_and_model_swap(state_checkpoint, state_heldout_episodes, state_cfg):
     model = load_checkpoint(state_checkpoint)
     fail = next(e for e in state_heldout_episodes if not e.success).to_batch()

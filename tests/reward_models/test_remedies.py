@@ -105,3 +105,23 @@ def test_labelling_goes_on_with_the_current_model_while_a_refresh_trains(trained
     finally:
         assert labeller.wait_refresh(300)
     assert labeller.refreshes == 1 and labeller.version != before
+
+
+def test_close_stops_a_refresh_in_progress_and_keeps_the_current_model(trained_state_model, state_train_episodes,
+                                                                       state_heldout_episodes):
+    """The learner closes its labeller at exit: a refresh that would train for minutes stops within a step,
+    is discarded (the model labelling stays), and no new refresh starts afterwards."""
+    labeller = _refreshing_labeller(trained_state_model, state_train_episodes, every=2, steps=1_000_000)
+    online = [e for e in state_heldout_episodes if e.success][:2]
+    for e in online:
+        labeller.observe_online(e.to_batch())
+    before, batch = labeller.version, online[0].to_batch()
+    labeller.label(batch)  # starts the (endless) refresh
+    assert labeller.refreshing
+    assert labeller.close(timeout_s=60)
+    assert not labeller.refreshing and labeller.refreshes == 0 and labeller.version == before
+    for e in online:  # due again, but a closed labeller starts no refresh
+        labeller.observe_online(e.to_batch())
+    labeller.label(batch)
+    assert not labeller.refreshing
+
