@@ -40,6 +40,7 @@ def run(node: Any, cfg: RobotNodeConfig, stop: threading.Event, max_steps: int |
 
     from robot_rl.actor import Actor
     from robot_rl.config import config_hash, save_resolved
+    from robot_rl.hardware.ros2.realtime import promote_helper_threads
     from robot_rl.hardware.ros2.robot_env import RosRobotEnv, StoppedDuringReset
     from robot_rl.specs import spec_hash
     from robot_rl.transport.zmq_actor import ZmqActorClient
@@ -54,6 +55,7 @@ def run(node: Any, cfg: RobotNodeConfig, stop: threading.Event, max_steps: int |
                                spec_hash(env.obs_spec, env.action_spec), config_hash(train_cfg),
                                spill_dir=run_dir / "spill" / actor_id, actor_key_name=cfg.key_name or actor_id)
     actor = Actor(train_cfg, transport, envs=[env])
+    promote_helper_threads(cfg.policy_realtime, "robot_rl_actor_node transport")  # no GIL holder the load preempts
     try:
         try:
             result = actor.run(max_steps=max_steps, stop=stop)

@@ -31,7 +31,6 @@ import math
 import os
 import statistics
 import sys
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -204,18 +203,10 @@ def enter_executor_realtime(cfg: RealtimeConfig, what: str) -> bool:
     if not cfg.enabled or cfg.executor_priority <= 0 or not sys.platform.startswith("linux"):
         return False
     try:
-        policy, param = os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(cfg.executor_priority)
-        os.sched_setscheduler(0, policy, param)
+        os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(cfg.executor_priority))
         # the middleware's threads (DDS receive and event threads, started with the node) hand every message to
-        # the executor: starved by other load, they would delay it just the same. Threads already real-time
-        # (the loop) keep their priority.
-        me = threading.get_native_id()
-        for tid in (int(t) for t in os.listdir("/proc/self/task")):
-            try:
-                if tid != me and os.sched_getscheduler(tid) & ~os.SCHED_RESET_ON_FORK == os.SCHED_OTHER:
-                    os.sched_setscheduler(tid, policy, param)
-            except OSError:  # a thread that ended meanwhile
-                continue
+        # the executor: starved by other load, they would delay it just the same.
+        _promote_normal_threads(cfg.executor_priority)
     except OSError as e:
         refused = [f"SCHED_FIFO {cfg.executor_priority} for the executor: {e}"]
         if _privilege_warned(refused):
@@ -227,6 +218,39 @@ def enter_executor_realtime(cfg: RealtimeConfig, what: str) -> bool:
         return False
     log.info("%s: SCHED_FIFO %d", what, cfg.executor_priority)
     return True
+
+
+def _promote_normal_threads(priority: int) -> int:
+    """``SCHED_FIFO priority`` for every thread of the process still at normal scheduling (threads already
+    real-time, the loop, keep theirs); returns how many were raised. Raises OSError when not permitted."""
+    policy, param = os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(priority)
+    raised = 0
+    for tid in (int(t) for t in os.listdir("/proc/self/task")):
+        try:
+            if os.sched_getscheduler(tid) & ~os.SCHED_RESET_ON_FORK == os.SCHED_OTHER:
+                os.sched_setscheduler(tid, policy, param)
+                raised += 1
+        except ProcessLookupError:  # a thread that ended meanwhile
+            continue
+    return raised
+
+
+def promote_helper_threads(cfg: RealtimeConfig, what: str) -> int:
+    """Give the process's helper threads started after its executor (the actor's transport IO thread, libzmq's
+    I/O threads) the executor's priority; returns how many were raised (0 when real-time is off or refused).
+    Why: Python runs one thread at a time. A normal thread that holds the GIL when the machine's load (the
+    learner on the same cores) preempts it stalls the real-time policy loop until the scheduler gives it a CPU
+    back, tens of ms on a loaded 2-core machine, however high the loop's own priority. The transport thread
+    wakes every 2 ms, so it often holds the GIL. Call after those threads are started, from any thread."""
+    if not cfg.enabled or cfg.executor_priority <= 0 or not sys.platform.startswith("linux"):
+        return 0
+    try:
+        raised = _promote_normal_threads(cfg.executor_priority)
+    except OSError as e:  # no privilege: the executor's refusal already warned once
+        log.info("%s: normal scheduling (%s)", what, e)
+        return 0
+    log.info("%s: %d threads at SCHED_FIFO %d", what, raised, cfg.executor_priority)
+    return raised
 
 
 class DeadlineSchedule:

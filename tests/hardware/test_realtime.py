@@ -157,24 +157,32 @@ def test_policy_loop_keeps_its_own_defaults_below_the_command_loop() -> None:
 
 
 CHILD = textwrap.dedent("""
-    import gc, json, logging, os, sys, time
+    import gc, json, logging, os, sys, threading, time
     records = []
     class Keep(logging.Handler):
         def emit(self, record): records.append((record.levelname, record.getMessage()))
     logging.getLogger("robot_rl.ros2.realtime").addHandler(Keep())
     logging.getLogger("robot_rl.ros2.realtime").setLevel(logging.INFO)
     from robot_rl.hardware.ros2.realtime import (RealtimeConfig, DeadlineSchedule, enter_executor_realtime,
-                                                 enter_realtime, wait_until)
+                                                 enter_realtime, promote_helper_threads, wait_until)
     cfg = RealtimeConfig(priority=10, executor_priority=9)
     executor = enter_executor_realtime(cfg, "test executor")  # a node's two threads: one warning between them
     status = enter_realtime(cfg, "test loop")
+    release = threading.Event()
+    helper = threading.Thread(target=release.wait)  # started after both: normal (RESET_ON_FORK), as a transport's
+    helper.start()
+    promoted = promote_helper_threads(cfg, "test helpers")
+    helper_sched = [os.sched_getscheduler(helper.native_id) & ~os.SCHED_RESET_ON_FORK,
+                    os.sched_getparam(helper.native_id).sched_priority]
+    release.set()
+    helper.join()
     schedule = DeadlineSchedule(0.002, time.monotonic())
     for _ in range(20):  # the loop still runs, whatever was refused
         wait_until(schedule.deadline, 0.0005)
         schedule.advance(time.monotonic())
     print(json.dumps({"active": status.active, "policy": os.sched_getscheduler(0), "refused": status.refused,
                       "locked": status.memory_locked, "gc_enabled": gc.isenabled(), "records": records,
-                      "ticks": schedule.k, "executor": executor}))
+                      "ticks": schedule.k, "executor": executor, "promoted": promoted, "helper": helper_sched}))
 """)
 
 
@@ -206,6 +214,7 @@ def test_without_the_privilege_the_loop_falls_back_with_one_warning() -> None:
     assert len(warnings) == 1, result["records"]
     assert "WITHOUT real-time priority" in warnings[0] and "CAP_SYS_NICE" in warnings[0]
     assert not result["executor"]
+    assert result["promoted"] == 0 and result["helper"] == [os.SCHED_OTHER, 0]  # and no second warning (above)
     loop_info = [m for level, m in result["records"] if level == "INFO" and m.startswith("test loop")]
     assert loop_info and "normal scheduling" in loop_info[0] and "mlockall" in loop_info[0]
     assert not result["gc_enabled"]  # the gc part needs no privilege
@@ -217,4 +226,6 @@ def test_with_the_privilege_the_loop_runs_sched_fifo_with_memory_locked() -> Non
     result = _run_child()
     assert result["active"] and result["policy"] == os.SCHED_FIFO | os.SCHED_RESET_ON_FORK
     assert result["locked"] and result["refused"] == [] and result["executor"]
-    assert [level for level, _ in result["records"]] == ["INFO", "INFO"]
+    # a helper thread started later (the actor's transport) runs at the executor's priority, below the loop
+    assert result["promoted"] >= 1 and result["helper"] == [os.SCHED_FIFO, 9]
+    assert [level for level, _ in result["records"]] == ["INFO", "INFO", "INFO"]
