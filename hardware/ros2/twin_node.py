@@ -69,6 +69,12 @@ class TwinNode:
         self._clock0: tuple[float, float] | None = None  # (wall monotonic, physics time) at the first tick
         self.max_lag_s = 0.0
         self.dropped_s = 0.0  # physics time not integrated after stalls longer than max_catch_up_s
+        # One frame per camera now: the GL context and its helper threads (llvmpipe's rasterizers in software
+        # GL) start here, before the executor goes real-time (start_realtime) and raises every thread of the
+        # process. Started by the first camera tick instead, they stayed at normal priority, and with the
+        # learner on the same cores camera frames came late (the actor's frame age p99 40 ms).
+        for camera in self.image_pubs:
+            self.env.render(camera, cfg.image_size)
         node.create_timer(1.0 / cfg.physics_hz, self._physics)
         node.create_timer(1.0 / cfg.state_hz, self._publish_state)
         node.create_timer(1.0 / cfg.camera_hz, self._publish_images)
@@ -157,6 +163,11 @@ class TwinNode:
             due = cap
         return max(0, due)
 
+    def close(self) -> None:
+        """Free the renderers' GL contexts (from the thread that rendered: EGL contexts are per thread)."""
+        with self.lock:
+            self.env.close()
+
     def physics_lag_s(self) -> float:
         """How far the physics clock is behind the wall clock since the first tick (s)."""
         if self._clock0 is None:
@@ -189,6 +200,14 @@ class TwinNode:
             pub.publish(ros_io.image_msg(image, stamp, camera))
 
 
+def start_realtime(cfg: TwinNodeConfig) -> bool:
+    """The calling thread (the executor's) and every thread already running (DDS, the renderer's) at
+    ``cfg.realtime.executor_priority``, as a robot's driver and camera drivers run; True if in effect."""
+    from robot_rl.hardware.ros2.realtime import enter_executor_realtime
+
+    return enter_executor_realtime(cfg.realtime, "robot_rl_twin_node executor")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from robot_rl.hardware.ros2.config import from_params
     from robot_rl.run_log import setup_logging
@@ -197,10 +216,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     with ros_io.node_session("robot_rl_twin", argv) as (node, executor, stop):
         cfg = from_params(TwinNodeConfig, ros_io.node_parameters(node))
         twin = TwinNode(node, cfg)
-        from robot_rl.hardware.ros2.realtime import enter_executor_realtime
-        enter_executor_realtime(cfg.realtime, "robot_rl_twin_node executor")  # this thread spins the executor
+        start_realtime(cfg)  # this thread spins the executor
         log.info("twin publishing on %s", node.get_topic_names_and_types())
         ros_io.spin_until(executor, stop)
+        twin.close()
         stats = twin.stats()
         log.info("twin stopped: %s", {k: round(v, 3) for k, v in stats.items()})
         if cfg.stats_file:
