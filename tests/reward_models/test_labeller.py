@@ -79,12 +79,14 @@ def test_closing_the_learner_stops_a_reward_refresh_in_progress(tmp_path, demo_d
                "replay.prefetch=0", "reward.refresh_every_episodes=2", "reward.refresh_steps=1000000")
     learner = Learner(cfg)
     labeller = learner.reward_labeller
-    for episode in [e for e in state_heldout_episodes if e.success][:2]:
-        labeller.observe_online(episode.to_batch())
-    learner.sampler.next()  # labelling this batch starts the (endless) refresh
-    assert labeller.refreshing
-    learner.sampler.close()
-    learner.close()
+    try:
+        for episode in [e for e in state_heldout_episodes if e.success][:2]:
+            labeller.observe_online(episode.to_batch())
+        learner.sampler.next()  # labelling this batch starts the (endless) refresh
+        assert labeller.refreshing
+    finally:
+        learner.sampler.close()
+        learner.close()
     assert not labeller.refreshing and labeller.refreshes == 0
 
 

@@ -117,11 +117,12 @@ def test_close_stops_a_refresh_in_progress_and_keeps_the_current_model(trained_s
         labeller.observe_online(e.to_batch())
     before, batch = labeller.version, online[0].to_batch()
     labeller.label(batch)  # starts the (endless) refresh
-    assert labeller.refreshing
-    assert labeller.close(timeout_s=60)
+    try:
+        assert labeller.refreshing
+    finally:  # never leave an endless refresh training for the rest of the session
+        assert labeller.close(timeout_s=60)
     assert not labeller.refreshing and labeller.refreshes == 0 and labeller.version == before
     for e in online:  # due again, but a closed labeller starts no refresh
         labeller.observe_online(e.to_batch())
     labeller.label(batch)
     assert not labeller.refreshing
-

@@ -1,6 +1,7 @@
 """The twin node (``robot_rl_twin_node``'s class, in this process on a real rclpy node) recovers an arm it finds
 somewhere no episode can start from when the actor's episode-reset request arrives over DDS, and leaves a
-healthy arm where the commands brought it."""
+healthy arm where the commands brought it; and every thread of the twin's process, its renderer's included, runs
+real-time."""
 from __future__ import annotations
 
 import json
