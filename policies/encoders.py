@@ -15,7 +15,7 @@ then :attr:`ObservationEncoder.frozen_cameras` is non-empty, replay stores each 
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -113,13 +113,15 @@ class ObservationEncoder(nn.Module):
             self.state_mean.copy_(mean)
             self.state_std.copy_(std.clamp(min=min_std))
 
-    def replay_spec(self, obs_spec: ObsSpec) -> ObsSpec:
-        """What replay stores for ``obs_spec``: frames as frozen embeddings when the cameras are frozen."""
+    def replay_spec(self, obs_spec: ObsSpec, keep_frames: Sequence[str] = ()) -> ObsSpec:
+        """What replay stores for ``obs_spec``: frames as frozen embeddings when the cameras are frozen (the
+        cameras in ``keep_frames`` keep their frames too, for a learned reward model)."""
         if not self.frozen_cameras:
             return obs_spec
         from robot_rl.policies.frozen_encoders import replay_obs_spec
 
-        return replay_obs_spec(obs_spec, {k: c.embedding_shape for k, c in self.frozen_cameras.items()})
+        return replay_obs_spec(obs_spec, {k: c.embedding_shape for k, c in self.frozen_cameras.items()},
+                               keep_frames)
 
     @property
     def has_images(self) -> bool:

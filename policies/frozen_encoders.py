@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -197,9 +197,11 @@ def embed_key(image_key: str) -> str:
     return EMBED_PREFIX + image_key[len(IMAGE_PREFIX):]
 
 
-def replay_obs_spec(obs_spec: ObsSpec, embedding_shapes: dict[str, tuple[int, ...]]) -> ObsSpec:
-    """The spec replay stores: ``images/<cam>`` replaced by ``embed/<cam>`` float32 ``embedding_shape``."""
-    fields = {k: s for k, s in obs_spec.fields.items() if k not in embedding_shapes}
+def replay_obs_spec(obs_spec: ObsSpec, embedding_shapes: dict[str, tuple[int, ...]],
+                    keep_frames: Sequence[str] = ()) -> ObsSpec:
+    """The spec replay stores: ``images/<cam>`` replaced by ``embed/<cam>`` float32 ``embedding_shape``; the
+    cameras in ``keep_frames`` keep their frames too (a learned reward model reads them)."""
+    fields = {k: s for k, s in obs_spec.fields.items() if k not in embedding_shapes or k in keep_frames}
     fields.update({embed_key(k): ArraySpec(tuple(shape), "float32") for k, shape in embedding_shapes.items()})
     return ObsSpec(fields)
 
@@ -219,9 +221,10 @@ def embed_numpy_obs(cameras: dict[str, FrozenCameraEncoder], obs: dict[str, np.n
     return out
 
 
-def embed_batch(cameras: dict[str, FrozenCameraEncoder], batch: Batch, device: Any) -> tuple[Batch, int]:
-    """A numpy batch with every ``images/<cam>`` of ``cameras`` replaced by ``embed/<cam>``, and the number of
-    frames embedded. Each frame is embedded once: the ``obs`` of a row that continues the previous row's episode
+def embed_batch(cameras: dict[str, FrozenCameraEncoder], batch: Batch, device: Any,
+                keep_frames: Sequence[str] = ()) -> tuple[Batch, int]:
+    """A numpy batch with every ``images/<cam>`` of ``cameras`` replaced by ``embed/<cam>`` (those in
+    ``keep_frames`` kept beside it), and the number of frames embedded. Each frame is embedded once: the ``obs`` of a row that continues the previous row's episode
     (same actor and episode, next step) is that row's ``next_obs``, so only episode (and chunk) starts embed an
     ``obs`` frame of their own; both rows then hold the identical embedding."""
     n = len(batch)
@@ -233,8 +236,8 @@ def embed_batch(cameras: dict[str, FrozenCameraEncoder], batch: Batch, device: A
     fresh, cont_idx = np.flatnonzero(~cont), np.flatnonzero(cont)
     images = {k: np.concatenate([batch.next_obs[k], batch.obs[k][fresh]]) for k in cameras}  # (N + F, H, W, 3)
     embedded = embed_numpy_obs(cameras, images, device)
-    obs = {k: v for k, v in batch.obs.items() if k not in cameras}
-    next_obs = {k: v for k, v in batch.next_obs.items() if k not in cameras}
+    obs = {k: v for k, v in batch.obs.items() if k not in cameras or k in keep_frames}
+    next_obs = {k: v for k, v in batch.next_obs.items() if k not in cameras or k in keep_frames}
     for key in cameras:
         e = embedded[embed_key(key)]  # (N + F, *E)
         nxt = e[:n]

@@ -160,6 +160,11 @@ class RewardLabeller:
         self._since_refresh += 1
 
     @property
+    def views(self) -> tuple[str, ...]:
+        """The observation keys the reward model reads (e.g. ``images/front``)."""
+        return tuple(self.model.encoder.views)
+
+    @property
     def refreshing(self) -> bool:
         """A refresh is training right now (on its own thread)."""
         thread = self._refresh_thread

@@ -73,7 +73,17 @@ class Learner:
         # Frozen camera encoders (policy.encoder=frozen|task): every frame is embedded once, on arrival, and replay
         # holds the embeddings (``embed/<cam>``) instead of the images; raw frames stay in the episode stores.
         self.frozen_cameras = dict(getattr(getattr(self.policy, "encoder", None), "frozen_cameras", {}) or {})
-        self.replay_spec = self.policy.encoder.replay_spec(self.obs_spec) if self.frozen_cameras else self.obs_spec
+        self.reward_labeller = None  # learned reward: labels each sampled batch on the prefetch thread
+        if getattr(cfg, "reward", None) is not None and cfg.reward.name != "none":
+            from robot_rl.reward_models.labeller import make_labeller
+
+            self.reward_labeller = make_labeller(cfg, self.obs_spec, self.device)
+        # With frozen cameras, replay keeps the frames of the cameras the reward model reads beside their
+        # embeddings: it labels every sampled batch from the frames (its own encoder), the policy reads embeddings.
+        self.reward_frames = tuple(k for k in (self.reward_labeller.views if self.reward_labeller else ())
+                                   if k in self.frozen_cameras)
+        self.replay_spec = self.policy.encoder.replay_spec(self.obs_spec, self.reward_frames) \
+            if self.frozen_cameras else self.obs_spec
         self.embed_seconds = 0.0  # time spent embedding frames at ingest (benchmarks report it)
         self.embedded_frames = 0
         self.online = ReplayBuffer(self.replay_spec, self.action_spec, cfg.replay.capacity)
@@ -87,18 +97,13 @@ class Learner:
             self.sampler = MixedSampler(self.online, self.demo, self.algo.batch_size_per_update,
                                         cfg.replay.demo_ratio, self.device, cfg.replay.prefetch, seed=cfg.seed)
         self._mixed_sampler = self.sampler  # the reward labeller may wrap it; drop_offline_data needs this one
-        self.reward_labeller = None  # learned reward: labels each sampled batch on the prefetch thread
-        if getattr(cfg, "reward", None) is not None and cfg.reward.name != "none":
-            from robot_rl.reward_models.labeller import make_labeller
-
-            if self.frozen_cameras:
-                raise ValueError(f"reward={cfg.reward.name} labels replay images, but policy.encoder="
-                                 f"{cfg.policy.encoder} stores frame embeddings: use policy.encoder=drq with it")
-            self.reward_labeller = make_labeller(cfg, self.obs_spec, self.device)
-            # the reward model may read keys the policy does not (cameras): dropped once the batch is labelled.
-            # One-step batches are labelled on MixedSampler's prefetch thread, executed sequences (n-step TD,
-            # sequence critics) step by step as they are sampled (robot_rl.reward_models.sequence_labels).
-            self.sampler = self.reward_labeller.wrap(self.sampler, keep_keys=self.policy_spec.keys())
+        if self.reward_labeller is not None:
+            # the reward model may read keys the policy does not (cameras, kept frames): dropped once the batch
+            # is labelled. One-step batches are labelled on MixedSampler's prefetch thread, executed sequences
+            # (n-step TD, sequence critics) step by step as they are sampled (reward_models.sequence_labels).
+            policy_keys = [k for k in self.replay_spec.keys() if k not in self.reward_frames] \
+                if self.frozen_cameras else self.policy_spec.keys()
+            self.sampler = self.reward_labeller.wrap(self.sampler, keep_keys=policy_keys)
         self.ledger = DedupLedger()
         self.updates = 0
         self.online_transitions = 0
@@ -186,7 +191,7 @@ class Learner:
         from robot_rl.policies.frozen_encoders import embed_batch
 
         t0 = time.perf_counter()
-        batch, frames = embed_batch(self.frozen_cameras, batch, self.device)
+        batch, frames = embed_batch(self.frozen_cameras, batch, self.device, self.reward_frames)
         self.embed_seconds += time.perf_counter() - t0
         self.embedded_frames += frames
         return batch

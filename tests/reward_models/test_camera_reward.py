@@ -135,6 +135,52 @@ def test_state_policy_trains_on_a_camera_only_reward(tmp_path, camera_episodes):
     assert learner.reward_labeller.cache_hits > 0
 
 
+def test_pixel_policy_with_the_task_encoder_trains_on_a_camera_reward(tmp_path):
+    """The CPU pixel route (``policy.encoder=task``: replay holds frame embeddings) with a learned reward: replay
+    keeps the reward model's camera frames beside their embeddings, the labeller reads the frames and the
+    algorithm gets only what the policy reads (embeddings + proprioception)."""
+    pixels = ["env.obs=pixels", "env.image_size=16", "env.max_episode_steps=40"]
+    store = EpisodeStore(tmp_path / "demos")
+    for e in generate_episodes(load_config(pixels).env, 3, 0, seed=31):
+        store.write(e)
+    cfg = load_config([*pixels, f"run_dir={tmp_path / 'run'}", "logger.wandb=disabled", "logger.progress=false",
+                       "algo.batch_size=32", "learner.warmup_transitions=64", "transport.kind=inproc",
+                       "transport.chunk_size=16", "dashboard.feed=false", "policy.encoder=task",
+                       "policy.task_encoder.pretrain_steps=20", "policy.task_encoder.channels=8",
+                       "policy.task_encoder.keypoints=8", "reward=prm", "reward.train_steps=20",
+                       "reward.views=[images/front,images/wrist]", f"learner.demos={store.directory}",
+                       "algo.offline_pretrain_updates=0", "learner.max_env_steps=64", "learner.utd=0.25",
+                       "replay.prefetch=1"])
+    learner = Learner(cfg)
+    embeds = {"embed/front", "embed/wrist"}
+    assert embeds | set(CAMERAS) <= set(learner.online.obs_spec.keys())  # frames kept beside the embeddings
+    assert learner.reward_frames == tuple(CAMERAS) and len(learner.demo) > 0
+    connection = learner.transport.connect(cfg.transport, "actor-0")
+    stop = threading.Event()
+
+    def act() -> None:
+        actor = Actor(cfg, connection)
+        try:
+            actor.run(stop=stop)
+        finally:
+            for env in actor.envs:
+                env.close()
+
+    thread = threading.Thread(target=act)
+    thread.start()
+    try:
+        learned = learner.run()
+    finally:
+        stop.set()
+        thread.join(60)
+        learner.close()
+    assert learned["env_steps"] >= 64 and learned["updates"] >= 0.25 * 64
+    batch = learner.sampler.sample_numpy()
+    assert embeds <= set(batch.obs) and not set(CAMERAS) & set(batch.obs)  # frames dropped once labelled
+    assert not np.allclose(batch.reward, batch.terminated.astype(np.float32))  # shaped, not the recorded
+    assert learner.reward_labeller.encoded_frames > 0
+
+
 def test_keep_keys_must_be_in_replay(camera_model, tmp_path):
     from robot_rl.replay import MixedSampler, ReplayBuffer
 
