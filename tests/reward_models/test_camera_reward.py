@@ -92,22 +92,17 @@ def test_labeller_encodes_each_frame_once_per_model_version(camera_model, camera
     assert labeller._cache == {}
 
 
-def test_state_policy_trains_on_a_camera_only_reward(tmp_path, camera_episodes):
-    store = EpisodeStore(tmp_path / "demos")
-    for e in camera_episodes:
-        if e.success:
-            store.write(e)
-    cfg = load_config([*BOTH, f"run_dir={tmp_path / 'run'}", "logger.wandb=disabled", "logger.progress=false",
-                       "algo.batch_size=32", "learner.warmup_transitions=64", "transport.kind=inproc",
-                       "transport.chunk_size=16", "dashboard.feed=false", "policy.obs_keys=[state]",
-                       "reward=prm", "reward.train_steps=20", "reward.views=[images/front,images/wrist]",
-                       f"learner.demos={store.directory}", "algo.offline_pretrain_updates=0",
-                       "learner.max_env_steps=64", "learner.utd=0.25", "replay.prefetch=1"])
-    learner = Learner(cfg)
-    assert learner.policy.obs_spec.keys() == ["state"] and not learner.policy.encoder.has_images
-    assert learner.reward_labeller.model.encoder.views == CAMERAS  # no privileged state in the reward
-    assert set(learner.online.obs_spec.keys()) == {"state", *CAMERAS}  # replay carries the cameras
-    assert isinstance(learner.sampler, LabelledSampler)
+def _run_args(tmp_path, store: EpisodeStore) -> list[str]:
+    """A 64-env-step in-process run on a camera reward trained (20 steps) from the demos in ``store``."""
+    return [f"run_dir={tmp_path / 'run'}", "logger.wandb=disabled", "logger.progress=false", "algo.batch_size=32",
+            "learner.warmup_transitions=64", "transport.kind=inproc", "transport.chunk_size=16",
+            "dashboard.feed=false", "reward=prm", "reward.train_steps=20",
+            "reward.views=[images/front,images/wrist]", f"learner.demos={store.directory}",
+            "algo.offline_pretrain_updates=0", "learner.max_env_steps=64", "learner.utd=0.25", "replay.prefetch=1"]
+
+
+def _run_with_an_actor(learner: Learner, cfg) -> tuple[dict, Actor]:
+    """``learner.run()`` with one in-process actor on its own thread; returns the run's result and the actor."""
     connection = learner.transport.connect(cfg.transport, "actor-0")
     stop, made = threading.Event(), {}
 
@@ -127,7 +122,22 @@ def test_state_policy_trains_on_a_camera_only_reward(tmp_path, camera_episodes):
         stop.set()
         thread.join(60)
         learner.close()
-    assert made["actor"].policy.obs_spec.keys() == ["state"]
+    return learned, made["actor"]
+
+
+def test_state_policy_trains_on_a_camera_only_reward(tmp_path, camera_episodes):
+    store = EpisodeStore(tmp_path / "demos")
+    for e in camera_episodes:
+        if e.success:
+            store.write(e)
+    cfg = load_config([*BOTH, *_run_args(tmp_path, store), "policy.obs_keys=[state]"])
+    learner = Learner(cfg)
+    assert learner.policy.obs_spec.keys() == ["state"] and not learner.policy.encoder.has_images
+    assert learner.reward_labeller.model.encoder.views == CAMERAS  # no privileged state in the reward
+    assert set(learner.online.obs_spec.keys()) == {"state", *CAMERAS}  # replay carries the cameras
+    assert isinstance(learner.sampler, LabelledSampler)
+    learned, actor = _run_with_an_actor(learner, cfg)
+    assert actor.policy.obs_spec.keys() == ["state"]
     assert learned["env_steps"] >= 64 and learned["updates"] >= 0.25 * 64
     batch = learner.sampler.sample_numpy()
     assert set(batch.obs) == {"state"} == set(batch.next_obs)  # cameras dropped once labelled
@@ -143,37 +153,14 @@ def test_pixel_policy_with_the_task_encoder_trains_on_a_camera_reward(tmp_path):
     store = EpisodeStore(tmp_path / "demos")
     for e in generate_episodes(load_config(pixels).env, 3, 0, seed=31):
         store.write(e)
-    cfg = load_config([*pixels, f"run_dir={tmp_path / 'run'}", "logger.wandb=disabled", "logger.progress=false",
-                       "algo.batch_size=32", "learner.warmup_transitions=64", "transport.kind=inproc",
-                       "transport.chunk_size=16", "dashboard.feed=false", "policy.encoder=task",
+    cfg = load_config([*pixels, *_run_args(tmp_path, store), "policy.encoder=task",
                        "policy.task_encoder.pretrain_steps=20", "policy.task_encoder.channels=8",
-                       "policy.task_encoder.keypoints=8", "reward=prm", "reward.train_steps=20",
-                       "reward.views=[images/front,images/wrist]", f"learner.demos={store.directory}",
-                       "algo.offline_pretrain_updates=0", "learner.max_env_steps=64", "learner.utd=0.25",
-                       "replay.prefetch=1"])
+                       "policy.task_encoder.keypoints=8"])
     learner = Learner(cfg)
     embeds = {"embed/front", "embed/wrist"}
     assert embeds | set(CAMERAS) <= set(learner.online.obs_spec.keys())  # frames kept beside the embeddings
     assert learner.reward_frames == tuple(CAMERAS) and len(learner.demo) > 0
-    connection = learner.transport.connect(cfg.transport, "actor-0")
-    stop = threading.Event()
-
-    def act() -> None:
-        actor = Actor(cfg, connection)
-        try:
-            actor.run(stop=stop)
-        finally:
-            for env in actor.envs:
-                env.close()
-
-    thread = threading.Thread(target=act)
-    thread.start()
-    try:
-        learned = learner.run()
-    finally:
-        stop.set()
-        thread.join(60)
-        learner.close()
+    learned, _ = _run_with_an_actor(learner, cfg)
     assert learned["env_steps"] >= 64 and learned["updates"] >= 0.25 * 64
     batch = learner.sampler.sample_numpy()
     assert embeds <= set(batch.obs) and not set(CAMERAS) & set(batch.obs)  # frames dropped once labelled
