@@ -324,13 +324,6 @@ class PandaPickPlaceCube(PandaPickCube):
     def __init__(self, cfg: PandaPickPlaceCubeConfig | None = None, seed: int | None = None) -> None:
         super().__init__(cfg if cfg is not None else PandaPickPlaceCubeConfig(), seed)
 
-    def _arm_to_home_pose(self) -> None:
-        """Arm joints at home, fingers and their command open (velocities as the caller left them)."""
-        d = self.data
-        d.qpos[:7] = pm.HOME_QPOS
-        d.qpos[7:9] = _GRIPPER_OPEN
-        d.ctrl[7:9] = _GRIPPER_OPEN
-
     def _place_objects(self, rng: np.random.Generator) -> None:
         super()._place_objects(rng)
         cube_xy = self.data.qpos[self._cube_qpos:self._cube_qpos + 2]
