@@ -15,7 +15,8 @@ safety node), which the learner's evaluation on its own twin does not see. Runs 
 ``--stop-at-target``. Writes ``learning_curve.png`` (both against wall-clock minutes) in the run directory and
 ends with one JSON line: ``final_success``, ``wall_s``, ``reached_target_at_s`` (None if never),
 ``actor_episodes``, ``actor_successes``, ``actor_success_last_20``, ``twin_arm_recoveries`` (times the twin node
-put a wrecked arm back home), ``evals``, ``target``. Extra learner overrides go after ``--`` (e.g. the pixel recipe of the pixels
+put a wrecked arm back home, from the statistics it writes as it stops: None when it did not stop
+cleanly), ``evals``, ``target``. Extra learner overrides go after ``--`` (e.g. the pixel recipe of the pixels
 issue). This is a 40-minute job: it is not part of any test.
 """
 from __future__ import annotations
@@ -29,7 +30,6 @@ import sys
 import time
 from pathlib import Path
 
-from robot_rl.hardware.ros2.twin_node import ARM_RECOVERED
 from robot_rl.run_log import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,7 +128,7 @@ def main() -> None:
     ros2 = Path(sys.executable).parent / "ros2"  # the venv's, when it is not activated
     launch = subprocess.Popen([str(ros2) if ros2.exists() else "ros2", "launch", "robot_rl", "sim.launch.py",
                                "learner_host:=127.0.0.1", f"train_config:={config}", f"keys_dir:={keys}", "actor_id:=robot1",
-                               "key_name:=robot1"], env=env, cwd=run, stdout=open(run / "launch.log", "wb"),
+                               "key_name:=robot1", f"twin_stats_file:={run / 'twin_stats.json'}"], env=env, cwd=run, stdout=open(run / "launch.log", "wb"),
                               stderr=subprocess.STDOUT, start_new_session=True)
     deadline, reached = t0 + args.minutes * 60, None
     try:
@@ -165,11 +165,16 @@ def main() -> None:
     last = [s for _, s in actor[-20:]]
     print(f"ROS actor: {len(actor)} episodes, {sum(s for _, s in actor)} successful; last 20: "
           f"{sum(last)}/{len(last)}")
-    # The twin node logs each time it had to put the arm back home (an arm the episodes could not recover).
-    launch_log = (run / "launch.log").read_text(errors="replace") if (run / "launch.log").exists() else ""
-    recoveries = launch_log.count(ARM_RECOVERED)
-    if recoveries:
-        print(f"twin: arm put back home {recoveries} time(s) (see launch.log)")
+    # The twin node counts the times it had to put the arm back home (an arm the episodes could not recover)
+    # and writes its statistics as it stops; none when it did not stop cleanly (see launch.log).
+    twin_stats_file = run / "twin_stats.json"
+    twin_stats = json.loads(twin_stats_file.read_text()) if twin_stats_file.exists() else {}
+    recoveries = int(twin_stats["arm_recoveries"]) if "arm_recoveries" in twin_stats else None
+    if twin_stats:
+        print(f"twin: {int(twin_stats['commands'])} commands, {int(twin_stats['episode_resets'])} episode resets, "
+              f"arm put back home {recoveries} time(s), physics lag max {twin_stats['physics_lag_max_s']:.3f} s")
+    else:
+        print(f"twin: no statistics ({twin_stats_file} missing: the twin node did not stop cleanly, see launch.log)")
     print(json.dumps({"final_success": evals[-1]["eval/success_rate"] if evals else None, "wall_s": round(wall, 1),
                       "actor_episodes": len(actor), "actor_successes": sum(s for _, s in actor),
                       "twin_arm_recoveries": recoveries,

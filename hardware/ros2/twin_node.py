@@ -24,7 +24,7 @@ from robot_rl.hardware.ros2 import ros_io
 from robot_rl.hardware.ros2.config import TwinNodeConfig
 
 log = logging.getLogger("robot_rl.ros2.twin")
-ARM_RECOVERED = "twin arm recovered"  # starts the warning logged per recovery (benchmarks count it in launch logs)
+ARM_RECOVERED = "twin arm recovered"  # starts the warning logged per recovery (counted in stats: arm_recoveries)
 
 
 class TwinNode:

@@ -8,6 +8,7 @@ every node cleanly.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -64,10 +65,15 @@ def run_launch(prefix: Path, tmp_path: Path, launch_file: str, extra_args: dict[
 
 def test_sim_launch_streams_to_the_learner_and_stops_cleanly_on_sigint(pip_route_prefix: Path,
                                                                       tmp_path: Path) -> None:
-    text = run_launch(pip_route_prefix, tmp_path, "sim.launch.py", {}, ("robot_rl_twin_node", "robot_rl_safety_node",
-                                                "robot_rl_actor_node"))
+    twin_stats = tmp_path / "twin_stats.json"
+    text = run_launch(pip_route_prefix, tmp_path, "sim.launch.py", {"twin_stats_file": str(twin_stats)},
+                      ("robot_rl_twin_node", "robot_rl_safety_node", "robot_rl_actor_node"))
     flat = " ".join(text.split())
     assert "'transport/rejected': 0.0" in flat, flat[-3000:]  # the actor's summary, printed as it stopped
+    # the launch argument reaches the twin node, which writes its statistics as it stops (benchmarks read them)
+    stats = json.loads(twin_stats.read_text())
+    assert stats["commands"] > 0 and stats["episode_resets"] >= 1, stats  # it followed the actor's episodes
+    assert stats["arm_recoveries"] == 0, stats  # a healthy run never needs the arm put back home
 
 
 def test_real_launch_against_fake_ros2_control_and_the_safety_node_holds_when_the_actor_is_killed(
