@@ -176,6 +176,16 @@ class LearnerConfig(ConfigNode):
     drain_s: float = 30.0
     """After the budget is reached: longest wait for the actors' last chunks, each batch checkpointed and
     committed so the actors keep nothing pending (0 = exit right after the final checkpoint)."""
+    value_check_episodes: int = 10
+    """Critic over-estimation check (:mod:`robot_rl.value_check`): compare the critic's Q at the start of the
+    last N finished online episodes with the returns they realised, on the rewards the algorithm trains on;
+    logs ``value/*`` and warns when Q exceeds the best realised return by a wide margin (0 = off; algorithms
+    with a ``q_values`` critic only)."""
+    value_check_every_s: float = 30.0
+    """Seconds between value checks (each labels and scores the kept episodes once)."""
+    value_check_margin: float = 1.0
+    """The over-estimation alarm's absolute margin over the best realised start-state return (reward units;
+    the relative margin is half that return's magnitude, whichever is larger)."""
 
 
 @dataclass

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from robot_rl.specs import ActionSpec, ObsSpec, spec_hash
 from robot_rl.transport.base import DedupLedger, LearnerTransport
 from robot_rl.transport.wire import Chunk
 from robot_rl.types import Batch
+from robot_rl.value_check import ValueCheck
 
 log = logging.getLogger("robot_rl.learner")
 
@@ -104,6 +106,13 @@ class Learner:
             policy_keys = [k for k in self.replay_spec.keys() if k not in self.reward_frames] \
                 if self.frozen_cameras else self.policy_spec.keys()
             self.sampler = self.reward_labeller.wrap(self.sampler, keep_keys=policy_keys)
+        # The obs keys the algorithm reads from a replay-form batch (not the reward model's kept frames).
+        self._algo_keys = tuple(k for k in self.replay_spec.keys() if k not in self.reward_frames) \
+            if self.frozen_cameras else tuple(self.policy_spec.keys())
+        gamma = getattr(cfg.algo, "gamma", None)
+        self.value_check = ValueCheck(gamma, cfg.learner.value_check_episodes, margin=cfg.learner.value_check_margin) \
+            if cfg.learner.value_check_episodes > 0 and gamma is not None and hasattr(self.algo, "q_values") else None
+        self._value_metrics: dict[str, float] = {}
         self.ledger = DedupLedger()
         self.updates = 0
         self.online_transitions = 0
@@ -236,6 +245,8 @@ class Learner:
         self.online_transitions += len(batch)
         if self.reward_labeller is not None:
             self.reward_labeller.observe_online(batch)  # hacking monitor: learned progress vs success labels
+        if self.value_check is not None:
+            self.value_check.observe(batch)  # finished episodes: start-state Q vs realised return
 
     # ---------------------------------------------------------------------------------- checkpoints
     def save_checkpoint(self) -> Path:
@@ -388,7 +399,7 @@ class Learner:
             self.save_checkpoint()
         self.publish()  # actors start from the learner's initial (or resumed, or demo-pretrained) policy
         logger.phase("online", step=self.online_transitions, total=cfg.learner.max_env_steps)
-        last_ckpt = last_log = last_publish = t_start = time.monotonic()
+        last_ckpt = last_log = last_publish = last_value_check = t_start = time.monotonic()
         metrics: dict[str, float] = {}
         eval_every = cfg.learner.eval_every_env_steps
         next_eval = eval_every if eval_every else None
@@ -416,9 +427,15 @@ class Learner:
                 if time.monotonic() - last_ckpt >= cfg.learner.checkpoint_every_s:
                     self.save_checkpoint()
                     last_ckpt = time.monotonic()
+                if self.value_check is not None \
+                        and time.monotonic() - last_value_check >= cfg.learner.value_check_every_s:
+                    self._check_values()
+                    last_value_check = time.monotonic()
                 if time.monotonic() - last_log >= 1.0:
                     last_log = time.monotonic()
                     self._log_progress(logger, metrics, last_log - t_start)
+            if self.value_check is not None:
+                self._check_values()
             self._log_progress(logger, metrics, time.monotonic() - t_start)  # short runs get one line too
             self.publish()
             self.save_checkpoint()
@@ -431,6 +448,21 @@ class Learner:
             logger.close()
         return {"updates": float(self.updates), "env_steps": float(self.online_transitions)}
 
+    def _check_values(self) -> None:
+        """Start-state Q of the last finished online episodes against their realised returns, on the rewards
+        the algorithm trains on (:mod:`robot_rl.value_check`); logged with the next progress line."""
+        assert self.value_check is not None
+        keys = self._algo_keys
+
+        def q_values(batch: Any) -> np.ndarray:
+            return self.algo.q_values(replace(batch, obs={k: batch.obs[k] for k in keys},
+                                              next_obs={k: batch.next_obs[k] for k in keys}))
+
+        def rewards(batch: Any) -> np.ndarray:
+            return self.reward_labeller.rewards(batch) if self.reward_labeller is not None else batch.reward
+
+        self._value_metrics = self.value_check.check(q_values, rewards)
+
     def _log_progress(self, logger: RunLogger, metrics: dict[str, float], elapsed: float) -> None:
         logger.log({**metrics, "updates": self.updates, "env_steps": self.online_transitions,
                     "updates_per_s": (self.updates - self._updates_at_start) / max(elapsed, 1e-9),
@@ -438,7 +470,7 @@ class Learner:
                     **({"embed_ms_per_frame": 1e3 * self.embed_seconds / max(self.embedded_frames, 1)}
                        if self.frozen_cameras else {}),
                     **{f"transport/{k}": v for k, v in self.transport.stats().items()},
-                    **(self.reward_labeller.stats() if self.reward_labeller else {})},
+                    **(self.reward_labeller.stats() if self.reward_labeller else {}), **self._value_metrics},
                    step=self.online_transitions)
 
     def _drain(self, logger: RunLogger) -> None:

@@ -25,6 +25,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -285,6 +286,13 @@ class SAC(Algorithm):
     def _q(self, out: torch.Tensor) -> torch.Tensor:
         """Critic output -> Q ``(E, n)`` (identity for scalar critics, expected bin centre for HL-Gauss)."""
         return out if self._scalar_q else self.value_head.value(out)
+
+    @torch.no_grad()
+    def q_values(self, batch: Batch) -> np.ndarray:
+        """Ensemble-mean Q ``(N,)`` of a numpy batch's (obs, action) rows (the obs keys the critic reads): what
+        :class:`robot_rl.value_check.ValueCheck` compares with the returns the policy realised."""
+        t = batch.to_torch(self.device)
+        return self._q(self.critic(self.encoder(t.obs), t.action)).mean(0).float().cpu().numpy()
 
     def _critic_step(self, obs: dict[str, torch.Tensor], action: torch.Tensor, reward: torch.Tensor,
                      next_obs: dict[str, torch.Tensor], not_done: torch.Tensor,

@@ -1,0 +1,117 @@
+"""Does the critic believe returns the policy never gets? Start-state Q against realised returns, online.
+
+A learned reward's benefit collapsed in our runs because the critic over-estimated (README, Learned rewards:
+Q 10.6 against a Monte-Carlo return of -0.19 at the start of the last episodes, with no episode flagged as
+hacked), and nothing in the learner's logs said so: ``q_mean`` alone has no reference. :class:`ValueCheck` keeps
+the last ``episodes`` finished online episodes (replay form: embeddings where replay holds embeddings) and, when
+asked, compares the critic's Q at each episode's first ``head`` steps with the discounted return the episode
+actually realised from there, on the rewards the algorithm trains on (the learned reward's labels, when one is
+configured). Metrics ``value/q_start``, ``value/return_start``, ``value/best_return_start``, ``value/gap``.
+
+The alarm: mean start-state Q above the *best* return any of those episodes realised, by more than
+``margin`` (absolute) or ``relative_margin`` x that best return, whichever is larger. The best realised return is
+what a policy at least as good as the recent one has shown it can get from these starts, so an expected value
+above it by a wide margin is belief, not experience. A truncated episode's return lacks its tail
+``gamma^T V(s_T)``, so it is a lower bound; comparing against the best episode (a success, when there is one)
+keeps that from raising the alarm on a policy that sometimes succeeds. Warns once each time it enters the alarm.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+from typing import Callable
+
+import numpy as np
+
+from robot_rl.replay import concat_batches
+from robot_rl.types import SCALAR_FIELDS, VECTOR_FIELDS, Batch
+
+log = logging.getLogger(__name__)
+
+QFunction = Callable[[Batch], np.ndarray]
+"""numpy batch (replay form) -> Q (N,) of its rows' (obs, action), as the algorithm's critic estimates it."""
+RewardFunction = Callable[[Batch], np.ndarray]
+"""numpy batch -> the rewards (N,) the algorithm trains on (the recorded ones, or a learned reward's labels)."""
+
+
+def discounted_returns(rewards: np.ndarray, gamma: float) -> np.ndarray:
+    """(T,) rewards of one episode -> (T,) discounted return from each step to the episode's end."""
+    out = np.zeros(len(rewards), np.float64)
+    acc = 0.0
+    for t in range(len(rewards) - 1, -1, -1):
+        acc = float(rewards[t]) + gamma * acc
+        out[t] = acc
+    return out
+
+
+class ValueCheck:
+    """Collects finished online episodes (:meth:`observe`, any thread) and compares the critic's start-state Q
+    with their realised returns (:meth:`check`, the thread that owns the algorithm)."""
+
+    def __init__(self, gamma: float, episodes: int = 10, head: int = 5, margin: float = 1.0,
+                 relative_margin: float = 0.5, max_open: int = 64) -> None:
+        if not 0.0 < gamma <= 1.0:
+            raise ValueError(f"gamma must be in (0, 1], got {gamma}")
+        if episodes < 1 or head < 1:
+            raise ValueError(f"episodes and head must be >= 1, got {episodes}, {head}")
+        if margin < 0 or relative_margin < 0:
+            raise ValueError(f"margins must be >= 0, got {margin}, {relative_margin}")
+        self.gamma, self.head, self.margin, self.relative_margin = gamma, head, margin, relative_margin
+        self.finished: collections.deque[Batch] = collections.deque(maxlen=episodes)
+        self._open: dict[tuple[str, int], list[Batch]] = {}  # (actor, episode id) -> its rows so far
+        self._max_open = max_open
+        self.alarm = False
+        self.alarms_raised = 0
+        self.last: dict[str, float] = {}
+
+    def observe(self, batch: Batch) -> None:
+        """Rows of online episodes in arrival order (numpy, replay form); an episode is kept once its last row
+        (terminated or truncated) arrived."""
+        actors = batch.actor_id or ("",) * len(batch)
+        keys = list(zip(actors, np.asarray(batch.episode_id).tolist()))
+        ends = np.asarray(batch.terminated, bool) | np.asarray(batch.truncated, bool)
+        for key in dict.fromkeys(keys):  # each episode in the batch once, in order
+            rows = np.fromiter((k == key for k in keys), bool, len(keys))
+            self._open.setdefault(key, []).append(batch.select(rows))
+            if ends[rows].any():
+                parts = self._open.pop(key)
+                self.finished.append(parts[0] if len(parts) == 1 else concat_batches(parts))
+        while len(self._open) > self._max_open:  # an actor that died mid-episode: forget its oldest episode
+            self._open.pop(next(iter(self._open)))
+
+    def check(self, q_values: QFunction, rewards: RewardFunction) -> dict[str, float]:
+        """Compare now; returns the ``value/*`` metrics (empty before the first finished episode)."""
+        episodes = list(self.finished)
+        if not episodes:
+            return {}
+        q_start, ret_start = [], []
+        for episode in episodes:
+            if np.any(np.diff(np.asarray(episode.step)) < 0):  # chunks of an episode arrive in order; be sure
+                episode = _take(episode, np.argsort(np.asarray(episode.step), kind="stable"))
+            returns = discounted_returns(np.asarray(rewards(episode), np.float64), self.gamma)  # (T,)
+            head = episode.select(np.arange(len(episode)) < self.head)
+            q_start.append(float(np.mean(q_values(head))))
+            ret_start.append(float(np.mean(returns[:self.head])))
+        q, ret, best = float(np.mean(q_start)), float(np.mean(ret_start)), float(np.max(ret_start))
+        bound = best + max(self.margin, self.relative_margin * abs(best))
+        was, self.alarm = self.alarm, q > bound
+        if self.alarm and not was:
+            self.alarms_raised += 1
+            log.warning("critic over-estimation: start-state Q %.3f over the last %d episodes, but the best of "
+                        "their realised returns is %.3f (mean %.3f): the critic believes returns the policy does "
+                        "not get. With a learned reward this preceded the collapse of success; an ensemble "
+                        "critic (algo.num_critics=4 algo.target_subset_size=2, README: Learned rewards) held.",
+                        q, len(episodes), best, ret)
+        self.last = {"value/q_start": q, "value/return_start": ret, "value/best_return_start": best,
+                     "value/gap": q - ret, "value/overestimation_alarm": float(self.alarm),
+                     "value/episodes": float(len(episodes))}
+        return dict(self.last)
+
+
+
+def _take(batch: Batch, index: np.ndarray) -> Batch:
+    """The rows ``index`` (integer positions, in that order) of a numpy batch."""
+    return Batch(obs={k: v[index] for k, v in batch.obs.items()},
+                 next_obs={k: v[index] for k, v in batch.next_obs.items()},
+                 **{name: getattr(batch, name)[index] for name in VECTOR_FIELDS + tuple(SCALAR_FIELDS)},
+                 actor_id=tuple(batch.actor_id[i] for i in index) if batch.actor_id else ())
