@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -106,11 +105,11 @@ class Learner:
             policy_keys = [k for k in self.replay_spec.keys() if k not in self.reward_frames] \
                 if self.frozen_cameras else self.policy_spec.keys()
             self.sampler = self.reward_labeller.wrap(self.sampler, keep_keys=policy_keys)
-        # The obs keys the algorithm reads from a replay-form batch (not the reward model's kept frames).
-        self._algo_keys = tuple(k for k in self.replay_spec.keys() if k not in self.reward_frames) \
-            if self.frozen_cameras else tuple(self.policy_spec.keys())
         gamma = getattr(cfg.algo, "gamma", None)
-        self.value_check = ValueCheck(gamma, cfg.learner.value_check_episodes, margin=cfg.learner.value_check_margin) \
+        self.value_check = ValueCheck(  # the critic reads replay's keys but the reward model's kept frames
+            gamma, cfg.learner.value_check_episodes, margin=cfg.learner.value_check_margin,
+            critic_keys=tuple(k for k in self.replay_spec.keys() if k not in self.reward_frames)
+            if self.frozen_cameras else tuple(self.policy_spec.keys())) \
             if cfg.learner.value_check_episodes > 0 and gamma is not None and hasattr(self.algo, "q_values") else None
         self._value_metrics: dict[str, float] = {}
         self.ledger = DedupLedger()
@@ -452,16 +451,9 @@ class Learner:
         """Start-state Q of the last finished online episodes against their realised returns, on the rewards
         the algorithm trains on (:mod:`robot_rl.value_check`); logged with the next progress line."""
         assert self.value_check is not None
-        keys = self._algo_keys
-
-        def q_values(batch: Any) -> np.ndarray:
-            return self.algo.q_values(replace(batch, obs={k: batch.obs[k] for k in keys},
-                                              next_obs={k: batch.next_obs[k] for k in keys}))
-
-        def rewards(batch: Any) -> np.ndarray:
-            return self.reward_labeller.rewards(batch) if self.reward_labeller is not None else batch.reward
-
-        self._value_metrics = self.value_check.check(q_values, rewards)
+        labeller = self.reward_labeller
+        self._value_metrics = self.value_check.check(
+            self.algo.q_values, labeller.rewards if labeller is not None else (lambda batch: batch.reward))
 
     def _log_progress(self, logger: RunLogger, metrics: dict[str, float], elapsed: float) -> None:
         logger.log({**metrics, "updates": self.updates, "env_steps": self.online_transitions,

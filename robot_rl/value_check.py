@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import logging
+from dataclasses import replace
 from typing import Callable
 
 import numpy as np
@@ -49,7 +50,9 @@ class ValueCheck:
     with their realised returns (:meth:`check`, the thread that owns the algorithm)."""
 
     def __init__(self, gamma: float, episodes: int = 10, head: int = 5, margin: float = 1.0,
-                 relative_margin: float = 0.5, max_open: int = 64) -> None:
+                 relative_margin: float = 0.5, max_open: int = 64, critic_keys: tuple[str, ...] = ()) -> None:
+        """``critic_keys``: the obs keys the critic reads (the rows handed to ``q_values`` carry only these;
+        replay may hold more, e.g. a reward model's frames); empty = all."""
         if not 0.0 < gamma <= 1.0:
             raise ValueError(f"gamma must be in (0, 1], got {gamma}")
         if episodes < 1 or head < 1:
@@ -57,6 +60,7 @@ class ValueCheck:
         if margin < 0 or relative_margin < 0:
             raise ValueError(f"margins must be >= 0, got {margin}, {relative_margin}")
         self.gamma, self.head, self.margin, self.relative_margin = gamma, head, margin, relative_margin
+        self.critic_keys = tuple(critic_keys)
         self.finished: collections.deque[Batch] = collections.deque(maxlen=episodes)
         self._open: dict[tuple[str, int], list[Batch]] = {}  # (actor, episode id) -> its rows so far
         self._max_open = max_open
@@ -90,6 +94,9 @@ class ValueCheck:
                 episode = _take(episode, np.argsort(np.asarray(episode.step), kind="stable"))
             returns = discounted_returns(np.asarray(rewards(episode), np.float64), self.gamma)  # (T,)
             head = episode.select(np.arange(len(episode)) < self.head)
+            if self.critic_keys:
+                head = replace(head, obs={k: head.obs[k] for k in self.critic_keys},
+                               next_obs={k: head.next_obs[k] for k in self.critic_keys})
             q_start.append(float(np.mean(q_values(head))))
             ret_start.append(float(np.mean(returns[:self.head])))
         q, ret, best = float(np.mean(q_start)), float(np.mean(ret_start)), float(np.max(ret_start))

@@ -122,3 +122,16 @@ def test_an_episode_whose_chunks_came_out_of_order_is_scored_in_step_order() -> 
     check.observe(Batch(**{**early.__dict__, "terminated": np.array([False, True])}))  # ...this chunk ends it
     out = check.check(lambda b: np.zeros(len(b)), lambda b: b.reward)
     assert out["value/best_return_start"] == pytest.approx(0.125)  # step 0's return: 0.5^3 x 1, in step order
+
+
+def test_the_critic_is_handed_only_the_keys_it_reads() -> None:
+    episode = _episode("a", 0, [0.0, 1.0], True)
+    frames = np.zeros((2, 8, 8, 3), np.uint8)  # a reward model's camera, kept in replay beside the state
+    episode = Batch(**{**episode.__dict__, "obs": {**episode.obs, "images/front": frames},
+                       "next_obs": {**episode.next_obs, "images/front": frames}})
+    check = ValueCheck(gamma=0.9, critic_keys=("state",))
+    check.observe(episode)
+    seen: list[set[str]] = []
+    check.check(lambda b: (seen.append(set(b.obs)), np.zeros(len(b)))[1],
+                lambda b: (seen.append(set(b.obs)), b.reward)[1])
+    assert seen == [{"state", "images/front"}, {"state"}]  # the rewards see the frames, the critic does not

@@ -166,6 +166,9 @@ def test_pixel_policy_with_the_task_encoder_trains_on_a_camera_reward(tmp_path):
     assert embeds <= set(batch.obs) and not set(CAMERAS) & set(batch.obs)  # frames dropped once labelled
     assert not np.allclose(batch.reward, batch.terminated.astype(np.float32))  # shaped, not the recorded
     assert learner.reward_labeller.encoded_frames > 0
+    # the critic check scored finished episodes: the critic on embeddings, their returns on the learned reward
+    checked = learner.value_check.last
+    assert checked["value/episodes"] >= 1 and np.isfinite(checked["value/q_start"]), checked
 
 
 def test_keep_keys_must_be_in_replay(camera_model, tmp_path):
