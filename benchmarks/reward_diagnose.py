@@ -1,8 +1,9 @@
 """Why does the learned reward's benefit fade? Read a finished ``robot-rl train reward=prm`` run and print, over
 training (online episodes in arrival order, in windows): success rate, the learned progress at the end of
 successful and failed episodes (the hacking signal), base vs potential-shaping reward per transition, the
-last-step reward of successes (the success reward after shaping), and the learner's logged Q-values and
-evaluations. One JSON line at the end.
+last-step reward of successes (the success reward after shaping), the learner's logged Q-values and
+evaluations, and what the learner's critic check (``robot_rl.value_check``) says of the final critic. One JSON
+line at the end.
 
     python benchmarks/reward_diagnose.py RUN_DIR [--window 20] [--scale 1 --gamma 0.99]
 
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 
 from robot_rl.run_log import read_metrics
+from robot_rl.types import Batch
 
 
 def load_replay(ckpt: Path, name: str = "replay_online"
@@ -35,10 +37,8 @@ def load_replay(ckpt: Path, name: str = "replay_online"
     return fields, obs, nxt
 
 
-@torch.no_grad()
-def critic_vs_returns(cfg, ckpt: Path, fields, obs, shaped, starts, ends, gamma: float, last: int) -> dict:
-    """Mean Q(s, a) of the checkpoint's critic (ensemble mean) against the discounted learned-reward return to
-    go, over the first transitions of the last ``last`` online episodes, split by success."""
+def load_algo(cfg, ckpt: Path):
+    """The checkpoint's algorithm (critic included), on the CPU."""
     from robot_rl.checkpoint import Checkpointer
     from robot_rl.learner import env_specs
     from robot_rl.registry import ALGORITHMS, make_policy
@@ -47,6 +47,34 @@ def critic_vs_returns(cfg, ckpt: Path, fields, obs, shaped, starts, ends, gamma:
     policy = make_policy(cfg, obs_spec, action_spec)  # on policy.obs_keys: what the policy and critic read
     algo = ALGORITHMS.make(cfg.algo.name, cfg.algo, policy, policy.obs_spec, action_spec, torch.device("cpu"))
     algo.load_state_dict(Checkpointer.load_state(ckpt)["algo"])
+    return algo
+
+
+def value_check_verdict(cfg, ckpt: Path, fields, obs, nxt, rewards) -> dict:
+    """What the learner's critic check (:mod:`robot_rl.value_check`) says of the checkpoint's critic on the
+    last ``learner.value_check_episodes`` online episodes; ``rewards(batch)`` = the rewards trained on."""
+    from robot_rl.value_check import ValueCheck
+
+    algo = load_algo(cfg, ckpt)
+    n = len(fields["reward"])
+    term, trunc = fields["terminated"].astype(bool), fields["truncated"].astype(bool)
+    episodes = max(1, int(cfg.learner.value_check_episodes))
+    ends = np.flatnonzero(term | trunc)
+    tail = np.arange(n) > (ends[-episodes - 1] if len(ends) > episodes else -1)  # the last episodes' rows
+    batch = Batch(obs=obs, next_obs=nxt, action=fields["action"], reward=fields["reward"], terminated=term,
+                  truncated=trunc, intervened=fields["intervened"].astype(bool),
+                  policy_action=fields["policy_action"], episode_id=fields["episode_id"], step=fields["step"])
+    keys = tuple(k for k in obs if k in algo.obs_spec.fields or k.startswith("embed/"))  # not a reward's frames
+    check = ValueCheck(cfg.algo.gamma, episodes, margin=cfg.learner.value_check_margin, critic_keys=keys)
+    check.observe(batch.select(tail))
+    return check.check(algo.q_values, rewards)
+
+
+@torch.no_grad()
+def critic_vs_returns(cfg, ckpt: Path, fields, obs, shaped, starts, ends, gamma: float, last: int) -> dict:
+    """Mean Q(s, a) of the checkpoint's critic (ensemble mean) against the discounted learned-reward return to
+    go, over the first transitions of the last ``last`` online episodes, split by success."""
+    algo = load_algo(cfg, ckpt)
     out: dict[str, list[float]] = {"q_success": [], "mc_success": [], "q_failure": [], "mc_failure": []}
     for s, e in list(zip(starts, ends))[-last:]:
         idx = np.arange(s, min(s + 10, e + 1))  # the first 10 steps of the episode
@@ -74,7 +102,7 @@ def learner_curves(run_dir: Path) -> dict:
 
 def sparse_run(run_dir: Path, cfg, ckpt: Path, window: int) -> None:
     """A run without a learned reward: success per window of online episodes and Q vs the recorded return."""
-    fields, obs, _ = load_replay(ckpt)
+    fields, obs, nxt = load_replay(ckpt)
     term, base = fields["terminated"].astype(bool), fields["reward"].astype(np.float64)
     ends = np.flatnonzero(term | fields["truncated"].astype(bool))
     starts = np.r_[0, ends[:-1] + 1]
@@ -83,7 +111,10 @@ def sparse_run(run_dir: Path, cfg, ckpt: Path, window: int) -> None:
     q_gap = critic_vs_returns(cfg, ckpt, fields, obs, base, starts, ends, cfg.algo.gamma, last=window)
     print(f"{len(ends)} online episodes; success per window of {window}: {windows}")
     print("critic vs Monte-Carlo (last episodes; truncated failures add gamma^k V(s_T) that MC lacks):", q_gap)
-    print(json.dumps({"episodes": len(ends), "success_windows": windows, **q_gap, **learner_curves(run_dir)}))
+    verdict = value_check_verdict(cfg, ckpt, fields, obs, nxt, lambda b: b.reward)
+    print("the learner's critic check on the final critic:", {k: round(v, 3) for k, v in verdict.items()})
+    print(json.dumps({"episodes": len(ends), "success_windows": windows, **q_gap, **verdict,
+                      **learner_curves(run_dir)}))
 
 
 def main() -> None:
@@ -95,7 +126,6 @@ def main() -> None:
     from robot_rl.config import load_resolved
     from robot_rl.reward_models.labeller import RewardLabeller
     from robot_rl.reward_models.train import load_checkpoint
-    from robot_rl.types import Batch
 
     cfg = load_resolved(args.run_dir / "config_learner.yaml")
     ckpt = Checkpointer(args.run_dir / "checkpoints").latest() or Checkpointer(args.run_dir).latest()
@@ -166,6 +196,8 @@ def main() -> None:
         print("  ".join(f"{v:>10}" if isinstance(v, str) else f"{v:>10.3f}" for v in row.values()))
     q_gap = critic_vs_returns(cfg, ckpt, fields, obs, shaped, starts, ends, cfg.algo.gamma, last=args.window)
     print("critic vs Monte-Carlo (last episodes; truncated failures add gamma^k V(s_T) that MC lacks):", q_gap)
+    verdict = value_check_verdict(cfg, ckpt, fields, obs, nxt, labeller.rewards)
+    print("the learner's critic check on the final critic:", {k: round(v, 3) for k, v in verdict.items()})
     records = read_metrics(args.run_dir / "metrics_learner.jsonl")
     evals = [(r["step"], r["eval/success_rate"]) for r in records if "eval/success_rate" in r]
     qs = [(r["step"], r["q_mean"]) for r in records if "q_mean" in r]
@@ -174,7 +206,7 @@ def main() -> None:
         q_by_k.setdefault(step // 1000, []).append(q)
     print("eval success by env step:", evals)
     print("q_mean by 1k env steps:", {f"{k}k": round(float(np.mean(v)), 3) for k, v in sorted(q_by_k.items())})
-    print(json.dumps({"episodes": len(episodes), "evals": evals, **demo, **q_gap,
+    print(json.dumps({"episodes": len(episodes), "evals": evals, **demo, **q_gap, **verdict,
                       "q_mean_by_1k": {str(k): float(np.mean(v)) for k, v in sorted(q_by_k.items())},
                       "windows": [{k: (v if isinstance(v, str) else round(float(v), 4)) for k, v in r.items()}
                                   for r in rows]}))
