@@ -50,9 +50,12 @@ class ValueCheck:
     with their realised returns (:meth:`check`, the thread that owns the algorithm)."""
 
     def __init__(self, gamma: float, episodes: int = 10, head: int = 5, margin: float = 1.0,
-                 relative_margin: float = 0.5, max_open: int = 64, critic_keys: tuple[str, ...] = ()) -> None:
-        """``critic_keys``: the obs keys the critic reads (the rows handed to ``q_values`` carry only these;
-        replay may hold more, e.g. a reward model's frames); empty = all."""
+                 relative_margin: float = 0.5, max_open: int = 16, stale_after: int = 512,
+                 critic_keys: tuple[str, ...] = ()) -> None:
+        """``max_open``: episodes followed at once (a fleet's others are not; memory stays bounded);
+        ``stale_after``: :meth:`observe` calls without a row after which an open episode is dropped (its actor
+        stopped mid-episode); ``critic_keys``: the obs keys the critic reads (the rows handed to ``q_values``
+        carry only these; replay may hold more, e.g. a reward model's frames); empty = all."""
         if not 0.0 < gamma <= 1.0:
             raise ValueError(f"gamma must be in (0, 1], got {gamma}")
         if episodes < 1 or head < 1:
@@ -62,8 +65,9 @@ class ValueCheck:
         self.gamma, self.head, self.margin, self.relative_margin = gamma, head, margin, relative_margin
         self.critic_keys = tuple(critic_keys)
         self.finished: collections.deque[Batch] = collections.deque(maxlen=episodes)
-        self._open: dict[tuple[str, int], list[Batch]] = {}  # (actor, episode id) -> its rows so far
-        self._max_open = max_open
+        # (actor, episode id) -> (the observe call that last brought a row, its rows so far)
+        self._open: dict[tuple[str, int], tuple[int, list[Batch]]] = {}
+        self._max_open, self._stale_after, self._calls = max_open, stale_after, 0
         self.alarm = False
         self.alarms_raised = 0
         self.last: dict[str, float] = {}
@@ -71,17 +75,21 @@ class ValueCheck:
     def observe(self, batch: Batch) -> None:
         """Rows of online episodes in arrival order (numpy, replay form); an episode is kept once its last row
         (terminated or truncated) arrived."""
+        self._calls += 1
+        for key in [k for k, (seen, _) in self._open.items() if self._calls - seen > self._stale_after]:
+            del self._open[key]  # its actor stopped mid-episode
         actors = batch.actor_id or ("",) * len(batch)
         keys = list(zip(actors, np.asarray(batch.episode_id).tolist()))
         ends = np.asarray(batch.terminated, bool) | np.asarray(batch.truncated, bool)
         for key in dict.fromkeys(keys):  # each episode in the batch once, in order
+            if key not in self._open and len(self._open) >= self._max_open:
+                continue  # enough episodes followed already
             rows = np.fromiter((k == key for k in keys), bool, len(keys))
-            self._open.setdefault(key, []).append(batch.select(rows))
+            parts = self._open.pop(key, (0, []))[1] + [batch.select(rows)]
             if ends[rows].any():
-                parts = self._open.pop(key)
                 self.finished.append(parts[0] if len(parts) == 1 else concat_batches(parts))
-        while len(self._open) > self._max_open:  # an actor that died mid-episode: forget its oldest episode
-            self._open.pop(next(iter(self._open)))
+            else:
+                self._open[key] = (self._calls, parts)
 
     def check(self, q_values: QFunction, rewards: RewardFunction) -> dict[str, float]:
         """Compare now; returns the ``value/*`` metrics (empty before the first finished episode)."""

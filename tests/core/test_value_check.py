@@ -135,3 +135,16 @@ def test_the_critic_is_handed_only_the_keys_it_reads() -> None:
     check.check(lambda b: (seen.append(set(b.obs)), np.zeros(len(b)))[1],
                 lambda b: (seen.append(set(b.obs)), b.reward)[1])
     assert seen == [{"state", "images/front"}, {"state"}]  # the rewards see the frames, the critic does not
+
+
+def test_memory_stays_bounded_with_a_fleet_and_an_actor_that_stops_mid_episode() -> None:
+    check = ValueCheck(gamma=0.9, episodes=4, max_open=2, stale_after=3)
+    starts = [_rows(_episode(f"robot{i}", 0, [0.0, 0.0, 1.0], True), slice(0, 1)) for i in range(5)]
+    for part in starts:  # five robots start an episode: two are followed
+        check.observe(part)
+    assert len(check._open) == 2
+    for _ in range(4):  # robot0 and robot1 stopped mid-episode: dropped after 3 calls without a row
+        check.observe(_episode("robot9", 7, [0.0, 1.0], True))
+    assert not check._open and len(check.finished) == 4  # robot9's episode counted each time it came whole
+    check.observe(_rows(_episode("robot3", 1, [0.0, 1.0], True), slice(0, 1)))
+    assert list(check._open) == [("robot3", 1)]  # a new episode is followed again
