@@ -128,7 +128,8 @@ def main() -> None:
     ros2 = Path(sys.executable).parent / "ros2"  # the venv's, when it is not activated
     launch = subprocess.Popen([str(ros2) if ros2.exists() else "ros2", "launch", "robot_rl", "sim.launch.py",
                                "learner_host:=127.0.0.1", f"train_config:={config}", f"keys_dir:={keys}", "actor_id:=robot1",
-                               "key_name:=robot1", f"twin_stats_file:={run / 'twin_stats.json'}"], env=env, cwd=run, stdout=open(run / "launch.log", "wb"),
+                               "key_name:=robot1", f"twin_stats_file:={run / 'twin_stats.json'}"],
+                              env=env, cwd=run, stdout=open(run / "launch.log", "wb"),
                               stderr=subprocess.STDOUT, start_new_session=True)
     deadline, reached = t0 + args.minutes * 60, None
     try:
