@@ -264,6 +264,11 @@ class DataParallelAlgorithm(Algorithm):
     def policy_weights(self) -> dict[str, torch.Tensor]:
         return self.inner.policy_weights()
 
+    def q_values(self, batch: Batch) -> Any:
+        """Rank ``src``'s critic on ``batch`` (the learner's critic check): local, no collective, since every
+        replica holds the same weights."""
+        return self.inner.q_values(batch)
+
     def state_dict(self) -> dict[str, Any]:
         return self.inner.state_dict()
 

@@ -450,10 +450,12 @@ class Learner:
     def _check_values(self) -> None:
         """Start-state Q of the last finished online episodes against their realised returns, on the rewards
         the algorithm trains on (:mod:`robot_rl.value_check`); logged with the next progress line."""
-        assert self.value_check is not None
+        q_values = getattr(self.algo, "q_values", None)  # the algorithm may since be wrapped (distributed.py)
+        if self.value_check is None or q_values is None:
+            return
         labeller = self.reward_labeller
         self._value_metrics = self.value_check.check(
-            self.algo.q_values, labeller.rewards if labeller is not None else (lambda batch: batch.reward))
+            q_values, labeller.rewards if labeller is not None else (lambda batch: batch.reward))
 
     def _log_progress(self, logger: RunLogger, metrics: dict[str, float], elapsed: float) -> None:
         logger.log({**metrics, "updates": self.updates, "env_steps": self.online_transitions,
