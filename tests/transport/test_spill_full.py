@@ -63,14 +63,19 @@ SCRIPT = textwrap.dedent("""
     thread.join(30)
     assert not thread.is_alive() and out["steps"] == 50, out
     # every chunk whose write at creation failed is on disk again: a SIGKILL now would lose nothing. The IO
-    # thread rewrites them asynchronously (until then they are in memory), so wait for it, bounded.
+    # thread rewrites them asynchronously (until then they are in memory), and it chunks the actor's tail
+    # (a chunk is in the table a moment before its spill file is assigned), so wait for both, bounded.
+    def on_disk():
+        return all(c.spill_path is not None and c.spill_path.exists() for c in chunks())
+
     deadline = time.monotonic() + 10
-    while (client.pending.unpersisted or client.backpressure() is not None
-           or client.pending.mem_bytes > 100_000) and time.monotonic() < deadline:
+    while (client.pending.unpersisted or client.backpressure() is not None or client.pending.mem_bytes > 100_000
+           or sum(c.n_transitions for c in chunks()) < 250 or not on_disk()) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not client.pending.unpersisted
     assert client.backpressure() is None and client.pending.mem_bytes <= 100_000, client.pending.mem_bytes
-    assert all(c.spill_path is not None and c.spill_path.exists() for c in chunks())
+    assert sum(c.n_transitions for c in chunks()) == 250  # the 200 sent above + the actor's 50, nothing lost
+    assert on_disk()
     client.close()
     print("OK", flush=True)
 """)
