@@ -347,9 +347,10 @@ class RewardLabeller:
         return self._lookup(keys, lambda rows: {k: frames[k][rows] for k in views})
 
     def shaped(self, recorded: np.ndarray, phi: np.ndarray, done: np.ndarray, phi_next: np.ndarray,
-               done_next: np.ndarray, terminated: np.ndarray) -> np.ndarray:
+               done_next: np.ndarray, terminated: np.ndarray, record: bool = True) -> np.ndarray:
         """float32 (M,) learned rewards of M transitions from the recorded rewards, Phi and P(done) of ``s`` and
-        of ``s'`` and termination (all (M,)): the base reward, the remedies and the shaping term."""
+        of ``s'`` and termination (all (M,)): the base reward, the remedies and the shaping term. ``record``:
+        count them in the base/shaping means of :meth:`stats` (what the algorithm trains on)."""
         cap = getattr(self.cfg, "phi_cap", 1.0)
         if cap < 1.0:  # no state the done head does not call finished may look finished
             phi = np.where(done >= self.cfg.done_threshold, phi, np.minimum(phi, cap))
@@ -366,15 +367,16 @@ class RewardLabeller:
             else 0.0
         reward = shape(self.cfg.shaping, base, phi, phi_next, terminated, self.gamma, self.current_scale(),
                        terminal_phi)
-        f = reward.astype(np.float64) - base
-        self._sums += (len(base), base.sum(), f.sum(), np.abs(f).sum())
+        if record:
+            f = reward.astype(np.float64) - base
+            self._sums += (len(base), base.sum(), f.sum(), np.abs(f).sum())
         return reward
 
-    def rewards(self, batch: Batch) -> np.ndarray:
-        """float32 (N,) learned rewards of a numpy batch."""
+    def rewards(self, batch: Batch, record: bool = True) -> np.ndarray:
+        """float32 (N,) learned rewards of a numpy batch (``record``: see :meth:`shaped`)."""
         n = len(batch)
         phi, done = self.cached_potentials(batch)  # (2N,): [obs rows, next_obs rows]
-        return self.shaped(batch.reward, phi[:n], done[:n], phi[n:], done[n:], batch.terminated)
+        return self.shaped(batch.reward, phi[:n], done[:n], phi[n:], done[n:], batch.terminated, record)
 
     def before_labelling(self, obs: dict[str, np.ndarray]) -> None:
         """Once per sampled batch, on the labelling thread: fix the drift probe set (the first batch's first

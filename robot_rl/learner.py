@@ -453,9 +453,10 @@ class Learner:
         q_values = getattr(self.algo, "q_values", None)  # the algorithm may since be wrapped (distributed.py)
         if self.value_check is None or q_values is None:
             return
-        labeller = self.reward_labeller
+        labeller = self.reward_labeller  # its labels, not counted in reward/base_mean etc. (not trained on)
         self._value_metrics = self.value_check.check(
-            q_values, labeller.rewards if labeller is not None else (lambda batch: batch.reward))
+            q_values, (lambda batch: labeller.rewards(batch, record=False)) if labeller is not None
+            else (lambda batch: batch.reward))
 
     def _log_progress(self, logger: RunLogger, metrics: dict[str, float], elapsed: float) -> None:
         logger.log({**metrics, "updates": self.updates, "env_steps": self.online_transitions,

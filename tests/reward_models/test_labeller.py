@@ -104,6 +104,11 @@ def test_reward_options_and_model_swap(state_checkpoint, state_heldout_episodes,
         if shaping == "naive_delta":  # telescopes to Phi(s_T) - Phi(s_0) (high for a success)
             assert r_succ.sum() > 0.7
     lab = RewardLabeller(model, load_config(["reward=prm"]).reward, gamma=0.99)
+    # labels looked at but not trained on (the learner's critic check) stay out of the base/shaping means
+    unrecorded = lab.rewards(succ, record=False)
+    assert "reward/shaping_mean" not in lab.stats()
+    np.testing.assert_array_equal(lab.rewards(succ), unrecorded)
+    assert lab.stats()["reward/shaped_mean"] == pytest.approx(float(unrecorded.astype(np.float64).mean()))
     old = lab.version
     assert lab.load(state_checkpoint) == old  # same weights, same version
     with pytest.raises(ValueError, match="shaping"):
