@@ -81,10 +81,11 @@ class ValueCheck:
         actors = batch.actor_id or ("",) * len(batch)
         keys = list(zip(actors, np.asarray(batch.episode_id).tolist()))
         ends = np.asarray(batch.terminated, bool) | np.asarray(batch.truncated, bool)
+        steps = np.asarray(batch.step)
         for key in dict.fromkeys(keys):  # each episode in the batch once, in order
-            if key not in self._open and len(self._open) >= self._max_open:
-                continue  # enough episodes followed already
             rows = np.fromiter((k == key for k in keys), bool, len(keys))
+            if key not in self._open and (len(self._open) >= self._max_open or steps[rows].min() != 0):
+                continue  # enough episodes followed already, or one seen from its middle (no start state)
             parts = self._open.pop(key, (0, []))[1] + [batch.select(rows)]
             if ends[rows].any():
                 self.finished.append(parts[0] if len(parts) == 1 else concat_batches(parts))

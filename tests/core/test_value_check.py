@@ -116,12 +116,15 @@ def test_the_learner_warns_about_a_critic_that_over_estimates_and_not_about_a_fr
 def test_an_episode_whose_chunks_came_out_of_order_is_scored_in_step_order() -> None:
     episode = _episode("a", 0, [0.0, 0.0, 0.0, 1.0], True)
     check = ValueCheck(gamma=0.5, episodes=1, head=1)
-    late, early = _rows(episode, slice(2, 4)), _rows(episode, slice(0, 2))
-    late = Batch(**{**late.__dict__, "terminated": np.zeros(2, bool)})  # not the end yet...
-    check.observe(late)
-    check.observe(Batch(**{**early.__dict__, "terminated": np.array([False, True])}))  # ...this chunk ends it
+    mask = np.array([True, False, True, False])
+    check.observe(episode.select(mask))  # steps 0 and 2 (a resend after a reconnect may reorder rows)...
+    check.observe(episode.select(~mask))  # ...then 1 and 3, which ends it
+    assert list(check.finished[0].step) == [0, 2, 1, 3]
     out = check.check(lambda b: np.zeros(len(b)), lambda b: b.reward)
     assert out["value/best_return_start"] == pytest.approx(0.125)  # step 0's return: 0.5^3 x 1, in step order
+    seen_from_the_middle = ValueCheck(gamma=0.5)
+    seen_from_the_middle.observe(_rows(episode, slice(2, 4)))  # no start state: not an episode to score
+    assert not seen_from_the_middle.finished and not seen_from_the_middle._open
 
 
 def test_the_critic_is_handed_only_the_keys_it_reads() -> None:
