@@ -70,6 +70,7 @@ class ValueCheck:
         self._max_open, self._stale_after, self._calls = max_open, stale_after, 0
         self.alarm = False
         self.alarms_raised = 0
+        self._alarms: collections.deque[str] = collections.deque(maxlen=20)  # newest last (the dashboard's)
         self.last: dict[str, float] = {}
 
     def observe(self, batch: Batch) -> None:
@@ -92,6 +93,10 @@ class ValueCheck:
             else:
                 self._open[key] = (self._calls, parts)
 
+    def alarms(self) -> list[str]:
+        """The alarms raised so far (newest last, at most 20), plain strings; the dashboard lists them."""
+        return list(self._alarms)
+
     def check(self, q_values: QFunction, rewards: RewardFunction) -> dict[str, float]:
         """Compare now; returns the ``value/*`` metrics (empty before the first finished episode)."""
         episodes = list(self.finished)
@@ -113,11 +118,11 @@ class ValueCheck:
         was, self.alarm = self.alarm, q > bound
         if self.alarm and not was:
             self.alarms_raised += 1
-            log.warning("critic over-estimation: start-state Q %.3f over the last %d episodes, but the best of "
-                        "their realised returns is %.3f (mean %.3f): the critic believes returns the policy does "
-                        "not get. With a learned reward this preceded the collapse of success; an ensemble "
-                        "critic (algo.num_critics=4 algo.target_subset_size=2, README: Learned rewards) held.",
-                        q, len(episodes), best, ret)
+            self._alarms.append(f"critic over-estimation: start-state Q {q:.3f} over the last {len(episodes)} "
+                                f"episodes, best realised return {best:.3f} (mean {ret:.3f})")
+            log.warning("%s: the critic believes returns the policy does not get. With a learned reward this "
+                        "preceded the collapse of success; an ensemble critic (algo.num_critics=4 "
+                        "algo.target_subset_size=2, README: Learned rewards) held.", self._alarms[-1])
         self.last = {"value/q_start": q, "value/return_start": ret, "value/best_return_start": best,
                      "value/gap": q - ret, "value/overestimation_alarm": float(self.alarm),
                      "value/episodes": float(len(episodes))}

@@ -197,10 +197,12 @@ class DashboardFeed:
         learner = self.learner
         labeller = getattr(learner, "reward_labeller", None)
         alarms = getattr(labeller, "alarms", None)
+        value_check = getattr(learner, "value_check", None)
         return FeedStatus(time=time.time(), updates=int(learner.updates), env_steps=int(learner.online_transitions),
                           updates_per_s=float(updates_per_s), eval=list(self._eval), fleet=learner.transport.fleet(),
                           weights_version=int(learner.weights_version), stopping=self.stopping,
-                          reward_alarms=list(alarms()) if callable(alarms) else None)
+                          reward_alarms=list(alarms()) if callable(alarms) else None,
+                          critic_alarms=value_check.alarms() if value_check is not None else None)
 
     def _drain_controls(self) -> None:
         while True:

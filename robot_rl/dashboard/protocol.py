@@ -21,7 +21,7 @@ import numpy as np
 
 from robot_rl.transport.wire import CONTROL_ACTIONS
 
-FEED_VERSION = 1
+FEED_VERSION = 2  # 2: FeedStatus.critic_alarms
 RUN_CONTROL_ACTIONS = ("stop",)
 """Controls the learner applies itself (the rest go to one actor: ``robot_rl.transport.wire.CONTROL_ACTIONS``)."""
 ALL_CONTROL_ACTIONS = (*CONTROL_ACTIONS, *RUN_CONTROL_ACTIONS)
@@ -99,6 +99,9 @@ class FeedStatus:
     """A stop was requested: the learner is checkpointing and exiting."""
     reward_alarms: list | None = None
     """Learned-reward alarms when the reward module raises any (``labeller.alarms()``); None when it has none."""
+    critic_alarms: list | None = None
+    """The learner's critic check alarms (``robot_rl.value_check``: Q far above the realised returns), newest
+    last; None when the algorithm has no critic check."""
 
     def encode(self) -> bytes:
         return _pack("status", **{k: v for k, v in self.__dict__.items()})

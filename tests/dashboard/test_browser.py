@@ -117,6 +117,8 @@ def test_operator_watches_and_controls_a_twin_run_in_a_browser(tmp_path, browser
         _wait(lambda: browser.find_elements(By.CSS_SELECTOR, "#curve circle.eval-point"), 90,
               "a point on the learning curve")
         assert float(browser.find_element(By.ID, "updates-per-s").text) >= 0
+        # the critic check runs (SAC) and has raised nothing: its alarm list stays hidden
+        assert browser.execute_script("return document.getElementById('critic-alarms').hidden") is True
         browser.save_screenshot(str(shots / "1-live.png"))
 
         # Pause actor-1 from the page: once it reports itself paused, its env steps stand still.

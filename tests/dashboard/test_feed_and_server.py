@@ -18,11 +18,14 @@ from starlette.testclient import TestClient  # noqa: E402
 
 from robot_rl.config import config_hash, load_config  # noqa: E402
 from robot_rl.dashboard.app import make_app, serve  # noqa: E402
-from robot_rl.dashboard.protocol import FeedControl, FeedError, FeedStatus, decode_frame, encode_frame  # noqa: E402
+from robot_rl.dashboard.protocol import (FEED_VERSION, FeedControl, FeedError, FeedStatus, decode_frame,  # noqa: E402
+                                         encode_frame)
 from robot_rl.dashboard.server import FeedClient, jpeg  # noqa: E402
 from robot_rl.learner import Learner  # noqa: E402
 from robot_rl.transport import wire  # noqa: E402
 from robot_rl.transport.zmq_actor import ZmqActorClient  # noqa: E402
+from robot_rl.sim.point_reach import PointReach, PointReachConfig  # noqa: E402
+from robot_rl.types import Batch  # noqa: E402
 from support import rollout  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -107,10 +110,24 @@ def test_status_frames_and_fleet_reach_the_page(rig):
     assert fleet["actor-0"]["status"]["intervention_rate"] == 0.25 and fleet["actor-0"]["connected"]
     assert fleet["actor-1"]["status"]["safety_event"] == "hold: gamepad disconnected"
     assert state["status"]["env_steps"] == 40 and state["status"]["reward_alarms"] is None  # no learned reward
+    assert state["status"]["critic_alarms"] == []  # SAC has the critic check; nothing raised
     assert "actor-0/top" in state["frames"] and not any(k.startswith("actor-1/") for k in state["frames"])
     img = rig["client"].get(f"/frame/actor-0/top.jpg?token={TOKEN}")
     assert img.status_code == 200 and img.content[:2] == b"\xff\xd8"  # a JPEG
     assert rig["client"].get(f"/frame/actor-1/top.jpg?token={TOKEN}").status_code == 404
+
+
+def test_a_critic_alarm_reaches_the_page(rig):
+    """The learner's critic check (robot_rl.value_check) raises an over-estimation alarm: the dashboard lists it
+    (before the tests that stop the rig's feed; the learner keeps the alarm for the rest of the module)."""
+    learner = rig["learner"]
+    rows = rollout(PointReach(PointReachConfig(obs="pixels", image_size=16)), 60, actor_id="actor-9")
+    learner.value_check.observe(Batch.from_transitions(rows))  # finished episodes of a pixel twin (replay form)
+    assert learner.value_check.finished, "the rollout finished no episode"
+    learner.value_check.check(lambda b: np.full(len(b), 50.0), lambda b: b.reward)  # Q 50 vs returns <= 1
+    state = _wait(lambda: (s := rig["client"].get(f"/api/state?token={TOKEN}").json())["status"]["critic_alarms"]
+                  and s, what="the critic alarm on the page")
+    assert "critic over-estimation" in state["status"]["critic_alarms"][-1]
 
 
 @pytest.mark.parametrize("body, code, reason", [
@@ -165,7 +182,8 @@ def test_messages_are_versioned_and_validated():
     with pytest.raises(wire.WireError, match="paused"):
         wire.ActorStatus.decode({**bad, "paused": "yes"})
     with pytest.raises(FeedError, match="feed version"):
-        FeedControl.decode(FeedControl("stop", "", 1.0).encode().replace(b"\xa1v\x01", b"\xa1v\x09"))
+        FeedControl.decode(FeedControl("stop", "", 1.0).encode().replace(b"\xa1v" + bytes([FEED_VERSION]),
+                                                                         b"\xa1v\x09"))
     with pytest.raises(FeedError, match="unknown action"):
         FeedControl.decode(FeedControl("stop", "", 1.0).encode().replace(b"stop", b"nuke"))
     image = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
@@ -212,3 +230,4 @@ def test_feed_never_blocks_without_a_reader(rig):
         received += frames[0].find(b"flood") >= 0
     stuck.close(0)
     assert received < 200  # dropped at the high-water marks, not queued for the stuck reader
+
