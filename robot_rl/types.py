@@ -120,12 +120,15 @@ class Batch(Generic[ArrayT]):
             actor_id=tuple(t.actor_id for t in transitions),
         )
 
-    def select(self, mask: np.ndarray) -> "Batch[np.ndarray]":
-        """The rows where ``mask`` is true (numpy batches; copies)."""
-        return Batch(obs={k: v[mask] for k, v in self.obs.items()},
-                     next_obs={k: v[mask] for k, v in self.next_obs.items()},
-                     **{name: getattr(self, name)[mask] for name in VECTOR_FIELDS + tuple(SCALAR_FIELDS)},
-                     actor_id=tuple(a for a, m in zip(self.actor_id, mask) if m))
+    def select(self, rows: np.ndarray) -> "Batch[np.ndarray]":
+        """The rows ``rows`` picks: a boolean mask, or integer positions in the order given (numpy batches;
+        copies)."""
+        rows = np.asarray(rows)
+        index = np.flatnonzero(rows) if rows.dtype == bool else rows
+        return Batch(obs={k: v[index] for k, v in self.obs.items()},
+                     next_obs={k: v[index] for k, v in self.next_obs.items()},
+                     **{name: getattr(self, name)[index] for name in VECTOR_FIELDS + tuple(SCALAR_FIELDS)},
+                     actor_id=tuple(self.actor_id[i] for i in index) if self.actor_id else ())
 
     def transitions(self) -> Iterator[Transition]:
         """Unstack a numpy batch back into transitions (views, no copies)."""

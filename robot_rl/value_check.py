@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 
 from robot_rl.replay import concat_batches
-from robot_rl.types import SCALAR_FIELDS, VECTOR_FIELDS, Batch
+from robot_rl.types import Batch
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ class ValueCheck:
         q_start, ret_start = [], []
         for episode in episodes:
             if np.any(np.diff(np.asarray(episode.step)) < 0):  # chunks of an episode arrive in order; be sure
-                episode = _take(episode, np.argsort(np.asarray(episode.step), kind="stable"))
+                episode = episode.select(np.argsort(np.asarray(episode.step), kind="stable"))
             returns = discounted_returns(np.asarray(rewards(episode), np.float64), self.gamma)  # (T,)
             head = episode.select(np.arange(len(episode)) < self.head)
             if self.critic_keys:
@@ -129,10 +129,3 @@ class ValueCheck:
         return dict(self.last)
 
 
-
-def _take(batch: Batch, index: np.ndarray) -> Batch:
-    """The rows ``index`` (integer positions, in that order) of a numpy batch."""
-    return Batch(obs={k: v[index] for k, v in batch.obs.items()},
-                 next_obs={k: v[index] for k, v in batch.next_obs.items()},
-                 **{name: getattr(batch, name)[index] for name in VECTOR_FIELDS + tuple(SCALAR_FIELDS)},
-                 actor_id=tuple(batch.actor_id[i] for i in index) if batch.actor_id else ())

@@ -56,3 +56,17 @@ def test_batch_and_episode_round_trip(pixel_env):
     bad.reward[3] = np.nan
     with pytest.raises(SpecError, match="reward"):
         bad.check(pixel_env.obs_spec, pixel_env.action_spec)
+
+
+def test_batch_select_takes_a_mask_or_positions_in_order(pixel_env):
+    trs = rollout(pixel_env, 6)
+    for i, t in enumerate(trs):
+        t.actor_id = f"a{i}"
+    batch = Batch.from_transitions(trs)
+    masked = batch.select(np.array([True, False, True, False, False, True]))
+    assert list(masked.step) == [trs[i].step for i in (0, 2, 5)] and masked.actor_id == ("a0", "a2", "a5")
+    taken = batch.select(np.array([5, 0, 2]))  # integer positions: that order
+    assert taken.actor_id == ("a5", "a0", "a2")
+    np.testing.assert_array_equal(taken.obs["images/top"], batch.obs["images/top"][[5, 0, 2]])
+    np.testing.assert_array_equal(taken.action, batch.action[[5, 0, 2]])
+    assert len(batch.select(np.zeros(6, bool))) == 0 and batch.select(np.zeros(6, bool)).actor_id == ()
