@@ -98,18 +98,18 @@ class Learner:
             self.sampler = MixedSampler(self.online, self.demo, self.algo.batch_size_per_update,
                                         cfg.replay.demo_ratio, self.device, cfg.replay.prefetch, seed=cfg.seed)
         self._mixed_sampler = self.sampler  # the reward labeller may wrap it; drop_offline_data needs this one
+        # The obs keys the algorithm reads from a replay batch: the policy's, as embeddings where replay holds
+        # them, without the frames kept only for the reward model.
+        algo_keys = tuple(k for k in self.replay_spec.keys() if k not in self.reward_frames) \
+            if self.frozen_cameras else tuple(self.policy_spec.keys())
         if self.reward_labeller is not None:
             # the reward model may read keys the policy does not (cameras, kept frames): dropped once the batch
             # is labelled. One-step batches are labelled on MixedSampler's prefetch thread, executed sequences
             # (n-step TD, sequence critics) step by step as they are sampled (reward_models.sequence_labels).
-            policy_keys = [k for k in self.replay_spec.keys() if k not in self.reward_frames] \
-                if self.frozen_cameras else self.policy_spec.keys()
-            self.sampler = self.reward_labeller.wrap(self.sampler, keep_keys=policy_keys)
+            self.sampler = self.reward_labeller.wrap(self.sampler, keep_keys=algo_keys)
         gamma = getattr(cfg.algo, "gamma", None)
-        self.value_check = ValueCheck(  # the critic reads replay's keys but the reward model's kept frames
-            gamma, cfg.learner.value_check_episodes, margin=cfg.learner.value_check_margin,
-            critic_keys=tuple(k for k in self.replay_spec.keys() if k not in self.reward_frames)
-            if self.frozen_cameras else tuple(self.policy_spec.keys())) \
+        self.value_check = ValueCheck(gamma, cfg.learner.value_check_episodes, margin=cfg.learner.value_check_margin,
+                                      critic_keys=algo_keys) \
             if cfg.learner.value_check_episodes > 0 and gamma is not None and hasattr(self.algo, "q_values") else None
         self._value_metrics: dict[str, float] = {}
         self.ledger = DedupLedger()
