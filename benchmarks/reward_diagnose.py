@@ -50,12 +50,12 @@ def load_algo(cfg, ckpt: Path):
     return algo
 
 
-def value_check_verdict(cfg, ckpt: Path, fields, obs, nxt, rewards) -> dict:
-    """What the learner's critic check (:mod:`robot_rl.value_check`) says of the checkpoint's critic on the
-    last ``learner.value_check_episodes`` online episodes; ``rewards(batch)`` = the rewards trained on."""
+def value_check_verdict(cfg, algo, fields, obs, nxt, rewards) -> dict:
+    """What the learner's critic check (:mod:`robot_rl.value_check`) says of the checkpoint's critic (``algo``,
+    :func:`load_algo`) on the last ``learner.value_check_episodes`` online episodes; ``rewards(batch)`` = the
+    rewards trained on."""
     from robot_rl.value_check import ValueCheck
 
-    algo = load_algo(cfg, ckpt)
     n = len(fields["reward"])
     term, trunc = fields["terminated"].astype(bool), fields["truncated"].astype(bool)
     episodes = max(1, int(cfg.learner.value_check_episodes))
@@ -71,10 +71,10 @@ def value_check_verdict(cfg, ckpt: Path, fields, obs, nxt, rewards) -> dict:
 
 
 @torch.no_grad()
-def critic_vs_returns(cfg, ckpt: Path, fields, obs, shaped, starts, ends, gamma: float, last: int) -> dict:
-    """Mean Q(s, a) of the checkpoint's critic (ensemble mean) against the discounted learned-reward return to
-    go, over the first transitions of the last ``last`` online episodes, split by success."""
-    algo = load_algo(cfg, ckpt)
+def critic_vs_returns(algo, fields, obs, shaped, starts, ends, gamma: float, last: int) -> dict:
+    """Mean Q(s, a) of the checkpoint's critic (``algo``, :func:`load_algo`; ensemble mean) against the discounted
+    learned-reward return to go, over the first transitions of the last ``last`` online episodes, split by
+    success."""
     out: dict[str, list[float]] = {"q_success": [], "mc_success": [], "q_failure": [], "mc_failure": []}
     for s, e in list(zip(starts, ends))[-last:]:
         idx = np.arange(s, min(s + 10, e + 1))  # the first 10 steps of the episode
@@ -108,10 +108,11 @@ def sparse_run(run_dir: Path, cfg, ckpt: Path, window: int) -> None:
     starts = np.r_[0, ends[:-1] + 1]
     success = [bool(term[e] and base[e] > 0) for e in ends]
     windows = [round(float(np.mean(success[i:i + window])), 3) for i in range(0, len(success), window)]
-    q_gap = critic_vs_returns(cfg, ckpt, fields, obs, base, starts, ends, cfg.algo.gamma, last=window)
+    algo = load_algo(cfg, ckpt)
+    q_gap = critic_vs_returns(algo, fields, obs, base, starts, ends, cfg.algo.gamma, last=window)
     print(f"{len(ends)} online episodes; success per window of {window}: {windows}")
     print("critic vs Monte-Carlo (last episodes; truncated failures add gamma^k V(s_T) that MC lacks):", q_gap)
-    verdict = value_check_verdict(cfg, ckpt, fields, obs, nxt, lambda b: b.reward)
+    verdict = value_check_verdict(cfg, algo, fields, obs, nxt, lambda b: b.reward)
     print("the learner's critic check on the final critic:", {k: round(v, 3) for k, v in verdict.items()})
     print(json.dumps({"episodes": len(ends), "success_windows": windows, **q_gap, **verdict,
                       **learner_curves(run_dir)}))
@@ -194,9 +195,10 @@ def main() -> None:
                    ret_fail=np.mean([x["shaped_return"] for x in fail]) if fail else np.nan)
         rows.append(row)
         print("  ".join(f"{v:>10}" if isinstance(v, str) else f"{v:>10.3f}" for v in row.values()))
-    q_gap = critic_vs_returns(cfg, ckpt, fields, obs, shaped, starts, ends, cfg.algo.gamma, last=args.window)
+    algo = load_algo(cfg, ckpt)
+    q_gap = critic_vs_returns(algo, fields, obs, shaped, starts, ends, cfg.algo.gamma, last=args.window)
     print("critic vs Monte-Carlo (last episodes; truncated failures add gamma^k V(s_T) that MC lacks):", q_gap)
-    verdict = value_check_verdict(cfg, ckpt, fields, obs, nxt, labeller.rewards)
+    verdict = value_check_verdict(cfg, algo, fields, obs, nxt, labeller.rewards)
     print("the learner's critic check on the final critic:", {k: round(v, 3) for k, v in verdict.items()})
     records = read_metrics(args.run_dir / "metrics_learner.jsonl")
     evals = [(r["step"], r["eval/success_rate"]) for r in records if "eval/success_rate" in r]
