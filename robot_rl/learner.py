@@ -123,6 +123,7 @@ class Learner:
         # Episodes put back into replay from the actors' episode stores (no checkpoint to resume from), per
         # actor: their chunks, resent from the actors' spill directories, must not be added a second time.
         self._rebuilt_episodes: dict[str, np.ndarray] = {}
+        self.state_norm = self._make_state_norm()  # None unless policy.normalize_state_online_until > 0
         self._resume_or_load_demos()
         self._updates_at_start = self.updates  # updates/s counts this session's updates only
         self._draining = False  # budget reached: actors are told (progress["draining"]) to finish and stop
@@ -172,7 +173,10 @@ class Learner:
             log.info("task encoder pretrained on %d demo frames in %.1fs: %s", int(losses["frames"]),
                      losses["seconds"], {k: round(v, 4) for k, v in losses.items()})
         for episode in episodes:  # frozen/task encoders: replay holds each frame's embedding (_to_replay)
-            self.demo.add_batch(self._to_replay(episode.to_batch()))
+            batch = episode.to_batch()
+            self.demo.add_batch(self._to_replay(batch))
+            if self.state_norm is not None:
+                self.state_norm.observe(batch.obs["state"])  # running statistics start from every demo state
         if episodes:
             log.info("demo buffer: %d transitions", len(self.demo))
         # After the demos: a task encoder must be pretrained before the actors' episodes are embedded.
@@ -181,7 +185,11 @@ class Learner:
         else:
             log.info("learner.resume=false: starting fresh in %s", self.run_dir)
         fit = getattr(self.policy, "fit_state_normalization", None)
-        if fit is not None and len(self.demo) and "state" in self.obs_spec.fields:
+        if self.state_norm is not None:  # running statistics: the demos' now, the online states as they come
+            if self._apply_state_norm():
+                log.info("state normalisation fitted on %d states; refined online until %d",
+                         self.state_norm.count, self.state_norm.until)
+        elif fit is not None and len(self.demo) and "state" in self.obs_spec.fields:
             states = self.demo.sample(min(len(self.demo), 20_000), self.np_rng).obs["state"]  # (n, S)
             if fit(torch.as_tensor(states).to(self.device)):
                 log.info("state normalisation fitted on %d demo transitions", len(states))
@@ -246,6 +254,8 @@ class Learner:
             self.reward_labeller.observe_online(batch)  # hacking monitor: learned progress vs success labels
         if self.value_check is not None:
             self.value_check.observe(batch)  # finished episodes: start-state Q vs realised return
+        if self.state_norm is not None:
+            self.state_norm.observe(batch.obs["state"])  # applied on the learner's thread, at the next publish
 
     # ---------------------------------------------------------------------------------- checkpoints
     def save_checkpoint(self) -> Path:
@@ -256,6 +266,8 @@ class Learner:
                      "spec_hash": self.spec_hash, "config_hash": self.config_hash,
                      "rebuilt_episodes": {a: ids.tolist() for a, ids in self._rebuilt_episodes.items()},
                      "reward_version": self.reward_labeller.version if self.reward_labeller else "env"}
+            if self.state_norm is not None:
+                state["state_norm"] = self.state_norm.state_dict()
             marks = self.ledger.marks()
             path = self.checkpointer.save(f"ckpt-{self.updates:010d}", state, {
                 "replay_online": self.online.save, "replay_demo": self.demo.save})
@@ -274,6 +286,8 @@ class Learner:
         rebuilt = state.get("rebuilt_episodes", {})  # absent in checkpoints written before it existed
         self._rebuilt_episodes = {a: np.asarray(ids, np.int64) for a, ids in rebuilt.items()}
         restore_rng(state["rng"], self.np_rng)
+        if self.state_norm is not None and "state_norm" in state:
+            self.state_norm.load_state_dict(state["state_norm"])
         self.online.load(path / "replay_online")
         self.demo.load(path / "replay_demo")
         log.info("resumed from %s: %d updates, %d online transitions", path, self.updates, self.online_transitions)
@@ -290,7 +304,26 @@ class Learner:
         return {"updates": self.updates, "env_steps": self.online_transitions,
                 "allowed_env_steps": budget + slack, "draining": int(self._draining)}
 
+    def _make_state_norm(self) -> Any:
+        until = int(getattr(self.cfg.policy, "normalize_state_online_until", 0) or 0)
+        state_dim = getattr(getattr(self.policy, "encoder", None), "state_dim", 0)
+        if until <= 0 or not getattr(self.cfg.policy, "normalize_state", False) or not state_dim:
+            return None
+        from robot_rl.state_norm import RunningStateNormalizer
+
+        return RunningStateNormalizer(state_dim, until)
+
+    def _apply_state_norm(self) -> bool:
+        """The running statistics into the policy's encoder (and SAC's target copy, where it has one)."""
+        if self.state_norm is None:
+            return False
+        target = getattr(self.algo, "target_encoder", None)
+        encoders = [self.policy.encoder] + ([target] if target is not None and target is not self.policy.encoder
+                                            else [])
+        return self.state_norm.apply(encoders)
+
     def publish(self) -> None:
+        self._apply_state_norm()  # actors get the statistics the next weights are trained with
         self.weights_version += 1
         weights = {k: v.detach().cpu().numpy() for k, v in self.algo.policy_weights().items()}
         self.transport.publish_weights(weights, self.weights_version, self.progress())
