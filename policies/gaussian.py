@@ -71,11 +71,6 @@ class GaussianPolicyConfig(PolicyConfig):
     normalize_state: bool = True
     """Standardise ``state`` with the demonstrations' per-dimension mean/std (fitted once by the learner on a
     fresh run; sent to actors with the weights). Without demos the state passes through unchanged."""
-    normalize_state_online_until: int = 0
-    """With ``normalize_state``: keep refining those statistics with every online state the learner receives
-    (running mean/variance over demos + online, :mod:`robot_rl.state_norm`) until this many states were counted,
-    then keep them fixed; 0 uses the demos' statistics only. A few demos cover a sliver of the workspace, and
-    states far outside it are clipped to the same value (``ObservationEncoder.STATE_CLIP`` standard deviations)."""
     bc_clip_eps: float = 1e-4
     """The BC loss clamps normalised target actions into ``[-1 + eps, 1 - eps]`` so atanh stays finite."""
 
@@ -85,6 +80,8 @@ store("policy", "gaussian", GaussianPolicyConfig)
 
 class GaussianPolicy(Policy):
     """``encoder -> MLP -> (mean, log_std)``; the encoder is shared with the critic by SAC (see sac.py)."""
+
+    onnx_exportable = True  # stateless single-step acting: actor.inference=onnxruntime can run it
 
     def __init__(self, cfg: GaussianPolicyConfig, obs_spec: ObsSpec, action_spec: ActionSpec) -> None:
         super().__init__(obs_spec, action_spec)

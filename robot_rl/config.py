@@ -186,6 +186,12 @@ class LearnerConfig(ConfigNode):
     value_check_margin: float = 1.0
     """The over-estimation alarm's absolute margin over the best realised start-state return (reward units;
     the relative margin is half that return's magnitude, whichever is larger)."""
+    normalize_state_online_until: int = 0
+    """With ``policy.normalize_state``: keep refining the demos' state statistics with every online state the
+    learner receives (running mean/variance over demos + online, :mod:`robot_rl.state_norm`) until this many
+    states were counted, then keep them fixed; they reach the actors with the weights. 0: the demos' statistics
+    only. Why: a few demos cover a sliver of the workspace, and states far outside it are clipped to the same
+    value (``ObservationEncoder.STATE_CLIP`` standard deviations)."""
 
 
 @dataclass
@@ -211,6 +217,12 @@ class ActorConfig(ConfigNode):
     """Sim only: step the ``num_envs`` twins as one batched env, one policy call and one env call per step
     (``cpu``: the vectorised twin of any registered env; ``warp``: the MuJoCo Warp pick-cube twin, on the GPU
     when there is one). Empty: the per-env loop of :class:`robot_rl.actor.Actor` (needed for ``hil``)."""
+    inference: str = "torch"
+    """How the actor runs its policy: ``torch`` (eager PyTorch) or ``onnxruntime`` (the policy exported once to
+    ONNX, each published set of weights bound into the running session; ``pip install 'robot_rl[onnx]'``). On a
+    robot PC the policy runs once per tick after its thread slept, and ONNX Runtime's single call costs a fraction
+    of PyTorch's eager dispatch then (README, ``benchmarks/ros2_loop.py``). Single-step stateless policies only
+    (``policy=gaussian``); others fail at start."""
 
 
 @dataclass

@@ -24,6 +24,7 @@ from robot_rl.registry import ALGORITHMS, ENVS, make_policy
 from robot_rl.replay import MixedSampler, ReplayBuffer
 from robot_rl.run_log import RunLogger
 from robot_rl.specs import ActionSpec, ObsSpec, spec_hash
+from robot_rl.state_norm import make_state_normalizer, state_encoders
 from robot_rl.transport.base import DedupLedger, LearnerTransport
 from robot_rl.transport.wire import Chunk
 from robot_rl.types import Batch
@@ -123,7 +124,7 @@ class Learner:
         # Episodes put back into replay from the actors' episode stores (no checkpoint to resume from), per
         # actor: their chunks, resent from the actors' spill directories, must not be added a second time.
         self._rebuilt_episodes: dict[str, np.ndarray] = {}
-        self.state_norm = self._make_state_norm()  # None unless policy.normalize_state_online_until > 0
+        self.state_norm = make_state_normalizer(cfg, self.policy)  # None unless learner.normalize_state_online_until
         self._resume_or_load_demos()
         self._updates_at_start = self.updates  # updates/s counts this session's updates only
         self._draining = False  # budget reached: actors are told (progress["draining"]) to finish and stop
@@ -304,23 +305,9 @@ class Learner:
         return {"updates": self.updates, "env_steps": self.online_transitions,
                 "allowed_env_steps": budget + slack, "draining": int(self._draining)}
 
-    def _make_state_norm(self) -> Any:
-        until = int(getattr(self.cfg.policy, "normalize_state_online_until", 0) or 0)
-        state_dim = getattr(getattr(self.policy, "encoder", None), "state_dim", 0)
-        if until <= 0 or not getattr(self.cfg.policy, "normalize_state", False) or not state_dim:
-            return None
-        from robot_rl.state_norm import RunningStateNormalizer
-
-        return RunningStateNormalizer(state_dim, until)
-
     def _apply_state_norm(self) -> bool:
-        """The running statistics into the policy's encoder (and SAC's target copy, where it has one)."""
-        if self.state_norm is None:
-            return False
-        target = getattr(self.algo, "target_encoder", None)
-        encoders = [self.policy.encoder] + ([target] if target is not None and target is not self.policy.encoder
-                                            else [])
-        return self.state_norm.apply(encoders)
+        """The running state statistics into the encoders that read ``state`` (none without the switch)."""
+        return self.state_norm is not None and self.state_norm.apply(state_encoders(self.policy, self.algo))
 
     def publish(self) -> None:
         self._apply_state_norm()  # actors get the statistics the next weights are trained with

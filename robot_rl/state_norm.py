@@ -1,5 +1,5 @@
 """Running state normalisation: the policy's ``state`` statistics refined with the online states the learner
-receives (``policy.normalize_state_online_until``).
+receives (``learner.normalize_state_online_until``).
 
 Why: the learner standardises ``state`` with the demonstrations' per-dimension mean/std, and a few short demos
 cover a sliver of the workspace. 3 pick-cube demos (63 steps) put the TCP's y at std 0.01-0.02 m; the arm's own
@@ -93,3 +93,20 @@ class RunningStateNormalizer:
             # the encoders' buffers were restored with the algorithm's state as of the last publish; the next
             # publish writes these moments, which may have counted a few more states before the checkpoint
             self._changed = True
+
+
+def make_state_normalizer(cfg: Any, policy: Any) -> RunningStateNormalizer | None:
+    """The learner's normaliser for ``cfg.learner.normalize_state_online_until`` > 0 with
+    ``policy.normalize_state`` on a policy whose encoder reads ``state``; None otherwise (the demos' fit only)."""
+    until = int(cfg.learner.normalize_state_online_until)
+    state_dim = getattr(getattr(policy, "encoder", None), "state_dim", 0)
+    if until <= 0 or not getattr(cfg.policy, "normalize_state", False) or not state_dim:
+        return None
+    return RunningStateNormalizer(state_dim, until)
+
+
+def state_encoders(policy: Any, algo: Any) -> list[Any]:
+    """The policy's encoder, and the algorithm's target copy of it where it keeps a separate one (SAC with a
+    trainable encoder): both must standardise ``state`` alike."""
+    target = getattr(algo, "target_encoder", None)
+    return [policy.encoder] + ([target] if target is not None and target is not policy.encoder else [])

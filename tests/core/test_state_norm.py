@@ -10,7 +10,7 @@ from robot_rl.config import load_config
 from robot_rl.demos import generate_demos
 from robot_rl.learner import Learner
 from robot_rl.policies.encoders import ObservationEncoder
-from robot_rl.specs import ArraySpec, ObsSpec
+from robot_rl.specs import ActionSpec, ArraySpec, ObsSpec
 from robot_rl.state_norm import RunningStateNormalizer
 from support import run_with_actor_thread
 
@@ -77,7 +77,7 @@ def _cfg(tmp_path, *extra: str):
 def test_the_learner_widens_the_demos_statistics_with_online_states_and_the_actor_gets_them(tmp_path) -> None:
     demos = tmp_path / "demos"
     generate_demos(_cfg(tmp_path / "gen"), 2, demos)
-    cfg = _cfg(tmp_path / "run", f"learner.demos={demos}", "policy.normalize_state_online_until=100000")
+    cfg = _cfg(tmp_path / "run", f"learner.demos={demos}", "learner.normalize_state_online_until=100000")
     learner = Learner(cfg)
     demo_states = _all_states(learner.demo)
     assert learner.state_norm.count == len(learner.demo)  # fitted on the demos first, as without the switch
@@ -95,7 +95,7 @@ def test_the_learner_widens_the_demos_statistics_with_online_states_and_the_acto
     # the actor acts with the statistics the weights were trained with (they travel with the weights)
     torch.testing.assert_close(actor.policy.encoder.state_mean, learner.policy.encoder.state_mean)
     # a resumed run continues from the checkpointed moments instead of refitting on the demos
-    resumed = Learner(_cfg(tmp_path / "run", f"learner.demos={demos}", "policy.normalize_state_online_until=100000",
+    resumed = Learner(_cfg(tmp_path / "run", f"learner.demos={demos}", "learner.normalize_state_online_until=100000",
                            "learner.max_env_steps=400"))
     assert resumed.state_norm.count == len(resumed.demo) + len(resumed.online) > len(resumed.demo)
     kept = np.concatenate([_all_states(resumed.demo), _all_states(resumed.online)])
@@ -111,3 +111,25 @@ def test_without_the_switch_the_demos_statistics_stay_fixed(tmp_path) -> None:
     actor = Actor(learner.cfg, learner.transport.connect(learner.cfg.transport, "actor-0"))
     run_with_actor_thread(learner, actor, join_s=30)
     torch.testing.assert_close(learner.policy.encoder.state_mean, before)
+
+
+def test_sac_with_a_trainable_camera_encoder_gets_both_of_its_encoders_normalised() -> None:
+    from robot_rl.registry import ALGORITHMS, POLICIES
+    from robot_rl.state_norm import state_encoders
+
+    spec = ObsSpec({"state": ArraySpec((3,), "float32"), "images/front": ArraySpec((16, 16, 3), "uint8")})
+    cfg = load_config(["env=point_reach", "algo=sac", "policy.encoder=drq", "policy.conv_layers=1",
+                       "policy.conv_channels=4"])
+    actions = ActionSpec((2,), (-1.0, -1.0), (1.0, 1.0))
+    policy = POLICIES.make("gaussian", cfg.policy, spec, actions)
+    algo = ALGORITHMS.make("sac", cfg.algo, policy, spec, actions, "cpu")
+    encoders = state_encoders(policy, algo)
+    assert len(encoders) == 2 and encoders[1] is algo.target_encoder  # the target copy reads state too
+    norm = RunningStateNormalizer(3, until=10)
+    norm.observe(np.array([[1.0, 2.0, 3.0], [3.0, 2.0, 5.0]]))
+    norm.apply(encoders)
+    torch.testing.assert_close(algo.target_encoder.state_mean, torch.tensor([2.0, 2.0, 4.0]))
+    state = ObsSpec({"state": ArraySpec((3,), "float32")})
+    state_only = POLICIES.make("gaussian", cfg.policy, state, actions)
+    assert state_encoders(state_only, ALGORITHMS.make("sac", cfg.algo, state_only, state, actions, "cpu")) == \
+        [state_only.encoder]  # no parameters: SAC reuses the one encoder
