@@ -26,6 +26,7 @@ Ends with one JSON line.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import signal
@@ -155,7 +156,7 @@ def _spawn(*args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, __file__, *args])
 
 
-def run(command_hz: float, seconds: float, loaded: bool) -> dict[str, float]:
+def run(command_hz: float, seconds: float, loaded: bool, inference: str = "torch") -> dict[str, float]:
     import rclpy
     import torch
     from rclpy.executors import SingleThreadedExecutor
@@ -164,6 +165,7 @@ def run(command_hz: float, seconds: float, loaded: bool) -> dict[str, float]:
     from robot_rl.hardware.ros2.config import RobotNodeConfig, from_params
     from robot_rl.hardware.ros2.realtime import enter_executor_realtime, log_off_the_loop
     from robot_rl.hardware.ros2.robot_env import RosRobotEnv
+    from robot_rl.actor import inference_policy
     from robot_rl.registry import POLICIES
 
     torch.set_num_threads(1)
@@ -196,6 +198,7 @@ def run(command_hz: float, seconds: float, loaded: bool) -> dict[str, float]:
         train = load_config(["env.obs=pixels", "env.image_size=128"])
         policy = POLICIES.make(train.policy.name, train.policy, env.obs_spec, env.action_spec)
         policy.eval()
+        policy = inference_policy(policy, inference)  # what the actor node runs with actor.inference=...
         zeros = {k: np.zeros((1, *v.shape), v.dtype) for k, v in env.obs_spec.fields.items()}
         with torch.no_grad():  # first call initialises torch's kernels: not on the clock
             policy.act(zeros, deterministic=False)
@@ -260,6 +263,7 @@ def run(command_hz: float, seconds: float, loaded: bool) -> dict[str, float]:
             "inference_p50_ms": float(np.percentile(inference_ms, 50)),
             "inference_p99_ms": float(np.percentile(inference_ms, 99)),
             "inference_back_to_back_p50_ms": float(np.percentile(warm_ms, 50)),
+            "inference_backend": inference,
             "target_to_command_p50_ms": stats["target_to_command_p50_ms"],
             "target_to_command_p99_ms": stats["target_to_command_p99_ms"],
             "command_phase_relocks": stats["command_phase_relocks"],
@@ -275,6 +279,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--rates", type=float, nargs="+", default=[100.0, 500.0])
+    parser.add_argument("--inference", choices=["torch", "onnxruntime"], nargs="+", default=["torch"],
+                        help="actor.inference backends to measure, each through every scenario")
     parser.add_argument("--fake-robot", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--hog", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--cameras", type=float, default=0.0, help=argparse.SUPPRESS)
@@ -292,25 +298,25 @@ def main() -> None:
     if args.bare_loop:
         return bare_loop_process(float(args.bare_loop[0]), float(args.bare_loop[1]), args.bare_loop[2])
     results: dict[str, object] = {}
-    for hz in args.rates:
-        for loaded in (False, True):
-            r = run(hz, args.seconds, loaded)
-            key = f"{int(hz)}hz" + ("_loaded" if loaded else "")
-            results[key] = r
-            print(f"{int(hz):>4} Hz {'loaded' if loaded else 'idle  '} (load avg {r['loadavg_1min_before']}): "
-                  f"{int(r['commands'])} commands, jitter p50 {r['command_jitter_p50_ms']:.3f} / p99 "
-                  f"{r['command_jitter_p99_ms']:.3f} ms (real-time {r['realtime']}; bare sleep loop p99 "
-                  f"{r['bare_loop_jitter_p99_ms']:.3f}, ratio {r['ratio_vs_bare_loop']:.2f}; bare real-time loop "
-                  f"p99 {r['bare_rt_loop_jitter_p99_ms']:.3f}), max period {r['command_period_max_ms']:.1f} ms, "
-                  f"{int(r['missed_deadlines'])} missed; policy {r['policy_steps']} steps, jitter p99 "
-                  f"{r['policy_jitter_p99_ms']:.2f} ms; frame->command p50 {r['frame_to_command_p50_ms']:.1f} / p99 "
-                  f"{r['frame_to_command_p99_ms']:.1f} ms (sum of the parts' p99s "
-                  f"{r['frame_to_command_bound_p99_ms']:.1f}: frame age {r['frame_age_p99_ms']:.1f} + obs->target "
-                  f"{r['obs_to_target_p99_ms']:.1f} (of it inference p50 {r['inference_p50_ms']:.1f} / p99 "
-                  f"{r['inference_p99_ms']:.1f}; back to back p50 {r['inference_back_to_back_p50_ms']:.1f}) + "
-                  f"target->command {r['target_to_command_p99_ms']:.1f}, p50 {r['target_to_command_p50_ms']:.1f}, "
-                  f"{int(r['command_phase_relocks'])} relocks); stale holds {int(r['stale_holds'])}",
-                  flush=True)
+    # The headline keys are the first backend's (torch unless --inference says otherwise); others get a suffix.
+    for inference, hz, loaded in itertools.product(args.inference, args.rates, (False, True)):
+        r = run(hz, args.seconds, loaded, inference)
+        suffix = "" if inference == args.inference[0] else f"_{inference}"
+        results[f"{int(hz)}hz" + ("_loaded" if loaded else "") + suffix] = r
+        print(f"[{inference}] {int(hz):>4} Hz {'loaded' if loaded else 'idle  '} (load avg {r['loadavg_1min_before']}): "
+              f"{int(r['commands'])} commands, jitter p50 {r['command_jitter_p50_ms']:.3f} / p99 "
+              f"{r['command_jitter_p99_ms']:.3f} ms (real-time {r['realtime']}; bare sleep loop p99 "
+              f"{r['bare_loop_jitter_p99_ms']:.3f}, ratio {r['ratio_vs_bare_loop']:.2f}; bare real-time loop "
+              f"p99 {r['bare_rt_loop_jitter_p99_ms']:.3f}), max period {r['command_period_max_ms']:.1f} ms, "
+              f"{int(r['missed_deadlines'])} missed; policy {r['policy_steps']} steps, jitter p99 "
+              f"{r['policy_jitter_p99_ms']:.2f} ms; frame->command p50 {r['frame_to_command_p50_ms']:.1f} / p99 "
+              f"{r['frame_to_command_p99_ms']:.1f} ms (sum of the parts' p99s "
+              f"{r['frame_to_command_bound_p99_ms']:.1f}: frame age {r['frame_age_p99_ms']:.1f} + obs->target "
+              f"{r['obs_to_target_p99_ms']:.1f} (of it inference p50 {r['inference_p50_ms']:.1f} / p99 "
+              f"{r['inference_p99_ms']:.1f}; back to back p50 {r['inference_back_to_back_p50_ms']:.1f}) + "
+              f"target->command {r['target_to_command_p99_ms']:.1f}, p50 {r['target_to_command_p50_ms']:.1f}, "
+              f"{int(r['command_phase_relocks'])} relocks); stale holds {int(r['stale_holds'])}",
+              flush=True)
     idle, busy = results.get("100hz", {}), results.get("100hz_loaded", {})
     results.update({
         "command_100hz_jitter_p99_ms": idle.get("command_jitter_p99_ms"),

@@ -136,6 +136,18 @@ def load_weights(policy: torch.nn.Module, arrays: dict[str, np.ndarray]) -> None
     policy.load_state_dict(state, strict=True)
 
 
+def inference_policy(policy: Any, backend: str) -> Any:
+    """``policy`` as the actor runs it: itself (``torch``) or through ONNX Runtime (``onnxruntime``, with as many
+    threads as torch has here), which acts, resets and loads weights the same way."""
+    if backend == "torch":
+        return policy
+    if backend == "onnxruntime":
+        from robot_rl.policies.onnx_runtime import OnnxRuntimePolicy
+
+        return OnnxRuntimePolicy(policy, threads=torch.get_num_threads())
+    raise ValueError(f"actor.inference must be torch or onnxruntime, got {backend!r}")
+
+
 class Actor:
     def __init__(self, cfg: Any, transport: ActorTransport, envs: Sequence[RobotEnv] | None = None,
                  policy: Any = None, store_dir: str | Path | None = None) -> None:
@@ -146,6 +158,7 @@ class Actor:
         self.spec_hash = spec_hash(self.obs_spec, self.action_spec)
         self.policy = policy if policy is not None else make_policy(cfg, self.obs_spec, self.action_spec)
         self.policy.eval()
+        self.policy = inference_policy(self.policy, getattr(cfg.actor, "inference", "torch"))
         self.transport = transport
         directory = store_dir or cfg.actor.store_dir or Path(cfg.run_dir) / "episodes" / self.actor_id
         self.store = EpisodeStore(directory)
