@@ -29,6 +29,9 @@ class BatchedActor:
     def __init__(self, cfg: Any, transport: ActorTransport, env: Any, policy: Any = None,
                  store_dir: str | Path | None = None) -> None:
         self.cfg = cfg
+        if getattr(cfg.actor, "inference", "torch") != "torch":  # torch tensors on the twin's device, end to end
+            raise ValueError(f"actor.inference={cfg.actor.inference} is for the per-env actor (robots); the batched "
+                             f"twin (actor.batched_backend={cfg.actor.batched_backend!r}) runs its policy in torch")
         self.actor_id = cfg.actor.actor_id
         self.env = env
         self.num_envs = int(env.num_envs)

@@ -145,3 +145,12 @@ def test_train_on_the_warp_twin_through_real_processes(tmp_path) -> None:
     assert max(r.get("env_steps", 0) for r in records) >= 120
     assert json.loads((run / "eval.json").read_text())["episodes"] == 1
     assert (run / "checkpoints" / "LATEST").exists()
+
+
+def test_the_batched_actor_refuses_onnx_inference_instead_of_ignoring_it(tmp_path) -> None:
+    from robot_rl.batched_actor import BatchedActor
+
+    cfg = load_config(["env=point_reach", f"run_dir={tmp_path}", "actor.inference=onnxruntime",
+                       "actor.batched_backend=cpu"])
+    with pytest.raises(ValueError, match="per-env actor"):
+        BatchedActor(cfg, transport=None, env=make_batched_env(cfg.env, num_envs=2))
