@@ -21,6 +21,9 @@ command p50/p99 (the target carries the stamp of the oldest frame it was compute
 that stamp -> the first command after the target, on the ROS clock), and its parts: frame age at observation,
 observation -> target published (of it the policy's inference, p50/p99, beside the same policy called back to
 back before the run: the baseline without the caches going cold between 10 Hz ticks), target arrival -> command.
+As a learner would, new weights arrive once a second (every 10th tick): loaded in the slack after a command, as the
+actor does with a robot env (``weight_swap_p50_ms``). ``--inference torch onnxruntime`` measures every scenario
+with each ``actor.inference`` backend; the first one's figures are the headline keys, the others' carry a suffix.
 Ends with one JSON line.
 """
 from __future__ import annotations
@@ -211,6 +214,16 @@ def run(command_hz: float, seconds: float, loaded: bool, inference: str = "torch
                 t = time.perf_counter()
                 policy.act(zeros, deterministic=False)
                 warm_ms.append((time.perf_counter() - t) * 1e3)
+        # A learner publishes new weights about once a second: the actor loads them in the slack after a command
+        # (Actor with a robot env). Same here, every 10th tick, with a copy of the policy's own weights.
+        weights, swaps_ms = {k: v.clone() for k, v in policy.state_dict().items()}, []
+
+        def swap_weights() -> None:
+            if len(env.tick_times) % 10 == 0:
+                t = time.perf_counter()
+                policy.load_state_dict(weights)
+                swaps_ms.append((time.perf_counter() - t) * 1e3)
+        env.slack_tasks.append(swap_weights)
         obs = env.reset()
         for buf in (env.latency_ms, env.tick_times, env.frame_to_command_ms, env.frame_age_ms):
             buf.clear()
@@ -264,6 +277,7 @@ def run(command_hz: float, seconds: float, loaded: bool, inference: str = "torch
             "inference_p99_ms": float(np.percentile(inference_ms, 99)),
             "inference_back_to_back_p50_ms": float(np.percentile(warm_ms, 50)),
             "inference_backend": inference,
+            "weight_swaps": len(swaps_ms), "weight_swap_p50_ms": float(np.percentile(swaps_ms or [0.0], 50)),
             "target_to_command_p50_ms": stats["target_to_command_p50_ms"],
             "target_to_command_p99_ms": stats["target_to_command_p99_ms"],
             "command_phase_relocks": stats["command_phase_relocks"],

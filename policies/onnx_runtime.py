@@ -4,9 +4,11 @@ Why: a robot's actor runs the policy once per control tick (10 Hz), and between 
 eager dispatch is a few hundred small C++/Python calls per forward pass; after 100 ms of sleep, with a safety node,
 camera drivers and a learner sharing the cores, their code and data are out of the caches and one inference costs
 2-4x its back-to-back time (README, ``benchmarks/ros2_loop.py``). ONNX Runtime runs the same graph as one call into
-pre-planned kernels. The PyTorch module stays the source of truth: it is exported once, and the exported graph
-reads its weights as *overridable initializers*, so each set of weights the learner publishes is bound into the
-running session (no re-export, no new session) and the graph is never stale.
+pre-planned kernels. The PyTorch module stays the source of truth: it is exported once, and each set of weights
+the learner publishes becomes a new session over the same graph, its weights handed in as the session's
+initializers (``SessionOptions.add_initializer``), so ONNX Runtime pre-packs them as constants (feeding them
+with every run instead doubled the inference time after an idle period here). A new session costs ~12 ms; the
+actor swaps weights in the slack after a command is out (``RosRobotEnv.slack_tasks``), not before an inference.
 
 Only stateless, single-step policies export (``Policy.onnx_exportable``): a chunked or recurrent policy keeps
 per-episode state in Python, and is refused with a clear error instead of acting differently from PyTorch.
@@ -41,7 +43,7 @@ class _ActGraph(nn.Module):
 
 def export_onnx(policy: Any, path: str | Path, *, deterministic: bool = True) -> Path:
     """Write ``policy.forward_act`` as an ONNX graph: inputs named by the policy's observation keys (batch dim
-    dynamic, dtypes of its spec), output ``action`` ``(N, A)``; weights as overridable initializers named
+    dynamic, dtypes of its spec), output ``action`` ``(N, A)``; weights as initializers named
     ``policy.<state_dict name>``. Raises for a policy that cannot run outside PyTorch (``onnx_exportable``)."""
     if not getattr(policy, "onnx_exportable", False):
         raise ValueError(f"{type(policy).__name__} cannot be exported to ONNX: it keeps per-episode state "
@@ -54,15 +56,22 @@ def export_onnx(policy: Any, path: str | Path, *, deterministic: bool = True) ->
     policy.eval()
     try:
         # do_constant_folding=False keeps every weight a named initializer (folding would rename the transposed
-        # ones); ONNX Runtime still plans the kernels once, at session creation.
+        # ones), so new weights can replace them by name; ONNX Runtime folds and pre-packs at session creation.
         torch.onnx.export(_ActGraph(policy, keys, deterministic), example, str(path), input_names=keys,
                           output_names=["action"], dynamic_axes={**{k: {0: "batch"} for k in keys},
                                                                  "action": {0: "batch"}},
-                          opset_version=17, dynamo=False, do_constant_folding=False,
-                          keep_initializers_as_inputs=True)
+                          opset_version=17, dynamo=False, do_constant_folding=False)
     finally:
         policy.train(was_training)
     return path
+
+
+def _initializer_names(path: Path) -> list[str]:
+    """Names of the graph's initializers that are the policy's tensors (``policy.<state_dict name>``)."""
+    import onnx
+
+    return [init.name for init in onnx.load(str(path), load_external_data=False).graph.initializer
+            if init.name.startswith(_PREFIX)]
 
 
 class OnnxRuntimePolicy:
@@ -75,39 +84,50 @@ class OnnxRuntimePolicy:
             import onnxruntime as ort
         except ImportError as e:  # an optional dependency: say how to get it
             raise ImportError("actor.inference=onnxruntime needs onnxruntime: pip install 'robot_rl[onnx]'") from e
+        self._ort = ort
         self.policy = policy
         self.keys = list(policy.obs_spec.keys())
-        self._tmp = None if directory is not None else tempfile.TemporaryDirectory(prefix="robot_rl_onnx_")
-        out = Path(directory if directory is not None else self._tmp.name)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = options.inter_op_num_threads = max(1, int(threads))
-        options.log_severity_level = 3  # initializers that are graph inputs are intended here: no warning per one
-        self.sessions = {}
+        self.threads = max(1, int(threads))
+        tmp = None if directory is not None else tempfile.TemporaryDirectory(prefix="robot_rl_onnx_")
+        out = Path(directory if directory is not None else tmp.name)
+        self._graphs: dict[bool, bytes] = {}  # deterministic? -> the serialised graph (exported once)
+        self._names: dict[bool, list[str]] = {}  # its initializer names, "policy.<state_dict name>"
         for deterministic in (True, False):
-            graph = export_onnx(policy, out / f"policy_{'act' if deterministic else 'explore'}.onnx",
-                                deterministic=deterministic)
-            self.sessions[deterministic] = ort.InferenceSession(str(graph), options,
-                                                                providers=["CPUExecutionProvider"])
+            path = export_onnx(policy, out / f"policy_{'act' if deterministic else 'explore'}.onnx",
+                               deterministic=deterministic)
+            self._graphs[deterministic] = path.read_bytes()
+            self._names[deterministic] = _initializer_names(path)
+        if tmp is not None:
+            tmp.cleanup()
+        self._sessions: dict[bool, Any] = {}  # built on first use, rebuilt with each set of weights after that
+        self._values: dict[bool, list[Any]] = {}  # the OrtValues a session was built on (it does not copy them)
         self._outputs = ["action"]
-        self._weights: dict[str, dict[str, np.ndarray]] = {}  # per session: graph initializer name -> array
-        self._bind_weights()
 
     # ------------------------------------------------------------------------------------------- weights
-    def _bind_weights(self) -> None:
-        """The PyTorch module's current weights as each session's initializer feeds (fed with every run)."""
-        state = {k: np.ascontiguousarray(v.detach().cpu().numpy()) for k, v in self.policy.state_dict().items()}
-        for deterministic, session in self.sessions.items():
-            names = [i.name for i in session.get_overridable_initializers()]
-            missing = [n for n in names if n.removeprefix(_PREFIX) not in state]
-            if missing:  # the graph reads a tensor the module no longer has: never act with stale values
-                raise RuntimeError(f"the exported policy reads {missing}, absent from the policy's state_dict")
-            self._weights[deterministic] = {n: state[n.removeprefix(_PREFIX)] for n in names}
+    def _build(self, deterministic: bool) -> Any:
+        """A session over the exported graph with the PyTorch module's current weights as its initializers."""
+        state = {**dict(self.policy.named_buffers()), **dict(self.policy.named_parameters())}  # non-persistent too
+        options = self._ort.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = self.threads
+        values = []
+        for name in self._names[deterministic]:
+            key = name.removeprefix(_PREFIX)
+            if key not in state:  # the graph reads a tensor the module no longer has: never act with stale values
+                raise RuntimeError(f"the exported policy reads {name}, which the policy no longer has")
+            value = self._ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(state[key].detach().cpu().numpy()))
+            options.add_initializer(name, value)
+            values.append(value)
+        session = self._ort.InferenceSession(self._graphs[deterministic], options,
+                                             providers=["CPUExecutionProvider"])
+        self._sessions[deterministic], self._values[deterministic] = session, values
+        return session
 
     def load_state_dict(self, state: dict[str, torch.Tensor], strict: bool = True) -> Any:
-        """New weights (the learner's): into the PyTorch module (names and shapes checked there), then bound into
-        both sessions."""
+        """New weights (the learner's): into the PyTorch module (names and shapes checked there), then a new
+        session for each way of acting used so far (the others are built when first asked for)."""
         result = self.policy.load_state_dict(state, strict=strict)
-        self._bind_weights()
+        for deterministic in list(self._sessions):
+            self._build(deterministic)
         return result
 
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -126,11 +146,13 @@ class OnnxRuntimePolicy:
         action ``(A,)`` or ``(N, A)``."""
         first = obs[self.keys[0]]
         batched = first.ndim == len(self.policy.obs_spec.fields[self.keys[0]].shape) + 1
-        feed = dict(self._weights[bool(deterministic)])
+        deterministic = bool(deterministic)
+        session = self._sessions.get(deterministic) or self._build(deterministic)
+        feed = {}
         for key in self.keys:
             value = np.ascontiguousarray(obs[key], dtype=self.policy.obs_spec.fields[key].dtype)
             feed[key] = value if batched else value[None]
-        action = self.sessions[bool(deterministic)].run(self._outputs, feed)[0].astype(np.float32, copy=False)
+        action = session.run(self._outputs, feed)[0].astype(np.float32, copy=False)
         return action if batched else action[0]
 
     def __getattr__(self, name: str) -> Any:  # obs_spec, action_spec, chunk_size, ... of the PyTorch policy

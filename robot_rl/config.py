@@ -218,11 +218,12 @@ class ActorConfig(ConfigNode):
     (``cpu``: the vectorised twin of any registered env; ``warp``: the MuJoCo Warp pick-cube twin, on the GPU
     when there is one). Empty: the per-env loop of :class:`robot_rl.actor.Actor` (needed for ``hil``)."""
     inference: str = "torch"
-    """How the actor runs its policy: ``torch`` (eager PyTorch) or ``onnxruntime`` (the policy exported once to
-    ONNX, each published set of weights bound into the running session; ``pip install 'robot_rl[onnx]'``). On a
-    robot PC the policy runs once per tick after its thread slept, and ONNX Runtime's single call costs a fraction
-    of PyTorch's eager dispatch then (README, ``benchmarks/ros2_loop.py``). Single-step stateless policies only
-    (``policy=gaussian``); others fail at start."""
+    """How the actor runs its policy: ``torch`` (eager PyTorch), ``onnxruntime`` (the policy exported once to
+    ONNX; each published set of weights becomes a new session; ``pip install 'robot_rl[onnx]'``), or ``auto``
+    (ONNX Runtime where it can, else torch; the ROS actor node's default, ``inference`` there). On a robot PC the
+    policy runs once per tick after its thread slept, and ONNX Runtime's one call costs about a quarter of PyTorch's
+    eager dispatch then (README, ``benchmarks/ros2_loop.py``). ``onnxruntime`` takes single-step stateless policies
+    only (``policy=gaussian``) and fails at start for others. Not for ``batched_backend`` actors."""
 
 
 @dataclass

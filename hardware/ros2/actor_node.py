@@ -28,7 +28,9 @@ def load_train_config(cfg: RobotNodeConfig) -> Any:
     from robot_rl.config import load_config, load_resolved
 
     named = {"transport.host": cfg.learner_host, "transport.keys_dir": cfg.keys_dir, "actor.actor_id": cfg.actor_id}
-    overrides = [*cfg.overrides, *(f"{k}={v}" for k, v in named.items() if v), *FORCED_OVERRIDES]
+    # the node's inference backend first: an explicit actor.inference in `overrides` still wins
+    overrides = [f"actor.inference={cfg.inference}", *cfg.overrides, *(f"{k}={v}" for k, v in named.items() if v),
+                 *FORCED_OVERRIDES]
     if cfg.train_config:
         return load_resolved(cfg.train_config, overrides)
     return load_config(overrides)

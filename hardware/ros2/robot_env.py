@@ -95,6 +95,9 @@ class RosRobotEnv:
         self.realtime: RealtimeStatus | None = None  # the policy loop's real-time setup, from the first reset
         self._spin_s = 0.0
         self._gc = GcPacer(False, 1.0)
+        # Called after each command is published, before the wait for the next tick: work that must not sit
+        # between an observation and its inference (the actor swaps in new weights here).
+        self.slack_tasks: list[Callable[[], None]] = []
         self._obs_time = 0.0
         self._last_obs: dict[str, np.ndarray] | None = None
         self._warn = RateLimitedLog(log.warning, 1.0, clock)  # per topic of complaint: one a second at most
@@ -448,6 +451,8 @@ class RosRobotEnv:
             from std_msgs.msg import Float32MultiArray
             self._record("/robot_rl/action", Float32MultiArray(data=[float(a) for a in action]))
         self._gc.after_tick()  # the command is out: the slack of this period is here
+        for task in self.slack_tasks:
+            task()
         self._sleep_to_tick()
         self._camera_sync.wait_for_late_frame(self.cache)
         obs, interrupted = self._wait_until_safe()

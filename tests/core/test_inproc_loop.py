@@ -4,6 +4,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 import torch
 
 from robot_rl.actor import Actor
@@ -29,12 +30,20 @@ def test_inproc_actor_learner_loop(tmp_path):
     assert (np.asarray([e.actor_id for e in actor.store.episodes()]) == "actor-0").all()
 
 
-def test_non_finite_policy_actions_hold_and_the_actor_resumes_with_new_weights(tmp_path):
-    """Regression: NaN actions raised FloatingPointError out of Actor.run, ending the robot's node."""
+@pytest.mark.parametrize("inference,robot_env", [("torch", False), ("onnxruntime", True)])
+def test_non_finite_policy_actions_hold_and_the_actor_resumes_with_new_weights(tmp_path, inference, robot_env):
+    """Regression: NaN actions raised FloatingPointError out of Actor.run, ending the robot's node. With a robot
+    env the weights are swapped after a command; while holding no command goes out, and they must still come."""
+    if inference == "onnxruntime":
+        pytest.importorskip("onnxruntime")
+    from robot_rl.registry import ENVS
+
     cfg = load_config(["env=point_reach", "algo=sac", f"run_dir={tmp_path}", "logger.wandb=disabled",
-                       "logger.progress=false", "transport.kind=inproc", "actor.pace=false"])
+                       "logger.progress=false", "transport.kind=inproc", "actor.pace=false",
+                       f"actor.inference={inference}"])
     learner = Learner(cfg)
-    actor = Actor(cfg, learner.transport.connect(cfg.transport, "actor-0"))
+    envs = [_SlackPointReach(ENVS.make(cfg.env.name, cfg.env, seed=0))] if robot_env else None
+    actor = Actor(cfg, learner.transport.connect(cfg.transport, "actor-0"), envs=envs)
     good = {k: v.detach().cpu().numpy().copy() for k, v in actor.policy.state_dict().items()}
     with torch.no_grad():
         for p in actor.policy.parameters():
@@ -60,3 +69,47 @@ def test_non_finite_policy_actions_hold_and_the_actor_resumes_with_new_weights(t
     episodes = list(actor.store.episodes())
     assert sum(len(ep) for ep in episodes) == 50
     assert all(np.isfinite(ep.action).all() for ep in episodes)
+
+
+class _SlackPointReach:
+    """A point-reach twin with the robot env's slack hook (``RosRobotEnv.slack_tasks``): tasks run after the
+    action is applied, as after a command is published; ``events`` records the order."""
+
+    def __init__(self, env) -> None:
+        self.env, self.slack_tasks, self.events = env, [], []
+
+    def __getattr__(self, name):
+        return getattr(self.env, name)
+
+    def step(self, action):
+        result = self.env.step(action)
+        self.events.append("command")
+        for task in self.slack_tasks:
+            task()
+        return result
+
+
+def test_a_robot_env_gets_new_weights_after_its_command_not_before_an_inference(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from robot_rl.registry import ENVS
+
+    cfg = load_config(["env=point_reach", "algo=sac", f"run_dir={tmp_path}", "logger.wandb=disabled",
+                       "logger.progress=false", "transport.kind=inproc", "actor.pace=false",
+                       "actor.inference=onnxruntime"])
+    learner = Learner(cfg)
+    env = _SlackPointReach(ENVS.make(cfg.env.name, cfg.env, seed=0))
+    actor = Actor(cfg, learner.transport.connect(cfg.transport, "actor-0"), envs=[env])
+    assert env.slack_tasks == [actor._maybe_swap_weights]
+    load = actor.policy.load_state_dict
+
+    def recorded_load(state, strict=True):
+        env.events.append("swap")
+        return load(state, strict)
+    actor.policy.load_state_dict = recorded_load
+    weights = {k: v.detach().cpu().numpy().copy() for k, v in learner.algo.policy_weights().items()}
+    for version in (1, 2, 3):
+        learner.transport.publish_weights(weights, version=version)
+        actor.run(max_steps=5 * version)
+    swaps = [i for i, e in enumerate(env.events) if e == "swap"]
+    assert len(swaps) == 3 and actor.stats.weights_version == 3
+    assert all(env.events[i - 1] == "command" for i in swaps)  # in the slack after a command, every time

@@ -99,3 +99,32 @@ def test_the_actor_runs_its_policy_through_onnx_runtime(tmp_path) -> None:
     np.testing.assert_allclose(actor.policy.act(obs, deterministic=True),
                                learner.policy.eval().act(obs, deterministic=True), rtol=1e-5, atol=1e-5)
     assert np.isfinite(actor._actions([obs])).all()
+
+
+def test_auto_takes_onnx_runtime_where_the_policy_exports_and_torch_where_it_does_not() -> None:
+    from robot_rl.actor import inference_policy
+
+    policy = GaussianPolicy(GaussianPolicyConfig(hidden_dims=[8]), STATE, ACTIONS)
+    assert isinstance(inference_policy(policy, "auto"), OnnxRuntimePolicy)
+    assert inference_policy(policy, "torch") is policy
+
+    class Chunked(GaussianPolicy):
+        onnx_exportable = False
+
+    chunked = Chunked(GaussianPolicyConfig(hidden_dims=[8]), STATE, ACTIONS)
+    assert inference_policy(chunked, "auto") is chunked  # a chunk policy keeps running, in torch
+    with pytest.raises(ValueError, match="actor.inference=torch"):
+        inference_policy(chunked, "onnxruntime")  # asked for explicitly: refused loudly
+    with pytest.raises(ValueError, match="torch, onnxruntime or auto"):
+        inference_policy(policy, "tensorrt")
+
+
+def test_the_actor_node_runs_onnx_runtime_by_default_and_its_overrides_still_win() -> None:
+    from robot_rl.hardware.ros2.actor_node import load_train_config
+    from robot_rl.hardware.ros2.config import RobotNodeConfig, from_params
+
+    assert load_train_config(from_params(RobotNodeConfig, {})).actor.inference == "auto"
+    chosen = from_params(RobotNodeConfig, {"inference": "torch"})
+    assert load_train_config(chosen).actor.inference == "torch"
+    explicit = from_params(RobotNodeConfig, {"overrides": ["env.obs=pixels", "actor.inference=onnxruntime"]})
+    assert load_train_config(explicit).actor.inference == "onnxruntime"
