@@ -317,8 +317,8 @@ def main() -> None:
         r = run(hz, args.seconds, loaded, inference)
         suffix = "" if inference == args.inference[0] else f"_{inference}"
         results[f"{int(hz)}hz" + ("_loaded" if loaded else "") + suffix] = r
-        print(f"[{inference}] {int(hz):>4} Hz {'loaded' if loaded else 'idle  '} (load avg {r['loadavg_1min_before']}): "
-              f"{int(r['commands'])} commands, jitter p50 {r['command_jitter_p50_ms']:.3f} / p99 "
+        print(f"[{inference}] {int(hz):>4} Hz {'loaded' if loaded else 'idle  '} "
+              f"(load avg {r['loadavg_1min_before']}): {int(r['commands'])} commands, jitter p50 {r['command_jitter_p50_ms']:.3f} / p99 "
               f"{r['command_jitter_p99_ms']:.3f} ms (real-time {r['realtime']}; bare sleep loop p99 "
               f"{r['bare_loop_jitter_p99_ms']:.3f}, ratio {r['ratio_vs_bare_loop']:.2f}; bare real-time loop "
               f"p99 {r['bare_rt_loop_jitter_p99_ms']:.3f}), max period {r['command_period_max_ms']:.1f} ms, "

@@ -23,8 +23,8 @@ class Policy(nn.Module, ABC):
     chunk_size: int = 1
     """Actions produced per inference call (``act_chunk`` returns ``(chunk_size, A)``)."""
     onnx_exportable: bool = False
-    """``forward_act`` is all there is to acting (no per-episode state kept in Python), so the actor may run it
-    through ONNX Runtime (``actor.inference=onnxruntime``, :mod:`robot_rl.policies.onnx_runtime`)."""
+    """``forward_act`` is all there is to acting (no per-episode state kept in Python) and exports to ONNX, so the
+    actor may run it through ONNX Runtime (``actor.inference=onnxruntime``, :mod:`robot_rl.policies.onnx_runtime`)."""
 
     def __init__(self, obs_spec: ObsSpec, action_spec: ActionSpec) -> None:
         super().__init__()

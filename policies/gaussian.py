@@ -81,8 +81,6 @@ store("policy", "gaussian", GaussianPolicyConfig)
 class GaussianPolicy(Policy):
     """``encoder -> MLP -> (mean, log_std)``; the encoder is shared with the critic by SAC (see sac.py)."""
 
-    onnx_exportable = True  # stateless single-step acting: actor.inference=onnxruntime can run it
-
     def __init__(self, cfg: GaussianPolicyConfig, obs_spec: ObsSpec, action_spec: ActionSpec) -> None:
         super().__init__(obs_spec, action_spec)
         if cfg.log_std_min >= cfg.log_std_max:
@@ -134,6 +132,12 @@ class GaussianPolicy(Policy):
         self.register_buffer("action_bias", (high + low) / 2.0, persistent=False)  # (A,)
         self._log_std_mid = 0.5 * (cfg.log_std_max + cfg.log_std_min)
         self._log_std_half_range = 0.5 * (cfg.log_std_max - cfg.log_std_min)
+
+    @property
+    def onnx_exportable(self) -> bool:  # type: ignore[override]
+        """Stateless single-step acting runs in ONNX Runtime, except the grasp critic's epsilon-random command
+        (``torch.randint`` has no ONNX operator)."""
+        return not self.discrete_gripper
 
     def fit_state_normalization(self, states: torch.Tensor) -> bool:
         """Set the encoder's state normalisation from ``states (N, S)`` (e.g. the demos); False when disabled."""

@@ -11,12 +11,12 @@ with every run instead doubled the inference time after an idle period here). A 
 actor swaps weights in the slack after a command is out (``RosRobotEnv.slack_tasks``), not before an inference.
 
 Only stateless, single-step policies export (``Policy.onnx_exportable``): a chunked or recurrent policy keeps
-per-episode state in Python, and is refused with a clear error instead of acting differently from PyTorch.
+per-episode state in Python, and the discrete gripper's epsilon draw has no ONNX operator; they are refused with a
+clear error (``auto`` runs them in torch) instead of acting differently from PyTorch.
 Stochastic acting runs the policy's own sampling inside the graph (``RandomNormalLike`` / ``RandomUniformLike``).
 """
 from __future__ import annotations
 
-import logging
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -24,8 +24,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-
-log = logging.getLogger("robot_rl.policies.onnx_runtime")
 
 _PREFIX = "policy."  # the export wrapper's attribute name: graph initializer "policy.<name>" is state_dict "<name>"
 
@@ -46,12 +44,12 @@ def export_onnx(policy: Any, path: str | Path, *, deterministic: bool = True) ->
     dynamic, dtypes of its spec), output ``action`` ``(N, A)``; weights as initializers named
     ``policy.<state_dict name>``. Raises for a policy that cannot run outside PyTorch (``onnx_exportable``)."""
     if not getattr(policy, "onnx_exportable", False):
-        raise ValueError(f"{type(policy).__name__} cannot be exported to ONNX: it keeps per-episode state "
-                         "(action chunks, recurrence) in Python; use actor.inference=torch")
+        raise ValueError(f"{type(policy).__name__} cannot run in ONNX Runtime (onnx_exportable is false: per-episode "
+                         "state such as action chunks, or an operator ONNX lacks); use actor.inference=torch")
     path = Path(path)
     keys = list(policy.obs_spec.keys())
-    example = tuple(torch.zeros((1, *policy.obs_spec.fields[k].shape), dtype=getattr(torch, policy.obs_spec.fields[k].dtype))
-                    for k in keys)
+    fields = policy.obs_spec.fields
+    example = tuple(torch.zeros((1, *fields[k].shape), dtype=getattr(torch, fields[k].dtype)) for k in keys)
     was_training = policy.training
     policy.eval()
     try:

@@ -146,7 +146,7 @@ def inference_policy(policy: Any, backend: str) -> Any:
         return policy
     if backend == "auto":
         if not getattr(policy, "onnx_exportable", False):
-            log.info("actor.inference=auto: %s runs in torch (it keeps per-episode state)", type(policy).__name__)
+            log.info("actor.inference=auto: %s runs in torch (it does not export to ONNX)", type(policy).__name__)
             return policy
         try:
             import onnxruntime  # noqa: F401

@@ -73,13 +73,20 @@ def test_stochastic_actions_sample_the_policys_distribution_inside_the_bounds() 
     np.testing.assert_allclose(ours.std(0), theirs.std(0), atol=0.05)
 
 
-def test_a_policy_with_per_episode_state_is_refused(tmp_path) -> None:
+def test_a_policy_that_does_not_export_is_refused(tmp_path) -> None:
     class Chunked(GaussianPolicy):
         onnx_exportable = False
 
     policy = Chunked(GaussianPolicyConfig(hidden_dims=[8]), STATE, ACTIONS)
     with pytest.raises(ValueError, match="actor.inference=torch"):
         export_onnx(policy, tmp_path / "p.onnx")
+    # the discrete gripper's epsilon draw (torch.randint) has no ONNX operator: refused, not mis-exported
+    named = ActionSpec((4,), ACTIONS.low, ACTIONS.high, names=("dx", "dy", "dz", "grip"))
+    gripper = GaussianPolicy(GaussianPolicyConfig(hidden_dims=[8], discrete_gripper=True,
+                                                  gripper_commands=[0.0, 2.0]), STATE, named)
+    assert not gripper.onnx_exportable
+    with pytest.raises(ValueError, match="actor.inference=torch"):
+        OnnxRuntimePolicy(gripper)
 
 
 def test_the_actor_runs_its_policy_through_onnx_runtime(tmp_path) -> None:
