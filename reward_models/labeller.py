@@ -449,8 +449,7 @@ class LabelledSampler(MixedSampler):
     def _keep(self, batch: Batch) -> Batch:
         if not self.keep_keys or set(self.keep_keys) == set(batch.obs):
             return batch
-        return replace(batch, obs={k: batch.obs[k] for k in self.keep_keys},
-                       next_obs={k: batch.next_obs[k] for k in self.keep_keys})
+        return batch.with_obs_keys(self.keep_keys)
 
     def sample_numpy(self) -> Batch:
         return self._keep(self.labeller.label(super().sample_numpy()))

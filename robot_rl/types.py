@@ -6,7 +6,7 @@ observation frame once (``T + 1`` frames for ``T`` steps) so ``next_obs`` never 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Generic, Iterator, Mapping, Sequence, TypeVar
 
 import numpy as np
@@ -129,6 +129,11 @@ class Batch(Generic[ArrayT]):
                      next_obs={k: v[index] for k, v in self.next_obs.items()},
                      **{name: getattr(self, name)[index] for name in VECTOR_FIELDS + tuple(SCALAR_FIELDS)},
                      actor_id=tuple(self.actor_id[i] for i in index) if self.actor_id else ())
+
+    def with_obs_keys(self, keys: Sequence[str]) -> "Batch[ArrayT]":
+        """The same rows with ``obs``/``next_obs`` narrowed to ``keys`` (in that order; the arrays themselves, no
+        copies), e.g. the keys a critic reads out of a replay batch that also holds a reward model's frames."""
+        return replace(self, obs={k: self.obs[k] for k in keys}, next_obs={k: self.next_obs[k] for k in keys})
 
     def transitions(self) -> Iterator[Transition]:
         """Unstack a numpy batch back into transitions (views, no copies)."""

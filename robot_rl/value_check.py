@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import collections
 import logging
-from dataclasses import replace
 from typing import Callable
 
 import numpy as np
@@ -109,8 +108,7 @@ class ValueCheck:
             returns = discounted_returns(np.asarray(rewards(episode), np.float64), self.gamma)  # (T,)
             head = episode.select(np.arange(len(episode)) < self.head)
             if self.critic_keys:
-                head = replace(head, obs={k: head.obs[k] for k in self.critic_keys},
-                               next_obs={k: head.next_obs[k] for k in self.critic_keys})
+                head = head.with_obs_keys(self.critic_keys)
             q_start.append(float(np.mean(q_values(head))))
             ret_start.append(float(np.mean(returns[:self.head])))
         q, ret, best = float(np.mean(q_start)), float(np.mean(ret_start)), float(np.max(ret_start))

@@ -70,3 +70,19 @@ def test_batch_select_takes_a_mask_or_positions_in_order(pixel_env):
     np.testing.assert_array_equal(taken.obs["images/top"], batch.obs["images/top"][[5, 0, 2]])
     np.testing.assert_array_equal(taken.action, batch.action[[5, 0, 2]])
     assert len(batch.select(np.zeros(6, bool))) == 0 and batch.select(np.zeros(6, bool)).actor_id == ()
+
+
+def test_batch_with_obs_keys_narrows_obs_and_next_obs_without_copying() -> None:
+    rng = np.random.default_rng(0)
+    obs = {"state": rng.normal(size=(3, 2)).astype(np.float32), "images/front": np.zeros((3, 4, 4, 3), np.uint8)}
+    nxt = {k: v + 1 for k, v in obs.items()}
+    batch = Batch(obs=obs, next_obs=nxt, action=np.zeros((3, 1), np.float32), reward=np.arange(3.0, dtype=np.float32),
+                  terminated=np.zeros(3, bool), truncated=np.zeros(3, bool), intervened=np.zeros(3, bool),
+                  policy_action=np.zeros((3, 1), np.float32), episode_id=np.zeros(3, np.int64),
+                  step=np.arange(3, dtype=np.int64))
+    narrow = batch.with_obs_keys(["state"])
+    assert list(narrow.obs) == ["state"] and list(narrow.next_obs) == ["state"]
+    assert narrow.obs["state"] is obs["state"] and narrow.next_obs["state"] is nxt["state"]  # views, not copies
+    assert narrow.reward is batch.reward and len(narrow) == 3
+    with pytest.raises(KeyError):
+        batch.with_obs_keys(["images/wrist"])
