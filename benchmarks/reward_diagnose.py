@@ -37,6 +37,14 @@ def load_replay(ckpt: Path, name: str = "replay_online"
     return fields, obs, nxt
 
 
+def replay_batch(fields, obs, nxt) -> Batch:
+    """The rows :func:`load_replay` read, as one numpy :class:`Batch`."""
+    return Batch(obs=obs, next_obs=nxt, action=fields["action"],
+                 reward=fields["reward"], terminated=fields["terminated"].astype(bool),
+                 truncated=fields["truncated"].astype(bool), intervened=fields["intervened"].astype(bool),
+                 policy_action=fields["policy_action"], episode_id=fields["episode_id"], step=fields["step"])
+
+
 def load_algo(cfg, ckpt: Path):
     """The checkpoint's algorithm (critic included), on the CPU."""
     from robot_rl.checkpoint import Checkpointer
@@ -50,39 +58,39 @@ def load_algo(cfg, ckpt: Path):
     return algo
 
 
-def value_check_verdict(cfg, algo, fields, obs, nxt, rewards) -> dict:
+def critic_keys(algo, obs) -> tuple[str, ...]:
+    """The replay obs keys the checkpoint's critic reads (its spec's, or frame embeddings): not a reward's frames."""
+    return tuple(k for k in obs if k in algo.obs_spec.fields or k.startswith("embed/"))
+
+
+def value_check_verdict(cfg, algo, batch: Batch, rewards) -> dict:
     """What the learner's critic check (:mod:`robot_rl.value_check`) says of the checkpoint's critic (``algo``,
-    :func:`load_algo`) on the last ``learner.value_check_episodes`` online episodes; ``rewards(batch)`` = the
-    rewards trained on."""
+    :func:`load_algo`) on the last ``learner.value_check_episodes`` online episodes of ``batch`` (the online
+    replay, :func:`replay_batch`); ``rewards(batch)`` = the rewards trained on."""
     from robot_rl.value_check import ValueCheck
 
-    n = len(fields["reward"])
-    term, trunc = fields["terminated"].astype(bool), fields["truncated"].astype(bool)
     episodes = max(1, int(cfg.learner.value_check_episodes))
-    ends = np.flatnonzero(term | trunc)
-    tail = np.arange(n) > (ends[-episodes - 1] if len(ends) > episodes else -1)  # the last episodes' rows
-    batch = Batch(obs=obs, next_obs=nxt, action=fields["action"], reward=fields["reward"], terminated=term,
-                  truncated=trunc, intervened=fields["intervened"].astype(bool),
-                  policy_action=fields["policy_action"], episode_id=fields["episode_id"], step=fields["step"])
-    keys = tuple(k for k in obs if k in algo.obs_spec.fields or k.startswith("embed/"))  # not a reward's frames
-    check = ValueCheck(cfg.algo.gamma, episodes, margin=cfg.learner.value_check_margin, critic_keys=keys)
+    ends = np.flatnonzero(batch.terminated | batch.truncated)
+    tail = np.arange(len(batch)) > (ends[-episodes - 1] if len(ends) > episodes else -1)  # the last episodes' rows
+    check = ValueCheck(cfg.algo.gamma, episodes, margin=cfg.learner.value_check_margin,
+                       critic_keys=critic_keys(algo, batch.obs))
     check.observe(batch.select(tail))
     return check.check(algo.q_values, rewards)
 
 
-@torch.no_grad()
-def critic_vs_returns(algo, fields, obs, shaped, starts, ends, gamma: float, last: int) -> dict:
-    """Mean Q(s, a) of the checkpoint's critic (``algo``, :func:`load_algo`; ensemble mean) against the discounted
-    learned-reward return to go, over the first transitions of the last ``last`` online episodes, split by
-    success."""
+def critic_vs_returns(algo, batch: Batch, shaped, starts, ends, gamma: float, last: int) -> dict:
+    """Mean Q(s, a) of the checkpoint's critic (``algo``, :func:`load_algo`; ``algo.q_values``, the ensemble mean)
+    against the discounted return to go of ``shaped`` (``discounted_returns``), over the first transitions of the
+    last ``last`` online episodes of ``batch`` (the online replay, :func:`replay_batch`), split by success."""
+    from robot_rl.value_check import discounted_returns
+
+    keys = critic_keys(algo, batch.obs)
     out: dict[str, list[float]] = {"q_success": [], "mc_success": [], "q_failure": [], "mc_failure": []}
     for s, e in list(zip(starts, ends))[-last:]:
         idx = np.arange(s, min(s + 10, e + 1))  # the first 10 steps of the episode
-        o = {k: torch.as_tensor(v[idx]) for k, v in obs.items()}
-        q = algo.critic(algo.encoder(o), torch.as_tensor(fields["action"][idx])).mean(0).numpy()  # (n,)
-        rew = shaped[s:e + 1].astype(np.float64)
-        mc = np.array([(rew[i - s:] * gamma ** np.arange(e + 1 - i)).sum() for i in idx])
-        tag = "success" if fields["terminated"][e] and fields["reward"][e] > 0 else "failure"
+        q = algo.q_values(batch.select(idx).with_obs_keys(keys))  # (n,)
+        mc = discounted_returns(shaped[s:e + 1], gamma)[idx - s]  # (n,)
+        tag = "success" if batch.terminated[e] and batch.reward[e] > 0 else "failure"
         for key in (tag, "all"):  # "all": the start-state value the critic should predict, E[return]
             out.setdefault(f"q_{key}", []).append(float(q.mean()))
             out.setdefault(f"mc_{key}", []).append(float(mc.mean()))
@@ -108,11 +116,11 @@ def sparse_run(run_dir: Path, cfg, ckpt: Path, window: int) -> None:
     starts = np.r_[0, ends[:-1] + 1]
     success = [bool(term[e] and base[e] > 0) for e in ends]
     windows = [round(float(np.mean(success[i:i + window])), 3) for i in range(0, len(success), window)]
-    algo = load_algo(cfg, ckpt)
-    q_gap = critic_vs_returns(algo, fields, obs, base, starts, ends, cfg.algo.gamma, last=window)
+    algo, batch = load_algo(cfg, ckpt), replay_batch(fields, obs, nxt)
+    q_gap = critic_vs_returns(algo, batch, base, starts, ends, cfg.algo.gamma, last=window)
     print(f"{len(ends)} online episodes; success per window of {window}: {windows}")
     print("critic vs Monte-Carlo (last episodes; truncated failures add gamma^k V(s_T) that MC lacks):", q_gap)
-    verdict = value_check_verdict(cfg, algo, fields, obs, nxt, lambda b: b.reward)
+    verdict = value_check_verdict(cfg, algo, batch, lambda b: b.reward)
     print("the learner's critic check on the final critic:", {k: round(v, 3) for k, v in verdict.items()})
     print(json.dumps({"episodes": len(ends), "success_windows": windows, **q_gap, **verdict,
                       **learner_curves(run_dir)}))
@@ -139,11 +147,7 @@ def main() -> None:
     dfields, dobs, dnxt = load_replay(ckpt, "replay_demo")
     dterm = dfields["terminated"].astype(bool) & (dfields["reward"] > 0)
     dviews = labeller.model.encoder.views
-    dshaped = labeller.rewards(Batch(obs={k: dobs[k] for k in dviews}, next_obs={k: dnxt[k] for k in dviews},
-                                     action=dfields["action"], reward=dfields["reward"],
-                                     terminated=dfields["terminated"].astype(bool), truncated=dfields["truncated"],
-                                     intervened=dfields["intervened"], policy_action=dfields["policy_action"],
-                                     episode_id=dfields["episode_id"], step=dfields["step"]))
+    dshaped = labeller.rewards(replay_batch(dfields, dobs, dnxt).with_obs_keys(dviews))
     demo_phi_pre = labeller.potentials({k: dobs[k][dterm] for k in dviews})[0]
     demo = {"demo_successes": int(dterm.sum()), "demo_last_base": float(dfields["reward"][dterm].mean()),
             "demo_last_learned": float(dshaped[dterm].mean()), "demo_phi_before_success": float(demo_phi_pre.mean()),
@@ -159,11 +163,8 @@ def main() -> None:
         phi_next, done_next = (np.concatenate(x) for x in zip(*[
             labeller.potentials({k: nxt[k][i:i + 2048] for k in views}) for i in range(0, n, 2048)]))
     term = fields["terminated"].astype(bool)
-    shaped = labeller.rewards(Batch(obs={k: obs[k] for k in views}, next_obs={k: nxt[k] for k in views},
-                                    action=fields["action"], reward=fields["reward"], terminated=term,
-                                    truncated=fields["truncated"], intervened=fields["intervened"],
-                                    policy_action=fields["policy_action"], episode_id=fields["episode_id"],
-                                    step=fields["step"]))
+    batch = replay_batch(fields, obs, nxt)
+    shaped = labeller.rewards(batch.with_obs_keys(views))
     base = fields["reward"].astype(np.float64)
     ends = np.flatnonzero(term | fields["truncated"].astype(bool))
     starts = np.r_[0, ends[:-1] + 1]
@@ -196,9 +197,9 @@ def main() -> None:
         rows.append(row)
         print("  ".join(f"{v:>10}" if isinstance(v, str) else f"{v:>10.3f}" for v in row.values()))
     algo = load_algo(cfg, ckpt)
-    q_gap = critic_vs_returns(algo, fields, obs, shaped, starts, ends, cfg.algo.gamma, last=args.window)
+    q_gap = critic_vs_returns(algo, batch, shaped, starts, ends, cfg.algo.gamma, last=args.window)
     print("critic vs Monte-Carlo (last episodes; truncated failures add gamma^k V(s_T) that MC lacks):", q_gap)
-    verdict = value_check_verdict(cfg, algo, fields, obs, nxt, labeller.rewards)
+    verdict = value_check_verdict(cfg, algo, batch, labeller.rewards)
     print("the learner's critic check on the final critic:", {k: round(v, 3) for k, v in verdict.items()})
     records = read_metrics(args.run_dir / "metrics_learner.jsonl")
     evals = [(r["step"], r["eval/success_rate"]) for r in records if "eval/success_rate" in r]
