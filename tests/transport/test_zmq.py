@@ -193,7 +193,10 @@ def test_spill_to_disk_when_learner_absent(pixel_env, ports, tmp_path):
     try:
         for tr in rollout(pixel_env, 400):
             client.send(tr)
-        assert _wait(lambda: client.pending.spilled_total > 0 and client.stats()["queue_depth"] == 0)
+        # every chunk made (50 of 8): the IO thread bumps its seq only once add_transitions, spilling included,
+        # returned; an empty queue alone can be read mid-add, between holding a chunk and spilling the oldest
+        assert _wait(lambda: client.pending.spilled_total > 0 and client.stats()["queue_depth"] == 0
+                     and client._seq == 400 // 8)
         assert client.pending.mem_bytes <= 200_000
         assert any((tmp_path / "spill").glob("*.chunk"))
         server = rig.start_server()
