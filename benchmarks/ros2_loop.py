@@ -23,8 +23,10 @@ observation -> target published (of it the policy's inference, p50/p99, beside t
 back before the run: the baseline without the caches going cold between 10 Hz ticks), target arrival -> command.
 As a learner would, new weights arrive once a second (every 10th tick): loaded in the slack after a command, as the
 actor does with a robot env (``weight_swap_p50_ms``). ``--inference torch onnxruntime`` measures every scenario
-with each ``actor.inference`` backend; the first one's figures are the headline keys, the others' carry a suffix.
-Ends with one JSON line.
+with each ``actor.inference`` backend (default onnxruntime: what the actor node's ``inference:=auto`` picks for
+this policy), ``--command-prepare-s 0.0015 0`` with each of the safety node's ``command_prepare_s`` (the command
+computed ahead of its deadline, only published at it; default the node's); the first value's figures are the
+headline keys, the others' carry a suffix. Ends with one JSON line.
 """
 from __future__ import annotations
 
@@ -159,7 +161,8 @@ def _spawn(*args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, __file__, *args])
 
 
-def run(command_hz: float, seconds: float, loaded: bool, inference: str = "torch") -> dict[str, float]:
+def run(command_hz: float, seconds: float, loaded: bool, inference: str = "onnxruntime",
+        command_prepare_s: float | None = None) -> dict[str, float]:
     import rclpy
     import torch
     from rclpy.executors import SingleThreadedExecutor
@@ -177,6 +180,8 @@ def run(command_hz: float, seconds: float, loaded: bool, inference: str = "torch
     tmp = Path(tempfile.mkdtemp(prefix="ros2_loop_"))
     params = {"command.mode": "joint_trajectory", "topics.command": COMMAND_TOPIC, "topics.gripper_command": "",
               "control_hz": 10.0, "command_hz": command_hz, "image_size": 128, "reset_time_s": 0.5}
+    if command_prepare_s is not None:
+        params["command_prepare_s"] = command_prepare_s
     cfg = from_params(RobotNodeConfig, {**params, "command.via_safety_node": True})
     helpers = [_spawn("--fake-robot", str(seconds + 60)), _spawn("--cameras", str(seconds + 60))]
     safety = subprocess.Popen([sys.executable, "-m", "robot_rl.hardware.ros2.safety_node", "--ros-args",
@@ -276,7 +281,8 @@ def run(command_hz: float, seconds: float, loaded: bool, inference: str = "torch
             "inference_p50_ms": float(np.percentile(inference_ms, 50)),
             "inference_p99_ms": float(np.percentile(inference_ms, 99)),
             "inference_back_to_back_p50_ms": float(np.percentile(warm_ms, 50)),
-            "inference_backend": inference,
+            "inference_backend": inference, "command_prepare_s": float(cfg.command_prepare_s),
+            "commands_recomputed": stats.get("commands_recomputed", 0.0),
             "weight_swaps": len(swaps_ms), "weight_swap_p50_ms": float(np.percentile(swaps_ms or [0.0], 50)),
             "target_to_command_p50_ms": stats["target_to_command_p50_ms"],
             "target_to_command_p99_ms": stats["target_to_command_p99_ms"],
@@ -293,8 +299,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--rates", type=float, nargs="+", default=[100.0, 500.0])
-    parser.add_argument("--inference", choices=["torch", "onnxruntime"], nargs="+", default=["torch"],
-                        help="actor.inference backends to measure, each through every scenario")
+    parser.add_argument("--inference", choices=["torch", "onnxruntime"], nargs="+", default=["onnxruntime"],
+                        help="actor.inference backends to measure, each through every scenario (default: "
+                             "onnxruntime, what the actor node's inference:=auto runs this policy with)")
+    parser.add_argument("--command-prepare-s", type=float, nargs="+", default=[None],
+                        help="the safety node's command_prepare_s values to measure, each through every scenario "
+                             "(default: the node's default)")
     parser.add_argument("--fake-robot", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--hog", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--cameras", type=float, default=0.0, help=argparse.SUPPRESS)
@@ -312,12 +322,16 @@ def main() -> None:
     if args.bare_loop:
         return bare_loop_process(float(args.bare_loop[0]), float(args.bare_loop[1]), args.bare_loop[2])
     results: dict[str, object] = {}
-    # The headline keys are the first backend's (torch unless --inference says otherwise); others get a suffix.
-    for inference, hz, loaded in itertools.product(args.inference, args.rates, (False, True)):
-        r = run(hz, args.seconds, loaded, inference)
-        suffix = "" if inference == args.inference[0] else f"_{inference}"
+    # The headline keys are the first backend's and command_prepare_s's (the node's defaults unless the options say
+    # otherwise); the others get a suffix.
+    for inference, prepare, hz, loaded in itertools.product(args.inference, args.command_prepare_s, args.rates,
+                                                            (False, True)):
+        r = run(hz, args.seconds, loaded, inference, prepare)
+        suffix = ("" if inference == args.inference[0] else f"_{inference}") + (
+            "" if prepare == args.command_prepare_s[0] else f"_prepare{r['command_prepare_s'] * 1e3:g}ms")
         results[f"{int(hz)}hz" + ("_loaded" if loaded else "") + suffix] = r
-        print(f"[{inference}] {int(hz):>4} Hz {'loaded' if loaded else 'idle  '} "
+        print(f"[{inference}, prepare {r['command_prepare_s'] * 1e3:g} ms] {int(hz):>4} Hz "
+              f"{'loaded' if loaded else 'idle  '} "
               f"(load avg {r['loadavg_1min_before']}): {int(r['commands'])} commands, jitter p50 {r['command_jitter_p50_ms']:.3f} / p99 "
               f"{r['command_jitter_p99_ms']:.3f} ms (real-time {r['realtime']}; bare sleep loop p99 "
               f"{r['bare_loop_jitter_p99_ms']:.3f}, ratio {r['ratio_vs_bare_loop']:.2f}; bare real-time loop "

@@ -186,6 +186,13 @@ class RobotNodeConfig(ConfigNode):
     whichever is later (learned from their jitter), so a target rarely waits a whole command period; the
     schedule moves by at most 0.3 ms per target (the rate stays steady).
     Applies while ``command_hz`` is a whole multiple of ``control_hz``."""
+    command_prepare_s: float = 0.0015
+    """``robot_rl_safety_node`` computes each command (interpolation at the deadline's time, the safety layer,
+    the message) this long before its deadline and only publishes it at the deadline, so the command's timing
+    does not carry the computation's jitter (Python under the GIL, shared with the executor thread: up to
+    1-2 ms). A target, e-stop or e-stop reset arriving inside this window makes the command be computed again
+    at the deadline: every target is still served by the first command after it. Capped at a quarter of the
+    command period; 0 = compute at the deadline."""
     max_episode_steps: int = 100
     """Time limit of an episode in control steps."""
     image_size: int = 64
@@ -215,10 +222,12 @@ class RobotNodeConfig(ConfigNode):
     qos: QosConfig = field(default_factory=QosConfig)
     command: CommandConfig = field(default_factory=CommandConfig)
     safety: SafetyConfig = field(default_factory=SafetyConfig)
-    safety_realtime: RealtimeConfig = field(default_factory=lambda: RealtimeConfig(priority=50,
-                                                                                   executor_priority=49))
+    safety_realtime: RealtimeConfig = field(default_factory=lambda: RealtimeConfig(priority=50, executor_priority=49,
+                                                                                   gil_switch_s=0.0001))
     """Real-time setup of ``robot_rl_safety_node``: command loop SCHED_FIFO 50 (memory locked, gc paced), its
-    executor 49."""
+    executor 49, and a GIL switch interval of 0.1 ms: while the loop spins to a deadline, the executor thread
+    (decoding joint states at the controller's rate) takes the GIL in turns, and each turn delays the command by up
+    to one interval (0.5 ms, the default elsewhere, showed as late wake-ups in ``benchmarks/ros2_loop.py``)."""
     policy_realtime: RealtimeConfig = field(default_factory=lambda: RealtimeConfig(priority=40, executor_priority=39,
                                                                                    lock_memory=False))
     """Real-time setup of the actor: policy loop SCHED_FIFO 40, below the command loop, its executor (camera
@@ -355,6 +364,8 @@ def validate(cfg: Any) -> None:
                 raise ValueError(f"{what}.spin_s must be >= 0 and {what}.gc_every_s > 0")
         if not 0 < cfg.command_hz <= 1000:
             raise ValueError(f"command_hz must be in (0, 1000], got {cfg.command_hz}")
+        if not 0 <= cfg.command_prepare_s < float("inf"):
+            raise ValueError(f"command_prepare_s must be finite and >= 0, got {cfg.command_prepare_s}")
         if cfg.control_hz <= 0 or cfg.safety.sensor_timeout_s <= 0 or cfg.safety.watchdog_timeout_s <= 0:
             raise ValueError("control_hz, safety.sensor_timeout_s and safety.watchdog_timeout_s must be > 0")
         for what in ("max_ee_speed", "max_ee_accel", "max_target_lead", "max_joint_speed", "max_joint_accel",

@@ -27,7 +27,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -105,6 +105,18 @@ class TargetLimiter:
         self.target = self.target + step
         self.step = step
         return self.target.copy()
+
+    def snapshot(self) -> tuple[Any, ...]:
+        """The state the next command depends on, for :meth:`restore` (a command computed ahead of its deadline
+        and then recomputed because a newer target came: the limits apply once, to the command that goes out)."""
+        copy = lambda a: None if a is None else a.copy()  # noqa: E731
+        return copy(self.target), self.step.copy(), self.holding, copy(self._anchor), self.refused, self.bad_measured
+
+    def restore(self, state: tuple[Any, ...]) -> None:
+        """Back to a :meth:`snapshot`."""
+        target, step, self.holding, anchor, self.refused, self.bad_measured = state
+        self.target = None if target is None else target.copy()
+        self.step, self._anchor = step.copy(), None if anchor is None else anchor.copy()
 
     def __call__(self, desired: np.ndarray, measured: np.ndarray) -> np.ndarray:
         """The next command towards ``desired`` (see the module docstring for what it guarantees).

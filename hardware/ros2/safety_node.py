@@ -86,9 +86,11 @@ class SafetyNode:
         # desired position between targets: from where the stream stood to the newest target over interpolation_s
         self.interpolator = TargetInterpolator(min(cfg.command.interpolation_s, self.policy_period))
         self._targets = 0
+        self._inputs = 0  # targets, e-stops and resets so far: one inside a prepared command's window recomputes it
         self._watchdog_holding = False
         self._warn = RateLimitedLog(log.warning, 1.0, clock)
         self.sent = 0
+        self.recomputed = 0  # prepared commands computed again at their deadline (an input came in between)
         self.send_times: list[float] = []
         self.target_to_command_ms: list[float] = []  # target arrival -> first command that follows it
         self._fresh_target_t: float | None = None
@@ -143,6 +145,7 @@ class SafetyNode:
         target, grip, frame_stamp = decode_target(msg, self.n)
         now = self.clock()
         with self._lock:
+            self._inputs += 1
             if not np.isfinite(target).all():
                 self.guard.count("non_finite")
                 self.interpolator.clear()  # hold until a finite target comes
@@ -163,7 +166,10 @@ class SafetyNode:
         self._latched_pub.publish(ros_io.message_type("bool")(data=bool(self.guard.estopped)))
 
     def _on_estop(self, msg: Any) -> None:
-        if self.guard.set_estop(bool(msg.data)):
+        latched = self.guard.set_estop(bool(msg.data))
+        with self._lock:  # after the latch: a command prepared before this sees the count change and is redone
+            self._inputs += 1
+        if latched:
             log.warning("e-stop: holding until reset (ros2 service call %s std_srvs/srv/Trigger)",
                         self._reset_srv.service_name)
             self._publish_latched()
@@ -171,6 +177,7 @@ class SafetyNode:
     def _on_reset(self, request: Any, response: Any) -> Any:  # noqa: ARG002 (Trigger has no request data)
         response.success, response.message = self.guard.reset_estop()
         with self._lock:
+            self._inputs += 1
             self.interpolator.clear()  # after a reset, only a fresh target moves the robot
         log.warning("e-stop reset: %s (%s)", "released" if response.success else "refused", response.message)
         self._publish_latched()
@@ -180,9 +187,11 @@ class SafetyNode:
     def _measured(self) -> np.ndarray:
         return measured_position(self.cache, self.cartesian, self.cfg.arm_joints, self.n)
 
-    def tick(self) -> np.ndarray | None:
-        """One command: the interpolated target through the limiter, or the hold; None = nothing to send yet."""
-        now = self.clock()
+    def tick(self, at: float | None = None) -> tuple[np.ndarray | None, str | None]:
+        """One command for time ``at`` (the caller's clock; default now): the interpolated target through the
+        limiter, or the hold; None = nothing to send yet. Also the hold's reason (None when not holding), for
+        :meth:`count_hold` once the command is the one sent (a prepared command may be computed again)."""
+        now = self.clock() if at is None else at
         if self.guard.watchdog_expired():
             with self._lock:
                 self._watchdog_holding = True
@@ -199,29 +208,62 @@ class SafetyNode:
             key = (reason or "no_target").split(":")[0]
             if key == "stale" and (self._targets == 0 or all(s.endswith("(missing)") for s in stale)):
                 key = "startup"  # a sensor never heard from yet (discovery): not a stall of a running loop
-            self.holds[key] = self.holds.get(key, 0) + 1
             if reason and reason != "watchdog":
                 self._warn(f"hold:{key}", f"holding: {reason}")
-            return self.limiter.hold(measured)
-        return self.limiter(desired, measured)
+            return self.limiter.hold(measured), key
+        return self.limiter(desired, measured), None
 
-    def _publish(self, target: np.ndarray) -> None:
-        self._command_pub.publish(ros_io.command_msg(self.cfg.command, self.cfg.arm_joints, self.cfg.topics.base_frame,
-                                                     target, ros_io.now_stamp(self.node), self.period))
+    def count_hold(self, key: str | None) -> None:
+        if key is not None:
+            self.holds[key] = self.holds.get(key, 0) + 1
+
+    def _message(self, target: np.ndarray, at: float) -> Any:
+        """The command message for ``target``, stamped with ``at`` (the loop's clock) on the ROS clock: the time it
+        is meant for and published at, not the earlier time it was built."""
+        from rclpy.time import Time
+
+        ros_ns = self.node.get_clock().now().nanoseconds + int(round((at - time.monotonic()) * 1e9))
+        return ros_io.command_msg(self.cfg.command, self.cfg.arm_joints, self.cfg.topics.base_frame, target,
+                                  Time(nanoseconds=max(ros_ns, 0)).to_msg(), self.period)
+
+    def _prepare(self, deadline: float) -> tuple[np.ndarray | None, str | None, Any, int, tuple[Any, ...]]:
+        """The command for ``deadline``, computed and built now: (target, hold reason, message or None, the
+        input count it saw, the limiter's state before it)."""
+        with self._lock:
+            inputs = self._inputs
+        before = self.limiter.snapshot()
+        target, hold = self.tick(deadline)
+        return target, hold, None if target is None else self._message(target, deadline), inputs, before
+
+    def _at_deadline(self, prepared: tuple[np.ndarray | None, str | None, Any, int, tuple[Any, ...]],
+                     deadline: float) -> tuple[np.ndarray | None, str | None, Any]:
+        """The command to send at ``deadline``: the ``prepared`` one, or, when an input (a target, an e-stop)
+        came since it was prepared, the command computed again now from the limiter's state before it (the
+        limits apply once, to the command that goes out, and that input is served by it)."""
+        target, hold, msg, inputs, before = prepared
+        with self._lock:
+            changed = self._inputs != inputs
+        if changed:
+            self.limiter.restore(before)
+            target, hold, msg, _, _ = self._prepare(deadline)
+            self.recomputed += 1
+        return target, hold, msg
 
     def run(self, stop: threading.Event) -> None:
         """Send one command per ``1 / command_hz`` on absolute deadlines (:class:`DeadlineSchedule`: no drift, a
         late tick skips ahead instead of bursting), under the real-time setup of ``safety_realtime``: SCHED_FIFO
         where permitted, a hybrid sleep-then-spin wait to each deadline, garbage collection right after a
-        command, never before one."""
+        command, never before one. Each command is prepared ``command_prepare_s`` ahead of its deadline, so only
+        the publish itself runs at the deadline; an input arriving in between (a target, an e-stop) has it
+        computed again there, from the limiter's state before the prepared one."""
         rt = self.cfg.safety_realtime
         self.realtime = enter_realtime(rt, "robot_rl_safety_node command loop")
         spin = spin_window(rt, self.period)
+        prepare_s = min(max(self.cfg.command_prepare_s, 0.0), 0.25 * self.period)
         # one untimed round first: lazy imports and first calls (message types, numpy paths) read from disk,
         # which on a cold start stalled the first timed tick by 0.3 s
-        warm = self.tick()
-        ros_io.command_msg(self.cfg.command, self.cfg.arm_joints, self.cfg.topics.base_frame,
-                           np.zeros(self.n) if warm is None else warm, ros_io.now_stamp(self.node), self.period)
+        warm, _ = self.tick()
+        self._message(np.zeros(self.n) if warm is None else warm, time.monotonic())
         self.stats()
         pacer = GcPacer(self.realtime.gc_frozen, rt.gc_every_s)
         self.schedule = DeadlineSchedule(self.period, time.monotonic())
@@ -234,10 +276,17 @@ class SafetyNode:
         self.phase_lock = lock
         stamped_seen = False  # a target with a camera frame stamp came (the policy acts on camera frames)
         while not stop.is_set():
-            wait_until(self.schedule.deadline, spin)
-            target = self.tick()
+            deadline = self.schedule.deadline
+            # when the command is prepared needs no precision (a sleep); when it goes out does: from the prepared
+            # command to the deadline the loop spins, holding the GIL (a sleep would hand it to the executor
+            # thread, and getting it back can take a switch interval)
+            wait_until(deadline - prepare_s, 0.0 if prepare_s else spin)
+            prepared = self._prepare(deadline)
+            wait_until(deadline, prepare_s or spin)
+            target, hold, msg = self._at_deadline(prepared, deadline)
+            self.count_hold(hold)
             if target is not None:
-                self._publish(target)
+                self._command_pub.publish(msg)
                 self.sent += 1
                 now = time.monotonic()
                 with self._lock:
@@ -281,6 +330,7 @@ class SafetyNode:
                 "target_to_command_p50_ms": float(np.percentile(lag, 50)),
                 "target_to_command_p99_ms": float(np.percentile(lag, 99)),
                 "missed_deadlines": float(self.schedule.missed if self.schedule is not None else 0),
+                "commands_recomputed": float(self.recomputed),
                 "command_phase_relocks": float(self.phase_lock.relocks if self.phase_lock is not None else 0),
                 "command_slot_lead_ms": float(self.phase_lock.lead_s * 1e3 if self.phase_lock is not None else 0),
                 **self.realtime.stats("realtime"),

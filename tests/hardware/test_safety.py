@@ -24,6 +24,39 @@ def limiter(**kw) -> TargetLimiter:
     return TargetLimiter(**args)
 
 
+def test_snapshot_and_restore_apply_the_limits_once_to_the_command_that_goes_out() -> None:
+    """The safety node prepares a command ahead of its deadline and, when a target comes in between, computes it
+    again from the limiter's state before the prepared one: the command sent must equal one limiter step from
+    that state, as if the prepared command had never been computed (speed and acceleration applied once)."""
+    lim, reference = limiter(), limiter()
+    for lm in (lim, reference):
+        lm.reset(np.array([0.5, 0.0, 0.5]))
+        for _ in range(3):  # moving at some speed in +x
+            lm(np.array([0.9, 0.0, 0.5]), measured=lm.target)
+    before = lim.snapshot()
+    prepared = lim(np.array([0.9, 0.0, 0.5]), measured=lim.target)  # towards the old target...
+    lim.restore(before)  # ...then a target in -x came before the deadline
+    sent = lim(np.array([0.1, 0.0, 0.5]), measured=lim.target)
+    expected = reference(np.array([0.1, 0.0, 0.5]), measured=reference.target)
+    np.testing.assert_array_equal(sent, expected)
+    np.testing.assert_array_equal(lim.step, reference.step)
+    assert prepared[0] > sent[0]
+    # a hold in the prepared command is undone too: its anchor, holding flag and counters
+    before = lim.snapshot()
+    lim.hold(np.array([np.nan, 0.0, 0.5]))
+    assert lim.holding and lim.bad_measured == 1
+    lim.restore(before)
+    assert not lim.holding and lim.bad_measured == 0
+    np.testing.assert_array_equal(lim(np.array([0.1, 0.0, 0.5]), measured=lim.target),
+                                  reference(np.array([0.1, 0.0, 0.5]), measured=reference.target))
+    # restoring hands back copies: changing the limiter later does not change the snapshot
+    before = lim.snapshot()
+    lim(np.array([0.1, 0.0, 0.5]), measured=lim.target)
+    lim.restore(before)
+    lim.restore(before)
+    np.testing.assert_array_equal(lim.target, before[0])
+
+
 def test_box_speed_and_acceleration_limits() -> None:
     lim = limiter()
     lim.reset(np.array([0.5, 0.0, 0.5]))

@@ -4,6 +4,7 @@ the commands). ``test_launch.py`` kills the actor under ``ros2 launch`` to check
 processes."""
 from __future__ import annotations
 
+import copy
 import threading
 import time
 
@@ -140,3 +141,55 @@ def test_target_wire_v2_carries_the_frame_stamp_and_refuses_v1() -> None:
     old.layout.dim = [MultiArrayDimension(label="robot_rl_target_v1", size=3, stride=4)]
     with pytest.raises(ValueError, match="robot_rl_target_v2"):
         decode_target(old, 3)
+
+
+def test_a_prepared_command_goes_out_as_is_or_is_redone_for_an_input_that_came_after_it(rclpy_node) -> None:
+    """``command_prepare_s``: the command for a deadline is computed before it. Nothing new by the deadline: that
+    very message is sent, stamped with the deadline. A target that came in between is served by the command at
+    the deadline (computed again, the limits applied once, from the state before the prepared one); so is an
+    e-stop, which turns it into a hold."""
+    from std_msgs.msg import Bool
+
+    from robot_rl.hardware.ros2.safety_node import SafetyNode, target_msg
+
+    cfg = node_config("cartesian_pose", command_hz=100.0, **{"topics.gripper_command": ""})
+    safety = SafetyNode(rclpy_node, cfg)
+    ros_now = lambda: rclpy_node.get_clock().now().nanoseconds * 1e-9  # noqa: E731
+    here = np.array([0.5, 0.0, 0.3])
+
+    def sense() -> None:  # fresh sensors: the robot stands at `here`
+        safety.cache.put("ee_pose", (here, np.array([1.0, 0.0, 0.0, 0.0])), ros_now())
+        safety.cache.put("joint_states", (list(cfg.arm_joints), np.zeros(len(cfg.arm_joints))), ros_now())
+
+    sense()
+    safety.limiter.reset(here)
+    safety._on_target(target_msg(here + [0.1, 0.0, 0.0], None))
+    deadline = time.monotonic() + 0.0015
+    prepared = safety._prepare(deadline)
+    target, hold, msg = safety._at_deadline(prepared, deadline)
+    assert msg is prepared[2] and hold is None and safety.recomputed == 0
+    assert target[0] > here[0]  # towards the target
+    stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+    assert abs(stamp - (ros_now() + deadline - time.monotonic())) < 0.002  # the deadline, not when it was built
+
+    # the next command is prepared; then a target the other way arrives before its deadline
+    reference = copy.deepcopy(safety.limiter)  # the limiter as it stands before the next command
+    deadline += 0.01
+    sense()
+    prepared = safety._prepare(deadline)
+    back = here - [0.1, 0.0, 0.0]
+    safety._on_target(target_msg(back, None))
+    target, hold, msg = safety._at_deadline(prepared, deadline)
+    assert safety.recomputed == 1 and msg is not prepared[2] and hold is None
+    np.testing.assert_array_equal(target, reference(back, here))  # one limiter step from before the prepared one
+    assert prepared[0][0] > target[0]
+    assert msg.pose.position.x == pytest.approx(target[0])
+
+    # an e-stop between preparation and deadline: the command that goes out is the hold
+    deadline += 0.01
+    sense()
+    prepared = safety._prepare(deadline)
+    assert prepared[1] is None
+    safety._on_estop(Bool(data=True))
+    target, hold, msg = safety._at_deadline(prepared, deadline)
+    assert hold == "estop" and safety.recomputed == 2 and safety.limiter.holding
