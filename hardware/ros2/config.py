@@ -181,11 +181,16 @@ class RobotNodeConfig(ConfigNode):
     period old."""
     align_commands: bool = True
     """``robot_rl_safety_node`` phase-locks its command schedule onto the actor's targets
-    (:class:`robot_rl.hardware.ros2.command_phase.TargetSlotLock`): the command slot that serves them sits 0.5 ms
-    after the 99th percentile of their recent arrival times or 3x their p90 - p50 spread after the median,
-    whichever is later (learned from their jitter), so a target rarely waits a whole command period; the
-    schedule moves by at most 0.3 ms per target (the rate stays steady).
+    (:class:`robot_rl.hardware.ros2.command_phase.TargetSlotLock`): the command slot that serves them sits
+    ``command_slot_guard_s`` after the 99th percentile of their recent arrival times or 3x their p90 - p50 spread
+    after the median, whichever is later (learned from their jitter), so a target rarely waits a whole command
+    period; the schedule moves by at most 0.3 ms per target (the rate stays steady).
     Applies while ``command_hz`` is a whole multiple of ``control_hz``."""
+    command_slot_guard_s: float = 0.0015
+    """With ``align_commands``: how far after the late edge of the targets' learned arrivals their command slot
+    sits (at most 0.15 command periods). Each target waits this much longer at the median; a target later than
+    the slot waits a whole command period. At 100 Hz, 1.5 ms instead of 0.5 took camera frame -> command p99 from
+    10.3-19.8 ms to 12.1-13.7 ms in ``benchmarks/ros2_loop.py`` (p50 about 1 ms later)."""
     command_prepare_s: float = 0.0015
     """``robot_rl_safety_node`` computes each command (interpolation at the deadline's time, the safety layer,
     the message) this long before its deadline and only publishes it at the deadline, so the command's timing
@@ -193,6 +198,12 @@ class RobotNodeConfig(ConfigNode):
     1-2 ms). A target, e-stop or e-stop reset arriving inside this window makes the command be computed again
     at the deadline: every target is still served by the first command after it. Capped at a quarter of the
     command period; 0 = compute at the deadline."""
+    command_gil_switch_s: float = 0.002
+    """``sys.setswitchinterval`` of ``robot_rl_safety_node`` from a prepared command until it is published (then
+    back to ``safety_realtime.gil_switch_s``): the executor thread cannot take the GIL from the spinning loop in
+    that window, so the loop never waits to get it back at the deadline (each hand-over can cost a wake-up of the
+    other CPU). A target arriving then is taken by the executor at most this much later; one the slot missed is
+    served by the next command. 0 = keep ``gil_switch_s`` throughout."""
     max_episode_steps: int = 100
     """Time limit of an episode in control steps."""
     image_size: int = 64
@@ -223,11 +234,13 @@ class RobotNodeConfig(ConfigNode):
     command: CommandConfig = field(default_factory=CommandConfig)
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     safety_realtime: RealtimeConfig = field(default_factory=lambda: RealtimeConfig(priority=50, executor_priority=49,
-                                                                                   gil_switch_s=0.0001))
+                                                                                   gil_switch_s=0.0001,
+                                                                                   cpu_dma_latency_us=0))
     """Real-time setup of ``robot_rl_safety_node``: command loop SCHED_FIFO 50 (memory locked, gc paced), its
-    executor 49, and a GIL switch interval of 0.1 ms: while the loop spins to a deadline, the executor thread
-    (decoding joint states at the controller's rate) takes the GIL in turns, and each turn delays the command by up
-    to one interval (0.5 ms, the default elsewhere, showed as late wake-ups in ``benchmarks/ros2_loop.py``)."""
+    executor 49; a GIL switch interval of 0.1 ms, so that the loop gets the GIL back quickly after sleeping
+    (``command_gil_switch_s`` applies from a prepared command to its publish); and ``/dev/cpu_dma_latency`` held
+    at 0 us while the node runs (CPUs out of idle states: on this VM the command jitter p99 of an otherwise idle
+    machine came down from 0.3-2.1 ms to about 0.2 ms, ``benchmarks/ros2_loop.py``)."""
     policy_realtime: RealtimeConfig = field(default_factory=lambda: RealtimeConfig(priority=40, executor_priority=39,
                                                                                    lock_memory=False))
     """Real-time setup of the actor: policy loop SCHED_FIFO 40, below the command loop, its executor (camera
@@ -364,6 +377,10 @@ def validate(cfg: Any) -> None:
                 raise ValueError(f"{what}.spin_s must be >= 0 and {what}.gc_every_s > 0")
         if not 0 < cfg.command_hz <= 1000:
             raise ValueError(f"command_hz must be in (0, 1000], got {cfg.command_hz}")
+        if not 0 <= cfg.command_slot_guard_s < float("inf"):
+            raise ValueError(f"command_slot_guard_s must be finite and >= 0, got {cfg.command_slot_guard_s}")
+        if not 0 <= cfg.command_gil_switch_s < float("inf"):
+            raise ValueError(f"command_gil_switch_s must be finite and >= 0, got {cfg.command_gil_switch_s}")
         if not 0 <= cfg.command_prepare_s < float("inf"):
             raise ValueError(f"command_prepare_s must be finite and >= 0, got {cfg.command_prepare_s}")
         if cfg.control_hz <= 0 or cfg.safety.sensor_timeout_s <= 0 or cfg.safety.watchdog_timeout_s <= 0:

@@ -74,6 +74,12 @@ class RealtimeConfig(ConfigNode):
     gil_switch_s: float = 0.0005
     """``sys.setswitchinterval`` for the process (Python's default is 5 ms): how long the loop may wait for the
     GIL while another thread of the process (the ROS executor decoding a message) holds it."""
+    cpu_dma_latency_us: int = -1
+    """Hold a PM QoS request of this many microseconds on ``/dev/cpu_dma_latency`` while the process runs (-1 =
+    none), as ``cyclictest`` and real-time Linux guides do: at 0 the CPUs stay out of idle states (a VM's vCPUs
+    poll instead of halting), so a real-time thread that sleeps to its deadline, or waits for the GIL, wakes in
+    microseconds rather than after the idle exit. The request is system-wide (the strictest holder wins) and ends
+    with the process; it keeps idle cores busy (power, heat). Needs root (the device is root-only)."""
     spin_s: float = 0.0008
     """Hybrid wait: sleep until this long before each deadline, then spin on the clock (a sleep wakes up 50 us to
     a few ms late; the spin is exact). Capped at a quarter of the period, so the loop never takes more than a
@@ -90,6 +96,8 @@ class RealtimeStatus:
     """CPU set in effect when pinned, else empty."""
     memory_locked: bool = False
     gc_frozen: bool = False
+    cpu_dma_latency_us: int = -1
+    """The PM QoS request held on ``/dev/cpu_dma_latency`` (-1 = none)."""
     refused: list[str] = field(default_factory=list)
     """What the OS refused, one entry per part (``SCHED_FIFO 50: [Errno 1] Operation not permitted``...)."""
 
@@ -104,11 +112,14 @@ class RealtimeStatus:
         parts = [f"SCHED_FIFO {self.fifo_priority}", f"cpus {list(self.cpus)}" if self.cpus else "any cpu",
                  "memory locked" if self.memory_locked else "memory not locked",
                  "gc frozen" if self.gc_frozen else "gc automatic"]
+        if self.cpu_dma_latency_us >= 0:
+            parts.append(f"cpu_dma_latency {self.cpu_dma_latency_us} us")
         return "real-time: " + ", ".join(parts)
 
     def stats(self, prefix: str) -> dict[str, float]:
         return {f"{prefix}/active": float(self.active), f"{prefix}/fifo_priority": float(self.fifo_priority),
-                f"{prefix}/memory_locked": float(self.memory_locked)}
+                f"{prefix}/memory_locked": float(self.memory_locked),
+                f"{prefix}/cpu_dma_latency_us": float(self.cpu_dma_latency_us)}
 
 
 def _mlockall() -> None:
@@ -116,6 +127,23 @@ def _mlockall() -> None:
     if libc.mlockall(_MCL_CURRENT | _MCL_FUTURE) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
+
+
+_PM_QOS_FDS: list[int] = []  # open /dev/cpu_dma_latency requests: the kernel drops one when its fd closes
+
+
+def hold_cpu_dma_latency(us: int, device: str = "/dev/cpu_dma_latency") -> None:
+    """Open ``device`` and write ``us`` (a native int32) to it, keeping it open until the process exits (the
+    request lasts as long as the file descriptor). Raises OSError when refused."""
+    import struct
+
+    fd = os.open(device, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, struct.pack("i", int(us)))
+    except OSError:
+        os.close(fd)
+        raise
+    _PM_QOS_FDS.append(fd)
 
 
 def enter_realtime(cfg: RealtimeConfig, what: str) -> RealtimeStatus:
@@ -149,6 +177,12 @@ def enter_realtime(cfg: RealtimeConfig, what: str) -> RealtimeStatus:
                 status.memory_locked = True
             except OSError as e:
                 status.refused.append(f"mlockall: {e}")
+        if cfg.cpu_dma_latency_us >= 0:
+            try:
+                hold_cpu_dma_latency(cfg.cpu_dma_latency_us)
+                status.cpu_dma_latency_us = int(cfg.cpu_dma_latency_us)
+            except OSError as e:
+                status.refused.append(f"/dev/cpu_dma_latency {cfg.cpu_dma_latency_us} us: {e}")
     if cfg.gil_switch_s > 0:
         sys.setswitchinterval(cfg.gil_switch_s)
     if cfg.freeze_gc:

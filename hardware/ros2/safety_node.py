@@ -260,6 +260,7 @@ class SafetyNode:
         self.realtime = enter_realtime(rt, "robot_rl_safety_node command loop")
         spin = spin_window(rt, self.period)
         prepare_s = min(max(self.cfg.command_prepare_s, 0.0), 0.25 * self.period)
+        switch_s, hold_gil = sys.getswitchinterval(), self.cfg.command_gil_switch_s if prepare_s else 0.0
         # one untimed round first: lazy imports and first calls (message types, numpy paths) read from disk,
         # which on a cold start stalled the first timed tick by 0.3 s
         warm, _ = self.tick()
@@ -271,7 +272,8 @@ class SafetyNode:
         align = self.cfg.align_commands and round(ratio) >= 1 and abs(ratio - round(ratio)) < 1e-6
         # the slot that serves the targets just after nearly all of their arrivals (their jitter learned), moved
         # by at most 0.3 ms per target so the controller still sees a steady rate
-        lock = TargetSlotLock(self.schedule, self.policy_period, guard=min(0.0005, 0.1 * self.period),
+        lock = TargetSlotLock(self.schedule, self.policy_period,
+                              guard=min(self.cfg.command_slot_guard_s, 0.15 * self.period),
                               initial_margin=min(0.003, 0.3 * self.period), max_step=min(0.0003, self.period / 20))
         self.phase_lock = lock
         stamped_seen = False  # a target with a camera frame stamp came (the policy acts on camera frames)
@@ -279,16 +281,21 @@ class SafetyNode:
             deadline = self.schedule.deadline
             # when the command is prepared needs no precision (a sleep); when it goes out does: from the prepared
             # command to the deadline the loop spins, holding the GIL (a sleep would hand it to the executor
-            # thread, and getting it back can take a switch interval)
+            # thread, and getting it back can take a switch interval; command_gil_switch_s keeps it held)
             wait_until(deadline - prepare_s, 0.0 if prepare_s else spin)
             prepared = self._prepare(deadline)
+            if hold_gil:  # no hand-over of the GIL between here and the publish (command_gil_switch_s)
+                sys.setswitchinterval(hold_gil)
             wait_until(deadline, prepare_s or spin)
             target, hold, msg = self._at_deadline(prepared, deadline)
-            self.count_hold(hold)
             if target is not None:
                 self._command_pub.publish(msg)
-                self.sent += 1
                 now = time.monotonic()
+            if hold_gil:
+                sys.setswitchinterval(switch_s)
+            self.count_hold(hold)
+            if target is not None:
+                self.sent += 1
                 with self._lock:
                     fresh, self._fresh_target_t = self._fresh_target_t, None
                     frame_stamp, self._fresh_frame_stamp = self._fresh_frame_stamp, None

@@ -165,7 +165,7 @@ CHILD = textwrap.dedent("""
     logging.getLogger("robot_rl.ros2.realtime").setLevel(logging.INFO)
     from robot_rl.hardware.ros2.realtime import (RealtimeConfig, DeadlineSchedule, enter_executor_realtime,
                                                  enter_realtime, promote_helper_threads, wait_until)
-    cfg = RealtimeConfig(priority=10, executor_priority=9)
+    cfg = RealtimeConfig(priority=10, executor_priority=9, cpu_dma_latency_us=0)
     executor = enter_executor_realtime(cfg, "test executor")  # a node's two threads: one warning between them
     status = enter_realtime(cfg, "test loop")
     release = threading.Event()
@@ -180,7 +180,13 @@ CHILD = textwrap.dedent("""
     for _ in range(20):  # the loop still runs, whatever was refused
         wait_until(schedule.deadline, 0.0005)
         schedule.advance(time.monotonic())
+    dma = None  # the system's PM QoS target now (the strictest request held), where readable
+    if status.cpu_dma_latency_us >= 0:
+        import struct
+        with open("/dev/cpu_dma_latency", "rb") as f:
+            dma = struct.unpack("i", f.read(4))[0]
     print(json.dumps({"active": status.active, "policy": os.sched_getscheduler(0), "refused": status.refused,
+                      "dma_held": status.cpu_dma_latency_us, "dma_now": dma,
                       "locked": status.memory_locked, "gc_enabled": gc.isenabled(), "records": records,
                       "ticks": schedule.k, "executor": executor, "promoted": promoted, "helper": helper_sched}))
 """)
@@ -218,6 +224,8 @@ def test_without_the_privilege_the_loop_falls_back_with_one_warning() -> None:
     loop_info = [m for level, m in result["records"] if level == "INFO" and m.startswith("test loop")]
     assert loop_info and "normal scheduling" in loop_info[0] and "mlockall" in loop_info[0]
     assert not result["gc_enabled"]  # the gc part needs no privilege
+    # /dev/cpu_dma_latency is root-only by file mode, which a root process without those capabilities still owns
+    assert result["dma_held"] == 0 or any(r.startswith("/dev/cpu_dma_latency") for r in result["refused"])
     assert result["ticks"] >= 20  # (more when a late tick skipped deadlines)
 
 
@@ -226,6 +234,44 @@ def test_with_the_privilege_the_loop_runs_sched_fifo_with_memory_locked() -> Non
     result = _run_child()
     assert result["active"] and result["policy"] == os.SCHED_FIFO | os.SCHED_RESET_ON_FORK
     assert result["locked"] and result["refused"] == [] and result["executor"]
+    assert result["dma_held"] == 0 and result["dma_now"] == 0  # the CPUs' PM QoS target while the loop runs
     # a helper thread started later (the actor's transport) runs at the executor's priority, below the loop
     assert result["promoted"] >= 1 and result["helper"] == [os.SCHED_FIFO, 9]
     assert [level for level, _ in result["records"]] == ["INFO", "INFO", "INFO"]
+
+
+def test_the_cpu_dma_latency_request_is_written_and_held_open(tmp_path, monkeypatch) -> None:
+    """The PM QoS request is an int32 written to the device, and lasts while its file descriptor stays open; a
+    refusal is reported with the rest of what the OS refused, never raised."""
+    import struct
+
+    from robot_rl.hardware.ros2 import realtime
+    from robot_rl.hardware.ros2.realtime import RealtimeConfig, enter_realtime, hold_cpu_dma_latency
+
+    device = tmp_path / "cpu_dma_latency"
+    device.write_bytes(b"")
+    held = len(realtime._PM_QOS_FDS)
+    hold_cpu_dma_latency(0, str(device))
+    try:
+        assert struct.unpack("i", device.read_bytes()) == (0,)
+        fd = realtime._PM_QOS_FDS[-1]
+        assert len(realtime._PM_QOS_FDS) == held + 1 and os.fstat(fd).st_ino == device.stat().st_ino
+    finally:
+        os.close(realtime._PM_QOS_FDS.pop())
+    with pytest.raises(OSError):
+        hold_cpu_dma_latency(0, str(tmp_path / "missing" / "cpu_dma_latency"))
+    assert len(realtime._PM_QOS_FDS) == held
+
+    def refuse(us: int) -> None:
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(realtime, "hold_cpu_dma_latency", refuse)
+    monkeypatch.setattr(realtime, "_WARNED", ["already warned"])  # INFO, not a second warning in this process
+    # the rest of the setup is off so that this pytest process stays an ordinary one
+    status = enter_realtime(RealtimeConfig(priority=10, lock_memory=False, freeze_gc=False, gil_switch_s=0.0,
+                                           cpu_dma_latency_us=0), "test loop")
+    try:
+        assert status.cpu_dma_latency_us == -1
+        assert any(r.startswith("/dev/cpu_dma_latency 0 us") for r in status.refused)
+        assert status.stats("rt")["rt/cpu_dma_latency_us"] == -1.0
+    finally:
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
