@@ -286,13 +286,15 @@ class SafetyNode:
             prepared = self._prepare(deadline)
             if hold_gil:  # no hand-over of the GIL between here and the publish (command_gil_switch_s)
                 sys.setswitchinterval(hold_gil)
-            wait_until(deadline, prepare_s or spin)
-            target, hold, msg = self._at_deadline(prepared, deadline)
-            if target is not None:
-                self._command_pub.publish(msg)
-                now = time.monotonic()
-            if hold_gil:
-                sys.setswitchinterval(switch_s)
+            try:
+                wait_until(deadline, prepare_s or spin)
+                target, hold, msg = self._at_deadline(prepared, deadline)
+                if target is not None:
+                    self._command_pub.publish(msg)
+                    now = time.monotonic()
+            finally:
+                if hold_gil:
+                    sys.setswitchinterval(switch_s)
             self.count_hold(hold)
             if target is not None:
                 self.sent += 1
