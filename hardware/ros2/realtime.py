@@ -195,7 +195,8 @@ def enter_realtime(cfg: RealtimeConfig, what: str) -> RealtimeStatus:
     elif status.refused:
         log.warning("%s runs WITHOUT full real-time setup (%s); now %s. Grant it as ros2_control needs: run as "
                     "root, or give the user CAP_SYS_NICE + CAP_IPC_LOCK, or `@realtime - rtprio 99` and "
-                    "`@realtime - memlock unlimited` in /etc/security/limits.conf", what,
+                    "`@realtime - memlock unlimited` in /etc/security/limits.conf (and, for cpu_dma_latency_us, a "
+                    "udev rule that makes /dev/cpu_dma_latency writable by that group)", what,
                     "; ".join(status.refused), status.describe())
     else:
         log.info("%s: %s", what, status.describe())
