@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -67,6 +67,21 @@ def decode_target(msg: Any, n: int) -> tuple[np.ndarray, float | None, float | N
     data = np.asarray(msg.data, np.float64)
     finite = lambda v: None if not np.isfinite(v) else float(v)  # noqa: E731
     return data[:n], finite(data[n]), finite(data[n + 1])
+
+
+class PreparedCommand(NamedTuple):
+    """A command computed ahead of its deadline (``command_prepare_s``)."""
+
+    target: np.ndarray | None
+    """The command (None = nothing to send yet)."""
+    hold: str | None
+    """The hold's reason key, None when not holding (counted once the command is the one sent)."""
+    msg: Any
+    """The message, stamped with the deadline (None with ``target``)."""
+    inputs: int
+    """The node's input count it saw: a different count at the deadline means it is computed again."""
+    limiter_before: tuple[Any, ...]
+    """``TargetLimiter.snapshot()`` before it, to compute it again from."""
 
 
 class SafetyNode:
@@ -226,28 +241,26 @@ class SafetyNode:
         return ros_io.command_msg(self.cfg.command, self.cfg.arm_joints, self.cfg.topics.base_frame, target,
                                   Time(nanoseconds=max(ros_ns, 0)).to_msg(), self.period)
 
-    def _prepare(self, deadline: float) -> tuple[np.ndarray | None, str | None, Any, int, tuple[Any, ...]]:
-        """The command for ``deadline``, computed and built now: (target, hold reason, message or None, the
-        input count it saw, the limiter's state before it)."""
+    def _prepare(self, deadline: float) -> PreparedCommand:
+        """The command for ``deadline``, computed and built now."""
         with self._lock:
             inputs = self._inputs
         before = self.limiter.snapshot()
         target, hold = self.tick(deadline)
-        return target, hold, None if target is None else self._message(target, deadline), inputs, before
+        return PreparedCommand(target, hold, None if target is None else self._message(target, deadline), inputs,
+                               before)
 
-    def _at_deadline(self, prepared: tuple[np.ndarray | None, str | None, Any, int, tuple[Any, ...]],
-                     deadline: float) -> tuple[np.ndarray | None, str | None, Any]:
+    def _at_deadline(self, prepared: PreparedCommand, deadline: float) -> PreparedCommand:
         """The command to send at ``deadline``: the ``prepared`` one, or, when an input (a target, an e-stop)
         came since it was prepared, the command computed again now from the limiter's state before it (the
         limits apply once, to the command that goes out, and that input is served by it)."""
-        target, hold, msg, inputs, before = prepared
         with self._lock:
-            changed = self._inputs != inputs
-        if changed:
-            self.limiter.restore(before)
-            target, hold, msg, _, _ = self._prepare(deadline)
-            self.recomputed += 1
-        return target, hold, msg
+            changed = self._inputs != prepared.inputs
+        if not changed:
+            return prepared
+        self.limiter.restore(prepared.limiter_before)
+        self.recomputed += 1
+        return self._prepare(deadline)
 
     def run(self, stop: threading.Event) -> None:
         """Send one command per ``1 / command_hz`` on absolute deadlines (:class:`DeadlineSchedule`: no drift, a
@@ -288,15 +301,15 @@ class SafetyNode:
                 sys.setswitchinterval(hold_gil)
             try:
                 wait_until(deadline, prepare_s or spin)
-                target, hold, msg = self._at_deadline(prepared, deadline)
-                if target is not None:
-                    self._command_pub.publish(msg)
+                command = self._at_deadline(prepared, deadline)
+                if command.target is not None:
+                    self._command_pub.publish(command.msg)
                     now = time.monotonic()
             finally:
                 if hold_gil:
                     sys.setswitchinterval(switch_s)
-            self.count_hold(hold)
-            if target is not None:
+            self.count_hold(command.hold)
+            if command.target is not None:
                 self.sent += 1
                 with self._lock:
                     fresh, self._fresh_target_t = self._fresh_target_t, None

@@ -166,8 +166,8 @@ def test_a_prepared_command_goes_out_as_is_or_is_redone_for_an_input_that_came_a
     safety._on_target(target_msg(here + [0.1, 0.0, 0.0], None))
     deadline = time.monotonic() + 0.0015
     prepared = safety._prepare(deadline)
-    target, hold, msg = safety._at_deadline(prepared, deadline)
-    assert msg is prepared[2] and hold is None and safety.recomputed == 0
+    target, hold, msg = safety._at_deadline(prepared, deadline)[:3]
+    assert msg is prepared.msg and hold is None and safety.recomputed == 0
     assert target[0] > here[0]  # towards the target
     stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
     assert abs(stamp - (ros_now() + deadline - time.monotonic())) < 0.002  # the deadline, not when it was built
@@ -179,17 +179,17 @@ def test_a_prepared_command_goes_out_as_is_or_is_redone_for_an_input_that_came_a
     prepared = safety._prepare(deadline)
     back = here - [0.1, 0.0, 0.0]
     safety._on_target(target_msg(back, None))
-    target, hold, msg = safety._at_deadline(prepared, deadline)
-    assert safety.recomputed == 1 and msg is not prepared[2] and hold is None
+    target, hold, msg = safety._at_deadline(prepared, deadline)[:3]
+    assert safety.recomputed == 1 and msg is not prepared.msg and hold is None
     np.testing.assert_array_equal(target, reference(back, here))  # one limiter step from before the prepared one
-    assert prepared[0][0] > target[0]
+    assert prepared.target[0] > target[0]
     assert msg.pose.position.x == pytest.approx(target[0])
 
     # an e-stop between preparation and deadline: the command that goes out is the hold
     deadline += 0.01
     sense()
     prepared = safety._prepare(deadline)
-    assert prepared[1] is None
+    assert prepared.hold is None
     safety._on_estop(Bool(data=True))
-    target, hold, msg = safety._at_deadline(prepared, deadline)
+    target, hold, msg = safety._at_deadline(prepared, deadline)[:3]
     assert hold == "estop" and safety.recomputed == 2 and safety.limiter.holding
