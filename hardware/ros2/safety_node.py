@@ -268,7 +268,12 @@ class SafetyNode:
         where permitted, a hybrid sleep-then-spin wait to each deadline, garbage collection right after a
         command, never before one. Each command is prepared ``command_prepare_s`` ahead of its deadline, so only
         the publish itself runs at the deadline; an input arriving in between (a target, an e-stop) has it
-        computed again there, from the limiter's state before the prepared one."""
+        computed again there, from the limiter's state before the prepared one. Paces on ``time.monotonic``,
+        and :meth:`tick` reads its deadlines on the node's ``clock``: an injected clock (for tick-driven tests)
+        would mix the two, so it is refused here."""
+        if self.clock is not time.monotonic:
+            raise ValueError("SafetyNode.run paces on time.monotonic; a node built with another clock is for "
+                             "tick()-driven tests and cannot run the command loop")
         rt = self.cfg.safety_realtime
         self.realtime = enter_realtime(rt, "robot_rl_safety_node command loop")
         spin = spin_window(rt, self.period)

@@ -193,3 +193,15 @@ def test_a_prepared_command_goes_out_as_is_or_is_redone_for_an_input_that_came_a
     safety._on_estop(Bool(data=True))
     target, hold, msg = safety._at_deadline(prepared, deadline)[:3]
     assert hold == "estop" and safety.recomputed == 2 and safety.limiter.holding
+
+
+def test_the_command_loop_refuses_a_node_built_with_another_clock(rclpy_node) -> None:
+    """``run`` paces on ``time.monotonic`` and ``tick`` reads deadlines on the node's clock: a simulated clock
+    (tick-driven tests) would command at times the interpolator never saw, so the loop refuses to start."""
+    from robot_rl.hardware.ros2.safety_node import SafetyNode
+
+    cfg = node_config("cartesian_pose", command_hz=100.0, **{"topics.gripper_command": ""})
+    safety = SafetyNode(rclpy_node, cfg, clock=lambda: 0.0)
+    with pytest.raises(ValueError, match="time.monotonic"):
+        safety.run(threading.Event())
+    assert safety.sent == 0
