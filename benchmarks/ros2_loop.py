@@ -26,7 +26,9 @@ actor does with a robot env (``weight_swap_p50_ms``). ``--inference torch onnxru
 with each ``actor.inference`` backend (default onnxruntime: what the actor node's ``inference:=auto`` picks for
 this policy), ``--command-prepare-s 0.0015 0`` with each of the safety node's ``command_prepare_s`` (the command
 computed ahead of its deadline, only published at it; default the node's); the first value's figures are the
-headline keys, the others' carry a suffix. Ends with one JSON line.
+headline keys, the others' carry a suffix. ``--param KEY=VALUE`` (repeatable) sets a node parameter for the actor
+and the safety node in every scenario, as a launch file would (e.g. ``camera_sync_margin_s=0.0005``); the JSON
+records them under ``params``. Ends with one JSON line.
 """
 from __future__ import annotations
 
@@ -162,7 +164,7 @@ def _spawn(*args: str) -> subprocess.Popen:
 
 
 def run(command_hz: float, seconds: float, loaded: bool, inference: str = "onnxruntime",
-        command_prepare_s: float | None = None) -> dict[str, float]:
+        command_prepare_s: float | None = None, extra: dict[str, float | str] | None = None) -> dict[str, float]:
     import rclpy
     import torch
     from rclpy.executors import SingleThreadedExecutor
@@ -182,6 +184,7 @@ def run(command_hz: float, seconds: float, loaded: bool, inference: str = "onnxr
               "control_hz": 10.0, "command_hz": command_hz, "image_size": 128, "reset_time_s": 0.5}
     if command_prepare_s is not None:
         params["command_prepare_s"] = command_prepare_s
+    params.update(extra or {})  # --param: the same node parameters for the actor and the safety node
     cfg = from_params(RobotNodeConfig, {**params, "command.via_safety_node": True})
     helpers = [_spawn("--fake-robot", str(seconds + 60)), _spawn("--cameras", str(seconds + 60))]
     safety = subprocess.Popen([sys.executable, "-m", "robot_rl.hardware.ros2.safety_node", "--ros-args",
@@ -295,6 +298,17 @@ def run(command_hz: float, seconds: float, loaded: bool, inference: str = "onnxr
             "safety_holds": {k: v for k, v in stats.items() if k.startswith("holds/")}}
 
 
+def _parse_param(text: str) -> tuple[str, float | str]:
+    """``KEY=VALUE`` -> (key, float value, or the string when it is not a number)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise SystemExit(f"--param wants KEY=VALUE, got {text!r}")
+    try:
+        return key, float(value)
+    except ValueError:
+        return key, value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=20.0)
@@ -305,6 +319,9 @@ def main() -> None:
     parser.add_argument("--command-prepare-s", type=float, nargs="+", default=[None],
                         help="the safety node's command_prepare_s values to measure, each through every scenario "
                              "(default: the node's default)")
+    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                        help="a RobotNodeConfig parameter for the actor and the safety node in every scenario, as "
+                             "a launch file would set it (e.g. camera_sync_margin_s=0.001); repeatable")
     parser.add_argument("--fake-robot", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--hog", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--cameras", type=float, default=0.0, help=argparse.SUPPRESS)
@@ -321,12 +338,13 @@ def main() -> None:
         return bare_rt_loop_process(float(args.bare_rt_loop[0]), float(args.bare_rt_loop[1]), args.bare_rt_loop[2])
     if args.bare_loop:
         return bare_loop_process(float(args.bare_loop[0]), float(args.bare_loop[1]), args.bare_loop[2])
+    extra = dict(_parse_param(p) for p in args.param)
     results: dict[str, object] = {}
     # The headline keys are the first backend's and command_prepare_s's (the node's defaults unless the options say
     # otherwise); the others get a suffix.
     for inference, prepare, hz, loaded in itertools.product(args.inference, args.command_prepare_s, args.rates,
                                                             (False, True)):
-        r = run(hz, args.seconds, loaded, inference, prepare)
+        r = run(hz, args.seconds, loaded, inference, prepare, extra)
         suffix = ("" if inference == args.inference[0] else f"_{inference}") + (
             "" if prepare == args.command_prepare_s[0] else f"_prepare{r['command_prepare_s'] * 1e3:g}ms")
         results[f"{int(hz)}hz" + ("_loaded" if loaded else "") + suffix] = r
@@ -354,6 +372,7 @@ def main() -> None:
         "policy_10hz_jitter_p99_ms": idle.get("policy_jitter_p99_ms"),
         "frame_to_command_p99_ms": idle.get("frame_to_command_p99_ms"),
     })
+    results["params"] = extra
     print(json.dumps(results))
 
 
