@@ -95,7 +95,7 @@ def time_updates(encoder: str, updates: int, image_size: int, extra: list[str]) 
     import torch
 
     from robot_rl.config import load_config
-    from robot_rl.learner import env_specs
+    from robot_rl.registry import env_specs
     from robot_rl.registry import ALGORITHMS, POLICIES
     from robot_rl.types import Batch
 

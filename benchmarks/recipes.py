@@ -88,7 +88,7 @@ def critic_params(overrides: list[str]) -> int:
     from robot_rl.algorithms.critics import build_critic
     from robot_rl.algorithms.value_heads import make_value_head
     from robot_rl.config import load_config
-    from robot_rl.learner import env_specs
+    from robot_rl.registry import env_specs
 
     cfg = load_config(overrides)
     obs_spec, action_spec = env_specs(cfg)

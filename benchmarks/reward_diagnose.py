@@ -48,7 +48,7 @@ def replay_batch(fields, obs, nxt) -> Batch:
 def load_algo(cfg, ckpt: Path):
     """The checkpoint's algorithm (critic included), on the CPU."""
     from robot_rl.checkpoint import Checkpointer
-    from robot_rl.learner import env_specs
+    from robot_rl.registry import env_specs
     from robot_rl.registry import ALGORITHMS, make_policy
 
     obs_spec, action_spec = env_specs(cfg)

@@ -28,7 +28,7 @@ def _replay_and_spill_ids(run_dir: Path, actors: int) -> tuple[list[tuple[str, i
     directories (a next run of that actor resends them: not lost)."""
     from robot_rl.checkpoint import Checkpointer
     from robot_rl.config import load_resolved
-    from robot_rl.learner import env_specs
+    from robot_rl.registry import env_specs
     from robot_rl.replay import ReplayBuffer
     from robot_rl.specs import spec_hash
     from robot_rl.transport import wire

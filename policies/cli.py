@@ -62,7 +62,7 @@ def pretrain_policy(cfg: Any, episodes: list, steps: int, distill_steps: int = 0
 
 
 def _specs(cfg: Any):
-    from robot_rl.learner import env_specs
+    from robot_rl.registry import env_specs
 
     return env_specs(cfg)
 

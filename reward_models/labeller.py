@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from robot_rl.registry import REWARD_MODELS
-from robot_rl.replay import MixedSampler
+from robot_rl.reward_models.labelled_sampler import LabelledSampler
 from robot_rl.reward_models.shaping import SHAPINGS, shape
 from robot_rl.reward_models.train import TrainingCancelled
 from robot_rl.reward_models.trust import HackingMonitor, ProbeDrift
@@ -287,7 +287,6 @@ class RewardLabeller:
     def _frame_keys(batch: Batch, views: list[str]) -> list[tuple[int, int, int]]:
         """Cache keys of the 2N frames [obs rows, next_obs rows]: episode id, frame index in the episode and a
         hash of every byte the model reads of the frame (the label is a function of those bytes alone)."""
-        n = len(batch)
         keys = []
         for part, offset in ((batch.obs, 0), (batch.next_obs, 1)):
             keys += frame_keys(part, views, np.asarray(batch.episode_id), np.asarray(batch.step) + offset)
@@ -428,35 +427,6 @@ class RewardLabeller:
 
             return LabelledSequenceSampler(sampler, self, keep_keys)
         return LabelledSampler(sampler, self, keep_keys)
-
-
-class LabelledSampler(MixedSampler):
-    """A :class:`MixedSampler` whose batches are labelled by a :class:`RewardLabeller` on its prefetch thread.
-
-    ``keep_keys``: the observation keys the algorithm reads (empty = all). Keys only the reward model reads
-    (the cameras of an images-only reward with a state policy) are dropped after labelling, before the batch
-    is turned into tensors."""
-
-    def __init__(self, inner: MixedSampler, labeller: RewardLabeller, keep_keys: Sequence[str] = ()) -> None:
-        super().__init__(inner.online, inner.demo, inner.batch_size, inner.demo_ratio, inner.device, inner.prefetch)
-        self.rng = inner.rng
-        self.labeller = labeller
-        self.keep_keys = tuple(keep_keys)
-        missing = sorted(set(self.keep_keys) - set(inner.online.obs_spec.fields))
-        if missing:
-            raise ValueError(f"keep_keys {missing} are not stored in replay ({inner.online.obs_spec.keys()})")
-
-    def _keep(self, batch: Batch) -> Batch:
-        if not self.keep_keys or set(self.keep_keys) == set(batch.obs):
-            return batch
-        return batch.with_obs_keys(self.keep_keys)
-
-    def sample_numpy(self) -> Batch:
-        return self._keep(self.labeller.label(super().sample_numpy()))
-
-    def sample_demo_numpy(self) -> Batch:
-        # Offline pre-training must train on the same (learned) reward as the online phase that follows it.
-        return self._keep(self.labeller.label(super().sample_demo_numpy()))
 
 
 def frame_keys(frames: dict[str, np.ndarray], views: list[str], episode_id: np.ndarray,

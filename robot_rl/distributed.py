@@ -331,8 +331,8 @@ def shutdown() -> None:
 def main(argv: list[str] | None = None) -> int:
     """``torchrun ... -m robot_rl.distributed [overrides]``: rank 0 runs the learner, the others follow."""
     from robot_rl.config import load_config
-    from robot_rl.learner import Learner, env_specs
-    from robot_rl.registry import ALGORITHMS, make_policy
+    from robot_rl.learner import Learner
+    from robot_rl.registry import ALGORITHMS, env_specs, make_policy
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     device = init_from_env()

@@ -105,3 +105,20 @@ class EpisodeStore:
         ids = [int(p.stem[len(prefix):]) for p in self.directory.glob(f"{prefix}*.npz")
                if p.stem[len(prefix):].isdigit()]
         return max(ids) + 1 if ids else 0
+
+
+def load_demos(directory: str | Path, spec_hash: str) -> list[Episode]:
+    """The demonstrations in ``directory`` recorded for this env's spec (``spec_hash``). A directory that does
+    not exist is refused (a typo must not become an empty demo buffer); one with no usable episode is warned
+    about, loudly, since training then runs without demonstrations."""
+    from robot_rl.config_errors import UsageError
+
+    if not Path(directory).is_dir():
+        raise UsageError(f"learner.demos={directory}: no such directory")
+    store = EpisodeStore(directory)
+    episodes = list(store.episodes(spec_hash=spec_hash))
+    log.info("loaded %d demo episodes from %s", len(episodes), store.directory)
+    if not episodes:
+        log.warning("learner.demos=%s has no usable episode for this env's spec: training WITHOUT "
+                    "demonstrations", store.directory)
+    return episodes

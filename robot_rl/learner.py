@@ -19,11 +19,11 @@ import torch
 
 from robot_rl.checkpoint import Checkpointer, restore_rng, rng_state
 from robot_rl.config import config_hash, save_resolved, to_dict
-from robot_rl.episode_store import EpisodeStore
-from robot_rl.registry import ALGORITHMS, ENVS, make_policy
+from robot_rl.episode_store import EpisodeStore, load_demos
+from robot_rl.registry import ALGORITHMS, ENVS, env_specs, make_policy
 from robot_rl.replay import MixedSampler, ReplayBuffer
 from robot_rl.run_log import RunLogger
-from robot_rl.specs import ActionSpec, ObsSpec, spec_hash
+from robot_rl.specs import spec_hash
 from robot_rl.state_norm import make_state_normalizer, state_encoders
 from robot_rl.transport.base import DedupLedger, LearnerTransport
 from robot_rl.transport.wire import Chunk
@@ -31,19 +31,6 @@ from robot_rl.types import Batch
 from robot_rl.value_check import ValueCheck
 
 log = logging.getLogger("robot_rl.learner")
-
-
-def env_specs(cfg: Any) -> tuple[ObsSpec, ActionSpec]:
-    """The task's specs without keeping an env around (real robots provide a spec-only factory)."""
-    factory = ENVS.get(cfg.env.name)
-    specs_fn = getattr(factory, "specs", None)
-    if specs_fn is not None:
-        return specs_fn(cfg.env)
-    env = factory(cfg.env, seed=0)
-    try:
-        return env.obs_spec, env.action_spec
-    finally:
-        env.close()
 
 
 def resolve_device(name: str) -> torch.device:
@@ -154,18 +141,7 @@ class Learner:
         if latest is not None:
             self.load_checkpoint(latest)
             return
-        episodes = []
-        if self.cfg.learner.demos:
-            if not Path(self.cfg.learner.demos).is_dir():  # a typo must not become an empty demo buffer
-                from robot_rl.config_errors import UsageError
-
-                raise UsageError(f"learner.demos={self.cfg.learner.demos}: no such directory")
-            store = EpisodeStore(self.cfg.learner.demos)
-            episodes = list(store.episodes(spec_hash=self.spec_hash))
-            log.info("loaded %d demo episodes from %s", len(episodes), store.directory)
-            if not episodes:
-                log.warning("learner.demos=%s has no usable episode for this env's spec: training WITHOUT "
-                            "demonstrations", store.directory)
+        episodes = load_demos(self.cfg.learner.demos, self.spec_hash) if self.cfg.learner.demos else []
         if getattr(self.cfg.policy, "encoder", "") == "task" and self.frozen_cameras:
             from robot_rl.policies.task_pretrain import pretrain_task_encoder
 

@@ -65,3 +65,18 @@ def make_policy(cfg: Any, obs_spec: Any, action_spec: Any) -> Any:
     ``obs_spec`` (all of them when empty; an unknown key fails loudly). Every place that builds a run's policy
     (learner, actors, evaluation, export) goes through here, so they all agree on its parameters."""
     return POLICIES.make(cfg.policy.name, cfg.policy, obs_spec.select(cfg.policy.obs_keys), action_spec)
+
+
+def env_specs(cfg: Any) -> tuple[Any, Any]:
+    """The task's (``ObsSpec``, ``ActionSpec``) from its registered env (``cfg.env``) without keeping an env
+    around: a factory's ``specs`` where it has one (real robots provide a spec-only factory), else a throwaway
+    env's."""
+    factory = ENVS.get(cfg.env.name)
+    specs_fn = getattr(factory, "specs", None)
+    if specs_fn is not None:
+        return specs_fn(cfg.env)
+    env = factory(cfg.env, seed=0)
+    try:
+        return env.obs_spec, env.action_spec
+    finally:
+        env.close()

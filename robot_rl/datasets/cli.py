@@ -46,7 +46,7 @@ def _train_config(args: argparse.Namespace, overrides: Sequence[str], fallback: 
 def cmd_import_lerobot(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     from robot_rl.datasets.lerobot_import import import_lerobot
     from robot_rl.datasets.mapping import LeRobotMapping
-    from robot_rl.learner import env_specs
+    from robot_rl.registry import env_specs
 
     names = {f.name for f in fields(LeRobotMapping)} | {"mapping"}
     rest, extra = _split(overrides, lambda k: k in names or k.startswith(("camera.", "crop.")))
@@ -64,7 +64,7 @@ def cmd_import_lerobot(args: argparse.Namespace, overrides: Sequence[str]) -> in
 
 def cmd_export_lerobot(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     from robot_rl.datasets.lerobot_export import export_lerobot
-    from robot_rl.learner import env_specs
+    from robot_rl.registry import env_specs
 
     rest, extra = _split(overrides, lambda k: k in ("fps", "crf", "robot_type", "max_frames_per_file"))
     run_dir = Path(args.run_dir)

@@ -12,7 +12,8 @@ from robot_rl.cli import main
 from robot_rl.config import load_config
 from robot_rl.demos import generate_demos
 from robot_rl.episode_store import EpisodeStore
-from robot_rl.learner import Learner, env_specs
+from robot_rl.learner import Learner
+from robot_rl.registry import env_specs
 from robot_rl.specs import spec_hash
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -117,7 +117,7 @@ def test_task_encoder_pretrains_on_demos_then_stays_frozen_while_sac_trains_its_
                        "policy.task_encoder.keypoints=8", "algo=sac", "algo.batch_size=32",
                        "policy.hidden_dims=[32,32]", "algo.critic_hidden_dims=[32,32]"])
     generate_demos(cfg, 8, tmp_path / "demos")
-    from robot_rl.learner import env_specs
+    from robot_rl.registry import env_specs
 
     obs_spec, action_spec = env_specs(cfg)
     episodes = list(EpisodeStore(tmp_path / "demos").episodes())

@@ -12,11 +12,13 @@ import pytest
 from robot_rl.actor import Actor
 from robot_rl.config import load_config
 from robot_rl.episode_store import EpisodeStore
-from robot_rl.learner import Learner, env_specs
+from robot_rl.learner import Learner
+from robot_rl.registry import env_specs
 from robot_rl.registry import ENVS
 from robot_rl.reward_models.config import ProgressModelConfig
 from robot_rl.reward_models.data import generate_episodes
-from robot_rl.reward_models.labeller import LabelledSampler, RewardLabeller
+from robot_rl.reward_models.labelled_sampler import LabelledSampler
+from robot_rl.reward_models.labeller import RewardLabeller
 from robot_rl.reward_models.train import train_model
 from robot_rl.specs import SpecError
 

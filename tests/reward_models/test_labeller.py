@@ -8,7 +8,8 @@ from robot_rl.actor import Actor
 from robot_rl.config import load_config
 from robot_rl.episode_store import EpisodeStore
 from robot_rl.learner import Learner
-from robot_rl.reward_models.labeller import LabelledSampler, RewardLabeller
+from robot_rl.reward_models.labelled_sampler import LabelledSampler
+from robot_rl.reward_models.labeller import RewardLabeller
 from robot_rl.reward_models.train import load_checkpoint
 from support import run_with_actor_thread
 
@@ -114,7 +115,7 @@ def test_reward_options_and_model_swap(state_checkpoint, state_heldout_episodes,
     with pytest.raises(ValueError, match="shaping"):
         RewardLabeller(model, load_config(["reward=prm", "reward.shaping=delta"]).reward, gamma=0.99)
     with pytest.raises(ValueError, match="observation spec"):
-        from robot_rl.learner import env_specs
+        from robot_rl.registry import env_specs
         RewardLabeller(model, load_config(["reward=prm"]).reward, 0.99,
                        obs_spec=env_specs(load_config(["env.obs=pixels", "env.image_size=16"]))[0])
 

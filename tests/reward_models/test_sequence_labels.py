@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from robot_rl.config import load_config
-from robot_rl.learner import Learner, env_specs
+from robot_rl.learner import Learner
+from robot_rl.registry import env_specs
 from robot_rl.replay import ReplayBuffer
 from robot_rl.reward_models.labeller import RewardLabeller
 from robot_rl.reward_models.sequence_labels import LabelledSequenceSampler, label_sequences, sequence_rewards
