@@ -286,6 +286,8 @@ def run(command_hz: float, seconds: float, loaded: bool, inference: str = "onnxr
             "inference_back_to_back_p50_ms": float(np.percentile(warm_ms, 50)),
             "inference_backend": inference, "command_prepare_s": float(cfg.command_prepare_s),
             "commands_recomputed": stats.get("commands_recomputed", 0.0),
+            "command_stalls": stats.get("command_stalls", 0.0),
+            "command_stall_max_ms": stats.get("command_stall_max_ms", 0.0),
             "weight_swaps": len(swaps_ms), "weight_swap_p50_ms": float(np.percentile(swaps_ms or [0.0], 50)),
             "target_to_command_p50_ms": stats["target_to_command_p50_ms"],
             "target_to_command_p99_ms": stats["target_to_command_p99_ms"],
@@ -354,7 +356,8 @@ def main() -> None:
               f"{r['command_jitter_p99_ms']:.3f} ms (real-time {r['realtime']}; bare sleep loop p99 "
               f"{r['bare_loop_jitter_p99_ms']:.3f}, ratio {r['ratio_vs_bare_loop']:.2f}; bare real-time loop "
               f"p99 {r['bare_rt_loop_jitter_p99_ms']:.3f}), max period {r['command_period_max_ms']:.1f} ms, "
-              f"{int(r['missed_deadlines'])} missed; policy {r['policy_steps']} steps, jitter p99 "
+              f"{int(r['missed_deadlines'])} missed, {int(r['command_stalls'])} stalls > 3 periods; "
+              f"policy {r['policy_steps']} steps, jitter p99 "
               f"{r['policy_jitter_p99_ms']:.2f} ms; frame->command p50 {r['frame_to_command_p50_ms']:.1f} / p99 "
               f"{r['frame_to_command_p99_ms']:.1f} ms (sum of the parts' p99s "
               f"{r['frame_to_command_bound_p99_ms']:.1f}: frame age {r['frame_age_p99_ms']:.1f} + obs->target "

@@ -40,6 +40,8 @@ log = logging.getLogger("robot_rl.ros2.safety_node")
 TARGET_LAYOUT = "robot_rl_target_v2"
 """Label of ``layout.dim[0]`` of every target message: the wire version (a mismatch is refused and held).
 v2 added the frame stamp (v1 had ``[*target, grip]``)."""
+STALL_PERIODS = 3.0
+"""A gap of more than this many command periods between two commands is a stall of the node: warned, counted."""
 
 
 def target_msg(target: np.ndarray, grip_opening: float | None, frame_stamp: float | None = None) -> Any:
@@ -106,6 +108,9 @@ class SafetyNode:
         self._warn = RateLimitedLog(log.warning, 1.0, clock)
         self.sent = 0
         self.recomputed = 0  # prepared commands computed again at their deadline (an input came in between)
+        self.stalls = 0  # gaps of more than STALL_PERIODS command periods between consecutive commands
+        self.stall_max_s = 0.0
+        self._last_send: float | None = None
         self.send_times: list[float] = []
         self.target_to_command_ms: list[float] = []  # target arrival -> first command that follows it
         self._fresh_target_t: float | None = None
@@ -314,8 +319,11 @@ class SafetyNode:
                 if hold_gil:
                     sys.setswitchinterval(switch_s)
             self.count_hold(command.hold)
-            if command.target is not None:
+            if command.target is None:
+                self._last_send = None  # nothing to send yet (startup): not a gap in a running stream
+            else:
                 self.sent += 1
+                self.note_send(now)
                 with self._lock:
                     fresh, self._fresh_target_t = self._fresh_target_t, None
                     frame_stamp, self._fresh_frame_stamp = self._fresh_frame_stamp, None
@@ -340,6 +348,20 @@ class SafetyNode:
             pacer.after_tick()
             self.schedule.advance(time.monotonic())
 
+    def note_send(self, now: float) -> None:
+        """A command went out at ``now``: a gap of more than ``STALL_PERIODS`` command periods since the one before
+        is a stall of this node (the process itself, not its inputs: its holds cannot cover that), counted and
+        warned about, so an operator sees it in the log before the controller's own command timeout reports it."""
+        last, self._last_send = self._last_send, now
+        if last is None or now - last <= STALL_PERIODS * self.period:
+            return
+        gap = now - last
+        self.stalls += 1
+        self.stall_max_s = max(self.stall_max_s, gap)
+        self._warn("stall", f"command stream stalled: {gap * 1e3:.0f} ms without a command "
+                            f"({gap / self.period - 1:.0f} command periods); the robot controller's own command "
+                            f"timeout must cover such a gap")
+
     def stats(self) -> dict[str, float]:
         ticks = np.diff(np.asarray(self.send_times[-100_000:]))
         jitter = np.abs(ticks - self.period) * 1e3 if ticks.size else np.zeros(1)
@@ -358,6 +380,7 @@ class SafetyNode:
                 "target_to_command_p99_ms": float(np.percentile(lag, 99)),
                 "missed_deadlines": float(self.schedule.missed if self.schedule is not None else 0),
                 "commands_recomputed": float(self.recomputed),
+                "command_stalls": float(self.stalls), "command_stall_max_ms": self.stall_max_s * 1e3,
                 "command_phase_relocks": float(self.phase_lock.relocks if self.phase_lock is not None else 0),
                 "command_slot_lead_ms": float(self.phase_lock.lead_s * 1e3 if self.phase_lock is not None else 0),
                 **self.realtime.stats("realtime"),

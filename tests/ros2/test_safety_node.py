@@ -205,3 +205,29 @@ def test_the_command_loop_refuses_a_node_built_with_another_clock(rclpy_node) ->
     with pytest.raises(ValueError, match="time.monotonic"):
         safety.run(threading.Event())
     assert safety.sent == 0
+
+
+def test_a_stall_of_the_command_stream_is_counted_and_warned_about(rclpy_node, caplog) -> None:
+    """Gaps between consecutive commands of more than STALL_PERIODS command periods (the node itself stalled:
+    a GC pause, a blocking DDS write) are counted with the longest, and warned about once per second; a pause
+    while there was nothing to send (startup) is not a gap."""
+    from robot_rl.hardware.ros2.safety_node import STALL_PERIODS, SafetyNode
+
+    cfg = node_config("cartesian_pose", command_hz=100.0, **{"topics.gripper_command": ""})
+    safety = SafetyNode(rclpy_node, cfg)
+    period = safety.period
+    with caplog.at_level("WARNING", logger="robot_rl.ros2.safety_node"):
+        t = 100.0
+        for _ in range(5):  # on time
+            safety.note_send(t)
+            t += period
+        t += 0.33  # a 0.34 s gap, as the Fast DDS write stall of README's Limits
+        safety.note_send(t)
+        safety.note_send(t + 0.99 * STALL_PERIODS * period)  # just inside the bound: not a stall
+        safety._last_send = None  # a loop iteration with nothing to send
+        safety.note_send(t + 10.0)
+    stats = safety.stats()
+    assert stats["command_stalls"] == 1.0
+    assert stats["command_stall_max_ms"] == pytest.approx((0.33 + period) * 1e3)
+    stalls = [r.getMessage() for r in caplog.records if "command stream stalled" in r.getMessage()]
+    assert len(stalls) == 1 and "340 ms" in stalls[0] and "33 command periods" in stalls[0]
