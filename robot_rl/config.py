@@ -349,7 +349,9 @@ def load_config(overrides: Sequence[str] = (), config_name: str = "train") -> "T
         # design: hydra's struct mode would refuse them, so they are merged after those dicts are opened.
         free = _free_form_paths(_compose(config_name, [o for o in overrides if o.split("=", 1)[0] in GROUPS]))
         into_free = [o for o in overrides if any(f"{o.split('=', 1)[0]}.".startswith(f + ".") for f in free)]
-        cfg = _compose(config_name, [o for o in overrides if o not in into_free])
+        composed = [o for o in overrides if o not in into_free]
+        cfg = _compose(config_name, composed)
+        _refuse_renamed_presets(config_name, composed)
         if into_free:
             _open_free_form_dicts(cfg)
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(into_free))
@@ -359,6 +361,36 @@ def load_config(overrides: Sequence[str] = (), config_name: str = "train") -> "T
         if msg is None:
             raise
         raise UsageError(msg) from exc
+
+
+def group_options(group: str) -> list[str]:
+    """The presets of a config group: its structured configs in the ConfigStore and ``conf/<group>/*.yaml``
+    (internal ``*_schema`` nodes left out)."""
+    from hydra.core.config_store import ConfigStore
+
+    from robot_rl.config_errors import public_options
+
+    _register_components()
+    stored = {name.removesuffix(".yaml") for name in ConfigStore.instance().repo.get(group, {})}
+    return public_options(stored | {p.stem for p in (CONF_DIR / group).glob("*.yaml")})
+
+
+def _refuse_renamed_presets(config_name: str, overrides: Sequence[str]) -> None:
+    """``env.name=panda_pick_place_cube`` only renames the env: its settings and schema stay the default
+    preset's (no ``place_tolerance``), and it fails deep inside the env, or, as ``algo.name=rlpd`` on SAC's
+    config, runs with the wrong defaults without a word. When ``<group>.name`` names another preset of that group
+    than the one selected, the user meant ``<group>=<preset>``: say so."""
+    from robot_rl.config_errors import UsageError
+
+    for override in overrides:
+        key, _, value = override.partition("=")
+        group = key.removesuffix(".name")
+        if group == key or group not in GROUPS or any(o.partition("=")[0] == group for o in overrides):
+            continue
+        selected = getattr(_compose(config_name, [o for o in overrides if o != override]), group).name
+        if value != selected and value in group_options(group):
+            raise UsageError(f"{override} renames the {group} but keeps the settings of the {selected!r} preset; "
+                             f"to use the {value!r} preset write {group}={value}")
 
 
 def _compose(config_name: str, overrides: Sequence[str]) -> Any:

@@ -25,6 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
     ("env=does_not_exist", "valid choices: gym, panda_pick_cube, panda_pick_cube_random"),
     ("algo=rlpd_cpuu", "did you mean algo=rlpd_cpu?"),
     ("learner.utd", "expected key=value"),
+    # renaming the group's component keeps the default preset's settings: the preset was meant
+    ("env.name=panda_pick_place_cube", "keeps the settings of the 'panda_pick_cube' preset; to use the "
+                                       "'panda_pick_place_cube' preset write env=panda_pick_place_cube"),
+    ("algo.name=sac", "write algo=sac"),
 ])
 def test_bad_override_is_one_or_two_lines_and_exit_2(override, expected, capsys):
     assert cli.main(["config", override]) == 2
@@ -34,6 +38,13 @@ def test_bad_override_is_one_or_two_lines_and_exit_2(override, expected, capsys)
     assert expected in lines[0]
     assert "Traceback" not in err and "+nonexistent" not in err and "To append" not in err
     assert "_schema" not in err  # internal structured-config nodes are not choices
+
+
+def test_naming_the_selected_preset_or_an_unregistered_name_is_not_refused():
+    cfg = load_config(["env=panda_pick_place_cube", "env.name=panda_pick_place_cube"])
+    assert type(cfg.env).__name__ == "PandaPickPlaceCubeConfig" and cfg.env.place_tolerance > 0
+    assert load_config(["env.name=panda_pick_cube"]).env.name == "panda_pick_cube"  # the default's own name
+    assert load_config(["algo.name=my_own_sac"]).algo.name == "my_own_sac"  # no such preset: the registry decides
 
 
 def test_real_process_exit_status_and_debug_traceback(tmp_path):
