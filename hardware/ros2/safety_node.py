@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, MutableMapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -402,11 +403,38 @@ def node_config(parameters: dict[str, Any]) -> tuple[RobotNodeConfig, str]:
     return from_params(RobotNodeConfig, params), stats_file
 
 
+def udp_only_dds(environ: MutableMapping[str, str]) -> str | None:
+    """Keep Fast DDS's shared-memory transport out of this process (``FASTDDS_BUILTIN_TRANSPORTS=UDPv4``), unless
+    the operator configured Fast DDS's transports already (that variable, or an XML profile file). Returns the
+    value set, None when left alone. Call before ``rclpy.init``.
+
+    Why: traced with ``perf`` (scheduler events with call stacks) in ``benchmarks/ros2_loop.py``, the command
+    loop's 0.33 s stalls were its ``publish`` waiting for the participant's send mutex, held by Fast DDS's event
+    thread while it sent the initial ACKNACK to a newly matched writer through shared memory: opening the joining
+    participant's port (``SharedMemGlobal::open_port_internal``) slept for 0.33 s under that mutex. UDP over
+    loopback opens no ports and costs tens of microseconds per command. Other RMWs ignore the variable, and so
+    does rmw_fastrtps with ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``, where it installs shared memory + UDP
+    itself (then nothing is set, and :func:`main` says so)."""
+    if any(environ.get(k) for k in ("FASTDDS_BUILTIN_TRANSPORTS", "FASTRTPS_DEFAULT_PROFILES_FILE",
+                                    "FASTDDS_DEFAULT_PROFILES_FILE")):
+        return None
+    if environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "").upper() == "LOCALHOST":
+        return None
+    environ["FASTDDS_BUILTIN_TRANSPORTS"] = "UDPv4"
+    return "UDPv4"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from robot_rl.run_log import setup_logging
 
     setup_logging()
     log_off_the_loop()
+    if udp_only_dds(os.environ):
+        log.info("Fast DDS transports of this node: UDPv4 only (FASTDDS_BUILTIN_TRANSPORTS; set it, or a Fast DDS "
+                 "profile file, to choose otherwise)")
+    elif os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "").upper() == "LOCALHOST":
+        log.info("ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST: rmw_fastrtps gives this node shared memory, whose port "
+                 "opening can stall a publish for ~0.3 s when a process joins (README, Limits)")
     with ros_io.node_session("robot_rl_safety", argv) as (node, executor, stop):
         cfg, stats_file = node_config(ros_io.node_parameters(node))
         safety = SafetyNode(node, cfg)

@@ -231,3 +231,38 @@ def test_a_stall_of_the_command_stream_is_counted_and_warned_about(rclpy_node, c
     assert stats["command_stall_max_ms"] == pytest.approx((0.33 + period) * 1e3)
     stalls = [r.getMessage() for r in caplog.records if "command stream stalled" in r.getMessage()]
     assert len(stalls) == 1 and "340 ms" in stalls[0] and "33 command periods" in stalls[0]
+
+
+def test_the_safety_node_keeps_fast_dds_shared_memory_out_unless_told_otherwise(tmp_path) -> None:
+    """``udp_only_dds``: UDPv4 only by default (shared memory's port opening stalled the command stream, README
+    Limits); an operator's own transport setting or profile file wins; LOCALHOST discovery is left alone
+    (rmw_fastrtps installs its transports itself there). Then the real node, started with SUBNET discovery as
+    on a robot PC: it maps no Fast DDS shared-memory segment."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from robot_rl.hardware.ros2.safety_node import udp_only_dds
+
+    env: dict[str, str] = {}
+    assert udp_only_dds(env) == "UDPv4" and env == {"FASTDDS_BUILTIN_TRANSPORTS": "UDPv4"}
+    for given in ({"FASTDDS_BUILTIN_TRANSPORTS": "SHM"}, {"FASTRTPS_DEFAULT_PROFILES_FILE": "/etc/fastdds.xml"},
+                  {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}):
+        env = dict(given)
+        assert udp_only_dds(env) is None and env == given
+
+    node_env = {k: v for k, v in os.environ.items() if not k.startswith(("FASTDDS_", "FASTRTPS_"))}
+    node_env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "SUBNET"  # this test runs in its own network namespace (lo only)
+    proc = subprocess.Popen([sys.executable, "-m", "robot_rl.hardware.ros2.safety_node", "--ros-args",
+                             "-r", "__node:=robot_rl_safety_shm_probe", "-p", "topics.gripper_command:=''"],
+                            env=node_env, stdout=open(tmp_path / "node.log", "wb"), stderr=subprocess.STDOUT)
+    try:
+        log_path = tmp_path / "node.log"
+        wait_for(lambda: "commanding" in log_path.read_text(errors="replace"), timeout=30.0)
+        maps = Path(f"/proc/{proc.pid}/maps").read_text()
+        assert "UDPv4 only" in log_path.read_text(errors="replace")
+        assert "/dev/shm/fastrtps" not in maps, [line for line in maps.splitlines() if "/dev/shm" in line]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
