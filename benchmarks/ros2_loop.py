@@ -15,6 +15,10 @@ Run inside the ROS venv and a private network namespace, as the ROS suite does:
     unshare -n bash -c 'ip link set lo up; ip link set lo multicast on; ip route add 224.0.0.0/4 dev lo;
         ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST .venv-ros/bin/python benchmarks/ros2_loop.py --seconds 20'
 
+With ``ROS_AUTOMATIC_DISCOVERY_RANGE`` unset instead (SUBNET, a robot cell's default; inside the namespace still
+loopback only) the safety node runs Fast DDS over UDP only, as on a robot PC; under LOCALHOST rmw_fastrtps gives it
+shared memory, whose port opening can stall a publish (README, Limits).
+
 Figures: command period jitter p50/p99 (|interval between consecutive commands - period|, at publish in the
 safety node), stale holds (actor + safety node), policy period jitter p99 (10 Hz actor loop), camera frame ->
 command p50/p99 (the target carries the stamp of the oldest frame it was computed from; the safety node measures
