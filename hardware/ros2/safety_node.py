@@ -403,6 +403,13 @@ def node_config(parameters: dict[str, Any]) -> tuple[RobotNodeConfig, str]:
     return from_params(RobotNodeConfig, params), stats_file
 
 
+def localhost_discovery(environ: MutableMapping[str, str]) -> bool:
+    """``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` (Jazzy) or ``ROS_LOCALHOST_ONLY=1`` (Humble; deprecated in Jazzy,
+    where it means the same): rmw_fastrtps then installs its own transports, shared memory among them."""
+    return (environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "").upper() == "LOCALHOST"
+            or environ.get("ROS_LOCALHOST_ONLY", "") == "1")
+
+
 def udp_only_dds(environ: MutableMapping[str, str]) -> str | None:
     """Keep Fast DDS's shared-memory transport out of this process (``FASTDDS_BUILTIN_TRANSPORTS=UDPv4``), unless
     the operator configured Fast DDS's transports already (that variable, or an XML profile file). Returns the
@@ -413,12 +420,13 @@ def udp_only_dds(environ: MutableMapping[str, str]) -> str | None:
     thread while it sent the initial ACKNACK to a newly matched writer through shared memory: opening the joining
     participant's port (``SharedMemGlobal::open_port_internal``) slept for 0.33 s under that mutex. UDP over
     loopback opens no ports and costs tens of microseconds per command. Other RMWs ignore the variable, and so
-    does rmw_fastrtps with ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``, where it installs shared memory + UDP
-    itself (then nothing is set, and :func:`main` says so)."""
+    does rmw_fastrtps with localhost-only discovery (:func:`localhost_discovery`), where it installs shared
+    memory + UDP itself (then nothing is set, and :func:`main` says so). The variable needs Fast DDS >= 2.13
+    (Jazzy); on Humble's Fast DDS a profile file does the same."""
     if any(environ.get(k) for k in ("FASTDDS_BUILTIN_TRANSPORTS", "FASTRTPS_DEFAULT_PROFILES_FILE",
                                     "FASTDDS_DEFAULT_PROFILES_FILE")):
         return None
-    if environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "").upper() == "LOCALHOST":
+    if localhost_discovery(environ):
         return None
     environ["FASTDDS_BUILTIN_TRANSPORTS"] = "UDPv4"
     return "UDPv4"
@@ -432,7 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if udp_only_dds(os.environ):
         log.info("Fast DDS transports of this node: UDPv4 only (FASTDDS_BUILTIN_TRANSPORTS; set it, or a Fast DDS "
                  "profile file, to choose otherwise)")
-    elif os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "").upper() == "LOCALHOST":
+    elif localhost_discovery(os.environ):
         log.info("ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST: rmw_fastrtps gives this node shared memory, whose port "
                  "opening can stall a publish for ~0.3 s when a process joins (README, Limits)")
     with ros_io.node_session("robot_rl_safety", argv) as (node, executor, stop):
