@@ -419,14 +419,15 @@ def udp_only_dds(environ: MutableMapping[str, str]) -> str | None:
     loop's 0.33 s stalls were its ``publish`` waiting for the participant's send mutex, held by Fast DDS's event
     thread while it sent the initial ACKNACK to a newly matched writer through shared memory: opening the joining
     participant's port (``SharedMemGlobal::open_port_internal``) slept for 0.33 s under that mutex. UDP over
-    loopback opens no ports and costs tens of microseconds per command. Other RMWs ignore the variable, and so
-    does rmw_fastrtps with localhost-only discovery (:func:`localhost_discovery`), where it installs shared
-    memory + UDP itself (then nothing is set, and :func:`main` says so). The variable needs Fast DDS >= 2.13
-    (Jazzy); on Humble's Fast DDS a profile file does the same."""
+    loopback opens no ports and costs tens of microseconds per command. Left alone with another RMW
+    (``RMW_IMPLEMENTATION``) and with localhost-only discovery (:func:`localhost_discovery`), for which
+    rmw_fastrtps installs shared memory + UDP itself and ignores the variable (:func:`main` says so). The
+    variable needs Fast DDS >= 2.13 (Jazzy); on Humble's Fast DDS a profile file does the same."""
     if any(environ.get(k) for k in ("FASTDDS_BUILTIN_TRANSPORTS", "FASTRTPS_DEFAULT_PROFILES_FILE",
                                     "FASTDDS_DEFAULT_PROFILES_FILE")):
         return None
-    if localhost_discovery(environ):
+    fast_dds = environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp").startswith("rmw_fastrtps")
+    if not fast_dds or localhost_discovery(environ):
         return None
     environ["FASTDDS_BUILTIN_TRANSPORTS"] = "UDPv4"
     return "UDPv4"

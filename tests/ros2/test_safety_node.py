@@ -248,12 +248,13 @@ def test_the_safety_node_keeps_fast_dds_shared_memory_out_unless_told_otherwise(
     env: dict[str, str] = {}
     assert udp_only_dds(env) == "UDPv4" and env == {"FASTDDS_BUILTIN_TRANSPORTS": "UDPv4"}
     for given in ({"FASTDDS_BUILTIN_TRANSPORTS": "SHM"}, {"FASTRTPS_DEFAULT_PROFILES_FILE": "/etc/fastdds.xml"},
-                  {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}, {"ROS_LOCALHOST_ONLY": "1"}):
+                  {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}, {"ROS_LOCALHOST_ONLY": "1"},
+                  {"RMW_IMPLEMENTATION": "rmw_cyclonedds_cpp"}):
         env = dict(given)
         assert udp_only_dds(env) is None and env == given
 
-    node_env = {k: v for k, v in os.environ.items()
-                if not k.startswith(("FASTDDS_", "FASTRTPS_")) and k != "ROS_LOCALHOST_ONLY"}
+    node_env = {k: v for k, v in os.environ.items() if not k.startswith(("FASTDDS_", "FASTRTPS_"))
+                and k not in ("ROS_LOCALHOST_ONLY", "RMW_IMPLEMENTATION")}
     node_env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "SUBNET"  # this test runs in its own network namespace (lo only)
     proc = subprocess.Popen([sys.executable, "-m", "robot_rl.hardware.ros2.safety_node", "--ros-args",
                              "-r", "__node:=robot_rl_safety_shm_probe", "-p", "topics.gripper_command:=''"],
