@@ -385,10 +385,11 @@ def _refuse_renamed_presets(config_name: str, overrides: Sequence[str]) -> None:
     for override in overrides:
         key, _, value = override.partition("=")
         group = key.removesuffix(".name")
-        if group == key or group not in GROUPS or any(o.partition("=")[0] == group for o in overrides):
-            continue
+        if (group == key or group not in GROUPS or any(o.partition("=")[0] == group for o in overrides)
+                or value not in group_options(group)):
+            continue  # not a group's name, the preset is chosen too, or the name is no preset (the registry decides)
         selected = getattr(_compose(config_name, [o for o in overrides if o != override]), group).name
-        if value != selected and value in group_options(group):
+        if value != selected:
             raise UsageError(f"{override} renames the {group} but keeps the settings of the {selected!r} preset; "
                              f"to use the {value!r} preset write {group}={value}")
 
