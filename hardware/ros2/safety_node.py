@@ -410,6 +410,11 @@ def localhost_discovery(environ: MutableMapping[str, str]) -> bool:
             or environ.get("ROS_LOCALHOST_ONLY", "") == "1")
 
 
+def fast_dds_rmw(environ: MutableMapping[str, str]) -> bool:
+    """The RMW is rmw_fastrtps (``RMW_IMPLEMENTATION``, Jazzy's and Humble's default when unset)."""
+    return environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp").startswith("rmw_fastrtps")
+
+
 def udp_only_dds(environ: MutableMapping[str, str]) -> str | None:
     """Keep Fast DDS's shared-memory transport out of this process (``FASTDDS_BUILTIN_TRANSPORTS=UDPv4``), unless
     the operator configured Fast DDS's transports already (that variable, or an XML profile file). Returns the
@@ -426,8 +431,7 @@ def udp_only_dds(environ: MutableMapping[str, str]) -> str | None:
     if any(environ.get(k) for k in ("FASTDDS_BUILTIN_TRANSPORTS", "FASTRTPS_DEFAULT_PROFILES_FILE",
                                     "FASTDDS_DEFAULT_PROFILES_FILE")):
         return None
-    fast_dds = environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp").startswith("rmw_fastrtps")
-    if not fast_dds or localhost_discovery(environ):
+    if not fast_dds_rmw(environ) or localhost_discovery(environ):
         return None
     environ["FASTDDS_BUILTIN_TRANSPORTS"] = "UDPv4"
     return "UDPv4"
@@ -441,7 +445,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if udp_only_dds(os.environ):
         log.info("Fast DDS transports of this node: UDPv4 only (FASTDDS_BUILTIN_TRANSPORTS; set it, or a Fast DDS "
                  "profile file, to choose otherwise)")
-    elif localhost_discovery(os.environ):
+    elif fast_dds_rmw(os.environ) and localhost_discovery(os.environ):
         log.info("ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST: rmw_fastrtps gives this node shared memory, whose port "
                  "opening can stall a publish for ~0.3 s when a process joins (README, Limits)")
     with ros_io.node_session("robot_rl_safety", argv) as (node, executor, stop):
