@@ -10,14 +10,16 @@ run is printed with it. Baselines in the same run, each in its own process at th
 ``sleep``-to-deadline loop (what the OS gives any Python process; ``ratio_vs_bare_loop``) and the same loop under
 the safety node's real-time setup (SCHED_FIFO, mlockall, hybrid wait; ``ratio_vs_bare_rt_loop``).
 
-Run inside the ROS venv and a private network namespace, as the ROS suite does:
+Run inside the ROS venv and a private network namespace (loopback only), with ROS's default discovery range
+(SUBNET, as on a robot cell's PC):
 
     unshare -n bash -c 'ip link set lo up; ip link set lo multicast on; ip route add 224.0.0.0/4 dev lo;
-        ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST .venv-ros/bin/python benchmarks/ros2_loop.py --seconds 20'
+        .venv-ros/bin/python benchmarks/ros2_loop.py --seconds 20'
 
-With ``ROS_AUTOMATIC_DISCOVERY_RANGE`` unset instead (SUBNET, a robot cell's default; inside the namespace still
-loopback only) the safety node runs Fast DDS over UDP only, as on a robot PC; under LOCALHOST rmw_fastrtps gives it
-shared memory, whose port opening can stall a publish (README, Limits).
+The safety node and the actor then run Fast DDS over UDP only (``ros_io.udp_only_dds``); the cameras keep the
+RMW's default. With ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` (the ROS suite's setting) rmw_fastrtps gives every
+process shared memory, whose port opening can stall a publish for ~0.3 s when a process joins (README, Limits);
+the JSON records which (``discovery_range``, ``actor_dds_transports``).
 
 Figures: command period jitter p50/p99 (|interval between consecutive commands - period|, at publish in the
 safety node), stale holds (actor + safety node), policy period jitter p99 (10 Hz actor loop), camera frame ->
@@ -163,8 +165,14 @@ def bare_rt_loop_process(hz: float, seconds: float, out: str) -> None:
                                      "realtime": status.active}))
 
 
+# The environment this benchmark was started with, for the processes it starts: the actor (this process) keeps
+# Fast DDS off shared memory as the actor node does (FASTDDS_BUILTIN_TRANSPORTS), which the camera drivers and the
+# safety node must not inherit (the safety node decides for itself).
+CHILD_ENV = dict(os.environ)
+
+
 def _spawn(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, __file__, *args])
+    return subprocess.Popen([sys.executable, __file__, *args], env=CHILD_ENV)
 
 
 def run(command_hz: float, seconds: float, loaded: bool, inference: str = "onnxruntime",
@@ -176,6 +184,7 @@ def run(command_hz: float, seconds: float, loaded: bool, inference: str = "onnxr
     from robot_rl.config import load_config
     from robot_rl.hardware.ros2.config import RobotNodeConfig, from_params
     from robot_rl.hardware.ros2.realtime import enter_executor_realtime, log_off_the_loop
+    from robot_rl.hardware.ros2.ros_io import keep_fast_dds_off_shared_memory
     from robot_rl.hardware.ros2.robot_env import RosRobotEnv
     from robot_rl.actor import inference_policy
     from robot_rl.registry import POLICIES
@@ -194,7 +203,8 @@ def run(command_hz: float, seconds: float, loaded: bool, inference: str = "onnxr
     safety = subprocess.Popen([sys.executable, "-m", "robot_rl.hardware.ros2.safety_node", "--ros-args",
                                "-r", "__node:=robot_rl_safety", "-p", f"stats_file:={tmp / 'safety.json'}",
                                *(a for k, v in params.items() for a in ("-p", f"{k}:={v!r}" if isinstance(v, str)
-                                                                         else f"{k}:={v}"))])
+                                                                         else f"{k}:={v}"))], env=CHILD_ENV)
+    keep_fast_dds_off_shared_memory()  # as the actor node's main, before this process's participant exists
     context = rclpy.Context()
     rclpy.init(context=context)
     node = rclpy.create_node("robot_rl_actor", context=context)
@@ -344,6 +354,8 @@ def main() -> None:
         return bare_rt_loop_process(float(args.bare_rt_loop[0]), float(args.bare_rt_loop[1]), args.bare_rt_loop[2])
     if args.bare_loop:
         return bare_loop_process(float(args.bare_loop[0]), float(args.bare_loop[1]), args.bare_loop[2])
+    from robot_rl.hardware.ros2.ros_io import localhost_discovery
+
     extra = dict(_parse_param(p) for p in args.param)
     results: dict[str, object] = {}
     # The headline keys are the first backend's and command_prepare_s's (the node's defaults unless the options say
@@ -378,8 +390,14 @@ def main() -> None:
                            and not r["loaded"]),
         "policy_10hz_jitter_p99_ms": idle.get("policy_jitter_p99_ms"),
         "frame_to_command_p99_ms": idle.get("frame_to_command_p99_ms"),
+        "frame_to_command_p99_ms_loaded": busy.get("frame_to_command_p99_ms"),
+        "command_stalls": sum(r["command_stalls"] for r in results.values() if isinstance(r, dict)),
     })
     results["params"] = extra
+    # which DDS transports the numbers were measured with (README, Limits: shared memory can stall a publish)
+    results["discovery_range"] = ("LOCALHOST" if localhost_discovery(CHILD_ENV)
+                                  else CHILD_ENV.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "") or "SUBNET")
+    results["actor_dds_transports"] = os.environ.get("FASTDDS_BUILTIN_TRANSPORTS", "rmw default")
     print(json.dumps(results))
 
 

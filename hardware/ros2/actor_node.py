@@ -76,11 +76,15 @@ def run(node: Any, cfg: RobotNodeConfig, stop: threading.Event, max_steps: int |
 
 def main(argv: Sequence[str] | None = None) -> int:
     from robot_rl.hardware.ros2.realtime import log_off_the_loop
-    from robot_rl.hardware.ros2.ros_io import node_parameters, node_session, spin_until
+    from robot_rl.hardware.ros2.ros_io import (keep_fast_dds_off_shared_memory, node_parameters, node_session,
+                                                spin_until)
     from robot_rl.run_log import setup_logging
 
     setup_logging()
     log_off_the_loop()  # the policy loop runs real-time: records are written by a normal thread
+    # before rclpy.init: a shared-memory port opened under the participant's send mutex when a process joins can
+    # hold the targets' publish for ~0.3 s (README, Limits), as it held the safety node's commands
+    keep_fast_dds_off_shared_memory()
     with node_session("robot_rl_actor", argv) as (node, executor, stop):
         # The spinner is joined before node_session tears down: a daemon thread still blocked in rcl_wait at
         # interpreter exit made the process abort ("terminate called without an active exception", exit -6).

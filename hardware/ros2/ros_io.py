@@ -1,16 +1,19 @@
-"""rclpy glue: QoS profiles, message decoding and command building. rclpy and the message packages are
-imported inside the functions, so this module imports without ROS."""
+"""rclpy glue: QoS profiles, the DDS transport choice, message decoding and command building. rclpy and the
+message packages are imported inside the functions, so this module imports without ROS."""
 from __future__ import annotations
 
+import logging
+import os
 import signal
 import sys
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, MutableMapping, Sequence
 
 import numpy as np
 
+log = logging.getLogger(__name__)
 
 
 def qos_profile(reliability: str, depth: int) -> Any:
@@ -19,6 +22,53 @@ def qos_profile(reliability: str, depth: int) -> Any:
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(depth),
                       reliability=ReliabilityPolicy.BEST_EFFORT if reliability == "best_effort"
                       else ReliabilityPolicy.RELIABLE)
+
+
+def localhost_discovery(environ: MutableMapping[str, str]) -> bool:
+    """``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` (Jazzy) or ``ROS_LOCALHOST_ONLY=1`` (Humble; deprecated in Jazzy,
+    where it means the same): rmw_fastrtps then installs its own transports, shared memory among them."""
+    return (environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "").upper() == "LOCALHOST"
+            or environ.get("ROS_LOCALHOST_ONLY", "") == "1")
+
+
+def fast_dds_rmw(environ: MutableMapping[str, str]) -> bool:
+    """The RMW is rmw_fastrtps (``RMW_IMPLEMENTATION``, Jazzy's and Humble's default when unset)."""
+    return environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp").startswith("rmw_fastrtps")
+
+
+def udp_only_dds(environ: MutableMapping[str, str]) -> str | None:
+    """Keep Fast DDS's shared-memory transport out of this process (``FASTDDS_BUILTIN_TRANSPORTS=UDPv4``), unless
+    the operator configured Fast DDS's transports already (that variable, or an XML profile file). Returns the
+    value set, None when left alone. Call before ``rclpy.init``. For the processes whose publishes must not wait:
+    the safety node's command stream and the actor's targets (:func:`keep_fast_dds_off_shared_memory`); camera
+    drivers and the twin keep the RMW's default.
+
+    Why: traced with ``perf`` (scheduler events with call stacks) in ``benchmarks/ros2_loop.py``, the command
+    loop's 0.33 s stalls were its ``publish`` waiting for the participant's send mutex, held by Fast DDS's event
+    thread while it sent the initial ACKNACK to a newly matched writer through shared memory: opening the joining
+    participant's port (``SharedMemGlobal::open_port_internal``) slept for 0.33 s under that mutex. UDP over
+    loopback opens no ports and costs tens of microseconds per command. Left alone with another RMW
+    (``RMW_IMPLEMENTATION``) and with localhost-only discovery (:func:`localhost_discovery`), for which
+    rmw_fastrtps installs shared memory + UDP itself and ignores the variable (:func:`keep_fast_dds_off_shared_memory` says so). The
+    variable needs Fast DDS >= 2.13 (Jazzy); on Humble's Fast DDS a profile file does the same."""
+    if any(environ.get(k) for k in ("FASTDDS_BUILTIN_TRANSPORTS", "FASTRTPS_DEFAULT_PROFILES_FILE",
+                                    "FASTDDS_DEFAULT_PROFILES_FILE")):
+        return None
+    if not fast_dds_rmw(environ) or localhost_discovery(environ):
+        return None
+    environ["FASTDDS_BUILTIN_TRANSPORTS"] = "UDPv4"
+    return "UDPv4"
+
+
+def keep_fast_dds_off_shared_memory() -> None:
+    """:func:`udp_only_dds` on this process's environment, with a log line saying which case applies (the operator
+    reading a node's log should know whether its publishes can stall on a shared-memory port)."""
+    if udp_only_dds(os.environ):
+        log.info("Fast DDS transports of this node: UDPv4 only (FASTDDS_BUILTIN_TRANSPORTS; set it, or a Fast DDS "
+                 "profile file, to choose otherwise)")
+    elif fast_dds_rmw(os.environ) and localhost_discovery(os.environ):
+        log.info("ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST: rmw_fastrtps gives this node shared memory, whose port "
+                 "opening can stall a publish for ~0.3 s when a process joins (README, Limits)")
 
 
 @contextmanager

@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, MutableMapping, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -403,51 +402,12 @@ def node_config(parameters: dict[str, Any]) -> tuple[RobotNodeConfig, str]:
     return from_params(RobotNodeConfig, params), stats_file
 
 
-def localhost_discovery(environ: MutableMapping[str, str]) -> bool:
-    """``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` (Jazzy) or ``ROS_LOCALHOST_ONLY=1`` (Humble; deprecated in Jazzy,
-    where it means the same): rmw_fastrtps then installs its own transports, shared memory among them."""
-    return (environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "").upper() == "LOCALHOST"
-            or environ.get("ROS_LOCALHOST_ONLY", "") == "1")
-
-
-def fast_dds_rmw(environ: MutableMapping[str, str]) -> bool:
-    """The RMW is rmw_fastrtps (``RMW_IMPLEMENTATION``, Jazzy's and Humble's default when unset)."""
-    return environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp").startswith("rmw_fastrtps")
-
-
-def udp_only_dds(environ: MutableMapping[str, str]) -> str | None:
-    """Keep Fast DDS's shared-memory transport out of this process (``FASTDDS_BUILTIN_TRANSPORTS=UDPv4``), unless
-    the operator configured Fast DDS's transports already (that variable, or an XML profile file). Returns the
-    value set, None when left alone. Call before ``rclpy.init``.
-
-    Why: traced with ``perf`` (scheduler events with call stacks) in ``benchmarks/ros2_loop.py``, the command
-    loop's 0.33 s stalls were its ``publish`` waiting for the participant's send mutex, held by Fast DDS's event
-    thread while it sent the initial ACKNACK to a newly matched writer through shared memory: opening the joining
-    participant's port (``SharedMemGlobal::open_port_internal``) slept for 0.33 s under that mutex. UDP over
-    loopback opens no ports and costs tens of microseconds per command. Left alone with another RMW
-    (``RMW_IMPLEMENTATION``) and with localhost-only discovery (:func:`localhost_discovery`), for which
-    rmw_fastrtps installs shared memory + UDP itself and ignores the variable (:func:`main` says so). The
-    variable needs Fast DDS >= 2.13 (Jazzy); on Humble's Fast DDS a profile file does the same."""
-    if any(environ.get(k) for k in ("FASTDDS_BUILTIN_TRANSPORTS", "FASTRTPS_DEFAULT_PROFILES_FILE",
-                                    "FASTDDS_DEFAULT_PROFILES_FILE")):
-        return None
-    if not fast_dds_rmw(environ) or localhost_discovery(environ):
-        return None
-    environ["FASTDDS_BUILTIN_TRANSPORTS"] = "UDPv4"
-    return "UDPv4"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     from robot_rl.run_log import setup_logging
 
     setup_logging()
     log_off_the_loop()
-    if udp_only_dds(os.environ):
-        log.info("Fast DDS transports of this node: UDPv4 only (FASTDDS_BUILTIN_TRANSPORTS; set it, or a Fast DDS "
-                 "profile file, to choose otherwise)")
-    elif fast_dds_rmw(os.environ) and localhost_discovery(os.environ):
-        log.info("ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST: rmw_fastrtps gives this node shared memory, whose port "
-                 "opening can stall a publish for ~0.3 s when a process joins (README, Limits)")
+    ros_io.keep_fast_dds_off_shared_memory()  # before rclpy.init (node_session): the command stream's publish
     with ros_io.node_session("robot_rl_safety", argv) as (node, executor, stop):
         cfg, stats_file = node_config(ros_io.node_parameters(node))
         safety = SafetyNode(node, cfg)

@@ -233,25 +233,14 @@ def test_a_stall_of_the_command_stream_is_counted_and_warned_about(rclpy_node, c
     assert len(stalls) == 1 and "340 ms" in stalls[0] and "33 command periods" in stalls[0]
 
 
-def test_the_safety_node_keeps_fast_dds_shared_memory_out_unless_told_otherwise(tmp_path) -> None:
-    """``udp_only_dds``: UDPv4 only by default (shared memory's port opening stalled the command stream, README
-    Limits); an operator's own transport setting or profile file wins; LOCALHOST discovery is left alone
-    (rmw_fastrtps installs its transports itself there). Then the real node, started with SUBNET discovery as
-    on a robot PC: it maps no Fast DDS shared-memory segment."""
+def test_the_safety_node_maps_no_fast_dds_shared_memory_with_a_robot_cells_discovery(tmp_path) -> None:
+    """The real node, started with SUBNET discovery as on a robot PC, maps no Fast DDS shared-memory segment
+    (shared memory's port opening stalled the command stream, README Limits; the rule's cases are in
+    tests/hardware/test_dds_transport.py)."""
     import os
     import subprocess
     import sys
     from pathlib import Path
-
-    from robot_rl.hardware.ros2.safety_node import udp_only_dds
-
-    env: dict[str, str] = {}
-    assert udp_only_dds(env) == "UDPv4" and env == {"FASTDDS_BUILTIN_TRANSPORTS": "UDPv4"}
-    for given in ({"FASTDDS_BUILTIN_TRANSPORTS": "SHM"}, {"FASTRTPS_DEFAULT_PROFILES_FILE": "/etc/fastdds.xml"},
-                  {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}, {"ROS_LOCALHOST_ONLY": "1"},
-                  {"RMW_IMPLEMENTATION": "rmw_cyclonedds_cpp"}):
-        env = dict(given)
-        assert udp_only_dds(env) is None and env == given
 
     node_env = {k: v for k, v in os.environ.items() if not k.startswith(("FASTDDS_", "FASTRTPS_"))
                 and k not in ("ROS_LOCALHOST_ONLY", "RMW_IMPLEMENTATION")}
