@@ -49,8 +49,9 @@ def udp_only_dds(environ: MutableMapping[str, str]) -> str | None:
     participant's port (``SharedMemGlobal::open_port_internal``) slept for 0.33 s under that mutex. UDP over
     loopback opens no ports and costs tens of microseconds per command. Left alone with another RMW
     (``RMW_IMPLEMENTATION``) and with localhost-only discovery (:func:`localhost_discovery`), for which
-    rmw_fastrtps installs shared memory + UDP itself and ignores the variable (:func:`keep_fast_dds_off_shared_memory` says so). The
-    variable needs Fast DDS >= 2.13 (Jazzy); on Humble's Fast DDS a profile file does the same."""
+    rmw_fastrtps installs shared memory + UDP itself and ignores the variable and a UDP-only profile file alike
+    (checked; the node's log says so). The variable needs Fast DDS >= 2.13 (Jazzy); on Humble's Fast DDS a
+    profile file does the same."""
     if any(environ.get(k) for k in ("FASTDDS_BUILTIN_TRANSPORTS", "FASTRTPS_DEFAULT_PROFILES_FILE",
                                     "FASTDDS_DEFAULT_PROFILES_FILE")):
         return None
