@@ -184,7 +184,6 @@ def run(command_hz: float, seconds: float, loaded: bool, inference: str = "onnxr
     from robot_rl.config import load_config
     from robot_rl.hardware.ros2.config import RobotNodeConfig, from_params
     from robot_rl.hardware.ros2.realtime import enter_executor_realtime, log_off_the_loop
-    from robot_rl.hardware.ros2.ros_io import keep_fast_dds_off_shared_memory
     from robot_rl.hardware.ros2.robot_env import RosRobotEnv
     from robot_rl.actor import inference_policy
     from robot_rl.registry import POLICIES
@@ -204,7 +203,6 @@ def run(command_hz: float, seconds: float, loaded: bool, inference: str = "onnxr
                                "-r", "__node:=robot_rl_safety", "-p", f"stats_file:={tmp / 'safety.json'}",
                                *(a for k, v in params.items() for a in ("-p", f"{k}:={v!r}" if isinstance(v, str)
                                                                          else f"{k}:={v}"))], env=CHILD_ENV)
-    keep_fast_dds_off_shared_memory()  # as the actor node's main, before this process's participant exists
     context = rclpy.Context()
     rclpy.init(context=context)
     node = rclpy.create_node("robot_rl_actor", context=context)
@@ -354,8 +352,9 @@ def main() -> None:
         return bare_rt_loop_process(float(args.bare_rt_loop[0]), float(args.bare_rt_loop[1]), args.bare_rt_loop[2])
     if args.bare_loop:
         return bare_loop_process(float(args.bare_loop[0]), float(args.bare_loop[1]), args.bare_loop[2])
-    from robot_rl.hardware.ros2.ros_io import localhost_discovery
+    from robot_rl.hardware.ros2.ros_io import keep_fast_dds_off_shared_memory, localhost_discovery
 
+    keep_fast_dds_off_shared_memory()  # once, as the actor node's main, before any scenario's participant exists
     extra = dict(_parse_param(p) for p in args.param)
     results: dict[str, object] = {}
     # The headline keys are the first backend's and command_prepare_s's (the node's defaults unless the options say
