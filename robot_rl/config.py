@@ -306,9 +306,9 @@ class TrainConfig(ConfigNode):
     """Scripted demos (``robot-rl train``, ``robot-rl demos``): choose their start states to cover the
     randomization range (farthest-point over the start observations), as an operator placing the object
     across the workspace would, instead of taking them as the seeds come. Matters with a handful of demos:
-    3 random ones can all start on one side. Spreads over what varies in the low-dim observation (the
-    cube pose with ``env.obs=state`` or ``state+pixels``); with nothing varying there (``obs=pixels``) the
-    seeds' order stands."""
+    3 random ones can all start on one side. Spreads over the env's ``start_features()`` where it has one
+    (the twins: the cube pose from the simulator, so ``env.obs=pixels`` spreads too), else over what varies
+    in the low-dim start observation; with nothing varying there the seeds' order stands."""
     eval_episodes: int = 10
     """``robot-rl train``: deterministic evaluation episodes at the end (success rate, video)."""
     eval_video_episodes: int = 3

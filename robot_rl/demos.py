@@ -54,14 +54,16 @@ def generate_demos(cfg: Any, n: int, out: str | Path, successful_only: bool = Tr
     candidates = n * max(max_attempts_factor, 8) + 24 if spread else n * max_attempts_factor
     seeds = [env_seed(cfg.env.seed, "expert", i + episode_id) for i in range(candidates)]
     if spread:
-        recorded = [_start_features(ep.frames, stacked=True) for ep in store.episodes(sh)]
+        recorded = [_recorded_start(ep) for ep in store.episodes(sh)]
         seeds = [seeds[i] for i in spread_order(env, seeds, recorded)]
     while written < n and attempts < n * max_attempts_factor:
         transitions, success = record_episode(env, expert, seeds[attempts], "expert", episode_id)
         attempts += 1
         if success or not successful_only:
-            store.write(Episode.from_transitions(transitions, sh, success=success, task=env.task,
-                                                 meta={"source": "scripted_expert"}))
+            meta: dict[str, Any] = {"source": "scripted_expert"}
+            if hasattr(env, "start_features"):  # where this demo started, for a later spread to continue from
+                meta["start_features"] = _reset_start(env, seeds[attempts - 1]).tolist()
+            store.write(Episode.from_transitions(transitions, sh, success=success, task=env.task, meta=meta))
             written += 1
             episode_id += 1
             if on_episode is not None:
@@ -85,16 +87,37 @@ def _start_features(obs: dict[str, np.ndarray], stacked: bool = False) -> np.nda
     return np.concatenate(parts).astype(np.float64) if parts else np.zeros(0)
 
 
+def _reset_start(env: Any, seed: int) -> np.ndarray:
+    """The start state ``env.reset(seed=seed)`` gives, as a flat vector (D,): the env's own
+    ``start_features()`` (ground truth from the simulator: the twin's cube pose) where it has one, else the
+    low-dim part of the start observation."""
+    obs = env.reset(seed=seed)
+    if hasattr(env, "start_features"):
+        return np.asarray(env.start_features(), np.float64).reshape(-1)
+    return _start_features(obs)
+
+
+def _recorded_start(episode: Episode) -> np.ndarray:
+    """Where a recorded demo started, in :func:`_reset_start`'s terms: the ``start_features`` the scripted
+    expert stored in its meta, else the low-dim part of its first observation (episodes recorded before the
+    meta existed, or by hand). ``spread_order`` ignores a vector of another length."""
+    features = (episode.meta or {}).get("start_features")
+    if features is not None:
+        return np.asarray(features, np.float64).reshape(-1)
+    return _start_features(episode.frames, stacked=True)
+
+
 def spread_order(env: Any, seeds: Sequence[int], recorded: Sequence[np.ndarray] = ()) -> list[int]:
     """Indices into ``seeds`` ordered so that each next start state lies as far as possible from the ones
-    before it and from ``recorded`` (greedy farthest-point sampling over the start observations' low-dim
-    part, each dimension scaled by its spread over the candidates).
+    before it and from ``recorded`` (greedy farthest-point sampling over :func:`_reset_start`'s vectors:
+    the env's ``start_features()`` where it has one, else the start observations' low-dim part; each
+    dimension scaled by its spread over the candidates).
 
     Why: a handful of demos drawn at random can all start on one side of the workspace (3 pick-cube demos
     with seed 1 all put the cube at y < -0.039 of a +-0.05 range), and a policy learning from them never
     sees the other side. An operator recording demos by hand places the object across the range; this is
     the scripted expert doing the same. Falls back to the given order when the start states do not vary."""
-    starts = np.stack([_start_features(env.reset(seed=s)) for s in seeds])  # (N, D)
+    starts = np.stack([_reset_start(env, s) for s in seeds])  # (N, D)
     spread = starts.std(axis=0)
     varying = spread > 1e-9
     if not varying.any():
@@ -102,6 +125,9 @@ def spread_order(env: Any, seeds: Sequence[int], recorded: Sequence[np.ndarray] 
     centre, scale = starts[:, varying].mean(axis=0), spread[varying]
     points = (starts[:, varying] - centre) / scale
     chosen = [(np.asarray(r)[varying] - centre) / scale for r in recorded if np.asarray(r).shape == starts.shape[1:]]
+    if len(chosen) < len(recorded):  # e.g. demos recorded before they stored their start_features
+        log.warning("demo_spread: %d of %d recorded demos give no start state comparable to this env's; the new "
+                    "demos are spread without them", len(recorded) - len(chosen), len(recorded))
     # With nothing recorded yet, the first pick is the most central candidate: greedy farthest-point from the
     # centre is the classic 2-approximation of the k-centre problem (no start state far from every demo).
     # Starting from a corner instead leaves the opposite corners a whole side length from the nearest demo

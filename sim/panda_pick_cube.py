@@ -231,6 +231,15 @@ class PandaPickCube:
         quat = self.data.qpos[q + 3:q + 7]
         return np.concatenate([self.data.qpos[q:q + 3], -quat if quat[0] < 0 else quat])
 
+    def start_features(self) -> np.ndarray:
+        """What a reset randomizes that a demo's start should cover, from the simulator itself: the cube pose
+        (7) and, in pick-and-place, the target's xy (2). ``robot_rl.demos.spread_order`` spreads scripted demos
+        over it, whatever the observation holds (``env.obs=pixels`` has no cube pose in it)."""
+        parts = [self.cube_pose()]
+        if self._with_target:
+            parts.append(self.target_xy[:2])
+        return np.concatenate(parts).astype(np.float64)
+
     def _state(self) -> np.ndarray:
         parts = [self._proprio()]
         if self._cube_in_state:

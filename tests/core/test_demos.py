@@ -71,3 +71,43 @@ def test_spread_order_is_a_permutation_and_keeps_the_order_when_starts_do_not_va
         assert spread_order(env, [seeds[0]] * 4) == [0, 1, 2, 3]
     finally:
         env.close()
+
+
+def test_spread_uses_the_simulators_start_state_so_camera_only_demos_spread_too(tmp_path: Path) -> None:
+    # env.obs=pixels holds no cube pose, so spreading over the observation had nothing to go on and seed 1's
+    # demos bunched up as above. The twin's start_features() (cube pose from the simulator) spreads them.
+    cfg = load_config(["env.seed=1", "demo_spread=true", "env.obs=pixels", "env.image_size=16"])
+    assert generate_demos(cfg, 3, tmp_path / "spread")["episodes"] == 3
+    episodes = list(EpisodeStore(tmp_path / "spread").episodes(skip_bad=False))
+    assert episodes[0].frames["state"].shape[-1] == CUBE_XY.start  # proprioception only: no cube pose in it
+    xy = np.stack([ep.meta["start_features"][:2] for ep in episodes])  # (3, 2) cube start xy
+    assert xy[:, 1].min() < -0.03 and xy[:, 1].max() > 0.03
+    assert _min_pairwise(xy) > 0.05
+
+
+def test_start_features_give_the_same_spread_as_the_state_observation() -> None:
+    # The demos of every earlier state-observation run stay the same: over the start states the cube pose
+    # is all that varies in the state vector, so both vectors order the candidates alike.
+    cfg = load_config(["env.seed=2"])
+    env = ENVS.make(cfg.env.name, cfg.env, seed=2)
+    try:
+        seeds = [env_seed(2, "expert", i) for i in range(48)]
+        by_state = np.stack([_start_features(env.reset(seed=s)) for s in seeds])
+        by_sim = np.stack([(env.reset(seed=s), env.start_features())[1] for s in seeds])
+        np.testing.assert_allclose(by_sim[:, :2], by_state[:, CUBE_XY], atol=1e-6)
+        order = spread_order(env, seeds)
+
+        class ObservationOnly:  # the same env without start_features: the observation's low-dim part
+            def reset(self, seed: int):
+                return env.reset(seed=seed)
+
+        assert order == spread_order(ObservationOnly(), seeds)
+    finally:
+        env.close()
+
+
+def test_demos_record_where_they_started(tmp_path: Path) -> None:
+    cfg = load_config(["env.seed=0"])
+    generate_demos(cfg, 2, tmp_path / "demos")
+    for ep in EpisodeStore(tmp_path / "demos").episodes(skip_bad=False):
+        np.testing.assert_allclose(ep.meta["start_features"][:3], ep.frames["state"][0, 21:24], atol=1e-6)
