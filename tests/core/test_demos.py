@@ -110,4 +110,5 @@ def test_demos_record_where_they_started(tmp_path: Path) -> None:
     cfg = load_config(["env.seed=0"])
     generate_demos(cfg, 2, tmp_path / "demos")
     for ep in EpisodeStore(tmp_path / "demos").episodes(skip_bad=False):
-        np.testing.assert_allclose(ep.meta["start_features"][:3], ep.frames["state"][0, 21:24], atol=1e-6)
+        cube_xyz = ep.frames["state"][0, CUBE_XY.start:CUBE_XY.start + 3]  # the cube's position in the first state
+        np.testing.assert_allclose(ep.meta["start_features"][:3], cube_xyz, atol=1e-6)
