@@ -16,8 +16,13 @@ from robot_rl.types import Episode, Transition
 log = logging.getLogger("robot_rl.demos")
 
 
-def record_episode(env: Any, policy: Any, seed: int, actor_id: str, episode_id: int) -> tuple[list[Transition], bool]:
+def record_episode(env: Any, policy: Any, seed: int, actor_id: str, episode_id: int,
+                   on_start: Callable[[dict[str, np.ndarray]], None] | None = None) -> tuple[list[Transition], bool]:
+    """One episode of ``policy`` from ``env.reset(seed=seed)``: its transitions and whether it succeeded.
+    ``on_start(obs)`` runs right after the reset (the env is then in its start state)."""
     obs = env.reset(seed=seed)
+    if on_start is not None:
+        on_start(obs)
     policy.reset()
     transitions: list[Transition] = []
     while True:
@@ -57,12 +62,14 @@ def generate_demos(cfg: Any, n: int, out: str | Path, successful_only: bool = Tr
         recorded = [_recorded_start(ep) for ep in store.episodes(sh)]
         seeds = [seeds[i] for i in spread_order(env, seeds, recorded)]
     while written < n and attempts < n * max_attempts_factor:
-        transitions, success = record_episode(env, expert, seeds[attempts], "expert", episode_id)
+        start: list[np.ndarray] = []
+        transitions, success = record_episode(env, expert, seeds[attempts], "expert", episode_id,
+                                              on_start=lambda obs: start.append(_start_vector(env, obs)))
         attempts += 1
         if success or not successful_only:
             meta: dict[str, Any] = {"source": "scripted_expert"}
             if hasattr(env, "start_features"):  # where this demo started, for a later spread to continue from
-                meta["start_features"] = _reset_start(env, seeds[attempts - 1]).tolist()
+                meta["start_features"] = start[0].tolist()
             store.write(Episode.from_transitions(transitions, sh, success=success, task=env.task, meta=meta))
             written += 1
             episode_id += 1
@@ -91,7 +98,11 @@ def _reset_start(env: Any, seed: int) -> np.ndarray:
     """The start state ``env.reset(seed=seed)`` gives, as a flat vector (D,): the env's own
     ``start_features()`` (ground truth from the simulator: the twin's cube pose) where it has one, else the
     low-dim part of the start observation."""
-    obs = env.reset(seed=seed)
+    return _start_vector(env, env.reset(seed=seed))
+
+
+def _start_vector(env: Any, obs: dict[str, np.ndarray]) -> np.ndarray:
+    """:func:`_reset_start`'s vector (D,) of an env just reset, whose start observation is ``obs``."""
     if hasattr(env, "start_features"):
         return np.asarray(env.start_features(), np.float64).reshape(-1)
     return _start_features(obs)
