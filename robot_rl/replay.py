@@ -32,6 +32,10 @@ class ReplayBuffer:
         self.frames = {k: np.empty((self.frame_capacity, *s.shape), s.dtype) for k, s in obs_spec.fields.items()}
         self.obs_fid = np.full(self.capacity, -1, np.int64)
         self.next_fid = np.full(self.capacity, -1, np.int64)
+        # Frame ring position -> the slot of the transition whose obs is the frame written there last, so a
+        # sequence sampler follows next_fid -> following step in O(1) (checked against obs_fid: a stale entry
+        # points at a slot that now holds another frame id).
+        self.obs_slot = np.full(self.frame_capacity, -1, np.int64)
         self.fields: dict[str, np.ndarray] = {
             name: np.empty((self.capacity, *action_spec.shape), np.float32) for name in VECTOR_FIELDS}
         self.fields.update({name: np.empty(self.capacity, dtype) for name, dtype in SCALAR_FIELDS.items()})
@@ -51,7 +55,7 @@ class ReplayBuffer:
     @property
     def nbytes(self) -> int:
         arrays = list(self.frames.values()) + list(self.fields.values())
-        return sum(a.nbytes for a in arrays) + self.obs_fid.nbytes * 2 + self.actor_index.nbytes
+        return sum(a.nbytes for a in arrays) + self.obs_fid.nbytes * 2 + self.obs_slot.nbytes + self.actor_index.nbytes
 
     def _write_frame(self, obs: dict[str, np.ndarray], i: int) -> int:
         fid = self.frames_written
@@ -94,6 +98,7 @@ class ReplayBuffer:
                     self._open[key] = (step, next_fid)
                 slot = self.transitions_written % self.capacity
                 self.obs_fid[slot], self.next_fid[slot] = obs_fid, next_fid
+                self.obs_slot[obs_fid % self.frame_capacity] = slot
                 for name, arr in self.fields.items():
                     arr[slot] = getattr(batch, name)[i]
                 self.actor_index[slot] = self._actor(actor_ids[i])
@@ -110,24 +115,40 @@ class ReplayBuffer:
         oldest = self.frames_written - self.frame_capacity
         return (self.obs_fid[idx] >= oldest) & (self.next_fid[idx] >= oldest)
 
+    def draw_slots(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``n`` slots (n,) drawn uniformly, with replacement, among the sampleable transitions. Call under
+        :attr:`lock`. Rejection first (O(n)): only a transition whose frame was overwritten by a long interleave
+        is unsampleable, so the whole buffer is scanned only when redraws keep failing."""
+        size = len(self)
+        if size == 0:
+            raise ValueError("cannot sample from an empty replay buffer")
+        idx = rng.integers(0, size, n)
+        for _ in range(8):
+            bad = ~self._valid(idx)
+            if not bad.any():
+                return idx
+            idx[bad] = rng.integers(0, size, int(bad.sum()))
+        valid = np.flatnonzero(self._valid(np.arange(size)))
+        if valid.size == 0:
+            raise ValueError("no sampleable transitions (frame ring too small for this data)")
+        bad = ~self._valid(idx)
+        idx[bad] = rng.choice(valid, int(bad.sum()))
+        return idx
+
+    def following_slots(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For transitions ``slots`` (n,): the slot of the step that followed each in its episode (the one whose
+        obs is its next_obs frame) and whether that step is still stored and sampleable. Call under
+        :attr:`lock`."""
+        want = self.next_fid[slots]  # (n,)
+        nxt = self.obs_slot[want % self.frame_capacity]
+        nxt = np.where((nxt >= 0) & (nxt < len(self)), nxt, 0)
+        found = (self.obs_fid[nxt] == want) & (want >= 0) & self._valid(nxt)
+        return nxt, found
+
     def sample(self, n: int, rng: np.random.Generator) -> Batch:
         """Uniformly sample ``n`` transitions (with replacement); returns freshly allocated numpy arrays."""
         with self.lock:
-            size = len(self)
-            if size == 0:
-                raise ValueError("cannot sample from an empty replay buffer")
-            idx = rng.integers(0, size, n)
-            for _ in range(8):  # rare: a transition whose frame was overwritten by a long interleave
-                bad = ~self._valid(idx)
-                if not bad.any():
-                    break
-                idx[bad] = rng.integers(0, size, int(bad.sum()))
-            else:
-                valid = np.flatnonzero(self._valid(np.arange(size)))
-                if valid.size == 0:
-                    raise ValueError("no sampleable transitions (frame ring too small for this data)")
-                bad = ~self._valid(idx)
-                idx[bad] = rng.choice(valid, int(bad.sum()))
+            idx = self.draw_slots(n, rng)
             obs_slots = self.obs_fid[idx] % self.frame_capacity
             next_slots = self.next_fid[idx] % self.frame_capacity
             return Batch(
@@ -180,6 +201,10 @@ class ReplayBuffer:
             self.actor_names = list(meta["actor_names"])
             self._actor_lookup = {n: i for i, n in enumerate(self.actor_names)}
             self._open = {(a, int(e)): (int(s), int(f)) for a, e, s, f in meta["open"]}
+            self.obs_slot[:] = -1
+            n = len(self)
+            order = np.argsort(self.obs_fid[:n], kind="stable")  # older frames first: the newest wins a ring slot
+            self.obs_slot[self.obs_fid[:n][order] % self.frame_capacity] = order
 
     def iter_ids(self) -> Iterator[tuple[str, int, int]]:
         """(actor_id, episode_id, step) of every stored transition (tests check exactly-once with it)."""

@@ -2,9 +2,10 @@
 
 Replay holds one env step per transition. Consecutive steps of an episode share a frame (transition ``t``'s
 ``next_obs`` frame is transition ``t+1``'s ``obs`` frame, see :mod:`robot_rl.replay`), which is how a chunk is
-re-assembled here without any extra bookkeeping: from a sampled start, follow ``next_fid -> obs_fid`` for up to
-``H - 1`` more steps, stopping at termination, truncation or a broken chain (a step that was overwritten or
-arrived out of order). A :class:`SequenceBatch` row carries the ``H`` actions (padded by repeating the last
+re-assembled here: from a sampled start, follow ``next_fid -> obs_fid`` for up to ``H - 1`` more steps
+(:meth:`ReplayBuffer.following_slots`, an O(1) lookup per step, so a batch costs O(N H) whatever the buffer's
+size), stopping at termination, truncation or a broken chain (a step that was overwritten or arrived out of
+order). A :class:`SequenceBatch` row carries the ``H`` actions (padded by repeating the last
 executed one), the rewards (0 past the end), which steps are real (``valid``), the observation after the last
 real step and whether that step terminated: everything the chunked TD target
 ``sum_k gamma^k r_{t+k} + gamma^L (1 - terminated) V(s_{t+L})`` needs (``L`` = ``length``).
@@ -85,26 +86,14 @@ def sample_sequences(buffer: ReplayBuffer, n: int, horizon: int, rng: np.random.
     if horizon < 1:
         raise ValueError(f"horizon must be >= 1, got {horizon}")
     with buffer.lock:
-        size = len(buffer)
-        if size == 0:
-            raise ValueError("cannot sample from an empty replay buffer")
-        valid_start = np.flatnonzero(buffer._valid(np.arange(size)))
-        if valid_start.size == 0:
-            raise ValueError("no sampleable transitions (frame ring too small for this data)")
-        idx = rng.choice(valid_start, n)  # (n,) slots of the first steps
-        # obs frame id -> slot, for following next_fid (ids are unique per slot among valid transitions).
-        obs_fids = buffer.obs_fid[:size]
-        order = np.argsort(obs_fids, kind="stable")
-        sorted_fids = obs_fids[order]
+        idx = buffer.draw_slots(n, rng)  # (n,) slots of the first steps
         slots = np.empty((n, horizon), np.int64)
         valid = np.zeros((n, horizon), bool)
         slots[:, 0], valid[:, 0] = idx, True
         alive = ~(buffer.fields["terminated"][idx] | buffer.fields["truncated"][idx])
         for k in range(1, horizon):
-            want = buffer.next_fid[slots[:, k - 1]]  # (n,)
-            pos = np.clip(np.searchsorted(sorted_fids, want), 0, size - 1)
-            nxt = order[pos]
-            found = alive & (sorted_fids[pos] == want) & buffer._valid(nxt)
+            nxt, found = buffer.following_slots(slots[:, k - 1])  # (n,) each
+            found &= alive
             slots[:, k] = np.where(found, nxt, slots[:, k - 1])  # padding repeats the last real step
             valid[:, k] = found
             alive = found & ~(buffer.fields["terminated"][nxt] | buffer.fields["truncated"][nxt])

@@ -84,3 +84,43 @@ def test_mixed_sampler_ratio_and_prefetch(state_env):
     only_demo = sampler.sample_demo()
     assert len(only_demo) == 64 and bool(only_demo.from_demo.all())
     assert set(only_demo.episode_id.tolist()) <= demo_ids
+
+
+def _following_by_search(rb: ReplayBuffer, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The reference for ``following_slots``: search every stored transition for the one whose obs frame is
+    each slot's next_obs frame."""
+    nxt, found = np.zeros(len(slots), np.int64), np.zeros(len(slots), bool)
+    valid = rb._valid(np.arange(len(rb)))
+    for i, s in enumerate(slots):
+        hits = np.flatnonzero((rb.obs_fid[:len(rb)] == rb.next_fid[s]) & valid)
+        if hits.size:
+            nxt[i], found[i] = hits[0], True
+    return nxt, found
+
+
+def test_following_slots_match_a_search_through_a_wrapped_interleaved_buffer(state_env, tmp_path):
+    # O(1) lookup of the next step (sequence sampling) against a full search, after both rings wrapped, with two
+    # actors interleaved in chunks and a frame ring small enough to evict frames of stored transitions; then after
+    # save/load, which rebuilds the lookup from the stored frame ids.
+    obs_spec, action_spec, _ = specs_and_hash(state_env)
+    a, b = rollout(state_env, 700, "a", seed=1), rollout(state_env, 700, "b", seed=2)
+    rb = ReplayBuffer(obs_spec, action_spec, 300, frame_capacity=330)
+    for i in range(0, 700, 24):
+        rb.add_batch(Batch.from_transitions(a[i:i + 24]))
+        rb.add_batch(Batch.from_transitions(b[i:i + 7 if i % 48 else i + 24]))  # b drops steps: broken chains
+    slots = np.arange(len(rb))[rb._valid(np.arange(len(rb)))]
+    assert 0 < len(slots) < len(rb)  # some transitions lost a frame to the small ring
+    rb.save(tmp_path / "r")
+    back = ReplayBuffer(obs_spec, action_spec, 300, frame_capacity=330)
+    back.load(tmp_path / "r")
+    for buf in (rb, back):
+        nxt, found = buf.following_slots(slots)
+        ref_nxt, ref_found = _following_by_search(buf, slots)
+        np.testing.assert_array_equal(found, ref_found)
+        np.testing.assert_array_equal(nxt[found], ref_nxt[found])
+        done = buf.fields["terminated"][slots] | buf.fields["truncated"][slots]
+        assert found[~done].mean() > 0.5 and not found[done].any()  # chains exist, and stop at episode ends
+        # a found step is the same episode's next step
+        ids = buf.fields["episode_id"]
+        assert (ids[nxt[found]] == ids[slots[found]]).all()
+        assert (buf.fields["step"][nxt[found]] == buf.fields["step"][slots[found]] + 1).all()
