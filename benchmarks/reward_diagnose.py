@@ -143,6 +143,11 @@ def main() -> None:
         return
     model_path = Path(cfg.reward.checkpoint) if cfg.reward.checkpoint else args.run_dir / "reward_prm.pt"
     labeller = RewardLabeller(load_checkpoint(model_path), cfg.reward, cfg.algo.gamma)
+    fields, obs, nxt = load_replay(ckpt)
+    n = len(fields["reward"])
+    # The learner labels every sampled batch with the shaping weight of the moment, so the final critic was
+    # trained on the schedule's last weight (reward.scale_final): label the whole run with it, as the learner did.
+    labeller.online_steps = n
     # The success transitions the learner does see: the demos' last steps, base vs learned reward.
     dfields, dobs, dnxt = load_replay(ckpt, "replay_demo")
     dterm = dfields["terminated"].astype(bool) & (dfields["reward"] > 0)
@@ -154,12 +159,8 @@ def main() -> None:
             "demo_learned_return": float(dshaped.sum() / max(dterm.sum(), 1)),
             "success_terminal_potential": bool(getattr(cfg.reward, "success_terminal_potential", False))}
     print("demo successes (the only success transitions when online episodes never succeed):", demo)
-    fields, obs, nxt = load_replay(ckpt)
-    n = len(fields["reward"])
     views = labeller.model.encoder.views
     with torch.no_grad():
-        phi = np.concatenate([labeller.potentials({k: obs[k][i:i + 2048] for k in views})[0]
-                              for i in range(0, n, 2048)])
         phi_next, done_next = (np.concatenate(x) for x in zip(*[
             labeller.potentials({k: nxt[k][i:i + 2048] for k in views}) for i in range(0, n, 2048)]))
     term = fields["terminated"].astype(bool)
@@ -176,7 +177,7 @@ def main() -> None:
                              max_done=float(done_next[s:e + 1].max()), last_reward=float(shaped[e]),
                              shaped_return=float(shaped[s:e + 1].sum()), length=int(e - s + 1)))
     print(f"{len(episodes)} online episodes, {n} transitions; reward model {model_path} "
-          f"(scale {cfg.reward.scale}, gamma {cfg.algo.gamma}, shaping {cfg.reward.shaping})")
+          f"(scale {labeller.current_scale():g}, gamma {cfg.algo.gamma}, shaping {cfg.reward.shaping})")
     header = ("episodes", "env_step", "success", "phiT_succ", "phiT_fail", "hacked", "base/step", "F/step",
               "|F|/step", "r_last_succ", "ret_succ", "ret_fail")
     print("  ".join(f"{h:>10}" for h in header))

@@ -2,7 +2,8 @@
 
 ``sample_sequences`` follows each window's steps through ``ReplayBuffer.following_slots``, an O(1) lookup per
 step kept up to date as transitions are added. Baseline, measured in the same run on the same buffers: the search
-it replaced, which sorted every stored frame id at every batch to find each next step (O(size log size) per batch).
+it replaced, which scanned every stored transition for valid start slots and sorted every stored frame id at every
+batch to find each next step (O(size log size) per batch).
 Both run the whole ``sample_sequences`` on the same data and draw the same windows (same seed; checked before
 timing). Setting: the pick-cube
 state route (28 floats, 4-d actions), episodes of 100 steps, batch 256, horizon 3 (``algo.n_step=3``); the
@@ -49,14 +50,18 @@ def filled_buffer(cls: type[ReplayBuffer], capacity: int, rng: np.random.Generat
 
 
 class SearchingBuffer(ReplayBuffer):
-    """The baseline: the same buffer, finding each next step as ``sample_sequences`` did before
-    ``following_slots``: every stored obs frame id sorted once per batch, then a binary search per step."""
+    """The baseline: the same buffer, sampled as ``sample_sequences`` did before ``following_slots``: start slots
+    drawn from a scan of every stored transition, every stored obs frame id sorted once per batch, then a binary
+    search per step."""
 
     def draw_slots(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        size = len(self)  # a batch starts here: sort for its searches (O(size log size))
+        size = len(self)  # a batch starts here: the start slots drawn among all valid ones (a full scan) ...
+        valid_start = np.flatnonzero(self._valid(np.arange(size)))
+        idx = rng.choice(valid_start, n)
+        # ... and every stored obs frame id sorted for the batch's searches (O(size log size))
         self._order = np.argsort(self.obs_fid[:size], kind="stable")
         self._sorted_fids = self.obs_fid[:size][self._order]
-        return super().draw_slots(n, rng)
+        return idx
 
     def following_slots(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         want = self.next_fid[slots]
