@@ -5,10 +5,11 @@ last-step reward of successes (the success reward after shaping), the learner's 
 evaluations, and what the learner's critic check (``robot_rl.value_check``) says of the final critic. One JSON
 line at the end.
 
-    python benchmarks/reward_diagnose.py RUN_DIR [--window 20] [--scale 1 --gamma 0.99]
+    python benchmarks/reward_diagnose.py RUN_DIR [--window 20]
 
-Uses the run's latest checkpoint (its online replay holds every online transition) and its reward model
-(``reward.checkpoint`` or ``RUN_DIR/reward_prm.pt``). Offline analysis: the run itself is not touched.
+Uses the run's latest checkpoint (its online replay holds every online transition), its reward model
+(``reward.checkpoint`` or ``RUN_DIR/reward_prm.pt``) and its reward config, with the shaping weight the run ended
+on (``reward.scale_final`` where a schedule anneals it). Offline analysis: the run itself is not touched.
 """
 from __future__ import annotations
 
