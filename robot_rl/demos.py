@@ -62,13 +62,13 @@ def generate_demos(cfg: Any, n: int, out: str | Path, successful_only: bool = Tr
         recorded = [_recorded_start(ep) for ep in store.episodes(sh)]
         seeds = [seeds[i] for i in spread_order(env, seeds, recorded)]
     while written < n and attempts < n * max_attempts_factor:
-        start: list[np.ndarray] = []
-        transitions, success = record_episode(env, expert, seeds[attempts], "expert", episode_id,
-                                              on_start=lambda obs: start.append(_start_vector(env, obs)))
+        start: list[np.ndarray] = []  # where this demo started, for a later spread to continue from
+        on_start = (lambda obs: start.append(_start_vector(env, obs))) if hasattr(env, "start_features") else None
+        transitions, success = record_episode(env, expert, seeds[attempts], "expert", episode_id, on_start)
         attempts += 1
         if success or not successful_only:
             meta: dict[str, Any] = {"source": "scripted_expert"}
-            if hasattr(env, "start_features"):  # where this demo started, for a later spread to continue from
+            if start:
                 meta["start_features"] = start[0].tolist()
             store.write(Episode.from_transitions(transitions, sh, success=success, task=env.task, meta=meta))
             written += 1
