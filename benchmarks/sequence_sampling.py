@@ -5,9 +5,8 @@ step kept up to date as transitions are added. Baseline, measured in the same ru
 it replaced, which scanned every stored transition for valid start slots and sorted every stored frame id at every
 batch to find each next step (O(size log size) per batch).
 Both run the whole ``sample_sequences`` on the same data and draw the same windows (same seed; checked before
-timing). Setting: the pick-cube
-state route (28 floats, 4-d actions), episodes of 100 steps, batch 256, horizon 3 (``algo.n_step=3``); the
-buffer is filled to its capacity and then a quarter over, so both rings have wrapped.
+timing). Setting: the pick-cube state route (28 floats, 4-d actions), episodes of 100 steps, batch 256, horizon 3
+(``algo.n_step=3``); the buffer is filled to its capacity and then a quarter over, so both rings have wrapped.
 
     python benchmarks/sequence_sampling.py [--sizes 10000 200000 1000000] [--repeats 15]
 
