@@ -37,10 +37,9 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import numpy as np
 import torch
 
-from robot_rl.run_log import read_metrics
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sample_efficiency import free_ports  # noqa: E402
+from sample_efficiency import free_ports, read_evals  # noqa: E402
 
 
 def quality(args) -> tuple[dict, object, list]:
@@ -131,16 +130,9 @@ def labelling_cost(args) -> dict:
     return {"learner_updates_per_s_sparse": without, "learner_updates_per_s_prm": with_}
 
 
-def steps_to(records: list[dict], threshold: float) -> float:
-    for r in records:
-        if r.get("eval/success_rate", 0.0) >= threshold:
-            return float(r["step"])
-    return float("inf")
-
-
-def last_eval_step(records: list[dict]) -> float:
-    steps = [float(r["step"]) for r in records if "eval/success_rate" in r]
-    return steps[-1] if steps else 0.0
+def steps_to(evals: list[tuple[int, float]], threshold: float) -> float:
+    """Env steps at the first evaluation >= ``threshold`` (``read_evals``' pairs); inf when none got there."""
+    return next((float(step) for step, rate in evals if rate >= threshold), float("inf"))
 
 
 def compare_first_passage(sparse: list[float], prm: list[float], sparse_last: list[float]) -> tuple[float, bool]:
@@ -159,9 +151,8 @@ def compare_first_passage(sparse: list[float], prm: list[float], sparse_last: li
     return float(np.median(censored)) / prm_median, True
 
 
-def final_success(records: list[dict]) -> float:
-    evals = [r["eval/success_rate"] for r in records if "eval/success_rate" in r]
-    return float(evals[-1]) if evals else float("nan")
+def final_success(evals: list[tuple[int, float]]) -> float:
+    return float(evals[-1][1]) if evals else float("nan")
 
 
 def rl(args) -> dict:
@@ -188,10 +179,10 @@ def rl(args) -> dict:
                                 f"transport.weights_port={weights_port}", *args.train_args, *extra], check=True)
                 print(f"{name} seed {seed}: {time.monotonic() - t0:.0f} s, load average {os.getloadavg()[0]:.1f}",
                       flush=True)
-            records = read_metrics(run / "metrics_learner.jsonl")
-            out[name].append(steps_to(records, 0.8))
-            final[name].append(final_success(records))
-            last[name].append(last_eval_step(records))
+            evals = read_evals(run)  # (env steps, success rate) per evaluation, in order
+            out[name].append(steps_to(evals, 0.8))
+            final[name].append(final_success(evals))
+            last[name].append(float(evals[-1][0]) if evals else 0.0)
             print(f"{name} seed {seed}: first >= 80% at {out[name][-1]} env steps, final success "
                   f"{final[name][-1]} ({run})", flush=True)
     result = {"seeds": float(args.seeds)}
