@@ -121,11 +121,12 @@ class RewardLabeller:
         """Transport thread, per ingested online chunk: collect the model's views of each actor's episode
         until it ends (terminated or truncated). No model call here: scoring runs on the prefetch thread."""
         refresh = getattr(self.cfg, "refresh_every_episodes", 0) > 0
+        with self._ingest_lock:
+            self.online_steps += len(batch)  # the shaping schedule runs with or without the monitor
         if self.monitor is None and not refresh:
             return
         views = self.model.encoder.views
         with self._ingest_lock:
-            self.online_steps += len(batch)
             ends = np.asarray(batch.terminated, bool) | np.asarray(batch.truncated, bool)
             for i in range(len(batch)):
                 actor = batch.actor_id[i] if len(batch.actor_id) == len(batch) else ""

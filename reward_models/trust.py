@@ -176,6 +176,27 @@ class HackingMonitor:
         with self._lock:
             return list(self._alarms)
 
+    def state_dict(self) -> dict:
+        """Counters, the running window and the alarms raised so far (plain types: a learner checkpoint holds
+        it, so a resumed run's rate and trend alarms see the episodes before the restart)."""
+        with self._lock:
+            return {"episodes": self.episodes, "hacked_total": self.hacked_total,
+                    "successes_total": self.successes_total, "rate_alarm": self.rate_alarm,
+                    "trend_alarm": self.trend_alarm, "alarms": list(self._alarms),
+                    "recent": [(v.index, v.progress_start, v.progress_final, v.progress_max, v.success, v.hacked)
+                               for v in self.recent]}
+
+    def load_state_dict(self, state: dict) -> None:
+        with self._lock:
+            self.episodes, self.hacked_total = int(state["episodes"]), int(state["hacked_total"])
+            self.successes_total = int(state["successes_total"])
+            self.rate_alarm, self.trend_alarm = bool(state["rate_alarm"]), bool(state["trend_alarm"])
+            self._alarms.clear()
+            self._alarms.extend(state["alarms"])
+            self.recent.clear()  # the newest ``window`` of them when this run's window is shorter
+            self.recent.extend(EpisodeVerdict(int(i), float(p0), float(p1), float(pm), bool(s), bool(h))
+                               for i, p0, p1, pm, s, h in state["recent"])
+
     def stats(self) -> dict[str, float]:
         with self._lock:
             recent = list(self.recent)
@@ -211,3 +232,11 @@ class ProbeDrift:
     @property
     def drifted(self) -> bool:
         return self.last > self.max_drift
+
+    def state_dict(self) -> dict:
+        return {"reference": None if self.reference is None else self.reference.tolist(), "last": self.last}
+
+    def load_state_dict(self, state: dict) -> None:
+        ref = state["reference"]
+        self.reference = None if ref is None else np.asarray(ref, np.float64)
+        self.last = float(state["last"])

@@ -245,9 +245,13 @@ class Learner:
                      "reward_version": self.reward_labeller.version if self.reward_labeller else "env"}
             if self.state_norm is not None:
                 state["state_norm"] = self.state_norm.state_dict()
+            writers = {"replay_online": self.online.save, "replay_demo": self.demo.save}
+            if self.reward_labeller is not None:  # a resumed run labels as this one did (refreshed model,
+                from robot_rl.reward_models.labeller_state import labeller_checkpoint  # schedule, monitor)
+
+                state["reward"], writers["reward_refresh"] = labeller_checkpoint(self.reward_labeller)
             marks = self.ledger.marks()
-            path = self.checkpointer.save(f"ckpt-{self.updates:010d}", state, {
-                "replay_online": self.online.save, "replay_demo": self.demo.save})
+            path = self.checkpointer.save(f"ckpt-{self.updates:010d}", state, writers)
         self.transport.commit(marks)
         return path
 
@@ -267,6 +271,10 @@ class Learner:
             self.state_norm.load_state_dict(state["state_norm"])
         self.online.load(path / "replay_online")
         self.demo.load(path / "replay_demo")
+        if self.reward_labeller is not None:  # the model that labelled before the restart labels again
+            from robot_rl.reward_models.labeller_state import restore_from_checkpoint
+
+            restore_from_checkpoint(self.reward_labeller, state, path)
         log.info("resumed from %s: %d updates, %d online transitions", path, self.updates, self.online_transitions)
 
     # ------------------------------------------------------------------------------------------ loop

@@ -60,3 +60,15 @@ def state_checkpoint(trained_state_model, state_train_episodes, tmp_path_factory
     path = tmp_path_factory.mktemp("rm") / "prm.pt"
     save_checkpoint(path, trained_state_model, sorted({e.task for e in state_train_episodes}))
     return path
+
+
+@pytest.fixture
+def demo_dir(tmp_path, state_train_episodes):
+    """The successful training episodes as a learner's demo directory."""
+    from robot_rl.episode_store import EpisodeStore
+
+    store = EpisodeStore(tmp_path / "demos")
+    for e in state_train_episodes:
+        if e.success:
+            store.write(e)
+    return store.directory

@@ -6,21 +6,11 @@ import pytest
 
 from robot_rl.actor import Actor
 from robot_rl.config import load_config
-from robot_rl.episode_store import EpisodeStore
 from robot_rl.learner import Learner
 from robot_rl.reward_models.labelled_sampler import LabelledSampler
 from robot_rl.reward_models.labeller import RewardLabeller
 from robot_rl.reward_models.train import load_checkpoint
 from support import run_with_actor_thread
-
-
-@pytest.fixture
-def demo_dir(tmp_path, state_train_episodes):
-    store = EpisodeStore(tmp_path / "demos")
-    for e in state_train_episodes:
-        if e.success:
-            store.write(e)
-    return store.directory
 
 
 def _cfg(tmp_path, *extra):

@@ -12,7 +12,7 @@ from robot_rl.replay import ReplayBuffer
 from robot_rl.reward_models.labeller import RewardLabeller
 from robot_rl.reward_models.sequence_labels import LabelledSequenceSampler, label_sequences, sequence_rewards
 from robot_rl.sequence_replay import SequenceBatch, n_step_rows, sample_sequences
-from test_labeller import _cfg, demo_dir  # noqa: F401  (fixture)
+from test_labeller import _cfg
 
 GAMMA = 0.97
 H = 3
@@ -96,7 +96,7 @@ def test_n_step_learned_return_is_the_discounted_sum_of_one_step_learned_rewards
     assert {(7, t - 1), (7, t - 2), (9, len(episodes[9].reward) - 1)} <= seen  # windows crossing both ends
 
 
-def test_learner_trains_n_step_targets_on_learned_rewards(tmp_path, demo_dir, state_checkpoint):  # noqa: F811
+def test_learner_trains_n_step_targets_on_learned_rewards(tmp_path, demo_dir, state_checkpoint):
     cfg = _cfg(tmp_path, "reward=prm", f"reward.checkpoint={state_checkpoint}", f"learner.demos={demo_dir}",
                "algo.n_step=3", "algo.gamma=0.97", "reward.success_terminal_potential=true")
     learner = Learner(cfg)
