@@ -19,7 +19,9 @@ The real-robot setting (state policy, camera-only learned reward; the sparse arm
 The JSON line reports ``speedup`` (median env steps to the first eval >= 80%, sparse / learned; 0 when the
 learned arm never got there), ``final_success_min_prm`` / ``final_success_min_sparse`` (worst seed's last eval).
 When the sparse median never got there within its budget, ``speedup`` is a lower bound (``speedup_lower_bound``
-true): a run that never reached 80% counts with the last env step it was evaluated at.
+true): a run that never reached 80% counts with the last env step it was evaluated at. ``success_auc_prm`` /
+``success_auc_sparse`` are each arm's mean eval success over all its evaluations, averaged over seeds (per seed in
+``success_auc_seeds_*``): the area under the learning curve, less noisy than a first passage or a last evaluation.
 """
 from __future__ import annotations
 
@@ -155,12 +157,20 @@ def final_success(evals: list[tuple[int, float]]) -> float:
     return float(evals[-1][1]) if evals else float("nan")
 
 
+def mean_success(evals: list[tuple[int, float]]) -> float:
+    """Mean eval success over all of a run's evaluations: the area under its learning curve per evaluation.
+    Uses every evaluation rather than one threshold crossing or the last one, so it is the least noisy
+    summary of the three (both arms are evaluated on the same schedule, so the means compare)."""
+    return float(np.mean([rate for _, rate in evals])) if evals else float("nan")
+
+
 def rl(args) -> dict:
     """robot-rl train with reward=prm (+ ``--prm-args``, e.g. the remedies) vs the sparse reward over seeds:
     env steps to the first eval >= 80% (``speedup`` = median sparse / median learned) and the final eval."""
     out: dict[str, list[float]] = {"prm": [], "sparse": []}
     final: dict[str, list[float]] = {"prm": [], "sparse": []}
     last: dict[str, list[float]] = {"prm": [], "sparse": []}
+    auc: dict[str, list[float]] = {"prm": [], "sparse": []}
     arms = [("sparse", list(args.sparse_args)), ("prm", ["reward=prm", *args.prm_args])]
     arms = [(name, extra) for name, extra in arms if not (name == "sparse" and args.skip_sparse)
             and not (name == "prm" and args.skip_prm)]
@@ -183,14 +193,17 @@ def rl(args) -> dict:
             out[name].append(steps_to(evals, 0.8))
             final[name].append(final_success(evals))
             last[name].append(float(evals[-1][0]) if evals else 0.0)
+            auc[name].append(mean_success(evals))
             print(f"{name} seed {seed}: first >= 80% at {out[name][-1]} env steps, final success "
-                  f"{final[name][-1]} ({run})", flush=True)
+                  f"{final[name][-1]}, mean over evaluations {auc[name][-1]:.3f} ({run})", flush=True)
     result = {"seeds": float(args.seeds)}
     for name in out:
         if out[name]:
             result[f"steps_to_80_{name}"] = float(np.median(out[name]))
             result[f"final_success_min_{name}"] = float(np.min(final[name]))
             result[f"final_success_{name}"] = [float(x) for x in final[name]]
+            result[f"success_auc_{name}"] = float(np.mean(auc[name]))
+            result[f"success_auc_seeds_{name}"] = [round(x, 4) for x in auc[name]]
     if out["sparse"] and out["prm"]:
         result["speedup"], lower_bound = compare_first_passage(out["sparse"], out["prm"], last["sparse"])
         result["speedup_lower_bound"] = lower_bound

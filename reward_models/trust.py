@@ -234,6 +234,7 @@ class ProbeDrift:
         return self.last > self.max_drift
 
     def state_dict(self) -> dict:
+        """The first reading and the last drift (plain types, for the learner's checkpoint)."""
         return {"reference": None if self.reference is None else self.reference.tolist(), "last": self.last}
 
     def load_state_dict(self, state: dict) -> None:

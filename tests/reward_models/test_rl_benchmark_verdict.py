@@ -47,3 +47,5 @@ def test_the_last_evaluation_is_read_not_the_last_record(bench, tmp_path):
     assert bench.steps_to(evals, 0.8) == INF
     assert bench.final_success(evals) == 0.6
     assert bench.steps_to(evals + [(13_000, 0.8)], 0.8) == 13_000  # >= the threshold counts
+    assert bench.mean_success(evals) == pytest.approx(0.35)  # every evaluation counts once, not the losses
+    assert math.isnan(bench.mean_success([]))
