@@ -85,6 +85,7 @@ class RewardLabeller:
         self.looked_up = 0  # frames of labelled batches (2 per one-step transition, length + 1 per window)
         self.encoded_frames = 0  # frames that went through the model for labelling
         self._set_model(model)
+        self.initial_version = self.version  # the model this run started from (before any refresh or load)
 
     # ----------------------------------------------------------------------------------------- model
     def _set_model(self, model: torch.nn.Module) -> None:

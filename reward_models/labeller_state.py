@@ -46,7 +46,8 @@ def labeller_checkpoint(labeller: RewardLabeller) -> tuple[dict[str, Any], Calla
         online_steps, since_refresh = labeller.online_steps, labeller._since_refresh
         kept = list(labeller.online_episodes)
     probe = labeller._probe
-    state = {"format": STATE_FORMAT, "version": version, "online_steps": int(online_steps),
+    state = {"format": STATE_FORMAT, "version": version, "initial_version": labeller.initial_version,
+             "online_steps": int(online_steps),
              "refreshes": int(labeller.refreshes), "since_refresh": int(since_refresh),
              # the model object is only ever replaced, never trained in place: its weights are a stable read
              "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
@@ -72,6 +73,11 @@ def restore_labeller(labeller: RewardLabeller, state: dict[str, Any], refresh_di
 
     if state.get("format") != STATE_FORMAT:
         raise ValueError(f"reward labeller state has format {state.get('format')!r}, expected {STATE_FORMAT!r}")
+    if state["initial_version"] != labeller.initial_version:  # reward.checkpoint now names another model
+        log.warning("the run started from reward model %s, this learner was given %s: it labels with the new "
+                    "one from the start of its schedule (the checkpoint's model %s, its refreshes and monitor "
+                    "are not used)", state["initial_version"], labeller.initial_version, state["version"])
+        return
     if state["version"] != labeller.version:  # a refresh ran before the checkpoint: its model labels again
         model = copy.deepcopy(labeller.model).cpu()
         try:

@@ -106,6 +106,22 @@ def test_a_checkpoint_that_does_not_match_fails_loudly(refreshed, state_checkpoi
         restore_labeller(fresh(), wrong_shape, tmp_path / "reward_refresh")
 
 
+def test_a_run_given_another_reward_model_keeps_it(refreshed, state_checkpoint, trained_state_model, tmp_path,
+                                                   state_train_episodes, small_cfg):
+    """Resuming with ``reward.checkpoint`` naming another model is a decision to change the reward: the new model
+    labels (with a warning), not the checkpoint's refreshed copy of the old one."""
+    from robot_rl.reward_models.train import train_model
+
+    cfg, saved, _ = refreshed
+    state, write = labeller_checkpoint(saved)
+    write(tmp_path / "reward_refresh")
+    other = train_model(state_train_episodes, small_cfg(steps=20, seed=5))
+    other.version = "another-one"
+    resumed = RewardLabeller(other, cfg, gamma=0.99)
+    restore_labeller(resumed, state, tmp_path / "reward_refresh")
+    assert resumed.version == "another-one" and resumed.refreshes == 0 and resumed.online_steps == 0
+
+
 def test_the_schedule_advances_without_the_monitor(state_checkpoint, state_train_episodes):
     """The annealed shaping weight is driven by the online steps the labeller sees; with ``reward.monitor``
     off and no refresh they were not counted, so the weight never left ``scale``."""
