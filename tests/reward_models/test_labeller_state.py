@@ -7,16 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from robot_rl.config import load_config
 from robot_rl.learner import Learner
 from robot_rl.reward_models.labeller import RewardLabeller
 from robot_rl.reward_models.labeller_state import labeller_checkpoint, restore_labeller
 from robot_rl.reward_models.train import load_checkpoint
 from test_labeller import _cfg
-
-
-def _reward_cfg(task, **kw):
-    return replace(load_config(["reward=prm"]).reward, task=task, **kw)
+from test_remedies import _reward_cfg
 
 
 def _through_a_checkpoint(state: dict) -> dict:
