@@ -6,7 +6,7 @@
     robot-rl keys DIR [--actors A B ...]    CurveZMQ keys for actor<->learner links across machines
     robot-rl demos   [overrides] n=20 out=DIR      scripted-expert demonstrations into an episode store
     robot-rl demos   teleop=keyboard|spacemouse|gamepad [overrides] n=20 out=DIR   demonstrations by hand
-    robot-rl eval    [overrides] checkpoint=PATH episodes=20 video=PATH video_episodes=3
+    robot-rl eval    [overrides] checkpoint=PATH episodes=20 video=PATH starts=map.png json=out.json
     robot-rl config  [overrides]            print the resolved config
     robot-rl reward  train|eval [overrides] learned process reward models
     robot-rl pretrain policy=diffusion|flow|vla [overrides] out=PATH    behaviour cloning of chunked policies
@@ -22,6 +22,7 @@ traceback instead.
 from __future__ import annotations
 
 import argparse
+import json
 import importlib
 import logging
 import signal
@@ -45,7 +46,7 @@ OVERRIDE_EXAMPLES: dict[str, str] = {
     "learner": "env=panda_pick_cube transport.bind=0.0.0.0 run_dir=runs/exp1",
     "actor": "transport.host=10.0.0.5 actor.actor_id=robot1 actor.realtime=true",
     "demos": "env=point_reach n=20 out=demos",
-    "eval": "checkpoint=runs/exp1 episodes=20 video=eval.mp4",
+    "eval": "checkpoint=runs/exp1 episodes=20 video=eval.mp4 starts=starts.png json=eval.json",
     "config": "env=point_reach learner.utd=2",
 }
 
@@ -248,14 +249,27 @@ def _int_arg(extra: dict[str, str], key: str, default: int) -> int:
 def cmd_eval(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     from robot_rl.evaluate import evaluate_checkpoint
 
-    overrides, extra = split_extra(overrides, ("checkpoint", "episodes", "video", "video_episodes"))
+    overrides, extra = split_extra(overrides, ("checkpoint", "episodes", "video", "video_episodes", "starts",
+                                               "json"))
     if "checkpoint" not in extra:
         raise UsageError("robot-rl eval needs checkpoint=PATH (a run_dir or a checkpoints/ckpt-* directory)")
     result = evaluate_checkpoint(extra["checkpoint"], _int_arg(extra, "episodes", 20), extra.get("video"),
-                                 list(overrides), video_episodes=_int_arg(extra, "video_episodes", 3))
+                                 list(overrides), video_episodes=_int_arg(extra, "video_episodes", 3),
+                                 starts_map=extra.get("starts"))
     print(f"success rate {result['success_rate']:.3f} over {result['episodes']} episodes "
           f"(mean return {result['mean_return']:.3f})" + (f"; video {result['video']}" if result.get("video")
                                                            else ""))
+    nearest = result.get("starts", {}).get("nearest_demo_distance")
+    if nearest and nearest["failure_median"] is not None:
+        print(f"start distance to the nearest demo start (median, in start-spread units): failures "
+              f"{nearest['failure_median']:.2f}, successes "
+              + (f"{nearest['success_median']:.2f}" if nearest["success_median"] is not None else "-")
+              + (f"; map {result['starts_map']}" if result.get("starts_map") else ""))
+    elif result.get("starts_map"):
+        print(f"start map {result['starts_map']}")
+    if "json" in extra:
+        Path(extra["json"]).parent.mkdir(parents=True, exist_ok=True)
+        Path(extra["json"]).write_text(json.dumps(result, indent=1))
     return 0
 
 
@@ -270,7 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
              "actor": "run one actor (connects to transport.host)",
              "demos": "record demonstrations: n=20 out=DIR (scripted expert), or by hand with "
                       "teleop=keyboard|spacemouse|gamepad",
-             "eval": "evaluate a checkpoint: checkpoint=PATH episodes=20 video=out.mp4 video_episodes=3",
+             "eval": "evaluate a checkpoint: checkpoint=PATH episodes=20 video=out.mp4 video_episodes=3 "
+                     "starts=map.png (where it fails, against the demo starts) json=out.json",
              "config": "print the resolved config"}
     for name, help_text in helps.items():
         p = sub.add_parser(name, help=help_text, description=help_text)

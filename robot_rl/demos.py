@@ -59,11 +59,11 @@ def generate_demos(cfg: Any, n: int, out: str | Path, successful_only: bool = Tr
     candidates = n * max(max_attempts_factor, 8) + 24 if spread else n * max_attempts_factor
     seeds = [env_seed(cfg.env.seed, "expert", i + episode_id) for i in range(candidates)]
     if spread:
-        recorded = [_recorded_start(ep) for ep in store.episodes(sh)]
+        recorded = [recorded_start(ep) for ep in store.episodes(sh)]
         seeds = [seeds[i] for i in spread_order(env, seeds, recorded)]
     while written < n and attempts < n * max_attempts_factor:
         start: list[np.ndarray] = []  # where this demo started, for a later spread to continue from
-        on_start = (lambda obs: start.append(_start_vector(env, obs))) if hasattr(env, "start_features") else None
+        on_start = (lambda obs: start.append(start_vector(env, obs))) if hasattr(env, "start_features") else None
         transitions, success = record_episode(env, expert, seeds[attempts], "expert", episode_id, on_start)
         attempts += 1
         if success or not successful_only:
@@ -98,17 +98,17 @@ def _reset_start(env: Any, seed: int) -> np.ndarray:
     """The start state ``env.reset(seed=seed)`` gives, as a flat vector (D,): the env's own
     ``start_features()`` (ground truth from the simulator: the twin's cube pose) where it has one, else the
     low-dim part of the start observation."""
-    return _start_vector(env, env.reset(seed=seed))
+    return start_vector(env, env.reset(seed=seed))
 
 
-def _start_vector(env: Any, obs: dict[str, np.ndarray]) -> np.ndarray:
+def start_vector(env: Any, obs: dict[str, np.ndarray]) -> np.ndarray:
     """:func:`_reset_start`'s vector (D,) of an env just reset, whose start observation is ``obs``."""
     if hasattr(env, "start_features"):
         return np.asarray(env.start_features(), np.float64).reshape(-1)
     return _start_features(obs)
 
 
-def _recorded_start(episode: Episode) -> np.ndarray:
+def recorded_start(episode: Episode) -> np.ndarray:
     """Where a recorded demo started, in :func:`_reset_start`'s terms: the ``start_features`` the scripted
     expert stored in its meta, else the low-dim part of its first observation (episodes recorded before the
     meta existed, or by hand). ``spread_order`` ignores a vector of another length."""

@@ -12,6 +12,7 @@ import torch
 from robot_rl.checkpoint import Checkpointer
 from robot_rl.config import load_resolved
 from robot_rl.config_errors import UsageError
+from robot_rl.demos import start_vector
 from robot_rl.registry import ENVS, make_policy
 
 log = logging.getLogger("robot_rl.eval")
@@ -27,19 +28,24 @@ def run_episodes(env: Any, policy: Any, episodes: int, seed: int, video_path: st
                  on_episode: Callable[[int], None] | None = None,
                  on_metrics: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Deterministic rollouts; records the first ``video_episodes`` through ``env.render`` when asked.
+    The result's ``per_episode`` lists each finished episode's seed, success, return, steps and, where the env
+    has ``start_features()``, its ``start`` vector.
 
     ``stop`` (the learner's SIGTERM/SIGINT event) ends the evaluation after the current step: a pixel eval takes
     minutes on a CPU and must not hold a shutdown. Only finished episodes count; ``episodes`` in the result says
     how many (0 gives NaN rates). ``on_episode(n)`` is called after each finished episode (progress display).
-    ``on_metrics`` gets the figures before the video is encoded (``robot-rl train`` writes eval.json and the
-    plot there); a video that cannot be rendered or written is a warning."""
+    ``on_metrics`` gets the result before the video is encoded and may add to it (``robot-rl train`` writes
+    eval.json and the plot there); a video that cannot be rendered or written is a warning."""
     frames: list[np.ndarray] = []
     successes, returns = [], []
+    per_episode: list[dict[str, Any]] = []
     can_render = video_path is not None and hasattr(env, "render")
     for ep in range(episodes):
         obs = env.reset(seed=seed + ep)
+        # Where it started (the twin's cube pose), so that failures can be placed: robot_rl.eval_starts.
+        start = start_vector(env, obs).tolist() if hasattr(env, "start_features") else None
         policy.reset()
-        total, success, finished = 0.0, False, False
+        total, success, finished, steps = 0.0, False, False, 0
         while not finished and not (stop is not None and stop.is_set()):
             if can_render and ep < video_episodes:
                 try:
@@ -51,19 +57,23 @@ def run_episodes(env: Any, policy: Any, episodes: int, seed: int, video_path: st
             result = env.step(action)
             total += result.reward
             obs = result.obs
+            steps += 1
             finished = result.terminated or result.truncated
             success = bool(finished and result.success)
         if not finished:
             break  # interrupted mid-episode: it does not count
         successes.append(success)
         returns.append(total)
+        per_episode.append({"seed": seed + ep, "success": success, "return": float(total), "steps": steps,
+                            **({"start": start} if start is not None else {})})
         if on_episode is not None:
             on_episode(len(successes))
     done = len(successes)
     out: dict[str, Any] = {"episodes": done, "success_rate": float(np.mean(successes)) if done else float("nan"),
-                           "mean_return": float(np.mean(returns)) if done else float("nan")}
+                           "mean_return": float(np.mean(returns)) if done else float("nan"),
+                           "per_episode": per_episode}
     if on_metrics is not None:
-        on_metrics(dict(out))
+        on_metrics(out)
     if can_render and frames:
         try:
             import imageio.v2 as imageio
@@ -92,17 +102,41 @@ def find_checkpoint(path: str | Path) -> tuple[Path, Path]:
 def evaluate_checkpoint(checkpoint: str | Path, episodes: int, video: str | None,
                         overrides: Sequence[str] = (), video_episodes: int = 3,
                         on_episode: Callable[[int], None] | None = None,
-                        on_metrics: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Deterministic episodes of a checkpoint's policy; ``video`` shows the first ``video_episodes``."""
+                        on_metrics: Callable[[dict[str, Any]], None] | None = None,
+                        starts_map: str | None = None) -> dict[str, Any]:
+    """Deterministic episodes of a checkpoint's policy; ``video`` shows the first ``video_episodes``. Where the
+    env has start features, ``starts`` in the result places the failures against the run's demo starts
+    (:func:`robot_rl.eval_starts.start_report`) and ``starts_map`` names a PNG of them."""
+    from robot_rl.eval_starts import demo_start_vectors, plot_start_map, start_report
+
     ckpt, run_dir = find_checkpoint(checkpoint)
     cfg = load_resolved(run_dir / "config_learner.yaml", overrides)
     env = ENVS.make(cfg.env.name, cfg.env, seed=cfg.env.seed + 12345)
+    names = env.start_feature_names() if hasattr(env, "start_feature_names") else None
     policy = make_policy(cfg, env.obs_spec, env.action_spec)
     state = Checkpointer.load_state(ckpt)
     policy.load_state_dict({k: torch.as_tensor(v) for k, v in state["policy"].items()})
     policy.eval()
+    demo_dir = cfg.learner.demos or (run_dir / "demos")  # robot-rl train caches its scripted demos there
+
+    def with_starts(result: dict[str, Any]) -> None:
+        demos = demo_start_vectors(demo_dir)
+        report = start_report(result["per_episode"], demos, names)
+        if report:
+            result["starts"] = report
+        if starts_map is not None:
+            try:
+                written = plot_start_map(result["per_episode"], starts_map, demos, names)
+            except Exception as exc:  # like the video: the figures are what counts
+                log.warning("start map %s not written: %s", starts_map, exc)
+                written = None
+            if written is not None:
+                result["starts_map"] = str(written)
+        if on_metrics is not None:
+            on_metrics(result)
+
     try:
         return run_episodes(env, policy, episodes, seed=10_000, video_path=video if video_episodes > 0 else None,
-                            video_episodes=video_episodes, on_episode=on_episode, on_metrics=on_metrics)
+                            video_episodes=video_episodes, on_episode=on_episode, on_metrics=with_starts)
     finally:
         env.close()

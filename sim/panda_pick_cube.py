@@ -240,6 +240,11 @@ class PandaPickCube:
             parts.append(self.target_xy[:2])
         return np.concatenate(parts).astype(np.float64)
 
+    def start_feature_names(self) -> list[str]:
+        """A name per entry of :meth:`start_features` (``robot-rl eval starts=map.png`` labels its axes)."""
+        names = ["cube x", "cube y", "cube z", "cube qw", "cube qx", "cube qy", "cube qz"]
+        return names + (["target x", "target y"] if self._with_target else [])
+
     def _state(self) -> np.ndarray:
         parts = [self._proprio()]
         if self._cube_in_state:

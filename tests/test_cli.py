@@ -1,4 +1,5 @@
 """The `robot-rl` command through real processes: a tiny train on the Panda twin, eval, keys, help."""
+import json
 from pathlib import Path
 
 from robot_rl.checkpoint import Checkpointer
@@ -28,9 +29,19 @@ def test_tiny_train_produces_plot_video_checkpoint_and_evals(tmp_path):
     assert "eval/success_rate" in (run_dir / "metrics_learner.jsonl").read_text()
     for actor in ("actor-0", "actor-1"):
         assert any((run_dir / "episodes" / actor).glob("*.npz"))
-    ev = run_cli("eval", f"checkpoint={run_dir}", "episodes=1", f"video={tmp_path / 'v.mp4'}", timeout=120)
+    final = json.loads((run_dir / "eval.json").read_text())
+    assert len(final["per_episode"]) == 1 and len(final["per_episode"][0]["start"]) == 7  # the cube pose
+    ev = run_cli("eval", f"checkpoint={run_dir}", "episodes=3", f"video={tmp_path / 'v.mp4'}", "video_episodes=1",
+                 f"starts={tmp_path / 'starts.png'}", f"json={tmp_path / 'ev.json'}",
+                 "env.randomization.object_xy_range=0.05", timeout=180)  # starts that differ, to be mapped
     assert ev.returncode == 0, ev.stderr[-2000:]
     assert "success rate" in ev.stdout and (tmp_path / "v.mp4").stat().st_size > 0
+    assert (tmp_path / "starts.png").stat().st_size > 0
+    evaluated = json.loads((tmp_path / "ev.json").read_text())
+    assert [r["seed"] for r in evaluated["per_episode"]] == [10_000, 10_001, 10_002]
+    # The run's 2 cached demos are the reference; the randomised twin moves the cube's x and y only.
+    assert evaluated["starts"]["demos"] == 2 and evaluated["starts"]["varying_dims"] == ["cube x", "cube y"]
+    assert evaluated["starts_map"] == str(tmp_path / "starts.png")
 
 
 def test_keys_and_demos_commands(tmp_path):
