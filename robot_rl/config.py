@@ -304,8 +304,9 @@ class TrainConfig(ConfigNode):
     when ``learner.demos`` is unset and the env has an expert; 0 = train without demos."""
     demo_spread: bool = False
     """Scripted demos (``robot-rl train``, ``robot-rl demos``): choose their start states to cover the
-    randomization range (farthest-point over the start observations), as an operator placing the object
-    across the workspace would, instead of taking them as the seeds come. Matters with a handful of demos:
+    randomization range (the k-median of a pool of candidate starts: the smallest mean distance from a start to
+    its nearest demo, ``robot_rl.demos.spread_order``), as an operator placing the object across the workspace
+    would, instead of taking them as the seeds come. Matters with a handful of demos:
     3 random ones can all start on one side. Spreads over the env's ``start_features()`` where it has one
     (the twins: the cube pose from the simulator, so ``env.obs=pixels`` spreads too), else over what varies
     in the low-dim start observation; with nothing varying there the seeds' order stands."""

@@ -27,6 +27,16 @@ def _min_pairwise(points: np.ndarray) -> float:
     return float(d[np.triu_indices(len(points), 1)].min())
 
 
+def _grid_cover(demo_xy: np.ndarray) -> float:
+    """Mean distance (m) from a 21 x 21 grid over the cube's start square (+-0.05 m about its home) to the
+    nearest demo start."""
+    from robot_rl.sim.panda_model import CUBE_HOME_XY
+
+    axis = np.linspace(-0.05, 0.05, 21)
+    grid = np.stack(np.meshgrid(axis, axis), -1).reshape(-1, 2) + np.asarray(CUBE_HOME_XY)[:2]
+    return float(np.linalg.norm(grid[:, None] - demo_xy[None], axis=-1).min(axis=1).mean())
+
+
 def test_spread_demos_cover_the_range_where_random_ones_bunch_up(tmp_path: Path) -> None:
     # env.seed=1 is the case that made this necessary: its first 3 random demos all start at y < -0.039.
     random_cfg = load_config(["env.seed=1"])
@@ -35,10 +45,12 @@ def test_spread_demos_cover_the_range_where_random_ones_bunch_up(tmp_path: Path)
     assert generate_demos(spread_cfg, 3, tmp_path / "spread")["episodes"] == 3
     random_xy, spread_xy = _starts(tmp_path / "random"), _starts(tmp_path / "spread")
     assert (random_xy[:, 1] < -0.03).all()  # the bunching this test is about (documents the seed's draw)
-    # Spread: both sides of the cube's y range, and demos well apart (the range is about 0.1 x 0.1 m).
+    # Spread: both sides of the cube's y range, demos well apart, and the start range (about 0.1 x 0.1 m)
+    # covered: over a grid of it, the mean distance to the nearest demo is far below the random draw's.
     assert spread_xy[:, 1].min() < -0.03 and spread_xy[:, 1].max() > 0.03
     assert _min_pairwise(spread_xy) > 2 * _min_pairwise(random_xy)
-    assert _min_pairwise(spread_xy) > 0.05
+    assert _min_pairwise(spread_xy) > 0.04
+    assert _grid_cover(spread_xy) < 0.03 and _grid_cover(spread_xy) < 0.7 * _grid_cover(random_xy)
 
 
 def test_spreading_continues_from_the_demos_already_recorded(tmp_path: Path) -> None:
@@ -73,6 +85,36 @@ def test_spread_order_is_a_permutation_and_keeps_the_order_when_starts_do_not_va
         env.close()
 
 
+def _mean_nearest(points: np.ndarray, chosen) -> float:
+    return float(np.linalg.norm(points[:, None] - points[list(chosen)][None], axis=-1).min(axis=1).mean())
+
+
+def test_the_first_n_cover_the_candidates_best() -> None:
+    # The first n of the order are the k-median of the candidates' (scaled) start states: no other 3 of the
+    # 16 candidates leave them closer, on average, to their nearest demo. Farthest-point from the centre
+    # (n=None) is worse: centre + two opposite corners leave the other two corners uncovered.
+    from itertools import combinations
+
+    cfg = load_config(["env.seed=0"])
+    env = ENVS.make(cfg.env.name, cfg.env, seed=0)
+    try:
+        seeds = [env_seed(0, "expert", i) for i in range(16)]
+        starts = np.stack([_start_features(env.reset(seed=s)) for s in seeds])[:, CUBE_XY]
+        points = (starts - starts.mean(axis=0)) / starts.std(axis=0)
+        order = spread_order(env, seeds, n=3)
+        assert sorted(order) == list(range(16))
+        best = min(_mean_nearest(points, c) for c in combinations(range(16), 3))
+        assert _mean_nearest(points, order[:3]) == pytest.approx(best)
+        assert _mean_nearest(points, order[:3]) < _mean_nearest(points, spread_order(env, seeds)[:3])
+        # With 2 demos already recorded at two of the candidates, the new one covers what they leave.
+        recorded = [env.reset(seed=seeds[i]) and env.start_features() for i in order[:2]]
+        extra = spread_order(env, seeds, recorded, n=1)[0]
+        costs = [_mean_nearest(points, [*order[:2], i]) for i in range(16)]
+        assert costs[extra] == pytest.approx(min(costs))
+    finally:
+        env.close()
+
+
 def test_spread_uses_the_simulators_start_state_so_camera_only_demos_spread_too(tmp_path: Path) -> None:
     # env.obs=pixels holds no cube pose, so spreading over the observation had nothing to go on and seed 1's
     # demos bunched up as above. The twin's start_features() (cube pose from the simulator) spreads them.
@@ -82,7 +124,7 @@ def test_spread_uses_the_simulators_start_state_so_camera_only_demos_spread_too(
     assert episodes[0].frames["state"].shape[-1] == CUBE_XY.start  # proprioception only: no cube pose in it
     xy = np.stack([ep.meta["start_features"][:2] for ep in episodes])  # (3, 2) cube start xy
     assert xy[:, 1].min() < -0.03 and xy[:, 1].max() > 0.03
-    assert _min_pairwise(xy) > 0.05
+    assert _min_pairwise(xy) > 0.04 and _grid_cover(xy) < 0.03
 
 
 def test_start_features_give_the_same_spread_as_the_state_observation() -> None:
