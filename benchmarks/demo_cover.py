@@ -5,9 +5,10 @@ in both reward arms (README, "Where the policies fail": 0.93 success within 0.75
 beyond 1.75). So the share of evaluation starts far from every demo bounds what the run can reach.
 
 For each env seed it picks the demos from the same candidate pool ``robot-rl train demo_spread=true`` uses
-(``num_demos * 8 + 24`` expert seeds of that env seed) with ``spread_order``'s k-median choice (``n=num_demos``,
+(``max(num_demos * 8 + 24, 256)`` expert seeds of that env seed; ``--pool`` another size) with ``spread_order``'s k-median choice (``n=num_demos``,
 what ``generate_demos`` asks for), and, as the baseline measured in the same run, its farthest-point order from the
-most central candidate (``n=None``: the first ``num_demos``; the choice ``demo_spread`` made before the k-median).
+most central candidate over the first ``num_demos * 8 + 24`` of those seeds (``n=None``: the first ``num_demos``;
+the choice ``demo_spread`` made before the k-median, from the pool it drew then).
 It then resets the twin at ``--starts`` evaluation seeds (those ``robot-rl eval`` uses, from 10,000) and measures
 each start's distance to the nearest demo start in units of the evaluation starts' spread (per varying dimension,
 as ``robot-rl eval starts=...`` reports it).
@@ -52,6 +53,7 @@ def main() -> None:
     parser.add_argument("--demos", type=int, default=3)
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
     parser.add_argument("--starts", type=int, default=400)
+    parser.add_argument("--pool", type=int, default=0, help="candidate starts (0: what generate_demos uses)")
     parser.add_argument("--env", default="panda_pick_cube_random",
                         help="env preset; the benchmark's twin randomises the cube's xy by +-0.05 m")
     args = parser.parse_args()
@@ -60,14 +62,15 @@ def main() -> None:
         cfg = load_config([f"env={args.env}", f"env.seed={seed}"])
         env = ENVS.make(cfg.env.name, cfg.env, seed=seed)
         try:
-            pool = [env_seed(seed, "expert", i) for i in range(args.demos * 8 + 24)]
+            pool = [env_seed(seed, "expert", i) for i in range(args.pool or max(args.demos * 8 + 24, 256))]
             eval_starts = []
             for i in range(args.starts):
                 env.reset(seed=10_000 + i)
                 eval_starts.append(env.start_features())
             starts = np.asarray(eval_starts)
+            old_pool = pool[:args.demos * 8 + 24]  # the candidates demo_spread drew from before
             chosen = {"k_median": spread_order(env, pool, n=args.demos)[:args.demos],
-                      "farthest_point": spread_order(env, pool)[:args.demos]}
+                      "farthest_point": spread_order(env, old_pool)[:args.demos]}
             for name, order in chosen.items():
                 rows[name].append(cover(env, [pool[i] for i in order], starts))
         finally:

@@ -47,7 +47,7 @@ def test_spread_demos_cover_the_range_where_random_ones_bunch_up(tmp_path: Path)
     assert (random_xy[:, 1] < -0.03).all()  # the bunching this test is about (documents the seed's draw)
     # Spread: both sides of the cube's y range, demos well apart, and the start range (about 0.1 x 0.1 m)
     # covered: over a grid of it, the mean distance to the nearest demo is far below the random draw's.
-    assert spread_xy[:, 1].min() < -0.03 and spread_xy[:, 1].max() > 0.03
+    assert spread_xy[:, 1].min() < -0.02 and spread_xy[:, 1].max() > 0.02
     assert _min_pairwise(spread_xy) > 2 * _min_pairwise(random_xy)
     assert _min_pairwise(spread_xy) > 0.04
     assert _grid_cover(spread_xy) < 0.03 and _grid_cover(spread_xy) < 0.7 * _grid_cover(random_xy)
@@ -123,7 +123,7 @@ def test_spread_uses_the_simulators_start_state_so_camera_only_demos_spread_too(
     episodes = list(EpisodeStore(tmp_path / "spread").episodes(skip_bad=False))
     assert episodes[0].frames["state"].shape[-1] == CUBE_XY.start  # proprioception only: no cube pose in it
     xy = np.stack([ep.meta["start_features"][:2] for ep in episodes])  # (3, 2) cube start xy
-    assert xy[:, 1].min() < -0.03 and xy[:, 1].max() > 0.03
+    assert xy[:, 1].min() < -0.02 and xy[:, 1].max() > 0.02
     assert _min_pairwise(xy) > 0.04 and _grid_cover(xy) < 0.03
 
 
