@@ -54,6 +54,20 @@ def _varying(starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return dims, spread[dims]
 
 
+def _labels(dims: Sequence[int], names: Sequence[str] | None) -> list[str]:
+    return [names[d] if names is not None and d < len(names) else f"start[{d}]" for d in dims]
+
+
+def _usable_demos(demo_starts: Sequence[np.ndarray], length: int) -> np.ndarray:
+    """``(M, length)`` demo start vectors of the env's length; a warning names how many others were left out."""
+    demos = [np.asarray(d, np.float64).reshape(-1) for d in demo_starts]
+    usable = [d for d in demos if d.shape == (length,)]
+    if len(usable) < len(demos):
+        log.warning("%d of %d demo start vectors do not match the env's %d start features: left out",
+                    len(demos) - len(usable), len(demos), length)
+    return np.asarray(usable).reshape(-1, length)
+
+
 def start_report(per_episode: Sequence[dict[str, Any]], demo_starts: Sequence[np.ndarray] = (),
                  names: Sequence[str] | None = None) -> dict[str, Any]:
     """Summary of where the episodes started: the varying start dimensions (``names`` where the env gives them),
@@ -64,17 +78,12 @@ def start_report(per_episode: Sequence[dict[str, Any]], demo_starts: Sequence[np
     if len(starts) == 0:
         return {}
     dims, spread = _varying(starts)
-    label = [names[d] if names is not None and d < len(names) else f"start[{d}]" for d in dims]
     report: dict[str, Any] = {"episodes": int(len(starts)), "failures": int((~success).sum()),
-                              "varying_dims": label}
-    demos = [np.asarray(d, np.float64).reshape(-1) for d in demo_starts]
-    usable = [d for d in demos if d.shape == (starts.shape[1],)]
-    if len(usable) < len(demos):
-        log.warning("%d of %d demo start vectors do not match the env's %d start features: left out",
-                    len(demos) - len(usable), len(demos), starts.shape[1])
-    if usable and len(dims):
+                              "varying_dims": _labels(dims, names)}
+    usable = _usable_demos(demo_starts, starts.shape[1])
+    if len(usable) and len(dims):
         scaled = starts[:, dims] / spread  # (N, K)
-        demo_scaled = np.stack(usable)[:, dims] / spread  # (M, K)
+        demo_scaled = usable[:, dims] / spread  # (M, K)
         nearest = np.linalg.norm(scaled[:, None, :] - demo_scaled[None], axis=-1).min(axis=1)  # (N,)
         report["demos"] = len(usable)
         report["nearest_demo_distance"] = {
@@ -100,10 +109,9 @@ def plot_start_map(per_episode: Sequence[dict[str, Any]], path: str | Path, demo
     import matplotlib.pyplot as plt
 
     shown = dims[np.argsort(-spread)[:2]]  # the one or two dimensions that vary most
-    label = [names[d] if names is not None and d < len(names) else f"start[{d}]" for d in shown]
+    label = _labels(shown, names)
     xy = starts[:, shown] if len(shown) == 2 else np.stack([np.arange(len(starts)), starts[:, shown[0]]], 1)
-    demos = np.asarray([d for d in (np.asarray(v, np.float64).reshape(-1) for v in demo_starts)
-                        if d.shape == (starts.shape[1],)]).reshape(-1, starts.shape[1])
+    demos = _usable_demos(demo_starts, starts.shape[1])
     fig, ax = plt.subplots(figsize=(5, 4.5))
     ax.scatter(*xy[success].T, marker="o", facecolors="none", edgecolors="tab:green", label="success")
     ax.scatter(*xy[~success].T, marker="x", color="tab:red", label="failure")
