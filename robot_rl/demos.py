@@ -139,8 +139,8 @@ def spread_order(env: Any, seeds: Sequence[int], recorded: Sequence[np.ndarray] 
     start is near a demo's and fails away from them, in both reward arms (README, "Where the policies fail").
     Farthest-point from the centre (this function's choice before) puts 3 demos at the centre and two opposite
     corners and leaves the other two corners uncovered: on the twin 32% of evaluation starts lay more than 1.25
-    start-spreads from every demo, 20% with the k-median choice (median of 10 env seeds,
-    ``benchmarks/demo_cover.py``)."""
+    start-spreads from every demo, 13% with the k-median of ``generate_demos``' pool of at least 256 candidates
+    (medians over 10 env seeds, ``benchmarks/demo_cover.py``)."""
     starts = np.stack([_reset_start(env, s) for s in seeds])  # (N, D)
     spread = starts.std(axis=0)
     varying = spread > 1e-9
