@@ -246,11 +246,14 @@ def _int_arg(extra: dict[str, str], key: str, default: int) -> int:
         raise UsageError(f"{key}={extra[key]}: {key} must be an integer") from None
 
 
+EVAL_ARGS = ("checkpoint", "episodes", "video", "video_episodes", "starts", "json")
+"""``robot-rl eval``'s own ``key=value`` arguments (the rest are config overrides)."""
+
+
 def cmd_eval(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     from robot_rl.evaluate import evaluate_checkpoint
 
-    overrides, extra = split_extra(overrides, ("checkpoint", "episodes", "video", "video_episodes", "starts",
-                                               "json"))
+    overrides, extra = split_extra(overrides, EVAL_ARGS)
     if "checkpoint" not in extra:
         raise UsageError("robot-rl eval needs checkpoint=PATH (a run_dir or a checkpoints/ckpt-* directory)")
     result = evaluate_checkpoint(extra["checkpoint"], _int_arg(extra, "episodes", 20), extra.get("video"),

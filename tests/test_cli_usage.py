@@ -77,7 +77,7 @@ def test_summary_lists_every_subcommand():
 
 
 # key=value arguments of a subcommand that are not config overrides (split off before composing).
-EXTRAS = {"demos": ("n", "out", "teleop", "keep_failures"), "eval": ("checkpoint", "episodes", "video", "video_episodes"),
+EXTRAS = {"demos": ("n", "out", "teleop", "keep_failures"), "eval": cli.EVAL_ARGS,
           "pretrain": ("demos", "steps", "out", "distill", "eval"),
           "export-mcu": ("checkpoint", "target", "out", "hidden", "method", "rounds", "episodes_per_round",
                          "steps_per_round", "eval_episodes", "name", "qemu", "seed")}
