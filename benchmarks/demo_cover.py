@@ -30,6 +30,7 @@ import numpy as np
 from robot_rl.actor import env_seed
 from robot_rl.config import load_config
 from robot_rl.demos import spread_order
+from robot_rl.eval_starts import nearest_demo_distances
 from robot_rl.registry import ENVS
 
 
@@ -39,11 +40,7 @@ def cover(env, demo_seeds: list[int], eval_starts: np.ndarray) -> dict[str, floa
     for seed in demo_seeds:
         env.reset(seed=seed)
         demos.append(env.start_features())
-    spread = eval_starts.std(axis=0)
-    varying = spread > 1e-9
-    scaled = eval_starts[:, varying] / spread[varying]  # (S, K)
-    demo_scaled = np.asarray(demos)[:, varying] / spread[varying]  # (M, K)
-    nearest = np.linalg.norm(scaled[:, None] - demo_scaled[None], axis=-1).min(axis=1)  # (S,)
+    nearest = nearest_demo_distances(eval_starts, np.asarray(demos))  # (S,)
     return {"mean_distance": float(nearest.mean()), "beyond_1_25": float((nearest > 1.25).mean()),
             "beyond_1_75": float((nearest > 1.75).mean())}
 

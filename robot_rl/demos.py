@@ -66,7 +66,7 @@ def generate_demos(cfg: Any, n: int, out: str | Path, successful_only: bool = Tr
         seeds = [seeds[i] for i in spread_order(env, seeds, recorded, n)]
     while written < n and attempts < n * max_attempts_factor:
         start: list[np.ndarray] = []  # where this demo started, for a later spread to continue from
-        on_start = (lambda obs: start.append(start_vector(env, obs))) if hasattr(env, "start_features") else None
+        on_start = (lambda obs: start.append(_start_vector(env, obs))) if hasattr(env, "start_features") else None
         transitions, success = record_episode(env, expert, seeds[attempts], "expert", episode_id, on_start)
         attempts += 1
         if success or not successful_only:
@@ -101,10 +101,10 @@ def _reset_start(env: Any, seed: int) -> np.ndarray:
     """The start state ``env.reset(seed=seed)`` gives, as a flat vector (D,): the env's own
     ``start_features()`` (ground truth from the simulator: the twin's cube pose) where it has one, else the
     low-dim part of the start observation."""
-    return start_vector(env, env.reset(seed=seed))
+    return _start_vector(env, env.reset(seed=seed))
 
 
-def start_vector(env: Any, obs: dict[str, np.ndarray]) -> np.ndarray:
+def _start_vector(env: Any, obs: dict[str, np.ndarray]) -> np.ndarray:
     """:func:`_reset_start`'s vector (D,) of an env just reset, whose start observation is ``obs``."""
     if hasattr(env, "start_features"):
         return np.asarray(env.start_features(), np.float64).reshape(-1)

@@ -68,6 +68,16 @@ def _usable_demos(demo_starts: Sequence[np.ndarray], length: int) -> np.ndarray:
     return np.asarray(usable).reshape(-1, length)
 
 
+def nearest_demo_distances(starts: np.ndarray, demos: np.ndarray) -> np.ndarray:
+    """``(N,)`` distance from each start ``(N, D)`` to its nearest demo start ``(M, D)`` (M >= 1): Euclidean over
+    the dimensions that vary over ``starts``, each divided by its std over them (the start-spread units of
+    :func:`start_report` and ``benchmarks/demo_cover.py``)."""
+    dims, spread = _varying(starts)
+    scaled = starts[:, dims] / spread  # (N, K)
+    demo_scaled = demos[:, dims] / spread  # (M, K)
+    return np.linalg.norm(scaled[:, None, :] - demo_scaled[None], axis=-1).min(axis=1)
+
+
 def start_report(per_episode: Sequence[dict[str, Any]], demo_starts: Sequence[np.ndarray] = (),
                  names: Sequence[str] | None = None) -> dict[str, Any]:
     """Summary of where the episodes started: the varying start dimensions (``names`` where the env gives them),
@@ -77,14 +87,12 @@ def start_report(per_episode: Sequence[dict[str, Any]], demo_starts: Sequence[np
     starts, success = _episode_starts(per_episode)
     if len(starts) == 0:
         return {}
-    dims, spread = _varying(starts)
+    dims, _ = _varying(starts)
     report: dict[str, Any] = {"episodes": int(len(starts)), "failures": int((~success).sum()),
                               "varying_dims": _labels(dims, names)}
     usable = _usable_demos(demo_starts, starts.shape[1])
     if len(usable) and len(dims):
-        scaled = starts[:, dims] / spread  # (N, K)
-        demo_scaled = usable[:, dims] / spread  # (M, K)
-        nearest = np.linalg.norm(scaled[:, None, :] - demo_scaled[None], axis=-1).min(axis=1)  # (N,)
+        nearest = nearest_demo_distances(starts, usable)  # (N,)
         report["demos"] = len(usable)
         report["nearest_demo_distance"] = {
             "success_median": float(np.median(nearest[success])) if success.any() else None,

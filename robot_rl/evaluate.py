@@ -12,7 +12,6 @@ import torch
 from robot_rl.checkpoint import Checkpointer
 from robot_rl.config import load_resolved
 from robot_rl.config_errors import UsageError
-from robot_rl.demos import start_vector
 from robot_rl.registry import ENVS, make_policy
 
 log = logging.getLogger("robot_rl.eval")
@@ -43,7 +42,8 @@ def run_episodes(env: Any, policy: Any, episodes: int, seed: int, video_path: st
     for ep in range(episodes):
         obs = env.reset(seed=seed + ep)
         # Where it started (the twin's cube pose), so that failures can be placed: robot_rl.eval_starts.
-        start = start_vector(env, obs).tolist() if hasattr(env, "start_features") else None
+        start = np.asarray(env.start_features(), np.float64).reshape(-1).tolist() \
+            if hasattr(env, "start_features") else None
         policy.reset()
         total, success, finished, steps = 0.0, False, False, 0
         while not finished and not (stop is not None and stop.is_set()):
@@ -120,12 +120,15 @@ def evaluate_checkpoint(checkpoint: str | Path, episodes: int, video: str | None
     demo_dir = cfg.learner.demos or (run_dir / "demos")  # robot-rl train caches its scripted demos there
 
     def with_starts(result: dict[str, Any]) -> None:
-        try:
-            demos = demo_start_vectors(demo_dir)
-            report = start_report(result["per_episode"], demos, names)
-        except Exception as exc:  # e.g. an unreadable demo store: the success rate is what counts
-            log.warning("no start report: %s", exc)
-            demos, report = [], {}
+        demos: list = []
+        report: dict[str, Any] = {}
+        if any("start" in r for r in result["per_episode"]):  # an env without start features: no demo I/O
+            try:
+                demos = demo_start_vectors(demo_dir)
+                report = start_report(result["per_episode"], demos, names)
+            except Exception as exc:  # e.g. an unreadable demo store: the success rate is what counts
+                log.warning("no start report: %s", exc)
+                demos, report = [], {}
         if report:
             result["starts"] = report
         if starts_map is not None:
