@@ -62,7 +62,7 @@ def generate_demos(cfg: Any, n: int, out: str | Path, successful_only: bool = Tr
     candidates = max(n * max(max_attempts_factor, 8) + 24, 256) if spread else n * max_attempts_factor
     seeds = [env_seed(cfg.env.seed, "expert", i + episode_id) for i in range(candidates)]
     if spread:
-        recorded = [recorded_start(ep) for ep in store.episodes(sh)]
+        recorded = recorded_starts(out, sh)
         seeds = [seeds[i] for i in spread_order(env, seeds, recorded, n)]
     while written < n and attempts < n * max_attempts_factor:
         start: list[np.ndarray] = []  # where this demo started, for a later spread to continue from
@@ -109,6 +109,25 @@ def _start_vector(env: Any, obs: dict[str, np.ndarray]) -> np.ndarray:
     if hasattr(env, "start_features"):
         return np.asarray(env.start_features(), np.float64).reshape(-1)
     return _start_features(obs)
+
+
+def recorded_starts(directory: str | Path, spec_hash: str | None = None) -> list[np.ndarray]:
+    """:func:`recorded_start` of every episode in the store at ``directory`` (those recorded under
+    ``spec_hash`` where given), in name order. Reads only each episode's meta where the expert stored its
+    ``start_features``, the whole episode otherwise; an unreadable episode is logged and skipped, as
+    ``EpisodeStore.episodes`` does."""
+    starts = []
+    for path in EpisodeStore(directory).paths():
+        try:
+            meta = EpisodeStore.read_meta(path)
+            if spec_hash is not None and meta.get("spec_hash") != spec_hash:
+                continue
+            features = (meta.get("meta") or {}).get("start_features")
+            starts.append(np.asarray(features, np.float64).reshape(-1) if features is not None
+                          else recorded_start(EpisodeStore.read(path)))
+        except Exception as exc:
+            log.error("skipping unreadable episode %s: %s", path, exc)
+    return starts
 
 
 def recorded_start(episode: Episode) -> np.ndarray:

@@ -73,6 +73,14 @@ class EpisodeStore:
             raise ValueError(f"{path}: inconsistent lengths (corrupt file)")
         return episode
 
+    @staticmethod
+    def read_meta(path: str | Path) -> dict:
+        """The episode's meta (``spec_hash``, ``success``, ``length``, the recorder's ``meta``...) without its
+        arrays: npz members load on access, so a caller that needs one field of many episodes (where each demo
+        started) does not read their camera frames."""
+        with np.load(path, allow_pickle=False) as data:
+            return json.loads(bytes(data["meta"]).decode())
+
     def paths(self) -> list[Path]:
         return sorted(self.directory.glob("*.npz"))
 

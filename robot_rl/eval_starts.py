@@ -24,15 +24,14 @@ log = logging.getLogger("robot_rl.eval")
 
 
 def demo_start_vectors(demo_dir: str | Path) -> list[np.ndarray]:
-    """Each demo's start vector (D,) from an episode store (:func:`robot_rl.demos.recorded_start`: the
+    """Each demo's start vector (D,) from an episode store (:func:`robot_rl.demos.recorded_starts`: the
     ``start_features`` the scripted expert stored, else the first observation's low-dim part); [] when the
-    directory is missing or unset. Unreadable episodes are skipped by the store with an error in the log."""
-    from robot_rl.demos import recorded_start
-    from robot_rl.episode_store import EpisodeStore
+    directory is missing or unset. Unreadable episodes are skipped with an error in the log."""
+    from robot_rl.demos import recorded_starts
 
     if not str(demo_dir) or not Path(demo_dir).is_dir():
         return []
-    return [recorded_start(episode) for episode in EpisodeStore(demo_dir).episodes()]
+    return recorded_starts(demo_dir)
 
 
 def _episode_starts(per_episode: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:

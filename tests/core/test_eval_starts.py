@@ -113,3 +113,33 @@ def test_demo_start_vectors_read_an_episode_store(tmp_path):
     # The recorded start_features where the expert stored them; else the first observation's low-dim part.
     np.testing.assert_allclose(starts[0], [0.1, 0.2])
     np.testing.assert_allclose(starts[1], np.concatenate([np.ravel(v) for _, v in sorted(env.reset(seed=1).items())]))
+
+
+def test_recorded_starts_read_only_the_meta_where_the_expert_stored_the_start(tmp_path, monkeypatch, caplog):
+    """Where each demo started is one meta field: reading it must not load the episodes' arrays (camera frames
+    of every demo, once per evaluation), and an episode of another spec is not counted."""
+    from robot_rl.demos import recorded_starts
+    from robot_rl.episode_store import EpisodeStore
+    from robot_rl.types import Episode, Transition
+
+    store = EpisodeStore(tmp_path / "demos")
+    obs = {"state": np.zeros(3, np.float32), "image": np.zeros((8, 8, 3), np.uint8)}
+    for episode_id, (meta, spec) in enumerate((({"start_features": [0.3, -0.1]}, "h"), (None, "h"),
+                                              ({"start_features": [9.0, 9.0]}, "other"))):
+        step = Transition(obs, np.zeros(2, np.float32), 0.0, obs, False, True, "expert", episode_id, 0)
+        store.write(Episode.from_transitions([step], spec, success=True, meta=meta))
+
+    def no_arrays(*args, **kwargs):
+        raise OSError("the episode's arrays were read")
+
+    monkeypatch.setattr(EpisodeStore, "read", staticmethod(no_arrays))
+    with caplog.at_level("ERROR", logger="robot_rl.demos"):
+        starts = recorded_starts(tmp_path / "demos", spec_hash="h")
+    # Episode 0 from its meta alone; episode 1 (no stored start) needs its frames, whose read fails here:
+    # skipped with an error naming it, not a lost evaluation; episode 2 is of another spec.
+    assert len(starts) == 1
+    np.testing.assert_allclose(starts[0], [0.3, -0.1])
+    assert "expert-00000001" in caplog.text and "were read" in caplog.text
+    monkeypatch.undo()
+    assert [len(s) for s in recorded_starts(tmp_path / "demos", spec_hash="h")] == [2, 3]
+    assert len(recorded_starts(tmp_path / "demos")) == 3
