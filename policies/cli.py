@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 log = logging.getLogger("robot_rl.pretrain")
 
-_EXTRA = ("demos", "steps", "out", "distill", "eval")
+PRETRAIN_ARGS = ("demos", "steps", "out", "distill", "eval")
 
 
 def pretrain_policy(cfg: Any, episodes: list, steps: int, distill_steps: int = 0, seed: int = 0,
@@ -79,7 +79,7 @@ def cmd_pretrain(args: argparse.Namespace, overrides: Sequence[str]) -> int:
 
     from robot_rl.cli import split_extra
 
-    rest, extra = split_extra(overrides, _EXTRA)
+    rest, extra = split_extra(overrides, PRETRAIN_ARGS)
     if not any(o.startswith("algo=") for o in rest):
         rest.append("algo=bc")
     cfg = load_resolved(args.config, rest) if args.config else load_config(rest)

@@ -227,7 +227,7 @@ def cmd_train(args: argparse.Namespace, overrides: Sequence[str]) -> int:
 def cmd_demos(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     from robot_rl.demos import generate_demos
 
-    overrides, extra = split_extra(overrides, ("n", "out", "teleop", "keep_failures"))
+    overrides, extra = split_extra(overrides, DEMOS_ARGS)
     if extra.get("teleop"):
         from robot_rl.hardware.teleop.record import cmd_teleop_demos
 
@@ -246,6 +246,8 @@ def _int_arg(extra: dict[str, str], key: str, default: int) -> int:
         raise UsageError(f"{key}={extra[key]}: {key} must be an integer") from None
 
 
+DEMOS_ARGS = ("n", "out", "teleop", "keep_failures")
+"""``robot-rl demos``' own ``key=value`` arguments (the rest are config overrides)."""
 EVAL_ARGS = ("checkpoint", "episodes", "video", "video_episodes", "starts", "json")
 """``robot-rl eval``'s own ``key=value`` arguments (the rest are config overrides)."""
 

@@ -11,6 +11,8 @@ import pytest
 from robot_rl import cli
 from robot_rl.config import load_config
 from robot_rl.config_errors import UsageError
+from robot_rl.hardware.mcu.cli import EXPORT_MCU_ARGS
+from robot_rl.policies.cli import PRETRAIN_ARGS
 from support import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,10 +79,7 @@ def test_summary_lists_every_subcommand():
 
 
 # key=value arguments of a subcommand that are not config overrides (split off before composing).
-EXTRAS = {"demos": ("n", "out", "teleop", "keep_failures"), "eval": cli.EVAL_ARGS,
-          "pretrain": ("demos", "steps", "out", "distill", "eval"),
-          "export-mcu": ("checkpoint", "target", "out", "hidden", "method", "rounds", "episodes_per_round",
-                         "steps_per_round", "eval_episodes", "name", "qemu", "seed")}
+EXTRAS = {"demos": cli.DEMOS_ARGS, "eval": cli.EVAL_ARGS, "pretrain": PRETRAIN_ARGS, "export-mcu": EXPORT_MCU_ARGS}
 
 
 def _resolve(command: str, args: list[str]) -> None:

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-_KEYS = ("checkpoint", "target", "out", "hidden", "method", "rounds", "episodes_per_round", "steps_per_round",
+EXPORT_MCU_ARGS = ("checkpoint", "target", "out", "hidden", "method", "rounds", "episodes_per_round", "steps_per_round",
          "eval_episodes", "name", "qemu", "seed")
 
 
@@ -68,7 +68,7 @@ def cmd_export_mcu(args: argparse.Namespace, overrides: Sequence[str]) -> int:
 
     from robot_rl.cli import split_extra
 
-    rest, extra = split_extra(overrides, _KEYS)
+    rest, extra = split_extra(overrides, EXPORT_MCU_ARGS)
     if "checkpoint" not in extra or "out" not in extra:
         raise SystemExit("robot-rl export-mcu needs checkpoint=RUN_DIR|expert and out=DIR")
     try:
