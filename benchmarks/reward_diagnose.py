@@ -203,19 +203,12 @@ def main() -> None:
     print("critic vs Monte-Carlo (last episodes; truncated failures add gamma^k V(s_T) that MC lacks):", q_gap)
     verdict = value_check_verdict(cfg, algo, batch, labeller.rewards)
     print("the learner's critic check on the final critic:", {k: round(v, 3) for k, v in verdict.items()})
-    records = read_metrics(args.run_dir / "metrics_learner.jsonl")
-    evals = [(r["step"], r["eval/success_rate"]) for r in records if "eval/success_rate" in r]
-    qs = [(r["step"], r["q_mean"]) for r in records if "q_mean" in r]
-    q_by_k = {}
-    for step, q in qs:
-        q_by_k.setdefault(step // 1000, []).append(q)
-    print("eval success by env step:", evals)
-    print("q_mean by 1k env steps:", {f"{k}k": round(float(np.mean(v)), 3) for k, v in sorted(q_by_k.items())})
-    print(json.dumps({"episodes": len(episodes), "evals": evals, **demo, **q_gap, **verdict,
-                      "q_mean_by_1k": {str(k): float(np.mean(v)) for k, v in sorted(q_by_k.items())},
+    curves = learner_curves(args.run_dir)
+    print("eval success by env step:", curves["evals"])
+    print("q_mean by 1k env steps:", {f"{k}k": v for k, v in curves["q_mean_by_1k"].items()})
+    print(json.dumps({"episodes": len(episodes), **demo, **q_gap, **verdict, **curves,
                       "windows": [{k: (v if isinstance(v, str) else round(float(v), 4)) for k, v in r.items()}
                                   for r in rows]}))
-
 
 if __name__ == "__main__":
     main()
