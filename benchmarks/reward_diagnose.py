@@ -210,5 +210,6 @@ def main() -> None:
                       "windows": [{k: (v if isinstance(v, str) else round(float(v), 4)) for k, v in r.items()}
                                   for r in rows]}))
 
+
 if __name__ == "__main__":
     main()

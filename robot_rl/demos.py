@@ -112,9 +112,11 @@ def _start_vector(env: Any, obs: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def recorded_starts(directory: str | Path, spec_hash: str | None = None) -> list[np.ndarray]:
-    """:func:`recorded_start` of every episode in the store at ``directory`` (those recorded under
-    ``spec_hash`` where given), in name order. Reads only each episode's meta where the expert stored its
-    ``start_features``, the whole episode otherwise; an unreadable episode is logged and skipped, as
+    """Where each episode in the store at ``directory`` started (those recorded under ``spec_hash`` where
+    given), in name order and in :func:`_reset_start`'s terms: the ``start_features`` the scripted expert stored
+    in its meta, read without loading the episode's arrays; else the low-dim part of its first observation
+    (episodes recorded before the meta existed, or by hand), which needs the whole episode. ``spread_order``
+    ignores a vector of another length. An unreadable episode is logged and skipped, as
     ``EpisodeStore.episodes`` does."""
     starts = []
     for path in EpisodeStore(directory).paths():
@@ -124,20 +126,10 @@ def recorded_starts(directory: str | Path, spec_hash: str | None = None) -> list
                 continue
             features = (meta.get("meta") or {}).get("start_features")
             starts.append(np.asarray(features, np.float64).reshape(-1) if features is not None
-                          else recorded_start(EpisodeStore.read(path)))
+                          else _start_features(EpisodeStore.read(path).frames, stacked=True))
         except Exception as exc:
             log.error("skipping unreadable episode %s: %s", path, exc)
     return starts
-
-
-def recorded_start(episode: Episode) -> np.ndarray:
-    """Where a recorded demo started, in :func:`_reset_start`'s terms: the ``start_features`` the scripted
-    expert stored in its meta, else the low-dim part of its first observation (episodes recorded before the
-    meta existed, or by hand). ``spread_order`` ignores a vector of another length."""
-    features = (episode.meta or {}).get("start_features")
-    if features is not None:
-        return np.asarray(features, np.float64).reshape(-1)
-    return _start_features(episode.frames, stacked=True)
 
 
 def spread_order(env: Any, seeds: Sequence[int], recorded: Sequence[np.ndarray] = (), n: int | None = None

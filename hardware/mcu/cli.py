@@ -15,8 +15,8 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-EXPORT_MCU_ARGS = ("checkpoint", "target", "out", "hidden", "method", "rounds", "episodes_per_round", "steps_per_round",
-         "eval_episodes", "name", "qemu", "seed")
+EXPORT_MCU_ARGS = ("checkpoint", "target", "out", "hidden", "method", "rounds", "episodes_per_round",
+                   "steps_per_round", "eval_episodes", "name", "qemu", "seed")
 
 
 def register(subparsers: Any) -> None:
