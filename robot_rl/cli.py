@@ -253,7 +253,7 @@ EVAL_ARGS = ("checkpoint", "episodes", "video", "video_episodes", "starts", "jso
 
 
 def cmd_eval(args: argparse.Namespace, overrides: Sequence[str]) -> int:
-    from robot_rl.evaluate import evaluate_checkpoint
+    from robot_rl.evaluate import describe_failures, evaluate_checkpoint
 
     overrides, extra = split_extra(overrides, EVAL_ARGS)
     if "checkpoint" not in extra:
@@ -264,6 +264,9 @@ def cmd_eval(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     print(f"success rate {result['success_rate']:.3f} over {result['episodes']} episodes "
           f"(mean return {result['mean_return']:.3f})" + (f"; video {result['video']}" if result.get("video")
                                                            else ""))
+    failures = describe_failures(result)
+    if failures:
+        print(failures)
     nearest = result.get("starts", {}).get("nearest_demo_distance")
     if nearest and nearest["failure_median"] is not None:
         print(f"start distance to the nearest demo start (median, in start-spread units): failures "

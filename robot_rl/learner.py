@@ -313,8 +313,11 @@ class Learner:
                                   seed=100_000 + self.online_transitions, stop=self._stop, on_episode=on_episode)
         finally:
             self.policy.train(was_training)
-        return {"eval/success_rate": result["success_rate"], "eval/return": result["mean_return"],
-                "eval/episodes": float(result["episodes"])}
+        metrics = {"eval/success_rate": result["success_rate"], "eval/return": result["mean_return"],
+                   "eval/episodes": float(result["episodes"])}
+        for stage, n in result.get("outcomes", {}).items():  # where the episodes stopped (Panda twins)
+            metrics[f"eval/outcome/{stage}"] = n / result["episodes"]
+        return metrics
 
     def _log_evaluation(self, logger: RunLogger) -> None:
         step, total = self.online_transitions, self.cfg.learner.eval_episodes

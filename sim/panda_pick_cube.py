@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
     # Headless Linux (servers, containers, CI): without a display MuJoCo's default GLFW backend cannot make a
@@ -44,6 +45,7 @@ import numpy as np
 from robot_rl.env import StepResult
 from robot_rl.images import CameraConfig, prepare_camera
 from robot_rl.sim import panda_model as pm
+from robot_rl.sim.episode_outcome import GraspOutcome
 from robot_rl.sim.osc import OperationalSpaceController
 from robot_rl.sim.panda_config import PandaPickCubeConfig, PandaPickPlaceCubeConfig
 from robot_rl.sim.panda_experts import PickCubeExpert, PickPlaceCubeExpert
@@ -96,6 +98,7 @@ class PandaPickCube:
         self._cube_qvel = int(m.jnt_dofadr[cube_joint])  # 6 entries
         geom = lambda name: mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, name)  # noqa: E731
         self._target_geom = geom("target") if self._with_target else -1
+        self._outcome = GraspOutcome(m, geom("cube"), (geom("left_pad"), geom("right_pad")))
         self.randomizer = ModelRandomizer(m, cfg.randomization, RandomizedIds(
             cube_body=self._cube_body,
             friction_geoms=[geom("cube"), geom("left_pad"), geom("right_pad"), geom("table")],
@@ -137,9 +140,15 @@ class PandaPickCube:
         self._home_rot = d.site_xmat[self._tcp_site].reshape(3, 3).copy()
         self._target = np.clip(d.site_xpos[self._tcp_site], self.workspace_low, self.workspace_high)
         self.controller.set_target(self._target, self._home_rot)
+        self._new_episode()
+        return self._observation()
+
+    def _new_episode(self) -> None:
+        """Per-episode counters back to the start (a reset, or a start from a snapshot: ``set_state``)."""
         self._action_delay.reset()
         self._steps = 0
-        return self._observation()
+        self._outcome.reset()
+        self._success_seen = False
 
     def _arm_to_home_pose(self) -> None:
         """Arm joints at home, fingers and their command open (velocities as the caller left them)."""
@@ -180,7 +189,10 @@ class PandaPickCube:
             mujoco.mj_step2(m, d)
         mujoco.mj_forward(m, d)  # positions/velocities/sensors consistent with the integrated state
         self._steps += 1
+        cube = d.qpos[self._cube_qpos:self._cube_qpos + 3]
+        self._outcome.update(d, action[3] > 0.0, d.site_xpos[self._tcp_site][:2], cube, self.cube_rest_z)
         success = self._success()
+        self._success_seen = self._success_seen or success
         truncated = (not success) and self._steps >= self.max_episode_steps
         return StepResult(self._observation(), float(success), success, truncated, success)
 
@@ -214,6 +226,15 @@ class PandaPickCube:
 
     def _success(self) -> bool:
         return bool(self.data.qpos[self._cube_qpos + 2] >= self.cube_rest_z + self.cfg.lift_height)
+
+    def episode_outcome(self) -> dict[str, Any]:
+        """How far the episode since the last reset got: ``stage`` (``robot_rl.sim.episode_outcome.STAGES``;
+        a failure is named by the furthest stage it reached) and its figures. ``robot-rl eval`` counts them."""
+        out = self._outcome.outcome(self._success_seen, self._with_target)
+        if self._with_target:
+            cube_xy = self.data.qpos[self._cube_qpos:self._cube_qpos + 2]
+            out["cube_to_target_m"] = float(np.linalg.norm(cube_xy - self.target_xy))
+        return out
 
     # ------------------------------------------------------------------ observations
     def _proprio(self) -> np.ndarray:

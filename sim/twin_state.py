@@ -33,8 +33,7 @@ def restore(env: Any, state: np.ndarray) -> dict[str, np.ndarray]:
     d.qacc_warmstart[:] = 0.0
     env._target = parts[3].copy()
     env.controller.set_target(env._target, env._home_rot)
-    env._action_delay.reset()
-    env._steps = 0
+    env._new_episode()
     mujoco.mj_forward(m, d)
     return env._observation()
 

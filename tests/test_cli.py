@@ -3,6 +3,7 @@ import json
 from pathlib import Path
 
 from robot_rl.checkpoint import Checkpointer
+from robot_rl.sim.episode_outcome import STAGES
 from support import free_ports, run_cli
 
 
@@ -26,11 +27,13 @@ def test_tiny_train_produces_plot_video_checkpoint_and_evals(tmp_path):
         assert (run_dir / name).stat().st_size > 0, name
     assert Checkpointer(run_dir).latest() is not None
     assert len(list((run_dir / "demos").glob("*.npz"))) == 2
-    assert "eval/success_rate" in (run_dir / "metrics_learner.jsonl").read_text()
+    metrics = (run_dir / "metrics_learner.jsonl").read_text()
+    assert "eval/success_rate" in metrics and "eval/outcome/" in metrics  # where the evaluation episodes stopped
     for actor in ("actor-0", "actor-1"):
         assert any((run_dir / "episodes" / actor).glob("*.npz"))
     final = json.loads((run_dir / "eval.json").read_text())
     assert len(final["per_episode"]) == 1 and len(final["per_episode"][0]["start"]) == 7  # the cube pose
+    assert final["per_episode"][0]["outcome"]["stage"] in STAGES and sum(final["outcomes"].values()) == 1
     ev = run_cli("eval", f"checkpoint={run_dir}", "episodes=3", f"video={tmp_path / 'v.mp4'}", "video_episodes=1",
                  f"starts={tmp_path / 'starts.png'}", f"json={tmp_path / 'ev.json'}",
                  "env.randomization.object_xy_range=0.05", timeout=180)  # starts that differ, to be mapped
@@ -39,6 +42,8 @@ def test_tiny_train_produces_plot_video_checkpoint_and_evals(tmp_path):
     assert (tmp_path / "starts.png").stat().st_size > 0
     evaluated = json.loads((tmp_path / "ev.json").read_text())
     assert [r["seed"] for r in evaluated["per_episode"]] == [10_000, 10_001, 10_002]
+    assert sum(evaluated["outcomes"].values()) == 3
+    assert ("failures by stage: " in ev.stdout) == (evaluated["success_rate"] < 1.0)
     # The run's 2 cached demos are the reference; the randomised twin moves the cube's x and y only.
     assert evaluated["starts"]["demos"] == 2 and evaluated["starts"]["varying_dims"] == ["cube x", "cube y"]
     assert evaluated["starts_map"] == str(tmp_path / "starts.png")
