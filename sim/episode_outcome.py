@@ -34,8 +34,7 @@ STAGES = ("never_closed", "closed_off_object", "held_not_lifted", "held_not_plac
 class GraspOutcome:
     """Per-episode record of what the hand did with the cube, updated after every control step."""
 
-    def __init__(self, model: mujoco.MjModel, cube_geom: int, pad_geoms: tuple[int, int]) -> None:
-        self._model = model
+    def __init__(self, cube_geom: int, pad_geoms: tuple[int, int]) -> None:
         self._cube_geom = cube_geom
         self._pads = frozenset(pad_geoms)
         self.reset()

@@ -98,7 +98,7 @@ class PandaPickCube:
         self._cube_qvel = int(m.jnt_dofadr[cube_joint])  # 6 entries
         geom = lambda name: mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, name)  # noqa: E731
         self._target_geom = geom("target") if self._with_target else -1
-        self._outcome = GraspOutcome(m, geom("cube"), (geom("left_pad"), geom("right_pad")))
+        self._outcome = GraspOutcome(geom("cube"), (geom("left_pad"), geom("right_pad")))
         self.randomizer = ModelRandomizer(m, cfg.randomization, RandomizedIds(
             cube_body=self._cube_body,
             friction_geoms=[geom("cube"), geom("left_pad"), geom("right_pad"), geom("table")],
